@@ -1,0 +1,366 @@
+/*
+ * baatt: Block Approximate Sparse Attention (BA-Att) on any GPU through Vulkan compute.
+ *
+ * The whole public C API. Conventions:
+ *  - every fallible call returns a baatt_status; BAATT_OK is 0;
+ *  - a context owns (or wraps) one Vulkan device; its last error message says what failed;
+ *  - a plan is created from a baatt_config, owns all scratch (sized once, nothing O(N^2)),
+ *    and is then run on host arrays or recorded into the caller's command buffer;
+ *  - nothing the caller passes in is modified; the library never prints.
+ *
+ * Tensor layouts (row-major, C order):
+ *   Q, O : [batch, heads,    q_len,  head_dim]
+ *   K, V : [batch, kv_heads, kv_len, head_dim]
+ * Query head h uses kv head h / (heads / kv_heads) (GQA / MQA).
+ * fp16 host data is passed as IEEE binary16 bit patterns (uint16_t), bf16 as the top 16 bits of fp32.
+ */
+#ifndef BAATT_H
+#define BAATT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <vulkan/vulkan_core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BAATT_VERSION_MAJOR 0
+#define BAATT_VERSION_MINOR 1
+#define BAATT_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------------
+ * Status. Grouped by failure class: caller errors (1xx), environment (2xx), device (3xx), I/O (4xx).
+ * ------------------------------------------------------------------------------------------- */
+typedef enum baatt_status {
+    BAATT_OK = 0,
+    /* the caller's arguments */
+    BAATT_ERROR_INVALID_ARGUMENT = 100, /* NULL pointer, bad enum value, bad option */
+    BAATT_ERROR_BAD_SHAPE = 101,        /* zero or mismatched sizes, size overflow */
+    BAATT_ERROR_GQA_MISMATCH = 102,     /* heads % kv_heads != 0 */
+    BAATT_ERROR_UNSUPPORTED_HEAD_DIM = 103,
+    BAATT_ERROR_UNSUPPORTED_DTYPE = 104,
+    BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE = 105,
+    BAATT_ERROR_BAD_KEEP_RATIO = 106,   /* keep_ratio outside (0, 1] */
+    BAATT_ERROR_BAD_THRESHOLD = 107,    /* mass_threshold outside (0, 1] */
+    BAATT_ERROR_BAD_BLOCK_LIMITS = 108, /* min_blocks > max_blocks */
+    BAATT_ERROR_BAD_SCALE = 109,        /* scale negative, NaN or infinite */
+    BAATT_ERROR_TOO_LARGE = 110,        /* a buffer would exceed the device's limits */
+    BAATT_ERROR_NOT_READY = 111,        /* results asked for before a run */
+    /* the environment */
+    BAATT_ERROR_NO_VULKAN = 200,        /* libvulkan.so.1 could not be loaded */
+    BAATT_ERROR_NO_DEVICE = 201,        /* no Vulkan device, or none matching the selection */
+    BAATT_ERROR_MISSING_FEATURE = 202,  /* the device lacks a feature this config needs */
+    BAATT_ERROR_VALIDATION_LAYER = 203, /* validation requested but the layer is missing */
+    BAATT_ERROR_OUT_OF_HOST_MEMORY = 204,
+    /* the device */
+    BAATT_ERROR_VULKAN = 300,           /* a Vulkan call failed (the message names it) */
+    BAATT_ERROR_OUT_OF_DEVICE_MEMORY = 301,
+    BAATT_ERROR_DEVICE_LOST = 302,
+    BAATT_ERROR_TIMEOUT = 303,
+    /* files */
+    BAATT_ERROR_IO = 400,               /* open/read/write failed */
+    BAATT_ERROR_FILE_FORMAT = 401,      /* malformed .npy, or a dtype/order we do not read */
+} baatt_status;
+
+/* A static English name for the status ("BAATT_ERROR_BAD_SHAPE: ..."). Never NULL. */
+const char *baatt_status_string(baatt_status status);
+
+typedef enum baatt_dtype {
+    BAATT_DTYPE_F32 = 0,
+    BAATT_DTYPE_F16 = 1,
+    BAATT_DTYPE_BF16 = 2,
+} baatt_dtype;
+
+/* Bytes of one element of dtype (4 or 2). 0 for an unknown dtype. */
+size_t baatt_dtype_size(baatt_dtype dtype);
+const char *baatt_dtype_name(baatt_dtype dtype);
+
+/* ---------------------------------------------------------------------------------------------
+ * Devices and context.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum baatt_device_type {
+    BAATT_DEVICE_OTHER = 0,
+    BAATT_DEVICE_DISCRETE_GPU = 1,
+    BAATT_DEVICE_INTEGRATED_GPU = 2,
+    BAATT_DEVICE_VIRTUAL_GPU = 3,
+    BAATT_DEVICE_CPU = 4,
+} baatt_device_type;
+
+typedef struct baatt_device_info {
+    uint32_t index;                 /* position in Vulkan's enumeration order */
+    char name[256];
+    char driver_name[256];          /* VkPhysicalDeviceDriverProperties, or "" */
+    char driver_info[256];
+    baatt_device_type type;
+    uint32_t vendor_id, device_id;
+    uint32_t api_version;           /* VK_MAKE_API_VERSION form */
+    uint32_t subgroup_size;
+    uint32_t max_shared_memory;     /* maxComputeSharedMemorySize, bytes */
+    uint32_t max_workgroup_invocations;
+    uint64_t max_storage_buffer_range;
+    uint64_t device_local_bytes;    /* largest device-local heap */
+    float timestamp_period_ns;      /* 0: no compute timestamps */
+    int fp16_storage;               /* storageBuffer16BitAccess */
+    int fp16_arithmetic;            /* shaderFloat16 */
+    int coopmat_nv;                 /* VK_NV_cooperative_matrix */
+    int coopmat_khr;                /* VK_KHR_cooperative_matrix */
+    int coopmat2_nv;                /* VK_NV_cooperative_matrix2 */
+    int bf16;                       /* VK_KHR_shader_bfloat16 */
+    int picked;                     /* 1 for the device the default selection would use */
+} baatt_device_info;
+
+/* Lists the Vulkan devices. Call with infos == NULL to get the count; then with an array of
+ * *count entries. `picked` marks the default choice (honouring BAATT_DEVICE). */
+baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count);
+
+typedef struct baatt_context baatt_context;
+
+typedef struct baatt_context_options {
+    /* Device choice, in order of precedence: device_index >= 0; then device_name (a
+     * case-insensitive substring of the device name); then the environment variable BAATT_DEVICE
+     * (an index or a name substring); then discrete GPU, integrated GPU, virtual GPU, CPU. */
+    int device_index;               /* -1: not set */
+    const char *device_name;        /* NULL: not set */
+    /* Enable VK_LAYER_KHRONOS_validation and count its messages (also set by BAATT_VALIDATION=1).
+     * If the layer is missing, context creation fails with BAATT_ERROR_VALIDATION_LAYER. */
+    int validation;
+} baatt_context_options;
+
+baatt_context_options baatt_context_options_default(void);
+
+/* Creates a context with its own VkInstance and VkDevice. opts may be NULL (defaults).
+ * On failure *ctx is still set when possible so that baatt_context_error can explain; always
+ * call baatt_context_destroy on it. */
+baatt_status baatt_context_create(const baatt_context_options *opts, baatt_context **ctx);
+
+/* The embedding case: the application's own Vulkan objects. baatt never destroys them.
+ * The device must have been created with the features listed in `enabled` (see BAATT_FEATURE_*):
+ * baatt cannot query what an application enabled. */
+enum {
+    BAATT_FEATURE_FP16_STORAGE = 1u << 0,   /* storageBuffer16BitAccess */
+    BAATT_FEATURE_FP16_ARITH = 1u << 1,     /* shaderFloat16 */
+    BAATT_FEATURE_COOPMAT_NV = 1u << 2,     /* VK_NV_cooperative_matrix + vulkanMemoryModel */
+    BAATT_FEATURE_SUBGROUP_SIZE_CONTROL = 1u << 3,
+};
+typedef struct baatt_external_device {
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: load libvulkan.so.1 */
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    VkQueue queue;                  /* a queue with compute support */
+    uint32_t queue_family_index;
+    uint32_t enabled;               /* BAATT_FEATURE_* bits the device was created with */
+} baatt_external_device;
+
+baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context **ctx);
+
+/* The handles a context uses (its own or the wrapped ones), e.g. to record into its queue. */
+baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out);
+
+void baatt_context_destroy(baatt_context *ctx);
+
+/* The last failure's message ("vkAllocateMemory failed: VK_ERROR_OUT_OF_DEVICE_MEMORY ..."),
+ * or "" if none. Valid until the next call on this context. NULL ctx gives a static string. */
+const char *baatt_context_error(const baatt_context *ctx);
+
+baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_info *info);
+
+/* Number of validation-layer messages (warnings and errors) seen so far; 0 if not enabled. */
+uint32_t baatt_context_validation_messages(const baatt_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration. Fill with baatt_config_default(), then set the shape.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum baatt_select_mode {
+    BAATT_SELECT_KEEP_RATIO = 0,     /* keep max(1, ceil(keep_ratio * nk)) blocks per query block */
+    BAATT_SELECT_MASS_THRESHOLD = 1, /* shortest prefix of the sorted block map with mass >= threshold */
+} baatt_select_mode;
+
+typedef struct baatt_config {
+    uint32_t batch, heads, kv_heads;
+    uint32_t q_len, kv_len, head_dim; /* head_dim: 64 or 128 */
+    baatt_dtype dtype;                /* of Q, K, V and O */
+    float scale;                      /* 0: 1/sqrt(head_dim) */
+    int dense;                        /* 1: exact dense attention; the BA-Att fields are ignored */
+    /* BA-Att (see docs/SPEC.md) */
+    uint32_t block_size;              /* 32, 64 (default) or 128 */
+    int norm_sort;                    /* 1 (default): sort Q and K by L2 norm before blocking */
+    int covariance;                   /* 1 (default): lambda = 1 in the block logit */
+    baatt_select_mode select_mode;
+    float keep_ratio;                 /* default 0.5 */
+    float mass_threshold;             /* default 0.9; used in BAATT_SELECT_MASS_THRESHOLD mode */
+    uint32_t min_blocks;              /* per query block; 0 or 1: at least one */
+    uint32_t max_blocks;              /* 0: no limit */
+} baatt_config;
+
+baatt_config baatt_config_default(void);
+
+/* Validates cfg. On failure writes a message naming the problem into msg (if msg != NULL). */
+baatt_status baatt_config_check(const baatt_config *cfg, char *msg, size_t msg_size);
+
+/* Derived sizes. */
+uint32_t baatt_config_q_blocks(const baatt_config *cfg);  /* ceil(q_len / block_size) */
+uint32_t baatt_config_k_blocks(const baatt_config *cfg);  /* ceil(kv_len / block_size) */
+float baatt_config_scale(const baatt_config *cfg);        /* the effective scale */
+/* Blocks kept per query block in keep-ratio mode, after min/max clamping. */
+uint32_t baatt_config_keep_blocks(const baatt_config *cfg);
+
+/* ---------------------------------------------------------------------------------------------
+ * Plans.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct baatt_plan baatt_plan;
+
+baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baatt_plan **plan);
+void baatt_plan_destroy(baatt_plan *plan);
+
+/* Device memory the plan owns besides the caller's tensors, in bytes. */
+uint64_t baatt_plan_scratch_bytes(const baatt_plan *plan);
+
+/* Runs on host arrays: uploads Q, K, V, runs every stage, waits, downloads O (in cfg->dtype).
+ * Staging and device buffers for the tensors are owned by the plan and reused. */
+baatt_status baatt_plan_run_host(baatt_plan *plan, const void *q, const void *k, const void *v,
+                                 void *o);
+
+/* The embedding path: records every stage into the caller's command buffer (in the recording
+ * state, on a queue family with compute) over the caller's device buffers. The caller submits
+ * and synchronises; buffers need VK_BUFFER_USAGE_STORAGE_BUFFER_BIT and the offsets must be
+ * multiples of minStorageBufferOffsetAlignment. Recording rewrites the plan's descriptor set:
+ * do not record the same plan again while an earlier recording is still pending.
+ * A pipeline barrier (compute write -> compute read) is recorded before the first stage reads
+ * Q/K/V and after O is written (compute write -> compute/transfer read). */
+typedef struct baatt_device_tensor {
+    VkBuffer buffer;
+    VkDeviceSize offset;
+} baatt_device_tensor;
+typedef struct baatt_tensors {
+    baatt_device_tensor q, k, v, o;
+} baatt_tensors;
+baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t);
+
+/* After a run (run_host, or a recorded run the caller waited for). */
+enum {
+    BAATT_STAGE_SORT = 0,     /* norms + argsort of Q and K */
+    BAATT_STAGE_STATS = 1,    /* block means and variances */
+    BAATT_STAGE_SCORE = 2,    /* corrected block logits */
+    BAATT_STAGE_SELECT = 3,   /* block selection */
+    BAATT_STAGE_ATTEND = 4,   /* block-sparse (or dense) attention */
+    BAATT_STAGE_COUNT = 5,
+};
+const char *baatt_stage_name(int stage);
+
+typedef struct baatt_run_stats {
+    double stage_ms[BAATT_STAGE_COUNT]; /* GPU time per stage; 0 for stages not run */
+    double gpu_ms;                      /* GPU time of the whole run */
+    double sparsity;                    /* 1 - selected key tokens / (q_blocks * kv_len), all heads */
+    uint64_t selected_blocks;           /* over all (batch, head, query block) rows */
+    int timed;                          /* 0 if the device has no timestamps */
+} baatt_run_stats;
+baatt_status baatt_plan_stats(baatt_plan *plan, baatt_run_stats *stats);
+
+/* The selection of the last run: uint8 [batch, heads, q_blocks, k_blocks], 1 where key block J
+ * was selected for query block I (sorted-block coordinates). All ones for a dense plan. */
+baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
+/* The permutations of the last run: int32 perm_q [batch, heads, q_len] and perm_k
+ * [batch, kv_heads, kv_len], the original token index at each sorted position (identity when
+ * sorting is off or the plan is dense). Either pointer may be NULL. */
+baatt_status baatt_plan_read_perms(baatt_plan *plan, int32_t *perm_q, int32_t *perm_k);
+
+/* ---------------------------------------------------------------------------------------------
+ * CPU reference (the oracle for every GPU test). Inputs in cfg->dtype; outputs in fp32/fp64
+ * as stated. Accumulation is in fp64. All functions validate cfg like baatt_config_check.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Dense attention. o: float [batch, heads, q_len, head_dim]. */
+baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
+                                       const void *v, float *o);
+
+/* Stable argsort of token L2 norms, descending (ties: lower index first), per head.
+ * x: [batch, nheads, len, head_dim] in cfg->dtype; perm: int32 [batch, nheads, len].
+ * Norms are computed in fp64 and rounded to fp32 before sorting (what the GPU compares).
+ * With cfg->norm_sort == 0, perm is the identity. */
+baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
+                                  uint32_t len, int32_t *perm);
+
+/* Block means and diagonal variances over the valid tokens of each block of the sorted order.
+ * mean, var: float [batch, nheads, ceil(len / block_size), head_dim]. */
+baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
+                                         uint32_t len, const int32_t *perm, float *mean,
+                                         float *var);
+
+/* Corrected block logits l_IJ (SPEC step 3, with ln(n_J)): float [batch, heads, nq, nk].
+ * qmean/qvar: [batch, heads, nq, d]; kmean/kvar: [batch, kv_heads, nk, d]. */
+baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
+                                          const float *qvar, const float *kmean,
+                                          const float *kvar, float *logits);
+
+/* Block selection (SPEC step 4) from logits [batch, heads, nq, nk] to mask uint8 (same shape). */
+baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask);
+
+/* Sparse attention over the selected blocks, rows written back in original order.
+ * perm_q/perm_k as from baatt_reference_sort; mask from baatt_reference_select.
+ * o: float [batch, heads, q_len, head_dim]. */
+baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
+                                              const void *k, const void *v,
+                                              const int32_t *perm_q, const int32_t *perm_k,
+                                              const uint8_t *mask, float *o);
+
+/* The whole BA-Att forward pass (cfg->dense == 1: dense attention). Any of mask, perm_q, perm_k
+ * may be NULL. */
+baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
+                                   const void *v, float *o, uint8_t *mask, int32_t *perm_q,
+                                   int32_t *perm_k);
+
+/* Quality metrics of SPEC against exact dense attention. */
+typedef struct baatt_metrics {
+    double mass_recall;   /* mean over query rows of the dense attention mass on selected keys */
+    double rel_l1;        /* sum|O - O_dense| / sum|O_dense| */
+    double rel_l2;        /* ||O - O_dense|| / ||O_dense|| */
+    double cosine;        /* cosine similarity of flattened outputs */
+    double sparsity;      /* 1 - selected key tokens / (q_blocks * kv_len), all heads */
+} baatt_metrics;
+/* o: the approximate output (float, original order). mask/perm_q/perm_k describe the selection
+ * (perms may be NULL for identity). o_dense may be NULL (then computed here). */
+baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
+                                     const void *v, const uint8_t *mask, const int32_t *perm_q,
+                                     const int32_t *perm_k, const float *o, const float *o_dense,
+                                     baatt_metrics *m);
+
+/* ---------------------------------------------------------------------------------------------
+ * NumPy .npy files (format 1.0-3.0; little-endian float32, float16, int32, uint8; C order).
+ * ------------------------------------------------------------------------------------------- */
+typedef enum baatt_npy_dtype {
+    BAATT_NPY_F32 = 0,
+    BAATT_NPY_F16 = 1,
+    BAATT_NPY_I32 = 2,
+    BAATT_NPY_U8 = 3,
+} baatt_npy_dtype;
+
+#define BAATT_NPY_MAX_RANK 8
+typedef struct baatt_npy {
+    baatt_npy_dtype dtype;
+    uint32_t rank;
+    uint64_t shape[BAATT_NPY_MAX_RANK];
+    uint64_t count;   /* product of shape (1 for rank 0) */
+    void *data;       /* count elements, owned (free with baatt_npy_free) */
+} baatt_npy;
+
+/* Reads path. On failure writes a message naming the problem into msg (if not NULL). */
+baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t msg_size);
+baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t rank,
+                             const uint64_t *shape, const void *data, char *msg, size_t msg_size);
+void baatt_npy_free(baatt_npy *npy);
+size_t baatt_npy_dtype_size(baatt_npy_dtype dtype);
+
+/* ---------------------------------------------------------------------------------------------
+ * Half-precision helpers (round to nearest even).
+ * ------------------------------------------------------------------------------------------- */
+uint16_t baatt_f32_to_f16(float f);
+float baatt_f16_to_f32(uint16_t h);
+uint16_t baatt_f32_to_bf16(float f);
+float baatt_bf16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BAATT_H */

@@ -1,0 +1,29 @@
+/* Library-internal declarations shared across src/ files (never installed). */
+#ifndef BAATT_INTERNAL_H
+#define BAATT_INTERNAL_H
+
+#include "baatt.h"
+
+/* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
+uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);
+
+/* Element i of a host tensor in dtype, as float. */
+static inline float baatt_load(const void *p, baatt_dtype dt, uint64_t i)
+{
+    switch (dt) {
+    case BAATT_DTYPE_F16: return baatt_f16_to_f32(((const uint16_t *)p)[i]);
+    case BAATT_DTYPE_BF16: return baatt_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static inline void baatt_store(void *p, baatt_dtype dt, uint64_t i, float v)
+{
+    switch (dt) {
+    case BAATT_DTYPE_F16: ((uint16_t *)p)[i] = baatt_f32_to_f16(v); break;
+    case BAATT_DTYPE_BF16: ((uint16_t *)p)[i] = baatt_f32_to_bf16(v); break;
+    default: ((float *)p)[i] = v; break;
+    }
+}
+
+#endif

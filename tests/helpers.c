@@ -1,0 +1,107 @@
+#include "helpers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+uint64_t th_seed(void)
+{
+    static uint64_t seed;
+    if (!seed) {
+        const char *env = getenv("BAATT_TEST_SEED");
+        seed = env ? strtoull(env, NULL, 0) : ((uint64_t)time(NULL) * 2654435761u) ^ ((uint64_t)getpid() << 20);
+        if (!seed) seed = 1;
+        fprintf(stderr, "[ seed     ] BAATT_TEST_SEED=%llu\n", (unsigned long long)seed);
+    }
+    return seed;
+}
+
+uint64_t th_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+float th_uniform(uint64_t *s) { return (float)((th_next(s) >> 40) * (1.0 / 16777216.0)); }
+
+float th_normal(uint64_t *s)
+{
+    double u1 = ((th_next(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (th_next(s) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void *th_random_tensor(uint64_t *s, baatt_dtype dt, size_t n, float sigma)
+{
+    void *p = malloc(n * baatt_dtype_size(dt) + 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) baatt_store(p, dt, i, sigma * th_normal(s));
+    return p;
+}
+
+void th_poison(void *p, baatt_dtype dt, size_t n)
+{
+    for (size_t i = 0; i < n; i++) baatt_store(p, dt, i, NAN);
+}
+
+float *th_to_float(const void *p, baatt_dtype dt, size_t n)
+{
+    float *f = malloc(n * sizeof(float) + 1);
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) f[i] = baatt_load(p, dt, i);
+    return f;
+}
+
+double th_compare(const float *a, const float *b, size_t n, double atol, double rtol, const char *label)
+{
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = isnan(a[i]) || isnan(b[i]) ? INFINITY : fabs((double)a[i] - b[i]) / (atol + rtol * fabs(b[i]));
+        if (!(e <= worst)) { worst = e; wi = i; }
+        if (isinf(worst)) break;
+    }
+    if (label && worst > 1)
+        fprintf(stderr, "[ mismatch ] %s: element %zu got %.9g want %.9g (error %.3g of tolerance)\n", label, wi,
+                (double)a[wi], (double)b[wi], worst);
+    return worst;
+}
+
+baatt_context *th_context(void)
+{
+    baatt_context_options o = baatt_context_options_default();
+    o.validation = getenv("BAATT_VALIDATION") && atoi(getenv("BAATT_VALIDATION"));
+    baatt_context *ctx = NULL;
+    baatt_status s = baatt_context_create(&o, &ctx);
+    if (s == BAATT_ERROR_NO_VULKAN || s == BAATT_ERROR_NO_DEVICE) {
+        fprintf(stderr, "SKIP: no Vulkan device: %s\n", baatt_context_error(ctx));
+        baatt_context_destroy(ctx);
+        exit(77);
+    }
+    if (s != BAATT_OK) fprintf(stderr, "context: %s: %s\n", baatt_status_string(s), baatt_context_error(ctx));
+    assert_int_equal(s, BAATT_OK);
+    return ctx;
+}
+
+void th_context_done(baatt_context *ctx)
+{
+    uint32_t msgs = baatt_context_validation_messages(ctx);
+    baatt_context_destroy(ctx);
+    assert_int_equal(msgs, 0);
+}
+
+const char *th_tmp_path(char *buf, size_t n, const char *name)
+{
+    const char *dir = getenv("BAATT_TEST_TMP");
+    snprintf(buf, n, "%s/baatt-%d-%s", dir ? dir : "/tmp", (int)getpid(), name);
+    return buf;
+}

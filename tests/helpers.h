@@ -1,0 +1,38 @@
+/* Shared test helpers: deterministic-but-fresh random inputs, NaN poisoning, comparisons. */
+#ifndef BAATT_TEST_HELPERS_H
+#define BAATT_TEST_HELPERS_H
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "baatt.h"
+
+/* A fresh seed per process (time and pid), printed so a failure can be replayed with
+ * BAATT_TEST_SEED=<seed>. */
+uint64_t th_seed(void);
+/* xorshift64* stream. */
+uint64_t th_next(uint64_t *state);
+float th_uniform(uint64_t *state);          /* [0, 1) */
+float th_normal(uint64_t *state);           /* N(0, 1) */
+
+/* n random N(0, sigma) elements in dtype (fp16/bf16 as bit patterns); caller frees. */
+void *th_random_tensor(uint64_t *state, baatt_dtype dt, size_t n, float sigma);
+/* Fill with NaN in dtype. */
+void th_poison(void *p, baatt_dtype dt, size_t n);
+/* Convert a dtype tensor to a newly allocated float array. */
+float *th_to_float(const void *p, baatt_dtype dt, size_t n);
+
+/* Max over elements of |a-b| / (atol + rtol*|b|) (<= 1 passes); any NaN in a gives +inf. Prints the
+ * worst element on failure when label != NULL. */
+double th_compare(const float *a, const float *b, size_t n, double atol, double rtol, const char *label);
+
+/* A context for GPU tests, with validation; skips (exit 77) if no Vulkan device exists.
+ * th_context_done asserts there were no validation messages, then destroys the context. */
+baatt_context *th_context(void);
+void th_context_done(baatt_context *ctx);
+
+/* A scratch path under BAATT_TEST_TMP (or /tmp), unique per process: th_tmp_path(buf, "q.npy"). */
+const char *th_tmp_path(char *buf, size_t n, const char *name);
+#endif
