@@ -1,0 +1,53 @@
+// Shared declarations for every baatt stage: the push-constant block (mirrors baatt_push in
+// src/plan.c, field for field) and the element type of Q/K/V/O.
+#ifndef BAATT_COMMON_GLSL
+#define BAATT_COMMON_GLSL
+
+#ifdef IN_F16
+#extension GL_EXT_shader_16bit_storage : require
+#define ELEM float16_t
+#else
+#define ELEM float
+#endif
+
+// Per-dispatch geometry. Tensor layouts: Q,O [batch, heads, q_len, head_dim];
+// K,V [batch, kv_heads, kv_len, head_dim]; "hd" below is a flattened (batch, head) index.
+layout(push_constant) uniform Push {
+    uint batch, heads, kv_heads, q_len, kv_len, head_dim;
+    uint block, nq, nk, words;     // block size, query/key block counts, mask words per row
+    uint which;                    // 0: the Q side, 1: the K side (sort and stats stages)
+    uint padded;                   // sort: per-head length padded to a power of two
+    uint sort_k, sort_j;           // sort: bitonic stage and step
+    uint key_offset;               // sort: first key of this side in the KEYS buffer
+    uint head0, nheads_chunk;      // score/select: first (batch, head) row of this chunk
+    uint row0, rows;               // score/select: query-block rows of this chunk (per head)
+    uint mode, keep, min_blocks, max_blocks;  // select: 0 keep-ratio (keep blocks), 1 threshold
+    float threshold;
+    float scale, cov;              // t and lambda * t^2 / 2
+    uint identity;                 // sort_perm: write the identity (sorting off)
+} pc;
+
+// Buffer bindings (set 0), one layout for every pipeline; see src/runtime.h.
+#define BIND_Q 0
+#define BIND_K 1
+#define BIND_V 2
+#define BIND_O 3
+#define BIND_PERM_Q 4
+#define BIND_PERM_K 5
+#define BIND_KEYS 6
+#define BIND_QFEAT 7
+#define BIND_KFEAT 8
+#define BIND_LOGITS 9
+#define BIND_MASK 10
+#define BIND_COUNTS 11
+
+// kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
+uint kv_of(uint hd) {
+    uint b = hd / pc.heads, h = hd % pc.heads;
+    return b * pc.kv_heads + h / (pc.heads / pc.kv_heads);
+}
+
+// Bitonic sort key: descending norm, ties by ascending index, as one ascending (hi, lo) pair.
+bool key_less(uvec2 a, uvec2 b) { return a.x < b.x || (a.x == b.x && a.y < b.y); }
+
+#endif

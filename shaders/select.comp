@@ -1,0 +1,184 @@
+#version 450
+// Stage 4: per query block row, select key blocks (SPEC step 4) and write the row's bit mask
+// (mask [heads, nq, words], bit J%32 of word J/32) and its selected key-token count.
+// Top-k without sorting: keys are order-preserving uint images of the logits, and a 32-step
+// bisection finds the largest T whose measure (count, or softmax mass) of {key >= T} reaches the
+// target; ties at T are resolved by index (lower J first) in a serial pass only when needed.
+// Threshold mode first finds the prefix length m that way, clamps it by min/max blocks, and
+// re-selects by count only if the clamp changed it. One workgroup per row;
+// grid: (rows, nheads_chunk). PER = ceil(nk / WG) logits per thread held in registers.
+#include "common.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 256;
+layout(constant_id = 1) const uint PER = 1;
+layout(set = 0, binding = BIND_LOGITS) readonly buffer LG { float logits[]; };
+layout(set = 0, binding = BIND_MASK) writeonly buffer MK { uint mask[]; };
+layout(set = 0, binding = BIND_COUNTS) writeonly buffer CT { uint counts[]; };
+
+shared float red_f[WG];
+shared uint red_u[WG];
+shared uint sh_cut;
+
+uint okey(float l) {
+    uint u = floatBitsToUint(l);
+    return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
+}
+
+float reduce_sum(float v) {
+    uint t = gl_LocalInvocationID.x;
+    red_f[t] = v;
+    barrier();
+    for (uint s = WG / 2; s > 0; s >>= 1) {
+        if (t < s) red_f[t] += red_f[t + s];
+        barrier();
+    }
+    float r = red_f[0];
+    barrier();
+    return r;
+}
+
+float reduce_max(float v) {
+    uint t = gl_LocalInvocationID.x;
+    red_f[t] = v;
+    barrier();
+    for (uint s = WG / 2; s > 0; s >>= 1) {
+        if (t < s) red_f[t] = max(red_f[t], red_f[t + s]);
+        barrier();
+    }
+    float r = red_f[0];
+    barrier();
+    return r;
+}
+
+uint reduce_count(uint v) {
+    uint t = gl_LocalInvocationID.x;
+    red_u[t] = v;
+    barrier();
+    for (uint s = WG / 2; s > 0; s >>= 1) {
+        if (t < s) red_u[t] += red_u[t + s];
+        barrier();
+    }
+    uint r = red_u[0];
+    barrier();
+    return r;
+}
+
+uint keys[PER];
+float mass[PER];   // exp(l - max): unnormalised block map
+
+uint count_ge(uint T) {
+    uint c = 0;
+    for (uint i = 0; i < PER; i++) c += (keys[i] >= T && keys[i] != 0u) ? 1u : 0u;
+    return reduce_count(c);
+}
+
+float mass_ge(uint T) {
+    float m = 0.0;
+    for (uint i = 0; i < PER; i++) m += (keys[i] >= T && keys[i] != 0u) ? mass[i] : 0.0;
+    return reduce_sum(m);
+}
+
+// Largest T with count(key >= T) >= k (the k-th largest key). Key 0 marks padding (no real
+// logit maps to 0: that would be a negative NaN).
+uint select_count(uint k) {
+    uint T = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        uint cand = T | (1u << uint(bit));
+        if (count_ge(cand) >= k) T = cand;
+    }
+    return T;
+}
+
+uint select_mass(float target) {
+    uint T = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        uint cand = T | (1u << uint(bit));
+        if (mass_ge(cand) >= target) T = cand;
+    }
+    return T;
+}
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint r = gl_WorkGroupID.x, hl = gl_WorkGroupID.y;
+    uint I = pc.row0 + r, hd = pc.head0 + hl;
+    uint lbase = (hl * pc.rows + r) * pc.nk;
+    for (uint i = 0; i < PER; i++) {
+        uint J = tid + i * WG;
+        keys[i] = J < pc.nk ? okey(logits[lbase + J]) : 0u;
+    }
+    uint lo = max(pc.min_blocks, 1u);
+    uint hi = pc.max_blocks != 0u ? min(pc.max_blocks, pc.nk) : pc.nk;
+    lo = min(lo, hi);
+
+    uint k, T;
+    if (pc.mode == 0u) {
+        k = pc.keep;
+        T = select_count(k);
+    } else {
+        float mx = -1.0 / 0.0;
+        for (uint i = 0; i < PER; i++) {
+            uint J = tid + i * WG;
+            if (J < pc.nk) mx = max(mx, logits[lbase + J]);
+        }
+        mx = reduce_max(mx);
+        for (uint i = 0; i < PER; i++) {
+            uint J = tid + i * WG;
+            mass[i] = J < pc.nk ? exp(logits[lbase + J] - mx) : 0.0;
+        }
+        float target = pc.threshold * mass_ge(1u);
+        T = select_mass(target);
+        // m = blocks above T plus the ties at T needed (in J order) to reach the target; the
+        // serial scan runs only when several blocks share T's logit exactly.
+        float above = mass_ge(T + 1u);
+        uint m = count_ge(T + 1u);
+        uint tied = count_ge(T) - m;
+        if (tid == 0) {
+            uint need = 1;
+            if (tied > 1u) {
+                float acc = above;
+                need = 0;
+                for (uint J = 0; J < pc.nk && acc < target; J++)
+                    if (okey(logits[lbase + J]) == T) { acc += exp(logits[lbase + J] - mx); need++; }
+            }
+            sh_cut = max(need, 1u);
+        }
+        barrier();
+        m += sh_cut;
+        barrier();
+        k = clamp(m, lo, hi);
+        if (k != m) T = select_count(k);
+    }
+    // Ties at T: take the lowest J first until k blocks are selected.
+    uint above_n = count_ge(T + 1u);
+    uint ties = count_ge(T) - above_n;
+    uint need = k - above_n;
+    if (tid == 0) {
+        uint cut = pc.nk;
+        if (need < ties) {
+            uint seen = 0;
+            for (uint J = 0; J < pc.nk; J++)
+                if (okey(logits[lbase + J]) == T && ++seen == need) { cut = J; break; }
+        }
+        sh_cut = cut;
+    }
+    barrier();
+    uint cut = sh_cut;
+    uint row = hd * pc.nq + I;
+    uint tokens = 0;
+    for (uint w = tid; w < pc.words; w += WG) {
+        uint bits = 0;
+        for (uint b = 0; b < 32; b++) {
+            uint J = w * 32 + b;
+            if (J >= pc.nk) break;
+            uint key = okey(logits[lbase + J]);
+            if (key > T || (key == T && J <= cut)) {
+                bits |= 1u << b;
+                tokens += min(pc.block, pc.kv_len - J * pc.block);
+            }
+        }
+        mask[row * pc.words + w] = bits;
+    }
+    tokens = reduce_count(tokens);
+    if (tid == 0) counts[row] = tokens;
+}

@@ -1,0 +1,34 @@
+#version 450
+// Stage 1b: bitonic sort inside shared memory, n = min(2*WG, padded) keys per workgroup.
+// sort_k == 0: sort each chunk completely (stages k = 2..n). sort_k > 0: the tail of global
+// stage k, steps j = n/2..1 (the global steps j >= n ran before, in sort_global).
+// Directions use the position inside the head, so chunks of one head merge correctly later.
+// Grid: (padded / n, heads of this side).
+#include "common.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 512;
+layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
+shared uvec2 sh[2 * WG];
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint n = min(2 * WG, pc.padded);
+    uint lbase = gl_WorkGroupID.x * n;
+    uint base = pc.key_offset + gl_WorkGroupID.y * pc.padded + lbase;
+    for (uint t = tid; t < n; t += WG) sh[t] = keys[base + t];
+    barrier();
+    uint k0 = pc.sort_k == 0 ? 2 : pc.sort_k;
+    uint k1 = pc.sort_k == 0 ? n : pc.sort_k;
+    for (uint k = k0; k <= k1; k <<= 1) {
+        for (uint j = min(k, n) >> 1; j > 0; j >>= 1) {
+            for (uint t = tid; t < n / 2; t += WG) {
+                uint i = 2 * j * (t / j) + (t % j);
+                bool up = ((lbase + i) & k) == 0;
+                uvec2 a = sh[i], b = sh[i + j];
+                if (key_less(b, a) == up) { sh[i] = b; sh[i + j] = a; }
+            }
+            barrier();
+        }
+    }
+    for (uint t = tid; t < n; t += WG) keys[base + t] = sh[t];
+}

@@ -1,0 +1,224 @@
+/* baatt attention: BA-Att (default) or dense attention on .npy tensors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct opts {
+    const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
+    int json;
+    baatt_config cfg;
+} opts;
+
+static const char USAGE[] =
+    "usage: baatt attention --q q.npy --k k.npy --v v.npy --out o.npy [options]\n"
+    "\n"
+    "Q is [batch, heads, q_len, head_dim] (or [heads, q_len, head_dim]); K and V are\n"
+    "[batch, kv_heads, kv_len, head_dim]; float32 or float16, all the same dtype. O has Q's shape\n"
+    "and dtype. Runs BA-Att unless --dense is given.\n"
+    "\n"
+    "options:\n"
+    "  --dense             exact dense attention\n"
+    "  --keep R            keep ratio of key blocks per query block, in (0, 1] (default 0.5)\n"
+    "  --threshold T       select by block-map mass >= T instead of a keep ratio\n"
+    "  --block B           block size 32, 64 (default) or 128\n"
+    "  --no-sort           do not sort Q and K by norm\n"
+    "  --no-cov            no covariance correction (plain mean pooling)\n"
+    "  --min-blocks N, --max-blocks N   per-row limits on selected key blocks\n"
+    "  --scale S           softmax scale (default 1/sqrt(head_dim))\n"
+    "  --mask-out m.npy    uint8 [batch, heads, q_blocks, k_blocks] selection (sorted-block coords)\n"
+    "  --perm-q-out f.npy  int32 [batch, heads, q_len]: original index at each sorted position\n"
+    "  --perm-k-out f.npy  int32 [batch, kv_heads, kv_len]\n"
+    "  --device D          device index or name substring (default: BAATT_DEVICE, else best GPU)\n"
+    "  --json              print device, timings and sparsity as one JSON object\n";
+
+static int parse(int argc, char **argv, opts *o)
+{
+    const char *c = "attention";
+    o->cfg = baatt_config_default();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int ok = 1;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); exit(0); }
+        else if (!strcmp(a, "--q")) ok = cli_arg_str(c, argc, argv, &i, &o->q);
+        else if (!strcmp(a, "--k")) ok = cli_arg_str(c, argc, argv, &i, &o->k);
+        else if (!strcmp(a, "--v")) ok = cli_arg_str(c, argc, argv, &i, &o->v);
+        else if (!strcmp(a, "--out")) ok = cli_arg_str(c, argc, argv, &i, &o->out);
+        else if (!strcmp(a, "--device")) ok = cli_arg_str(c, argc, argv, &i, &o->device);
+        else if (!strcmp(a, "--mask-out")) ok = cli_arg_str(c, argc, argv, &i, &o->mask_out);
+        else if (!strcmp(a, "--perm-q-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pq_out);
+        else if (!strcmp(a, "--perm-k-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_out);
+        else if (!strcmp(a, "--dense")) o->cfg.dense = 1;
+        else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--no-sort")) o->cfg.norm_sort = 0;
+        else if (!strcmp(a, "--no-cov")) o->cfg.covariance = 0;
+        else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &o->cfg.keep_ratio);
+        else if (!strcmp(a, "--threshold")) {
+            ok = cli_arg_float(c, argc, argv, &i, &o->cfg.mass_threshold);
+            o->cfg.select_mode = BAATT_SELECT_MASS_THRESHOLD;
+        } else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &o->cfg.block_size);
+        else if (!strcmp(a, "--min-blocks")) ok = cli_arg_u32(c, argc, argv, &i, &o->cfg.min_blocks);
+        else if (!strcmp(a, "--max-blocks")) ok = cli_arg_u32(c, argc, argv, &i, &o->cfg.max_blocks);
+        else if (!strcmp(a, "--scale")) ok = cli_arg_float(c, argc, argv, &i, &o->cfg.scale);
+        else return cli_fail(c, "unknown option '%s' (try --help)", a), 0;
+        if (!ok) return 0;
+    }
+    if (!o->q || !o->k || !o->v || !o->out) return cli_fail(c, "--q, --k, --v and --out are required (try --help)"), 0;
+    if (o->cfg.dense && (o->mask_out || o->pq_out || o->pk_out))
+        fprintf(stderr, "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
+    return 1;
+}
+
+/* Reads one tensor and checks rank and dtype; a rank-3 tensor is taken as batch 1. */
+static int load(const char *path, const char *name, baatt_npy *t, uint64_t shape[4])
+{
+    char msg[512];
+    baatt_status s = baatt_npy_read(path, t, msg, sizeof msg);
+    if (s) return cli_fail("attention", "%s: %s", name, msg), 0;
+    if (t->dtype != BAATT_NPY_F32 && t->dtype != BAATT_NPY_F16)
+        return cli_fail("attention", "%s (%s): dtype must be float32 or float16", name, path), 0;
+    if (t->rank != 4 && t->rank != 3)
+        return cli_fail("attention", "%s (%s): expected rank 4 [batch, heads, len, head_dim] (or 3), got rank %u", name,
+                        path, t->rank), 0;
+    int off = t->rank == 3;
+    shape[0] = 1;
+    for (uint32_t i = 0; i < t->rank; i++) shape[i + off] = t->shape[i];
+    return 1;
+}
+
+static int shapes(opts *o, const baatt_npy *q, const baatt_npy *k, const baatt_npy *v, uint64_t sq[4],
+                  uint64_t sk[4], uint64_t sv[4])
+{
+    const char *c = "attention";
+    if (q->dtype != k->dtype || q->dtype != v->dtype) return cli_fail(c, "q, k and v must have the same dtype"), 0;
+    for (int i = 0; i < 4; i++)
+        if (sk[i] != sv[i]) return cli_fail(c, "k and v shapes differ (dimension %d: %llu vs %llu)", i,
+                                            (unsigned long long)sk[i], (unsigned long long)sv[i]), 0;
+    if (sq[0] != sk[0]) return cli_fail(c, "q and k batch sizes differ (%llu vs %llu)", (unsigned long long)sq[0],
+                                        (unsigned long long)sk[0]), 0;
+    if (sq[3] != sk[3]) return cli_fail(c, "q and k head_dim differ (%llu vs %llu)", (unsigned long long)sq[3],
+                                        (unsigned long long)sk[3]), 0;
+    for (int i = 0; i < 4; i++)
+        if (sq[i] > 0xffffffffu || sk[i] > 0xffffffffu) return cli_fail(c, "a dimension exceeds 2^32-1"), 0;
+    baatt_config *g = &o->cfg;
+    g->batch = (uint32_t)sq[0];
+    g->heads = (uint32_t)sq[1];
+    g->q_len = (uint32_t)sq[2];
+    g->head_dim = (uint32_t)sq[3];
+    g->kv_heads = (uint32_t)sk[1];
+    g->kv_len = (uint32_t)sk[2];
+    g->dtype = q->dtype == BAATT_NPY_F16 ? BAATT_DTYPE_F16 : BAATT_DTYPE_F32;
+    return 1;
+}
+
+static int save(const char *path, baatt_npy_dtype dt, uint32_t rank, const uint64_t *shape, const void *data)
+{
+    char msg[512];
+    baatt_status s = baatt_npy_write(path, dt, rank, shape, data, msg, sizeof msg);
+    if (s) return cli_fail("attention", "%s", msg), 0;
+    return 1;
+}
+
+static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, const void *out)
+{
+    const baatt_config *g = &o->cfg;
+    if (!save(o->out, q->dtype, q->rank, q->shape, out)) return 0;
+    if (o->mask_out) {
+        uint32_t nq = baatt_config_q_blocks(g), nk = baatt_config_k_blocks(g);
+        if (g->dense) nq = (g->q_len + 63) / 64, nk = (g->kv_len + 63) / 64;
+        uint64_t shape[4] = {g->batch, g->heads, nq, nk};
+        uint8_t *m = malloc(shape[0] * shape[1] * nq * nk + 1);
+        int ok = m && !baatt_plan_read_mask(plan, m) && save(o->mask_out, BAATT_NPY_U8, 4, shape, m);
+        free(m);
+        if (!ok) return 0;
+    }
+    int32_t *pq = NULL, *pk = NULL;
+    if (o->pq_out) pq = malloc(4ull * g->batch * g->heads * g->q_len);
+    if (o->pk_out) pk = malloc(4ull * g->batch * g->kv_heads * g->kv_len);
+    int ok = (!o->pq_out || pq) && (!o->pk_out || pk);
+    if (ok && (pq || pk)) ok = !baatt_plan_read_perms(plan, pq, pk);
+    uint64_t sq[3] = {g->batch, g->heads, g->q_len}, sk[3] = {g->batch, g->kv_heads, g->kv_len};
+    if (ok && pq) ok = save(o->pq_out, BAATT_NPY_I32, 3, sq, pq);
+    if (ok && pk) ok = save(o->pk_out, BAATT_NPY_I32, 3, sk, pk);
+    free(pq);
+    free(pk);
+    return ok;
+}
+
+static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st)
+{
+    const baatt_config *g = &o->cfg;
+    char line[900];
+    cli_device_line(dev, line, sizeof line);
+    if (!o->json) {
+        printf("device: %s\n", line);
+        printf("%s: batch %u, heads %u/%u, q_len %u, kv_len %u, head_dim %u, %s\n", g->dense ? "dense" : "BA-Att",
+               g->batch, g->heads, g->kv_heads, g->q_len, g->kv_len, g->head_dim, baatt_dtype_name(g->dtype));
+        printf("GPU time: %.3f ms", st->gpu_ms);
+        if (!g->dense) {
+            printf(" (");
+            for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
+            printf(")\nsparsity: %.4f", st->sparsity);
+        }
+        printf("\n");
+        return;
+    }
+    printf("{\"device\": ");
+    cli_json_string(stdout, dev->name);
+    printf(", \"driver\": ");
+    cli_json_string(stdout, dev->driver_info);
+    printf(", \"method\": \"%s\", \"batch\": %u, \"heads\": %u, \"kv_heads\": %u, \"q_len\": %u, \"kv_len\": %u, "
+           "\"head_dim\": %u, \"dtype\": \"%s\", \"gpu_ms\": %.6f",
+           g->dense ? "dense" : "baatt", g->batch, g->heads, g->kv_heads, g->q_len, g->kv_len, g->head_dim,
+           baatt_dtype_name(g->dtype), st->gpu_ms);
+    if (!g->dense) {
+        printf(", \"block\": %u, \"sort\": %s, \"covariance\": %s, ", g->block_size, g->norm_sort ? "true" : "false",
+               g->covariance ? "true" : "false");
+        if (g->select_mode == BAATT_SELECT_KEEP_RATIO) printf("\"keep\": %g", (double)g->keep_ratio);
+        else printf("\"threshold\": %g", (double)g->mass_threshold);
+        printf(", \"sparsity\": %.6f, \"stages_ms\": {", st->sparsity);
+        for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s\"%s\": %.6f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
+        printf("}");
+    }
+    printf("}\n");
+}
+
+int cmd_attention(int argc, char **argv)
+{
+    opts o = {0};
+    if (!parse(argc, argv, &o)) return 1;
+    baatt_npy q = {0}, k = {0}, v = {0};
+    uint64_t sq[4], sk[4], sv[4];
+    int rc = 1;
+    baatt_context *ctx = NULL;
+    baatt_plan *plan = NULL;
+    void *out = NULL;
+    if (!load(o.q, "--q", &q, sq) || !load(o.k, "--k", &k, sk) || !load(o.v, "--v", &v, sv)) goto done;
+    if (!shapes(&o, &q, &k, &v, sq, sk, sv)) goto done;
+    char msg[512];
+    baatt_status s = baatt_config_check(&o.cfg, msg, sizeof msg);
+    if (s) { cli_fail("attention", "%s", msg); goto done; }
+    if (!cli_open("attention", o.device, &ctx)) goto done;
+    s = baatt_plan_create(ctx, &o.cfg, &plan);
+    if (s) { cli_fail_status("attention", s, ctx, "cannot create the plan"); goto done; }
+    out = malloc(q.count * baatt_dtype_size(o.cfg.dtype) + 1);
+    if (!out) { cli_fail("attention", "out of memory"); goto done; }
+    s = baatt_plan_run_host(plan, q.data, k.data, v.data, out);
+    if (s) { cli_fail_status("attention", s, ctx, "run failed"); goto done; }
+    baatt_run_stats st;
+    s = baatt_plan_stats(plan, &st);
+    if (s) { cli_fail_status("attention", s, ctx, "cannot read results"); goto done; }
+    if (!write_outputs(&o, plan, &q, out)) goto done;
+    baatt_device_info dev;
+    baatt_context_device_info(ctx, &dev);
+    report(&o, &dev, &st);
+    rc = 0;
+done:
+    free(out);
+    baatt_plan_destroy(plan);
+    baatt_context_destroy(ctx);
+    baatt_npy_free(&q);
+    baatt_npy_free(&k);
+    baatt_npy_free(&v);
+    return rc;
+}

@@ -1,0 +1,7 @@
+#include "cli.h"
+int cmd_bench(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    return cli_fail("bench", "not implemented yet");
+}

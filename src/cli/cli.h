@@ -1,0 +1,36 @@
+/* The baatt command-line tool: one file per command, shared helpers in common.c. */
+#ifndef BAATT_CLI_H
+#define BAATT_CLI_H
+#include <stdio.h>
+
+#include "baatt.h"
+
+int cmd_info(int argc, char **argv);
+int cmd_attention(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+
+/* Prints "baatt <cmd>: <message>" to stderr and returns 1 (the exit status of a failed command). */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, for a failed library call: status name plus the context's message when ctx != NULL. */
+int cli_fail_status(const char *cmd, baatt_status s, const baatt_context *ctx, const char *what);
+
+/* Option parsing: argv[i] is `name`; reads argv[i+1] into *out, advancing *i. Returns 0 on a bad
+ * or missing value (after printing why). */
+int cli_arg_str(const char *cmd, int argc, char **argv, int *i, const char **out);
+int cli_arg_u32(const char *cmd, int argc, char **argv, int *i, unsigned *out);
+int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out);
+
+/* Opens a context on --device (index or name substring; NULL: default choice). */
+int cli_open(const char *cmd, const char *device, baatt_context **ctx);
+/* Writes a one-line device description: "NVIDIA H100 80GB HBM3 (discrete GPU, NVIDIA 580.x)". */
+void cli_device_line(const baatt_device_info *d, char *buf, size_t n);
+const char *cli_device_type(baatt_device_type t);
+/* Prints s as a JSON string literal (quoted, escaped). */
+void cli_json_string(FILE *f, const char *s);
+
+/* Random N(0,1) host tensor in dtype from a xorshift stream; caller frees. */
+void *cli_random(unsigned long long *state, baatt_dtype dt, size_t n);
+double cli_now_ms(void);
+#endif

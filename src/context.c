@@ -1,0 +1,506 @@
+/* Context: loading Vulkan through volk, choosing a device, creating (or wrapping) it, errors,
+ * validation messages and the submit/fence helper. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+#define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
+
+/* ------------------------------------------------------------------------------------------ */
+/* errors                                                                                     */
+
+const char *baatt_vkresult_name(VkResult r)
+{
+    switch (r) {
+#define N(x) case x: return #x;
+    N(VK_SUCCESS) N(VK_NOT_READY) N(VK_TIMEOUT) N(VK_INCOMPLETE)
+    N(VK_ERROR_OUT_OF_HOST_MEMORY) N(VK_ERROR_OUT_OF_DEVICE_MEMORY) N(VK_ERROR_INITIALIZATION_FAILED)
+    N(VK_ERROR_DEVICE_LOST) N(VK_ERROR_MEMORY_MAP_FAILED) N(VK_ERROR_LAYER_NOT_PRESENT)
+    N(VK_ERROR_EXTENSION_NOT_PRESENT) N(VK_ERROR_FEATURE_NOT_PRESENT) N(VK_ERROR_INCOMPATIBLE_DRIVER)
+    N(VK_ERROR_TOO_MANY_OBJECTS) N(VK_ERROR_FORMAT_NOT_SUPPORTED) N(VK_ERROR_FRAGMENTED_POOL)
+    N(VK_ERROR_UNKNOWN) N(VK_ERROR_OUT_OF_POOL_MEMORY) N(VK_ERROR_INVALID_EXTERNAL_HANDLE)
+    N(VK_ERROR_FRAGMENTATION) N(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS)
+#undef N
+    default: return "VK_ERROR_(unnamed)";
+    }
+}
+
+baatt_status baatt_fail(baatt_context *ctx, baatt_status status, const char *fmt, ...)
+{
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+baatt_status baatt_vk(baatt_context *ctx, VkResult r, const char *what)
+{
+    if (r == VK_SUCCESS) return BAATT_OK;
+    baatt_status s = BAATT_ERROR_VULKAN;
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) s = BAATT_ERROR_OUT_OF_DEVICE_MEMORY;
+    else if (r == VK_ERROR_OUT_OF_HOST_MEMORY) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    else if (r == VK_ERROR_DEVICE_LOST) s = BAATT_ERROR_DEVICE_LOST;
+    else if (r == VK_TIMEOUT) s = BAATT_ERROR_TIMEOUT;
+    return baatt_fail(ctx, s, "%s failed: %s", what, baatt_vkresult_name(r));
+}
+
+const char *baatt_context_error(const baatt_context *ctx)
+{
+    return ctx ? ctx->error : "no context (creation failed before one existed)";
+}
+
+uint32_t baatt_context_validation_messages(const baatt_context *ctx)
+{
+    return ctx ? ctx->validation_messages : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* loader and instance                                                                        */
+
+static baatt_status load_vulkan(baatt_context *ctx)
+{
+    static int loaded;
+    if (loaded) return BAATT_OK;
+    if (volkInitialize() != VK_SUCCESS)
+        return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN,
+                          "could not load the Vulkan loader libvulkan.so.1 (install libvulkan1 and a driver, "
+                          "e.g. mesa-vulkan-drivers)");
+    loaded = 1;
+    return BAATT_OK;
+}
+
+static int env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static int has_layer(const char *name)
+{
+    uint32_t n = 0;
+    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || !n) return 0;
+    VkLayerProperties *p = calloc(n, sizeof *p);
+    int found = 0;
+    if (p && vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(p[i].layerName, name);
+    free(p);
+    return found;
+}
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+                                                    VkDebugUtilsMessageTypeFlagsEXT type,
+                                                    const VkDebugUtilsMessengerCallbackDataEXT *data,
+                                                    void *user)
+{
+    (void)type;
+    baatt_context *ctx = user;
+    ctx->validation_messages++;
+    snprintf(ctx->error, sizeof ctx->error, "validation: %s", data->pMessage);
+    /* Validation is an explicit debugging mode: the message itself is the point, so show it. */
+    fprintf(stderr, "baatt validation %s: %s\n",
+            sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT ? "error" : "warning", data->pMessage);
+    return VK_FALSE;
+}
+
+static baatt_status create_instance(baatt_context *ctx, int validation)
+{
+    const char *layers[1] = {VALIDATION_LAYER};
+    const char *exts[1] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
+    if (validation && !has_layer(VALIDATION_LAYER))
+        return baatt_fail(ctx, BAATT_ERROR_VALIDATION_LAYER,
+                          "validation requested but " VALIDATION_LAYER " is not installed (Debian: vulkan-validationlayers)");
+    uint32_t api = VK_API_VERSION_1_0;
+    if (vkEnumerateInstanceVersion) vkEnumerateInstanceVersion(&api);
+    if (api < VK_API_VERSION_1_2)
+        return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the Vulkan loader supports only %u.%u; baatt needs 1.2",
+                          VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api));
+    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "baatt",
+                             .pEngineName = "baatt", .apiVersion = VK_API_VERSION_1_2};
+    VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app,
+                               .enabledLayerCount = validation ? 1 : 0, .ppEnabledLayerNames = layers,
+                               .enabledExtensionCount = validation ? 1 : 0, .ppEnabledExtensionNames = exts};
+    VkResult r = vkCreateInstance(&ci, NULL, &ctx->instance);
+    if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
+        return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "vkCreateInstance: no compatible Vulkan driver is installed");
+    BAATT_TRY(baatt_vk(ctx, r, "vkCreateInstance"));
+    volkLoadInstanceOnly(ctx->instance);
+    if (!validation) return BAATT_OK;
+    VkDebugUtilsMessengerCreateInfoEXT mi = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
+        .pfnUserCallback = on_validation, .pUserData = ctx};
+    return baatt_vk(ctx, vkCreateDebugUtilsMessengerEXT(ctx->instance, &mi, NULL, &ctx->messenger),
+                    "vkCreateDebugUtilsMessengerEXT");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* device description and choice                                                              */
+
+static int has_device_ext(VkPhysicalDevice pd, const char *name)
+{
+    uint32_t n = 0;
+    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS) return 0;
+    VkExtensionProperties *p = calloc(n ? n : 1, sizeof *p);
+    int found = 0;
+    if (p && vkEnumerateDeviceExtensionProperties(pd, NULL, &n, p) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(p[i].extensionName, name);
+    free(p);
+    return found;
+}
+
+static void describe(VkPhysicalDevice pd, uint32_t index, baatt_device_info *info)
+{
+    memset(info, 0, sizeof *info);
+    VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                                              .pNext = &drv};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+    vkGetPhysicalDeviceProperties2(pd, &p2);
+    VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES, .pNext = &s16};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16};
+    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    const VkPhysicalDeviceProperties *p = &p2.properties;
+    info->index = index;
+    snprintf(info->name, sizeof info->name, "%s", p->deviceName);
+    snprintf(info->driver_name, sizeof info->driver_name, "%s", drv.driverName);
+    snprintf(info->driver_info, sizeof info->driver_info, "%s", drv.driverInfo);
+    switch (p->deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: info->type = BAATT_DEVICE_DISCRETE_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: info->type = BAATT_DEVICE_INTEGRATED_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: info->type = BAATT_DEVICE_VIRTUAL_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: info->type = BAATT_DEVICE_CPU; break;
+    default: info->type = BAATT_DEVICE_OTHER; break;
+    }
+    info->vendor_id = p->vendorID;
+    info->device_id = p->deviceID;
+    info->api_version = p->apiVersion;
+    info->subgroup_size = sub.subgroupSize;
+    info->max_shared_memory = p->limits.maxComputeSharedMemorySize;
+    info->max_workgroup_invocations = p->limits.maxComputeWorkGroupInvocations;
+    info->max_storage_buffer_range = p->limits.maxStorageBufferRange;
+    info->timestamp_period_ns = p->limits.timestampComputeAndGraphics ? p->limits.timestampPeriod : 0;
+    info->fp16_storage = s16.storageBuffer16BitAccess;
+    info->fp16_arithmetic = f16.shaderFloat16;
+    info->coopmat_nv = has_device_ext(pd, "VK_NV_cooperative_matrix");
+    info->coopmat_khr = has_device_ext(pd, "VK_KHR_cooperative_matrix");
+    info->coopmat2_nv = has_device_ext(pd, "VK_NV_cooperative_matrix2");
+    info->bf16 = has_device_ext(pd, "VK_KHR_shader_bfloat16");
+    VkPhysicalDeviceMemoryProperties mp;
+    vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+    for (uint32_t i = 0; i < mp.memoryHeapCount; i++)
+        if ((mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && mp.memoryHeaps[i].size > info->device_local_bytes)
+            info->device_local_bytes = mp.memoryHeaps[i].size;
+}
+
+static int type_rank(baatt_device_type t)
+{
+    switch (t) {
+    case BAATT_DEVICE_DISCRETE_GPU: return 0;
+    case BAATT_DEVICE_INTEGRATED_GPU: return 1;
+    case BAATT_DEVICE_VIRTUAL_GPU: return 2;
+    case BAATT_DEVICE_CPU: return 3;
+    default: return 4;
+    }
+}
+
+static int name_matches(const char *name, const char *pattern)
+{
+    size_t n = strlen(name), m = strlen(pattern);
+    for (size_t i = 0; i + m <= n; i++) {
+        size_t j = 0;
+        while (j < m && tolower((unsigned char)name[i + j]) == tolower((unsigned char)pattern[j])) j++;
+        if (j == m) return 1;
+    }
+    return 0;
+}
+
+/* Index into infos of the device to use, or -1 with a message. Precedence documented in baatt.h. */
+static int choose(baatt_context *ctx, const baatt_device_info *infos, uint32_t n, int index, const char *name)
+{
+    const char *env = getenv("BAATT_DEVICE");
+    if (index < 0 && !name && env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == 0) index = (int)v;
+        else name = env;
+    }
+    if (index >= 0) {
+        if ((uint32_t)index < n) return index;
+        baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "device index %d is out of range (%u Vulkan device%s)", index, n,
+                   n == 1 ? "" : "s");
+        return -1;
+    }
+    int best = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (name && !name_matches(infos[i].name, name)) continue;
+        if (best < 0 || type_rank(infos[i].type) < type_rank(infos[best].type)) best = (int)i;
+    }
+    if (best < 0)
+        baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, name ? "no Vulkan device name contains \"%s\"" : "no Vulkan device%s",
+                   name ? name : "");
+    return best;
+}
+
+static baatt_status enumerate(baatt_context *ctx, VkInstance inst, VkPhysicalDevice **pds, uint32_t *n)
+{
+    *pds = NULL;
+    *n = 0;
+    BAATT_VK(ctx, vkEnumeratePhysicalDevices(inst, n, NULL));
+    if (!*n) return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "Vulkan reports no physical device");
+    *pds = calloc(*n, sizeof **pds);
+    if (!*pds) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    return baatt_vk(ctx, vkEnumeratePhysicalDevices(inst, n, *pds), "vkEnumeratePhysicalDevices");
+}
+
+baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count)
+{
+    if (!count) return BAATT_ERROR_INVALID_ARGUMENT;
+    baatt_context tmp = {0};
+    baatt_status s = load_vulkan(&tmp);
+    if (!s) s = create_instance(&tmp, 0);
+    VkPhysicalDevice *pds = NULL;
+    uint32_t n = 0;
+    if (!s) s = enumerate(&tmp, tmp.instance, &pds, &n);
+    baatt_device_info *all = s ? NULL : calloc(n, sizeof *all);
+    if (!s && !all) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (!s) {
+        for (uint32_t i = 0; i < n; i++) describe(pds[i], i, &all[i]);
+        int pick = choose(&tmp, all, n, -1, NULL);
+        if (pick >= 0) all[pick].picked = 1;
+        if (infos) memcpy(infos, all, (n < *count ? n : *count) * sizeof *all);
+        *count = n;
+    }
+    free(all);
+    free(pds);
+    if (tmp.instance) vkDestroyInstance(tmp.instance, NULL);
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* device creation                                                                            */
+
+static baatt_status pick_queue(baatt_context *ctx)
+{
+    uint32_t n = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, NULL);
+    VkQueueFamilyProperties *q = calloc(n ? n : 1, sizeof *q);
+    if (!q) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, q);
+    uint32_t found = UINT32_MAX;
+    for (uint32_t i = 0; i < n && found == UINT32_MAX; i++)
+        if ((q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && q[i].timestampValidBits) found = i;
+    for (uint32_t i = 0; i < n && found == UINT32_MAX; i++)
+        if (q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) found = i;
+    free(q);
+    if (found == UINT32_MAX)
+        return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "device %s has no compute queue", ctx->info.name);
+    ctx->queue_family = found;
+    return BAATT_OK;
+}
+
+/* Enables what baatt can use and the device offers: 16-bit storage and fp16 arithmetic for fp16
+ * tensors, the Vulkan memory model and NV cooperative matrices for the tensor-core path. */
+static baatt_status create_device(baatt_context *ctx)
+{
+    BAATT_TRY(pick_queue(ctx));
+    float prio = 1.0f;
+    VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                  .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio};
+    VkPhysicalDeviceVulkan12Features v12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features v11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &v12};
+    VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &v11};
+    vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
+
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
+    VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
+    const char *exts[2];
+    uint32_t next = 0;
+    e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
+    e12.shaderFloat16 = v12.shaderFloat16;
+    if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
+    if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
+    if (ctx->info.coopmat_nv && v12.vulkanMemoryModel && v12.shaderFloat16 && !env_flag("BAATT_NO_COOPMAT")) {
+        e12.vulkanMemoryModel = VK_TRUE;
+        e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
+        cm.cooperativeMatrix = VK_TRUE;
+        e12.pNext = &cm;
+        exts[next++] = "VK_NV_cooperative_matrix";
+        ctx->features |= BAATT_FEATURE_COOPMAT_NV;
+    }
+    VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want, .queueCreateInfoCount = 1,
+                             .pQueueCreateInfos = &qi, .enabledExtensionCount = next, .ppEnabledExtensionNames = exts};
+    BAATT_VK(ctx, vkCreateDevice(ctx->phys, &ci, NULL, &ctx->device));
+    return BAATT_OK;
+}
+
+/* Everything after the VkDevice exists, common to owned and wrapped devices. */
+static baatt_status finish_setup(baatt_context *ctx)
+{
+    VkPhysicalDeviceProperties p;
+    vkGetPhysicalDeviceProperties(ctx->phys, &p);
+    ctx->limits = p.limits;
+    vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
+    volkLoadDeviceTable(&ctx->vk, ctx->device);
+    if (!ctx->queue) ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
+    VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                  .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                  .queueFamilyIndex = ctx->queue_family};
+    BAATT_VK(ctx, ctx->vk.vkCreateCommandPool(ctx->device, &pi, NULL, &ctx->pool));
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    BAATT_VK(ctx, ctx->vk.vkCreateFence(ctx->device, &fi, NULL, &ctx->fence));
+    return baatt_pipelines_init(ctx);
+}
+
+baatt_context_options baatt_context_options_default(void)
+{
+    baatt_context_options o = {.device_index = -1, .device_name = NULL, .validation = 0};
+    return o;
+}
+
+static baatt_status context_alloc(baatt_context **out)
+{
+    if (!out) return BAATT_ERROR_INVALID_ARGUMENT;
+    *out = calloc(1, sizeof **out);
+    return *out ? BAATT_OK : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+baatt_status baatt_context_create(const baatt_context_options *opts, baatt_context **out)
+{
+    BAATT_TRY(context_alloc(out));
+    baatt_context *ctx = *out;
+    baatt_context_options o = opts ? *opts : baatt_context_options_default();
+    ctx->owns_device = 1;
+    BAATT_TRY(load_vulkan(ctx));
+    BAATT_TRY(create_instance(ctx, o.validation || env_flag("BAATT_VALIDATION")));
+    VkPhysicalDevice *pds;
+    uint32_t n;
+    baatt_status s = enumerate(ctx, ctx->instance, &pds, &n);
+    baatt_device_info *infos = s ? NULL : calloc(n, sizeof *infos);
+    if (!s && !infos) s = baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!s) {
+        for (uint32_t i = 0; i < n; i++) describe(pds[i], i, &infos[i]);
+        int pick = choose(ctx, infos, n, o.device_index, o.device_name);
+        if (pick < 0) s = BAATT_ERROR_NO_DEVICE;
+        else {
+            ctx->phys = pds[pick];
+            ctx->info = infos[pick];
+            ctx->info.picked = 1;
+        }
+    }
+    free(infos);
+    free(pds);
+    if (!s) s = create_device(ctx);
+    if (!s) s = finish_setup(ctx);
+    return s;
+}
+
+baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context **out)
+{
+    BAATT_TRY(context_alloc(out));
+    baatt_context *ctx = *out;
+    if (!ext || !ext->instance || !ext->physical_device || !ext->device || !ext->queue)
+        return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "baatt_context_wrap: instance, physical_device, device and queue must all be set");
+    if (ext->get_instance_proc_addr) volkInitializeCustom(ext->get_instance_proc_addr);
+    else BAATT_TRY(load_vulkan(ctx));
+    volkLoadInstanceOnly(ext->instance);
+    ctx->instance = ext->instance;
+    ctx->phys = ext->physical_device;
+    ctx->device = ext->device;
+    ctx->queue = ext->queue;
+    ctx->queue_family = ext->queue_family_index;
+    ctx->features = ext->enabled;
+    describe(ctx->phys, 0, &ctx->info);
+    ctx->info.picked = 1;
+    return finish_setup(ctx);
+}
+
+baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out)
+{
+    if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
+    *out = (baatt_external_device){.get_instance_proc_addr = vkGetInstanceProcAddr, .instance = ctx->instance,
+                                   .physical_device = ctx->phys, .device = ctx->device, .queue = ctx->queue,
+                                   .queue_family_index = ctx->queue_family, .enabled = ctx->features};
+    return BAATT_OK;
+}
+
+baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_info *info)
+{
+    if (!ctx || !info) return BAATT_ERROR_INVALID_ARGUMENT;
+    *info = ctx->info;
+    return BAATT_OK;
+}
+
+void baatt_context_destroy(baatt_context *ctx)
+{
+    if (!ctx) return;
+    if (ctx->device) {
+        ctx->vk.vkDeviceWaitIdle(ctx->device);
+        baatt_pipelines_destroy(ctx);
+        if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
+        if (ctx->pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->pool, NULL);
+        if (ctx->owns_device) ctx->vk.vkDestroyDevice(ctx->device, NULL);
+    }
+    if (ctx->owns_device && ctx->instance) {
+        if (ctx->messenger) vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
+        vkDestroyInstance(ctx->instance, NULL);
+    }
+    free(ctx);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* submission                                                                                 */
+
+baatt_status baatt_cmd_begin(baatt_context *ctx, VkCommandBuffer *cmd)
+{
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = ctx->pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
+    BAATT_VK(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &ai, cmd));
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    return baatt_vk(ctx, ctx->vk.vkBeginCommandBuffer(*cmd, &bi), "vkBeginCommandBuffer");
+}
+
+baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd)
+{
+    baatt_status s = baatt_vk(ctx, ctx->vk.vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    if (!s) s = baatt_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences");
+    if (!s) s = baatt_vk(ctx, ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, ctx->fence), "vkQueueSubmit");
+    if (!s) {
+        const char *env = getenv("BAATT_TIMEOUT_S");
+        double secs = env ? atof(env) : 600.0;
+        if (secs <= 0) secs = 600.0;
+        VkResult r = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, (uint64_t)(secs * 1e9));
+        if (r == VK_TIMEOUT)
+            s = baatt_fail(ctx, BAATT_ERROR_TIMEOUT, "the GPU did not finish within %.0f s (BAATT_TIMEOUT_S)", secs);
+        else s = baatt_vk(ctx, r, "vkWaitForFences");
+        if (s == BAATT_ERROR_TIMEOUT) ctx->vk.vkDeviceWaitIdle(ctx->device);
+    }
+    ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
+    return s;
+}
+
+void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd)
+{
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                           VK_ACCESS_TRANSFER_READ_BIT};
+    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
+                                 NULL, 0, NULL);
+}

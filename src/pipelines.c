@@ -1,0 +1,107 @@
+/* Pipelines: one descriptor-set layout and pipeline layout shared by every stage, compute
+ * pipelines built from the embedded SPIR-V on first use, keyed by (variant, spec constants). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+#include "shaders_embedded.h"
+
+static const baatt_embedded_shader *find_shader(const char *name)
+{
+    for (const baatt_embedded_shader *s = baatt_embedded_shaders; s->name; s++)
+        if (!strcmp(s->name, name)) return s;
+    return NULL;
+}
+
+int baatt_shader_available(const char *name) { return find_shader(name) != NULL; }
+
+baatt_status baatt_pipelines_init(baatt_context *ctx)
+{
+    VkDescriptorSetLayoutBinding b[BIND_COUNT];
+    for (uint32_t i = 0; i < BIND_COUNT; i++)
+        b[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                              .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+    VkDescriptorSetLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                                          .bindingCount = BIND_COUNT, .pBindings = b};
+    BAATT_VK(ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &li, NULL, &ctx->set_layout));
+    VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = BAATT_PUSH_BYTES};
+    VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, .setLayoutCount = 1,
+                                     .pSetLayouts = &ctx->set_layout, .pushConstantRangeCount = 1,
+                                     .pPushConstantRanges = &pr};
+    return baatt_vk(ctx, ctx->vk.vkCreatePipelineLayout(ctx->device, &pi, NULL, &ctx->pipeline_layout),
+                    "vkCreatePipelineLayout");
+}
+
+void baatt_pipelines_destroy(baatt_context *ctx)
+{
+    for (uint32_t i = 0; i < ctx->npipelines; i++)
+        ctx->vk.vkDestroyPipeline(ctx->device, ctx->pipelines[i].pipeline, NULL);
+    free(ctx->pipelines);
+    ctx->pipelines = NULL;
+    ctx->npipelines = ctx->cap_pipelines = 0;
+    if (ctx->pipeline_layout) ctx->vk.vkDestroyPipelineLayout(ctx->device, ctx->pipeline_layout, NULL);
+    if (ctx->set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layout, NULL);
+}
+
+static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec)
+{
+    for (uint32_t i = 0; i < ctx->npipelines; i++) {
+        baatt_pipeline_entry *e = &ctx->pipelines[i];
+        if (e->nspec == nspec && !strcmp(e->name, name) && !memcmp(e->spec, spec, nspec * sizeof *spec)) return e;
+    }
+    return NULL;
+}
+
+static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, const uint32_t *spec, uint32_t nspec,
+                          VkPipeline *out)
+{
+    VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = *sh->size,
+                                   .pCode = sh->code};
+    VkShaderModule mod;
+    BAATT_VK(ctx, ctx->vk.vkCreateShaderModule(ctx->device, &mi, NULL, &mod));
+    VkSpecializationMapEntry map[8];
+    for (uint32_t i = 0; i < nspec; i++)
+        map[i] = (VkSpecializationMapEntry){.constantID = i, .offset = i * 4, .size = 4};
+    VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = map, .dataSize = nspec * 4, .pData = spec};
+    VkComputePipelineCreateInfo ci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
+        .layout = ctx->pipeline_layout};
+    VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &ci, NULL, out);
+    ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
+    if (r != VK_SUCCESS)
+        return baatt_fail(ctx, BAATT_ERROR_VULKAN, "vkCreateComputePipelines(%s) failed: %s", sh->name,
+                          baatt_vkresult_name(r));
+    return BAATT_OK;
+}
+
+baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
+                                VkPipeline *out)
+{
+    if (nspec > 8) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
+    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
+    if (e) {
+        *out = e->pipeline;
+        return BAATT_OK;
+    }
+    const baatt_embedded_shader *sh = find_shader(name);
+    if (!sh) return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "shader variant %s was not built into this library", name);
+    if (ctx->npipelines == ctx->cap_pipelines) {
+        uint32_t cap = ctx->cap_pipelines ? 2 * ctx->cap_pipelines : 16;
+        baatt_pipeline_entry *p = realloc(ctx->pipelines, cap * sizeof *p);
+        if (!p) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        ctx->pipelines = p;
+        ctx->cap_pipelines = cap;
+    }
+    e = &ctx->pipelines[ctx->npipelines];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    memcpy(e->spec, spec, nspec * sizeof *spec);
+    e->nspec = nspec;
+    BAATT_TRY(build(ctx, sh, spec, nspec, &e->pipeline));
+    ctx->npipelines++;
+    *out = e->pipeline;
+    return BAATT_OK;
+}

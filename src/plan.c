@@ -1,0 +1,586 @@
+/* Plans: validation, scratch sizing, pipeline choice and the recording of the BA-Att stages
+ *   sort (norms -> keys -> bitonic sort -> permutations) -> block statistics ->
+ *   [score -> select] per logit chunk -> block-sparse (or dense) attention
+ * into a command buffer, plus the host-array convenience path and result read-back. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+/* Mirrors `Push` in shaders/common.glsl, field for field (std430-compatible scalars). */
+typedef struct baatt_push {
+    uint32_t batch, heads, kv_heads, q_len, kv_len, head_dim;
+    uint32_t block, nq, nk, words;
+    uint32_t which, padded, sort_k, sort_j, key_offset;
+    uint32_t head0, nheads_chunk, row0, rows;
+    uint32_t mode, keep, min_blocks, max_blocks;
+    float threshold, scale, cov;
+    uint32_t identity;
+} baatt_push;
+_Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
+
+#define MAX_TIMESTAMPS 4096
+
+struct baatt_plan {
+    baatt_context *ctx;
+    baatt_config cfg;
+    baatt_push base;
+    uint32_t bh, bhkv;                  /* flattened (batch, head) counts of each side */
+    uint32_t pq, pk;                    /* per-head lengths padded to powers of two (sort) */
+    uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
+    uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
+    baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
+    baatt_buffer tq, tk, tv, to, staging; /* run_host only, created on first use */
+    VkDescriptorPool dpool;
+    VkDescriptorSet set;
+    VkQueryPool qpool;
+    uint32_t nts;                       /* timestamps written by the last recording */
+    int8_t ts_stage[MAX_TIMESTAMPS];    /* stage of the interval ending at timestamp i */
+    VkPipeline p_keys, p_local, p_global, p_perm, p_stats, p_score, p_select, p_attn;
+    int ran;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* geometry                                                                                   */
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+/* Largest FlashAttention tile (BR query rows x BC keys) whose shared memory fits the device;
+ * BR must divide the block size so a workgroup never straddles two query blocks. */
+static baatt_status choose_attention_tiles(baatt_plan *p)
+{
+    static const uint32_t tiles[][2] = {{32, 32}, {16, 32}, {16, 16}};
+    uint32_t d = p->cfg.head_dim, shmem = p->ctx->info.max_shared_memory;
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        uint32_t br = tiles[i][0], bc = tiles[i][1];
+        uint64_t bytes = 4ull * (br * d + bc * (d + 1) + bc * d + br * bc) + 12ull * br;
+        if (bytes > shmem || (!p->cfg.dense && (br > p->cfg.block_size || bc > p->cfg.block_size))) continue;
+        p->attn_br = br;
+        p->attn_bc = bc;
+        p->attn_wg = 128;
+        return BAATT_OK;
+    }
+    return baatt_fail(p->ctx, BAATT_ERROR_MISSING_FEATURE,
+                      "device %s has %u bytes of compute shared memory; head_dim %u needs at least %u",
+                      p->ctx->info.name, shmem, d, 4 * (16 * d + 16 * (d + 1) + 16 * d + 256) + 192);
+}
+
+/* The logit scratch holds whole heads when they fit the budget, else row slices of one head.
+ * BAATT_LOGITS_MIB overrides the 64 MiB budget (tests use it to force chunking). */
+static void choose_chunks(baatt_plan *p)
+{
+    const char *env = getenv("BAATT_LOGITS_MIB");
+    uint64_t budget = (env && atof(env) > 0 ? atof(env) : 64.0) * 1048576.0;
+    uint64_t row = (uint64_t)p->base.nk * 4, head = row * p->base.nq;
+    if (head <= budget) {
+        p->chunk_rows = p->base.nq;
+        uint64_t h = budget / head;
+        p->chunk_heads = h > p->bh ? p->bh : (uint32_t)h;
+    } else {
+        p->chunk_heads = 1;
+        uint64_t r = budget / row;
+        p->chunk_rows = r < 1 ? 1 : r > p->base.nq ? p->base.nq : (uint32_t)r;
+    }
+    if (p->chunk_heads > 65535) p->chunk_heads = 65535;
+    if (p->chunk_rows > 65535) p->chunk_rows = 65535;
+}
+
+static baatt_status fill_push(baatt_plan *p)
+{
+    const baatt_config *c = &p->cfg;
+    baatt_push *b = &p->base;
+    memset(b, 0, sizeof *b);
+    b->batch = c->batch;
+    b->heads = c->heads;
+    b->kv_heads = c->kv_heads;
+    b->q_len = c->q_len;
+    b->kv_len = c->kv_len;
+    b->head_dim = c->head_dim;
+    /* A dense plan still reports its (all-ones) mask on a block grid: the configured block size
+     * when it is a supported one, else 64. */
+    int valid_block = c->block_size == 32 || c->block_size == 64 || c->block_size == 128;
+    b->block = c->dense && !valid_block ? 64 : c->block_size;
+    b->nq = (c->q_len + b->block - 1) / b->block;
+    b->nk = (c->kv_len + b->block - 1) / b->block;
+    b->words = (b->nk + 31) / 32;
+    b->mode = c->select_mode == BAATT_SELECT_MASS_THRESHOLD;
+    b->keep = c->dense ? b->nk : baatt_config_keep_blocks(c);
+    b->min_blocks = c->min_blocks;
+    b->max_blocks = c->max_blocks;
+    b->threshold = c->mass_threshold;
+    float t = baatt_config_scale(c);
+    b->scale = t;
+    b->cov = c->covariance ? 0.5f * t * t : 0.0f;
+    p->bh = c->batch * c->heads;
+    p->bhkv = c->batch * c->kv_heads;
+    p->pq = pow2_at_least(c->q_len);
+    p->pk = pow2_at_least(c->kv_len);
+    return BAATT_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* creation                                                                                   */
+
+static baatt_status check_device(baatt_plan *p)
+{
+    baatt_context *ctx = p->ctx;
+    const baatt_config *c = &p->cfg;
+    if (c->dtype == BAATT_DTYPE_BF16)
+        return baatt_fail(ctx, BAATT_ERROR_UNSUPPORTED_DTYPE, "bf16 tensors are not supported by the GPU path yet");
+    if (c->dtype == BAATT_DTYPE_F16 && !(ctx->features & BAATT_FEATURE_FP16_STORAGE))
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE,
+                          "fp16 tensors need storageBuffer16BitAccess, which %s lacks (or which was not enabled)",
+                          ctx->info.name);
+    if (ctx->info.max_workgroup_invocations < 256)
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u invocations per workgroup; baatt needs 256",
+                          ctx->info.name, ctx->info.max_workgroup_invocations);
+    uint32_t maxg = ctx->limits.maxComputeWorkGroupCount[0];
+    if ((c->q_len + 15) / 16 > maxg || p->bh > ctx->limits.maxComputeWorkGroupCount[1] || p->base.nq > maxg)
+        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
+                          c->q_len, p->bh);
+    return BAATT_OK;
+}
+
+static baatt_status scratch(baatt_plan *p, baatt_buffer *b, uint64_t bytes, const char *what)
+{
+    if (bytes > p->ctx->info.max_storage_buffer_range)
+        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "%s needs %.1f MiB, over this device's %.1f MiB buffer limit", what,
+                          bytes / 1048576.0, p->ctx->info.max_storage_buffer_range / 1048576.0);
+    return baatt_buffer_create(p->ctx, bytes, 0, b);
+}
+
+static baatt_status create_scratch(baatt_plan *p)
+{
+    const baatt_push *b = &p->base;
+    uint64_t f = 3ull * b->head_dim * 4;
+    int sparse = !p->cfg.dense;
+    BAATT_TRY(scratch(p, &p->perm_q, sparse ? 4ull * p->bh * b->q_len : 4, "perm_q"));
+    BAATT_TRY(scratch(p, &p->perm_k, sparse ? 4ull * p->bhkv * b->kv_len : 4, "perm_k"));
+    BAATT_TRY(scratch(p, &p->keys, sparse && p->cfg.norm_sort ? 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk) : 8,
+                      "sort keys"));
+    BAATT_TRY(scratch(p, &p->qfeat, sparse ? f * p->bh * b->nq : 4, "query block features"));
+    BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
+    BAATT_TRY(scratch(p, &p->logits, sparse ? 4ull * p->chunk_heads * p->chunk_rows * b->nk : 4, "block logits"));
+    BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * p->bh * b->nq * b->words : 4, "selection mask"));
+    return scratch(p, &p->counts, sparse ? 4ull * p->bh * b->nq : 4, "selection counts");
+}
+
+static baatt_status create_pipelines(baatt_plan *p)
+{
+    baatt_context *ctx = p->ctx;
+    const char *io = p->cfg.dtype == BAATT_DTYPE_F16 ? "f16" : "f32";
+    char name[48];
+    uint32_t d = p->cfg.head_dim;
+    uint32_t attn[5] = {p->attn_wg, d, p->attn_br, p->attn_bc, (uint32_t)!p->cfg.dense};
+    snprintf(name, sizeof name, "attention_%s", io);
+    BAATT_TRY(baatt_pipeline_get(ctx, name, attn, 5, &p->p_attn));
+    if (p->cfg.dense) return BAATT_OK;
+    snprintf(name, sizeof name, "sort_keys_%s", io);
+    BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
+    BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", &p->sort_wg, 1, &p->p_local));
+    BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", NULL, 0, &p->p_global));
+    BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
+    snprintf(name, sizeof name, "stats_%s", io);
+    BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
+    BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
+    uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
+    return baatt_pipeline_get(ctx, "select", sel, 2, &p->p_select);
+}
+
+static baatt_status create_descriptors(baatt_plan *p)
+{
+    baatt_context *ctx = p->ctx;
+    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
+    VkDescriptorPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1,
+                                     .poolSizeCount = 1, .pPoolSizes = &size};
+    BAATT_VK(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, &p->dpool));
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, .descriptorPool = p->dpool,
+                                      .descriptorSetCount = 1, .pSetLayouts = &ctx->set_layout};
+    BAATT_VK(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &p->set));
+    if (!ctx->info.timestamp_period_ns) return BAATT_OK;
+    VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                .queryCount = MAX_TIMESTAMPS};
+    return baatt_vk(ctx, ctx->vk.vkCreateQueryPool(ctx->device, &qi, NULL, &p->qpool), "vkCreateQueryPool");
+}
+
+baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baatt_plan **out)
+{
+    if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
+    *out = NULL;
+    char msg[512];
+    baatt_status s = baatt_config_check(cfg, msg, sizeof msg);
+    if (s) return baatt_fail(ctx, s, "invalid config: %s", msg);
+    baatt_plan *p = calloc(1, sizeof *p);
+    if (!p) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    p->ctx = ctx;
+    p->cfg = *cfg;
+    p->sort_wg = ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
+    p->select_wg = 256;
+    s = fill_push(p);
+    if (!s) s = check_device(p);
+    if (!s) s = choose_attention_tiles(p);
+    if (!s) choose_chunks(p);
+    if (!s) s = create_scratch(p);
+    if (!s) s = create_pipelines(p);
+    if (!s) s = create_descriptors(p);
+    if (s) {
+        baatt_plan_destroy(p);
+        return s;
+    }
+    *out = p;
+    return BAATT_OK;
+}
+
+void baatt_plan_destroy(baatt_plan *p)
+{
+    if (!p) return;
+    baatt_context *ctx = p->ctx;
+    baatt_buffer *bufs[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask,
+                            &p->counts, &p->tq, &p->tk, &p->tv, &p->to, &p->staging};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) baatt_buffer_destroy(ctx, bufs[i]);
+    if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
+    if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
+    free(p);
+}
+
+uint64_t baatt_plan_scratch_bytes(const baatt_plan *p)
+{
+    if (!p) return 0;
+    const baatt_buffer *b[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts};
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) n += b[i]->size;
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* recording                                                                                  */
+
+typedef struct rec {
+    baatt_plan *p;
+    VkCommandBuffer cmd;
+} rec;
+
+static void dispatch(rec *r, VkPipeline pipe, const baatt_push *pc, uint32_t x, uint32_t y, uint32_t z)
+{
+    baatt_context *ctx = r->p->ctx;
+    ctx->vk.vkCmdBindPipeline(r->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    ctx->vk.vkCmdPushConstants(r->cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *pc, pc);
+    ctx->vk.vkCmdDispatch(r->cmd, x, y, z);
+}
+
+static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
+
+/* Closes the interval of `stage` with a timestamp. */
+static void mark(rec *r, int stage)
+{
+    baatt_plan *p = r->p;
+    if (!p->qpool || p->nts >= MAX_TIMESTAMPS) return;
+    p->ts_stage[p->nts] = (int8_t)stage;
+    p->ctx->vk.vkCmdWriteTimestamp(r->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, p->nts++);
+}
+
+/* Norm keys, bitonic sort (local chunks, then global merge steps with local tails) and the
+ * permutation of one side (which = 0: Q, 1: K). */
+static void record_sort_side(rec *r, uint32_t which)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    uint32_t heads = which ? p->bhkv : p->bh, len = which ? pc.kv_len : pc.q_len;
+    pc.which = which;
+    pc.padded = which ? p->pk : p->pq;
+    pc.key_offset = which ? p->bh * p->pq : 0;
+    pc.identity = !p->cfg.norm_sort;
+    if (p->cfg.norm_sort) {
+        uint32_t n = 2 * p->sort_wg < pc.padded ? 2 * p->sort_wg : pc.padded;
+        dispatch(r, p->p_keys, &pc, (pc.padded + 255) / 256, heads, 1);
+        barrier(r);
+        pc.sort_k = 0;
+        dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
+        barrier(r);
+        for (uint32_t k = 2 * n; k <= pc.padded; k <<= 1) {
+            pc.sort_k = k;
+            for (uint32_t j = k >> 1; j >= n; j >>= 1) {
+                pc.sort_j = j;
+                dispatch(r, p->p_global, &pc, (pc.padded / 2 + 255) / 256, heads, 1);
+                barrier(r);
+            }
+            dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
+            barrier(r);
+        }
+    }
+    dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
+}
+
+static void record_stats(rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    for (uint32_t which = 0; which < 2; which++) {
+        pc.which = which;
+        dispatch(r, p->p_stats, &pc, which ? pc.nk : pc.nq, which ? p->bhkv : p->bh, 1);
+    }
+}
+
+/* Score and select, chunk by chunk through the bounded logit scratch. */
+static void record_score_select(rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    for (uint32_t h0 = 0; h0 < p->bh; h0 += p->chunk_heads) {
+        pc.head0 = h0;
+        pc.nheads_chunk = p->bh - h0 < p->chunk_heads ? p->bh - h0 : p->chunk_heads;
+        for (uint32_t r0 = 0; r0 < pc.nq; r0 += p->chunk_rows) {
+            pc.row0 = r0;
+            pc.rows = pc.nq - r0 < p->chunk_rows ? pc.nq - r0 : p->chunk_rows;
+            dispatch(r, p->p_score, &pc, (pc.nk + 63) / 64, (pc.rows + 63) / 64, pc.nheads_chunk);
+            barrier(r);
+            mark(r, BAATT_STAGE_SCORE);
+            dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);
+            barrier(r);
+            mark(r, BAATT_STAGE_SELECT);
+        }
+    }
+}
+
+static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
+{
+    const baatt_config *c = &p->cfg;
+    VkDeviceSize es = baatt_dtype_size(c->dtype);
+    VkDeviceSize qn = es * p->bh * c->q_len * c->head_dim, kn = es * p->bhkv * c->kv_len * c->head_dim;
+    const baatt_device_tensor *ten[4] = {&t->q, &t->k, &t->v, &t->o};
+    VkDeviceSize tsz[4] = {qn, kn, kn, qn};
+    baatt_buffer *own[BIND_COUNT] = {NULL, NULL, NULL, NULL, &p->perm_q, &p->perm_k, &p->keys, &p->qfeat,
+                                     &p->kfeat, &p->logits, &p->mask, &p->counts};
+    VkDescriptorBufferInfo bi[BIND_COUNT];
+    VkWriteDescriptorSet w[BIND_COUNT];
+    for (uint32_t i = 0; i < BIND_COUNT; i++) {
+        bi[i] = i < 4 ? (VkDescriptorBufferInfo){ten[i]->buffer, ten[i]->offset, tsz[i]}
+                      : (VkDescriptorBufferInfo){own[i]->buffer, 0, VK_WHOLE_SIZE};
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = p->set, .dstBinding = i,
+                                      .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                      .pBufferInfo = &bi[i]};
+    }
+    p->ctx->vk.vkUpdateDescriptorSets(p->ctx->device, BIND_COUNT, w, 0, NULL);
+}
+
+static void record_stages(rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_context *ctx = p->ctx;
+    p->nts = 0;
+    if (p->qpool) ctx->vk.vkCmdResetQueryPool(r->cmd, p->qpool, 0, MAX_TIMESTAMPS);
+    ctx->vk.vkCmdBindDescriptorSets(r->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1, &p->set, 0, NULL);
+    barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
+    mark(r, -1);
+    if (!p->cfg.dense) {
+        record_sort_side(r, 0);
+        record_sort_side(r, 1);
+        barrier(r);
+        mark(r, BAATT_STAGE_SORT);
+        record_stats(r);
+        barrier(r);
+        mark(r, BAATT_STAGE_STATS);
+        record_score_select(r);
+    }
+    baatt_push pc = p->base;
+    dispatch(r, p->p_attn, &pc, (pc.q_len + p->attn_br - 1) / p->attn_br, p->bh, 1);
+    barrier(r);
+    mark(r, BAATT_STAGE_ATTEND);
+}
+
+static baatt_status check_tensor(baatt_plan *p, const baatt_device_tensor *t, const char *name)
+{
+    if (!t->buffer) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "tensor %s has no VkBuffer", name);
+    if (t->offset % p->ctx->limits.minStorageBufferOffsetAlignment)
+        return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "tensor %s offset %llu is not a multiple of minStorageBufferOffsetAlignment (%llu)", name,
+                          (unsigned long long)t->offset,
+                          (unsigned long long)p->ctx->limits.minStorageBufferOffsetAlignment);
+    return BAATT_OK;
+}
+
+baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_tensors *t)
+{
+    if (!p || !cmd || !t) return p ? baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "NULL command buffer or tensors")
+                                   : BAATT_ERROR_INVALID_ARGUMENT;
+    BAATT_TRY(check_tensor(p, &t->q, "q"));
+    BAATT_TRY(check_tensor(p, &t->k, "k"));
+    BAATT_TRY(check_tensor(p, &t->v, "v"));
+    BAATT_TRY(check_tensor(p, &t->o, "o"));
+    bind_tensors(p, t);
+    rec r = {p, cmd};
+    record_stages(&r);
+    p->ran = 1;
+    return BAATT_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* host path                                                                                  */
+
+static baatt_status ensure_host_buffers(baatt_plan *p, uint64_t qn, uint64_t kn)
+{
+    if (p->staging.buffer) return BAATT_OK;
+    BAATT_TRY(scratch(p, &p->tq, qn, "Q"));
+    BAATT_TRY(scratch(p, &p->tk, kn, "K"));
+    BAATT_TRY(scratch(p, &p->tv, kn, "V"));
+    BAATT_TRY(scratch(p, &p->to, qn, "O"));
+    return baatt_buffer_create(p->ctx, 2 * qn + 2 * kn, 1, &p->staging);
+}
+
+static void copy(rec *r, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof, VkDeviceSize n)
+{
+    VkBufferCopy c = {so, dof, n};
+    r->p->ctx->vk.vkCmdCopyBuffer(r->cmd, src, dst, 1, &c);
+}
+
+baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, const void *v, void *o)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!q || !k || !v || !o) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "q, k, v and o must not be NULL");
+    const baatt_config *c = &p->cfg;
+    uint64_t es = baatt_dtype_size(c->dtype);
+    uint64_t qn = es * p->bh * c->q_len * c->head_dim, kn = es * p->bhkv * c->kv_len * c->head_dim;
+    BAATT_TRY(ensure_host_buffers(p, qn, kn));
+    char *st = p->staging.mapped;
+    memcpy(st, q, qn);
+    memcpy(st + qn, k, kn);
+    memcpy(st + qn + kn, v, kn);
+    rec r = {p, VK_NULL_HANDLE};
+    BAATT_TRY(baatt_cmd_begin(p->ctx, &r.cmd));
+    copy(&r, p->staging.buffer, 0, p->tq.buffer, 0, qn);
+    copy(&r, p->staging.buffer, qn, p->tk.buffer, 0, kn);
+    copy(&r, p->staging.buffer, qn + kn, p->tv.buffer, 0, kn);
+    baatt_tensors t = {{p->tq.buffer, 0}, {p->tk.buffer, 0}, {p->tv.buffer, 0}, {p->to.buffer, 0}};
+    bind_tensors(p, &t);
+    record_stages(&r);
+    copy(&r, p->to.buffer, 0, p->staging.buffer, qn + 2 * kn, qn);
+    BAATT_TRY(baatt_cmd_submit_wait(p->ctx, r.cmd));
+    memcpy(o, st + qn + 2 * kn, qn);
+    p->ran = 1;
+    return BAATT_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* results                                                                                    */
+
+/* Copies n bytes of a device buffer into dst through a temporary staging buffer. */
+static baatt_status download(baatt_plan *p, const baatt_buffer *src, void *dst, uint64_t n)
+{
+    baatt_buffer st;
+    BAATT_TRY(baatt_buffer_create(p->ctx, n, 1, &st));
+    rec r = {p, VK_NULL_HANDLE};
+    baatt_status s = baatt_cmd_begin(p->ctx, &r.cmd);
+    if (!s) {
+        copy(&r, src->buffer, 0, st.buffer, 0, n);
+        s = baatt_cmd_submit_wait(p->ctx, r.cmd);
+    }
+    if (!s) memcpy(dst, st.mapped, n);
+    baatt_buffer_destroy(p->ctx, &st);
+    return s;
+}
+
+static baatt_status require_run(baatt_plan *p)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!p->ran) return baatt_fail(p->ctx, BAATT_ERROR_NOT_READY, "the plan has not been run yet");
+    return BAATT_OK;
+}
+
+static void read_timestamps(baatt_plan *p, baatt_run_stats *st)
+{
+    uint64_t ts[MAX_TIMESTAMPS];
+    if (!p->qpool || p->nts < 2) return;
+    VkResult r = p->ctx->vk.vkGetQueryPoolResults(p->ctx->device, p->qpool, 0, p->nts, sizeof ts, ts, sizeof ts[0],
+                                                  VK_QUERY_RESULT_64_BIT);
+    if (r != VK_SUCCESS) return;
+    double ns = p->ctx->info.timestamp_period_ns;
+    for (uint32_t i = 1; i < p->nts; i++)
+        if (p->ts_stage[i] >= 0) st->stage_ms[p->ts_stage[i]] += (double)(ts[i] - ts[i - 1]) * ns * 1e-6;
+    st->gpu_ms = (double)(ts[p->nts - 1] - ts[0]) * ns * 1e-6;
+    st->timed = 1;
+}
+
+baatt_status baatt_plan_stats(baatt_plan *p, baatt_run_stats *st)
+{
+    BAATT_TRY(require_run(p));
+    if (!st) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "stats is NULL");
+    memset(st, 0, sizeof *st);
+    read_timestamps(p, st);
+    uint64_t rows = (uint64_t)p->bh * p->base.nq;
+    if (p->cfg.dense) {
+        st->selected_blocks = rows * p->base.nk;
+        return BAATT_OK;
+    }
+    uint32_t *cnt = malloc(4 * rows);
+    if (!cnt) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    baatt_status s = download(p, &p->counts, cnt, 4 * rows);
+    if (!s) {
+        uint64_t tokens = 0;
+        for (uint64_t i = 0; i < rows; i++) {
+            tokens += cnt[i];
+        }
+        st->sparsity = 1.0 - (double)tokens / ((double)rows * p->cfg.kv_len);
+    }
+    free(cnt);
+    if (!s) {
+        /* selected blocks from the mask bits (the counts hold tokens) */
+        uint64_t words = rows * p->base.words;
+        uint32_t *m = malloc(4 * words);
+        if (!m) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        s = download(p, &p->mask, m, 4 * words);
+        for (uint64_t i = 0; !s && i < words; i++) st->selected_blocks += (uint64_t)__builtin_popcount(m[i]);
+        free(m);
+    }
+    return s;
+}
+
+baatt_status baatt_plan_read_mask(baatt_plan *p, uint8_t *mask)
+{
+    BAATT_TRY(require_run(p));
+    if (!mask) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "mask is NULL");
+    uint64_t rows = (uint64_t)p->bh * p->base.nq, nk = p->base.nk, words = p->base.words;
+    if (p->cfg.dense) {
+        memset(mask, 1, rows * nk);
+        return BAATT_OK;
+    }
+    uint32_t *bits = malloc(4 * rows * words);
+    if (!bits) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    baatt_status s = download(p, &p->mask, bits, 4 * rows * words);
+    for (uint64_t i = 0; !s && i < rows; i++)
+        for (uint64_t j = 0; j < nk; j++) mask[i * nk + j] = (bits[i * words + j / 32] >> (j % 32)) & 1u;
+    free(bits);
+    return s;
+}
+
+static void identity(int32_t *perm, uint64_t heads, uint32_t len)
+{
+    for (uint64_t h = 0; h < heads; h++)
+        for (uint32_t i = 0; i < len; i++) perm[h * len + i] = (int32_t)i;
+}
+
+baatt_status baatt_plan_read_perms(baatt_plan *p, int32_t *perm_q, int32_t *perm_k)
+{
+    BAATT_TRY(require_run(p));
+    const baatt_config *c = &p->cfg;
+    if (c->dense) {
+        if (perm_q) identity(perm_q, p->bh, c->q_len);
+        if (perm_k) identity(perm_k, p->bhkv, c->kv_len);
+        return BAATT_OK;
+    }
+    if (perm_q) BAATT_TRY(download(p, &p->perm_q, perm_q, 4ull * p->bh * c->q_len));
+    if (perm_k) BAATT_TRY(download(p, &p->perm_k, perm_k, 4ull * p->bhkv * c->kv_len));
+    return BAATT_OK;
+}
+
+const char *baatt_stage_name(int stage)
+{
+    static const char *names[BAATT_STAGE_COUNT] = {"sort", "stats", "score", "select", "attend"};
+    return stage >= 0 && stage < BAATT_STAGE_COUNT ? names[stage] : "unknown";
+}

@@ -1,0 +1,696 @@
+/* CPU reference of BA-Att (docs/SPEC.md): the oracle every GPU test compares against.
+ *
+ * Clarity first, but it must stay usable up to ~16K tokens per head: attention is computed one
+ * query row at a time (never an N x N array), each head's Q/K/V are converted to double once,
+ * and the only quadratic-size arrays are the O(nq * nk) block arrays.
+ *
+ * Dense configs (cfg->dense == 1): config validation skips the BA-Att fields, so the stage
+ * functions mirror what a dense plan reports: identity permutations, an all-ones mask, and a block
+ * size of cfg->block_size if it is 32/64/128, else 64 (that block size gives the mask shape). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The config the block stages run under (see the file comment for the dense case). */
+static baatt_status stage_config(const baatt_config *cfg, baatt_config *out)
+{
+    baatt_status s = baatt_config_check(cfg, NULL, 0);
+    if (s != BAATT_OK) return s;
+    *out = *cfg;
+    if (cfg->dense) {
+        if (out->block_size != 32 && out->block_size != 64 && out->block_size != 128) out->block_size = 64;
+        out->norm_sort = 0;
+    }
+    return BAATT_OK;
+}
+
+/* Tokens in block J of a sequence of len tokens (the last block may be partial). */
+static uint32_t block_count(const baatt_config *c, uint32_t len, uint32_t j)
+{
+    uint32_t start = j * c->block_size;
+    return len - start < c->block_size ? len - start : c->block_size;
+}
+
+/* Query head h reads kv head h / group. */
+static uint32_t gqa_group(const baatt_config *c) { return c->heads / c->kv_heads; }
+
+/* Rows [first, first + rows) of a dtype tensor with d columns, converted to double. */
+static void load_rows(const void *x, baatt_dtype dt, uint64_t first, uint32_t rows, uint32_t d,
+                      double *out)
+{
+    uint64_t n = (uint64_t)rows * d;
+    for (uint64_t i = 0; i < n; i++) out[i] = baatt_load(x, dt, first * d + i);
+}
+
+/* Dot product with four partial sums: the rows are double already, so splitting the sum costs
+ * nothing in accuracy and breaks the add-latency chain (the QK loop dominates run time). */
+static double dot(const double *a, const double *b, uint32_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* 1 if perm (len entries) is a permutation of 0..len-1. A bad permutation coming from a GPU
+ * read-back must be reported, not followed out of bounds. seen: len bytes of scratch. */
+static int is_permutation(const int32_t *perm, uint32_t len, uint8_t *seen)
+{
+    memset(seen, 0, len);
+    for (uint32_t i = 0; i < len; i++) {
+        if (perm[i] < 0 || (uint32_t)perm[i] >= len || seen[perm[i]]) return 0;
+        seen[perm[i]] = 1;
+    }
+    return 1;
+}
+
+/* Checks every per-head permutation of a [rows, len] array. */
+static baatt_status check_perms(const int32_t *perm, uint64_t rows, uint32_t len)
+{
+    uint8_t *seen = malloc(len);
+    if (!seen) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    baatt_status s = BAATT_OK;
+    for (uint64_t r = 0; r < rows && s == BAATT_OK; r++)
+        if (!is_permutation(perm + r * len, len, seen)) s = BAATT_ERROR_INVALID_ARGUMENT;
+    free(seen);
+    return s;
+}
+
+/* Stable argsort, descending by key: idx[p] = index of the p-th largest key, ties keep the lower
+ * index first. A bottom-up merge sort, stable by construction (the right run wins only when
+ * strictly greater), so the result is deterministic and never reads out of bounds even with NaN
+ * keys. tmp: n entries of scratch. */
+static void argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp)
+{
+    for (uint32_t i = 0; i < n; i++) idx[i] = (int32_t)i;
+    for (uint32_t w = 1; w < n; w *= 2) {
+        for (uint32_t lo = 0; lo < n; lo += 2 * w) {
+            uint32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            uint32_t a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) tmp[o++] = key[idx[b]] > key[idx[a]] ? idx[b++] : idx[a++];
+            while (a < mid) tmp[o++] = idx[a++];
+            while (b < hi) tmp[o++] = idx[b++];
+        }
+        memcpy(idx, tmp, n * sizeof *idx);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention core, shared by dense, sparse and the metrics.
+ * ------------------------------------------------------------------------------------------- */
+
+/* One query row against the keys listed in keys[0..n) (NULL: all n keys in order), exact softmax
+ * in double. scores: n doubles of scratch; on return scores[j] holds the normalised probability
+ * of the j-th listed key. out (d doubles, may be NULL) receives sum_j p_j v_j. No keys: out = 0. */
+static void attend_row(const double *q, const double *k, const double *v, const int32_t *keys,
+                       uint32_t n, uint32_t d, double scale, double *scores, double *out)
+{
+    if (out) memset(out, 0, d * sizeof *out);
+    double mx = -INFINITY;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t key = keys ? (uint32_t)keys[j] : j;
+        scores[j] = scale * dot(q, k + (uint64_t)key * d, d);
+        if (scores[j] > mx) mx = scores[j];
+    }
+    double sum = 0;
+    for (uint32_t j = 0; j < n; j++) sum += scores[j] = exp(scores[j] - mx);
+    for (uint32_t j = 0; j < n; j++) {
+        scores[j] /= sum;
+        if (!out) continue;
+        const double *vr = v + (uint64_t)(keys ? (uint32_t)keys[j] : j) * d;
+        for (uint32_t a = 0; a < d; a++) out[a] += scores[j] * vr[a];
+    }
+}
+
+/* One head's inputs in double: Q of a query head, K and V of its kv head. */
+typedef struct head_buf {
+    double *q, *k, *v, *scores, *out;
+} head_buf;
+
+static void head_free(head_buf *h)
+{
+    free(h->q);
+    free(h->k);
+    free(h->v);
+    free(h->scores);
+    free(h->out);
+}
+
+static baatt_status head_alloc(const baatt_config *c, head_buf *h)
+{
+    size_t d = c->head_dim;
+    h->q = malloc(sizeof(double) * c->q_len * d);
+    h->k = malloc(sizeof(double) * c->kv_len * d);
+    h->v = malloc(sizeof(double) * c->kv_len * d);
+    h->scores = malloc(sizeof(double) * c->kv_len);
+    h->out = malloc(sizeof(double) * d);
+    if (h->q && h->k && h->v && h->scores && h->out) return BAATT_OK;
+    head_free(h);
+    return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+/* Loads K and V of (b, kv head kh); Q is loaded per query head by load_q. */
+static void load_kv(const baatt_config *c, const void *k, const void *v, uint32_t b, uint32_t kh,
+                    head_buf *h)
+{
+    uint64_t first = ((uint64_t)b * c->kv_heads + kh) * c->kv_len;
+    load_rows(k, c->dtype, first, c->kv_len, c->head_dim, h->k);
+    load_rows(v, c->dtype, first, c->kv_len, c->head_dim, h->v);
+}
+
+static void load_q(const baatt_config *c, const void *q, uint32_t b, uint32_t qh, head_buf *h)
+{
+    load_rows(q, c->dtype, ((uint64_t)b * c->heads + qh) * c->q_len, c->q_len, c->head_dim, h->q);
+}
+
+static void store_row(const baatt_config *c, float *o, uint32_t b, uint32_t qh, uint32_t row,
+                      const double *val)
+{
+    float *dst = o + (((uint64_t)b * c->heads + qh) * c->q_len + row) * c->head_dim;
+    for (uint32_t a = 0; a < c->head_dim; a++) dst[a] = (float)val[a];
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dense attention.
+ * ------------------------------------------------------------------------------------------- */
+
+baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
+                                       const void *v, float *o)
+{
+    baatt_status s = baatt_config_check(cfg, NULL, 0);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    head_buf h = {0};
+    if ((s = head_alloc(cfg, &h)) != BAATT_OK) return s;
+    double scale = baatt_config_scale(cfg);
+    uint32_t g = gqa_group(cfg);
+    for (uint32_t b = 0; b < cfg->batch; b++) {
+        for (uint32_t kh = 0; kh < cfg->kv_heads; kh++) {
+            load_kv(cfg, k, v, b, kh, &h);
+            for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
+                load_q(cfg, q, b, qh, &h);
+                for (uint32_t i = 0; i < cfg->q_len; i++) {
+                    attend_row(h.q + (uint64_t)i * cfg->head_dim, h.k, h.v, NULL, cfg->kv_len,
+                               cfg->head_dim, scale, h.scores, h.out);
+                    store_row(cfg, o, b, qh, i, h.out);
+                }
+            }
+        }
+    }
+    head_free(&h);
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Step 1: norm sorting.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Norms of one head's len tokens: fp64 sum, rounded to fp32 (the value the GPU compares). */
+static void head_norms(const baatt_config *c, const void *x, uint64_t first, uint32_t len,
+                       float *norm)
+{
+    for (uint32_t i = 0; i < len; i++) {
+        double ss = 0;
+        for (uint32_t a = 0; a < c->head_dim; a++) {
+            double e = baatt_load(x, c->dtype, (first + i) * c->head_dim + a);
+            ss += e * e;
+        }
+        norm[i] = (float)sqrt(ss);
+    }
+}
+
+baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
+                                  uint32_t len, int32_t *perm)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!x || !perm) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!nheads || !len) return BAATT_ERROR_BAD_SHAPE;
+    float *norm = malloc(sizeof(float) * len);
+    int32_t *tmp = malloc(sizeof(int32_t) * len);
+    if (!norm || !tmp) {
+        free(norm);
+        free(tmp);
+        return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    for (uint64_t r = 0; r < (uint64_t)c.batch * nheads; r++) {
+        int32_t *p = perm + r * len;
+        if (!c.norm_sort) {
+            for (uint32_t i = 0; i < len; i++) p[i] = (int32_t)i;
+            continue;
+        }
+        head_norms(&c, x, r * len, len, norm);
+        argsort_desc(norm, len, p, tmp);
+    }
+    free(norm);
+    free(tmp);
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Step 2: block statistics.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Mean and population variance (two passes, fp64) of the n tokens rows[0..n) of one head. */
+static void block_moments(const baatt_config *c, const void *x, uint64_t first, const int32_t *rows,
+                          uint32_t n, double *acc, float *mean, float *var)
+{
+    uint32_t d = c->head_dim;
+    memset(acc, 0, d * sizeof *acc);
+    for (uint32_t t = 0; t < n; t++)
+        for (uint32_t a = 0; a < d; a++) acc[a] += baatt_load(x, c->dtype, (first + (uint32_t)rows[t]) * d + a);
+    for (uint32_t a = 0; a < d; a++) {
+        double m = acc[a] / n, ss = 0;
+        for (uint32_t t = 0; t < n; t++) {
+            double e = baatt_load(x, c->dtype, (first + (uint32_t)rows[t]) * d + a) - m;
+            ss += e * e;
+        }
+        mean[a] = (float)m;
+        var[a] = (float)(ss / n);
+    }
+}
+
+baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
+                                         uint32_t len, const int32_t *perm, float *mean,
+                                         float *var)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!x || !perm || !mean || !var) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!nheads || !len) return BAATT_ERROR_BAD_SHAPE;
+    uint64_t heads = (uint64_t)c.batch * nheads;
+    if ((s = check_perms(perm, heads, len)) != BAATT_OK) return s;
+    double *acc = malloc(sizeof(double) * c.head_dim);
+    if (!acc) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    uint32_t nb = (len + c.block_size - 1) / c.block_size;
+    for (uint64_t r = 0; r < heads; r++) {
+        for (uint32_t j = 0; j < nb; j++) {
+            uint64_t at = (r * nb + j) * c.head_dim;
+            block_moments(&c, x, r * len, perm + r * len + (uint64_t)j * c.block_size,
+                          block_count(&c, len, j), acc, mean + at, var + at);
+        }
+    }
+    free(acc);
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Step 3: corrected block logits.
+ * ------------------------------------------------------------------------------------------- */
+
+/* l_IJ = t qm.km + lambda (t^2/2) sum_a [qv (kv + km^2) + qm^2 kv] + ln(n_J), in fp64. */
+static double block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv,
+                          const float *km, const float *kv, uint32_t n_j)
+{
+    double mean_dot = 0, var = 0;
+    for (uint32_t a = 0; a < d; a++) {
+        double qma = qm[a], qva = qv[a], kma = km[a], kva = kv[a];
+        mean_dot += qma * kma;
+        var += qva * (kva + kma * kma) + qma * qma * kva;
+    }
+    return t * mean_dot + lambda * (t * t / 2) * var + log((double)n_j);
+}
+
+baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
+                                          const float *qvar, const float *kmean,
+                                          const float *kvar, float *logits)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!qmean || !qvar || !kmean || !kvar || !logits) return BAATT_ERROR_INVALID_ARGUMENT;
+    uint32_t nq = baatt_config_q_blocks(&c), nk = baatt_config_k_blocks(&c), d = c.head_dim;
+    uint32_t g = gqa_group(&c);
+    double t = baatt_config_scale(&c), lambda = c.covariance ? 1.0 : 0.0;
+    for (uint32_t b = 0; b < c.batch; b++) {
+        for (uint32_t h = 0; h < c.heads; h++) {
+            uint64_t qrow = ((uint64_t)b * c.heads + h) * nq;
+            uint64_t krow = ((uint64_t)b * c.kv_heads + h / g) * nk;
+            for (uint32_t i = 0; i < nq; i++)
+                for (uint32_t j = 0; j < nk; j++)
+                    logits[(qrow + i) * nk + j] = (float)block_logit(
+                        d, t, lambda, qmean + (qrow + i) * d, qvar + (qrow + i) * d,
+                        kmean + (krow + j) * d, kvar + (krow + j) * d, block_count(&c, c.kv_len, j));
+        }
+    }
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Step 4: block selection.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Threshold mode: length of the shortest prefix of `order` whose softmax mass reaches theta
+ * (>= 1). mass: nk doubles of scratch. */
+static uint32_t mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta,
+                            double *mass)
+{
+    double mx = -INFINITY, sum = 0, cum = 0;
+    for (uint32_t j = 0; j < nk; j++)
+        if (l[j] > mx) mx = l[j];
+    for (uint32_t j = 0; j < nk; j++) sum += mass[j] = exp((double)l[j] - mx);
+    uint32_t m = 0;
+    while (m < nk) {
+        cum += mass[order[m++]] / sum;
+        if (cum >= theta) break;
+    }
+    return m;
+}
+
+baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!logits || !mask) return BAATT_ERROR_INVALID_ARGUMENT;
+    uint32_t nk = baatt_config_k_blocks(&c);
+    uint64_t rows = (uint64_t)c.batch * c.heads * baatt_config_q_blocks(&c);
+    if (c.dense) { /* a dense run attends to every block */
+        memset(mask, 1, rows * nk);
+        return BAATT_OK;
+    }
+    int32_t *order = malloc(sizeof(int32_t) * nk), *tmp = malloc(sizeof(int32_t) * nk);
+    double *mass = malloc(sizeof(double) * nk);
+    if (!order || !tmp || !mass) {
+        free(order);
+        free(tmp);
+        free(mass);
+        return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    for (uint64_t r = 0; r < rows; r++) {
+        const float *l = logits + r * nk;
+        uint8_t *m = mask + r * nk;
+        argsort_desc(l, nk, order, tmp); /* (l descending, J ascending) */
+        uint32_t keep = c.select_mode == BAATT_SELECT_KEEP_RATIO
+                            ? baatt_config_keep_blocks(&c)
+                            : baatt_config_clamp_blocks(&c, mass_prefix(l, order, nk, c.mass_threshold, mass));
+        memset(m, 0, nk);
+        for (uint32_t p = 0; p < keep; p++) m[order[p]] = 1;
+    }
+    free(order);
+    free(tmp);
+    free(mass);
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Step 5: sparse attention.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The original key indices selected by one mask row: perm_k[s] for s in every selected block.
+ * Returns how many were written to keys (kv_len entries of room). */
+static uint32_t selected_keys(const baatt_config *c, const uint8_t *mask_row, const int32_t *perm_k,
+                              int32_t *keys)
+{
+    uint32_t n = 0, nk = baatt_config_k_blocks(c);
+    for (uint32_t j = 0; j < nk; j++) {
+        if (!mask_row[j]) continue;
+        uint32_t start = j * c->block_size, cnt = block_count(c, c->kv_len, j);
+        for (uint32_t s = start; s < start + cnt; s++) keys[n++] = perm_k[s];
+    }
+    return n;
+}
+
+/* Perms of a sparse run must be real permutations (they index the tensors). */
+static baatt_status check_run_perms(const baatt_config *c, const int32_t *perm_q, const int32_t *perm_k)
+{
+    baatt_status s = check_perms(perm_q, (uint64_t)c->batch * c->heads, c->q_len);
+    return s != BAATT_OK ? s : check_perms(perm_k, (uint64_t)c->batch * c->kv_heads, c->kv_len);
+}
+
+/* All query blocks of one (b, query head): sorted position p in block I reads original row
+ * perm_q[p] and writes it back there. */
+static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
+                        const uint8_t *mask, int32_t *keys, float *o, uint32_t b, uint32_t qh)
+{
+    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
+    double scale = baatt_config_scale(c);
+    for (uint32_t i = 0; i < nq; i++) {
+        uint32_t n = selected_keys(c, mask + (uint64_t)i * nk, pk, keys);
+        for (uint32_t p = i * c->block_size; p < i * c->block_size + block_count(c, c->q_len, i); p++) {
+            uint32_t row = (uint32_t)pq[p];
+            attend_row(h->q + (uint64_t)row * d, h->k, h->v, keys, n, d, scale, h->scores, h->out);
+            store_row(c, o, b, qh, row, h->out);
+        }
+    }
+}
+
+baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
+                                              const void *k, const void *v,
+                                              const int32_t *perm_q, const int32_t *perm_k,
+                                              const uint8_t *mask, float *o)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !perm_q || !perm_k || !mask || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    if ((s = check_run_perms(&c, perm_q, perm_k)) != BAATT_OK) return s;
+    head_buf h = {0};
+    int32_t *keys = malloc(sizeof(int32_t) * c.kv_len);
+    if (!keys || (s = head_alloc(&c, &h)) != BAATT_OK) {
+        free(keys);
+        return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    uint32_t g = gqa_group(&c), nq = baatt_config_q_blocks(&c), nk = baatt_config_k_blocks(&c);
+    for (uint32_t b = 0; b < c.batch; b++) {
+        for (uint32_t kh = 0; kh < c.kv_heads; kh++) {
+            load_kv(&c, k, v, b, kh, &h);
+            const int32_t *pk = perm_k + ((uint64_t)b * c.kv_heads + kh) * c.kv_len;
+            for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
+                uint64_t bh = (uint64_t)b * c.heads + qh;
+                load_q(&c, q, b, qh, &h);
+                sparse_head(&c, &h, perm_q + bh * c.q_len, pk, mask + bh * nq * nk, keys, o, b, qh);
+            }
+        }
+    }
+    free(keys);
+    head_free(&h);
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The whole forward pass.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Scratch of one BA-Att run; perm_q/perm_k/mask point at the caller's arrays when given. */
+typedef struct run_buf {
+    int32_t *perm_q, *perm_k;
+    float *qmean, *qvar, *kmean, *kvar, *logits;
+    uint8_t *mask;
+    void *owned[3]; /* the perm/mask arrays allocated here */
+} run_buf;
+
+static void run_free(run_buf *r)
+{
+    free(r->qmean);
+    free(r->qvar);
+    free(r->kmean);
+    free(r->kvar);
+    free(r->logits);
+    for (int i = 0; i < 3; i++) free(r->owned[i]);
+}
+
+/* The caller's array if given, else a new one remembered in *owned. */
+static void *use_or_alloc(void *given, size_t bytes, void **owned)
+{
+    if (given) return given;
+    return *owned = malloc(bytes ? bytes : 1);
+}
+
+static baatt_status run_alloc(const baatt_config *c, run_buf *r, uint8_t *mask, int32_t *perm_q,
+                              int32_t *perm_k)
+{
+    size_t bq = (size_t)c->batch * c->heads, bk = (size_t)c->batch * c->kv_heads;
+    size_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
+    r->perm_q = use_or_alloc(perm_q, sizeof(int32_t) * bq * c->q_len, &r->owned[0]);
+    r->perm_k = use_or_alloc(perm_k, sizeof(int32_t) * bk * c->kv_len, &r->owned[1]);
+    r->mask = use_or_alloc(mask, bq * nq * nk, &r->owned[2]);
+    r->qmean = malloc(sizeof(float) * bq * nq * d);
+    r->qvar = malloc(sizeof(float) * bq * nq * d);
+    r->kmean = malloc(sizeof(float) * bk * nk * d);
+    r->kvar = malloc(sizeof(float) * bk * nk * d);
+    r->logits = malloc(sizeof(float) * bq * nq * nk);
+    if (r->perm_q && r->perm_k && r->mask && r->qmean && r->qvar && r->kmean && r->kvar && r->logits)
+        return BAATT_OK;
+    return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+/* Identity permutations for heads rows of len tokens. */
+static void fill_identity(int32_t *perm, uint64_t heads, uint32_t len)
+{
+    for (uint64_t r = 0; r < heads; r++)
+        for (uint32_t i = 0; i < len; i++) perm[r * len + i] = (int32_t)i;
+}
+
+/* Dense run: what a dense plan reports besides O (all-ones mask, identity perms). */
+static baatt_status dense_run(const baatt_config *c, const void *q, const void *k, const void *v,
+                              float *o, uint8_t *mask, int32_t *perm_q, int32_t *perm_k)
+{
+    baatt_status s = baatt_reference_attention(c, q, k, v, o);
+    uint64_t rows = (uint64_t)c->batch * c->heads * baatt_config_q_blocks(c);
+    if (s == BAATT_OK && mask) memset(mask, 1, rows * baatt_config_k_blocks(c));
+    if (s == BAATT_OK && perm_q) fill_identity(perm_q, (uint64_t)c->batch * c->heads, c->q_len);
+    if (s == BAATT_OK && perm_k) fill_identity(perm_k, (uint64_t)c->batch * c->kv_heads, c->kv_len);
+    return s;
+}
+
+baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
+                                   const void *v, float *o, uint8_t *mask, int32_t *perm_q,
+                                   int32_t *perm_k)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (c.dense) return dense_run(&c, q, k, v, o, mask, perm_q, perm_k);
+    run_buf r = {0};
+    s = run_alloc(&c, &r, mask, perm_q, perm_k);
+    if (s == BAATT_OK) s = baatt_reference_sort(&c, q, c.heads, c.q_len, r.perm_q);
+    if (s == BAATT_OK) s = baatt_reference_sort(&c, k, c.kv_heads, c.kv_len, r.perm_k);
+    if (s == BAATT_OK) s = baatt_reference_block_stats(&c, q, c.heads, c.q_len, r.perm_q, r.qmean, r.qvar);
+    if (s == BAATT_OK) s = baatt_reference_block_stats(&c, k, c.kv_heads, c.kv_len, r.perm_k, r.kmean, r.kvar);
+    if (s == BAATT_OK) s = baatt_reference_block_logits(&c, r.qmean, r.qvar, r.kmean, r.kvar, r.logits);
+    if (s == BAATT_OK) s = baatt_reference_select(&c, r.logits, r.mask);
+    if (s == BAATT_OK) s = baatt_reference_sparse_attention(&c, q, k, v, r.perm_q, r.perm_k, r.mask, o);
+    run_free(&r);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Quality metrics.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Dense attention mass that one (b, query head) puts on its selected keys, summed over rows.
+ * sel: kv_len bytes of scratch (1 = key selected for the current query block). */
+static double head_recall(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
+                          const uint8_t *mask, uint8_t *sel, int32_t *keys)
+{
+    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
+    double scale = baatt_config_scale(c), total = 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        uint32_t n = selected_keys(c, mask + (uint64_t)i * nk, pk, keys);
+        memset(sel, 0, c->kv_len);
+        for (uint32_t t = 0; t < n; t++) sel[keys[t]] = 1;
+        for (uint32_t p = i * c->block_size; p < i * c->block_size + block_count(c, c->q_len, i); p++) {
+            uint32_t row = (uint32_t)pq[p];
+            attend_row(h->q + (uint64_t)row * d, h->k, h->v, NULL, c->kv_len, d, scale, h->scores, NULL);
+            for (uint32_t j = 0; j < c->kv_len; j++)
+                if (sel[j]) total += h->scores[j];
+        }
+    }
+    return total;
+}
+
+/* Identity permutation of len when the caller passed NULL (owned: freed by the caller). */
+static const int32_t *perm_or_identity(const int32_t *perm, uint64_t heads, uint32_t len, int32_t **owned)
+{
+    if (perm) return perm;
+    *owned = malloc(sizeof(int32_t) * heads * len);
+    if (*owned) fill_identity(*owned, heads, len);
+    return *owned;
+}
+
+/* Mean over query rows of the dense mass on selected keys. */
+static baatt_status mass_recall(const baatt_config *c, const void *q, const void *k, const void *v,
+                                const uint8_t *mask,
+                                const int32_t *perm_q, const int32_t *perm_k, double *recall)
+{
+    head_buf h = {0};
+    int32_t *keys = malloc(sizeof(int32_t) * c->kv_len);
+    uint8_t *sel = malloc(c->kv_len);
+    baatt_status s = keys && sel ? head_alloc(c, &h) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    uint32_t g = gqa_group(c), nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c);
+    double total = 0;
+    for (uint32_t b = 0; s == BAATT_OK && b < c->batch; b++) {
+        for (uint32_t kh = 0; kh < c->kv_heads; kh++) {
+            load_kv(c, k, v, b, kh, &h);
+            const int32_t *pk = perm_k + ((uint64_t)b * c->kv_heads + kh) * c->kv_len;
+            for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
+                uint64_t bh = (uint64_t)b * c->heads + qh;
+                load_q(c, q, b, qh, &h);
+                total += head_recall(c, &h, perm_q + bh * c->q_len, pk, mask + bh * nq * nk, sel, keys);
+            }
+        }
+    }
+    *recall = total / ((double)c->batch * c->heads * c->q_len);
+    free(keys);
+    free(sel);
+    head_free(&h);
+    return s;
+}
+
+/* rel_l1, rel_l2 and cosine of o against o_dense. A zero reference gives 0 error when o is also
+ * zero and +inf otherwise; cosine is 1 for two zero vectors and 0 when only one is zero. */
+static void output_errors(const float *o, const float *od, uint64_t n, baatt_metrics *m)
+{
+    double l1 = 0, l1d = 0, l2 = 0, l2d = 0, l2o = 0, cross = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        double a = o[i], b = od[i];
+        l1 += fabs(a - b);
+        l1d += fabs(b);
+        l2 += (a - b) * (a - b);
+        l2d += b * b;
+        l2o += a * a;
+        cross += a * b;
+    }
+    m->rel_l1 = l1d > 0 ? l1 / l1d : (l1 > 0 ? INFINITY : 0);
+    m->rel_l2 = l2d > 0 ? sqrt(l2 / l2d) : (l2 > 0 ? INFINITY : 0);
+    m->cosine = l2d > 0 && l2o > 0 ? cross / sqrt(l2d * l2o) : (l2d == 0 && l2o == 0 ? 1 : 0);
+}
+
+/* 1 - selected key tokens / (rows * kv_len) over every (b, h, I) row of the mask. */
+static double mask_sparsity(const baatt_config *c, const uint8_t *mask)
+{
+    uint32_t nk = baatt_config_k_blocks(c);
+    uint64_t rows = (uint64_t)c->batch * c->heads * baatt_config_q_blocks(c);
+    double selected = 0;
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint32_t j = 0; j < nk; j++)
+            if (mask[r * nk + j]) selected += block_count(c, c->kv_len, j);
+    return 1.0 - selected / ((double)rows * c->kv_len);
+}
+
+baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
+                                     const void *v, const uint8_t *mask, const int32_t *perm_q,
+                                     const int32_t *perm_k, const float *o, const float *o_dense,
+                                     baatt_metrics *m)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !mask || !o || !m) return BAATT_ERROR_INVALID_ARGUMENT;
+    if ((perm_q && (s = check_perms(perm_q, (uint64_t)c.batch * c.heads, c.q_len)) != BAATT_OK) ||
+        (perm_k && (s = check_perms(perm_k, (uint64_t)c.batch * c.kv_heads, c.kv_len)) != BAATT_OK))
+        return s;
+    uint64_t n = (uint64_t)c.batch * c.heads * c.q_len * c.head_dim;
+    int32_t *own_q = NULL, *own_k = NULL;
+    float *own_o = NULL;
+    const int32_t *pq = perm_or_identity(perm_q, (uint64_t)c.batch * c.heads, c.q_len, &own_q);
+    const int32_t *pk = perm_or_identity(perm_k, (uint64_t)c.batch * c.kv_heads, c.kv_len, &own_k);
+    if (!o_dense) o_dense = own_o = malloc(sizeof(float) * n);
+    s = pq && pk && o_dense ? BAATT_OK : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == BAATT_OK && own_o) s = baatt_reference_attention(&c, q, k, v, own_o);
+    if (s == BAATT_OK) s = mass_recall(&c, q, k, v, mask, pq, pk, &m->mass_recall);
+    if (s == BAATT_OK) {
+        output_errors(o, o_dense, n, m);
+        m->sparsity = mask_sparsity(&c, mask);
+    }
+    free(own_q);
+    free(own_k);
+    free(own_o);
+    return s;
+}
