@@ -26,4 +26,11 @@ static inline void baatt_store(void *p, baatt_dtype dt, uint64_t i, float v)
     }
 }
 
+/* Test access to a plan's intermediate buffers after a run: the block features
+ * (float [heads, blocks, 3*head_dim], see shaders/stats.comp) and the logit scratch of the last
+ * chunk (float [chunk_heads, chunk_rows, nk]). */
+enum { BAATT_DEBUG_QFEAT = 0, BAATT_DEBUG_KFEAT = 1, BAATT_DEBUG_LOGITS = 2 };
+baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes);
+void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows);
+
 #endif

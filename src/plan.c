@@ -584,3 +584,20 @@ const char *baatt_stage_name(int stage)
     static const char *names[BAATT_STAGE_COUNT] = {"sort", "stats", "score", "select", "attend"};
     return stage >= 0 && stage < BAATT_STAGE_COUNT ? names[stage] : "unknown";
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* test access to intermediate results (internal.h)                                          */
+
+baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes)
+{
+    BAATT_TRY(require_run(p));
+    const baatt_buffer *b = what == BAATT_DEBUG_QFEAT ? &p->qfeat : what == BAATT_DEBUG_KFEAT ? &p->kfeat : &p->logits;
+    if (bytes > b->size) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "debug read past the buffer");
+    return download(p, b, dst, bytes);
+}
+
+void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows)
+{
+    *heads = p->chunk_heads;
+    *rows = p->chunk_rows;
+}

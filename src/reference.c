@@ -1,8 +1,10 @@
 /* CPU reference of BA-Att (docs/SPEC.md): the oracle every GPU test compares against.
  *
- * Clarity first, but it must stay usable up to ~16K tokens per head: attention is computed one
- * query row at a time (never an N x N array), each head's Q/K/V are converted to double once,
- * and the only quadratic-size arrays are the O(nq * nk) block arrays.
+ * Clarity first, but it must stay usable up to ~16K tokens per head (about 17 s for a dense
+ * 16K x 16K head of dimension 128 on one CPU core): attention is computed a few query rows at a
+ * time (never an N x N array), each head's Q/K/V are converted to double once, and the only
+ * quadratic-size arrays are the O(nq * nk) block arrays. Everything is single-threaded and
+ * deterministic: the same inputs always give bit-identical outputs.
  *
  * Dense configs (cfg->dense == 1): config validation skips the BA-Att fields, so the stage
  * functions mirror what a dense plan reports: identity permutations, an all-ones mask, and a block
@@ -49,19 +51,29 @@ static void load_rows(const void *x, baatt_dtype dt, uint64_t first, uint32_t ro
 }
 
 /* Dot product with four partial sums: the rows are double already, so splitting the sum costs
- * nothing in accuracy and breaks the add-latency chain (the QK loop dominates run time). */
-static double dot(const double *a, const double *b, uint32_t n)
+ * nothing in accuracy and breaks the add-latency chain (the QK loop dominates run time).
+ * n is head_dim, a multiple of 4 (64 or 128). */
+static double dot(const double *a, const double *b, size_t n)
 {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    uint32_t i = 0;
-    for (; i + 4 <= n; i += 4) {
+    for (size_t i = 0; i < n; i += 4) {
         s0 += a[i] * b[i];
         s1 += a[i + 1] * b[i + 1];
         s2 += a[i + 2] * b[i + 2];
         s3 += a[i + 3] * b[i + 3];
     }
-    for (; i < n; i++) s0 += a[i] * b[i];
     return (s0 + s1) + (s2 + s3);
+}
+
+/* out += p * v over n = head_dim elements (a multiple of 4), unrolled for the same reason. */
+static void axpy(double *out, double p, const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i += 4) {
+        out[i] += p * v[i];
+        out[i + 1] += p * v[i + 1];
+        out[i + 2] += p * v[i + 2];
+        out[i + 3] += p * v[i + 3];
+    }
 }
 
 /* 1 if perm (len entries) is a permutation of 0..len-1. A bad permutation coming from a GPU
@@ -111,32 +123,19 @@ static void argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tm
  * Attention core, shared by dense, sparse and the metrics.
  * ------------------------------------------------------------------------------------------- */
 
-/* One query row against the keys listed in keys[0..n) (NULL: all n keys in order), exact softmax
- * in double. scores: n doubles of scratch; on return scores[j] holds the normalised probability
- * of the j-th listed key. out (d doubles, may be NULL) receives sum_j p_j v_j. No keys: out = 0. */
-static void attend_row(const double *q, const double *k, const double *v, const int32_t *keys,
-                       uint32_t n, uint32_t d, double scale, double *scores, double *out)
-{
-    if (out) memset(out, 0, d * sizeof *out);
-    double mx = -INFINITY;
-    for (uint32_t j = 0; j < n; j++) {
-        uint32_t key = keys ? (uint32_t)keys[j] : j;
-        scores[j] = scale * dot(q, k + (uint64_t)key * d, d);
-        if (scores[j] > mx) mx = scores[j];
-    }
-    double sum = 0;
-    for (uint32_t j = 0; j < n; j++) sum += scores[j] = exp(scores[j] - mx);
-    for (uint32_t j = 0; j < n; j++) {
-        scores[j] /= sum;
-        if (!out) continue;
-        const double *vr = v + (uint64_t)(keys ? (uint32_t)keys[j] : j) * d;
-        for (uint32_t a = 0; a < d; a++) out[a] += scores[j] * vr[a];
-    }
-}
+/* Query rows processed together: each key and value row is then read once per tile instead of
+ * once per query (at long lengths K and V of a head are far larger than the caches). Rows of a
+ * tile attend to the same keys (one query block's selection, or all keys). */
+#define ROW_TILE 8
 
-/* One head's inputs in double: Q of a query head, K and V of its kv head. */
+/* One head's inputs in double (Q of a query head, K and V of its kv head) and scratch: the K and
+ * V rows a query block selected, gathered contiguous (kg, vg: sparse runs only; gathering once
+ * per block beats chasing perm_k through memory for every tile), scores [ROW_TILE, kv_len] and
+ * out [ROW_TILE, head_dim] of one row tile. */
 typedef struct head_buf {
-    double *q, *k, *v, *scores, *out;
+    double *q, *k, *v, *kg, *vg, *scores, *out;
+    uint32_t d;
+    double scale;
 } head_buf;
 
 static void head_free(head_buf *h)
@@ -144,21 +143,66 @@ static void head_free(head_buf *h)
     free(h->q);
     free(h->k);
     free(h->v);
+    free(h->kg);
+    free(h->vg);
     free(h->scores);
     free(h->out);
 }
 
-static baatt_status head_alloc(const baatt_config *c, head_buf *h)
+static baatt_status head_alloc(const baatt_config *c, head_buf *h, int gather)
 {
     size_t d = c->head_dim;
+    h->d = c->head_dim;
+    h->scale = baatt_config_scale(c); /* the fp32 scale the GPU uses, widened */
     h->q = malloc(sizeof(double) * c->q_len * d);
     h->k = malloc(sizeof(double) * c->kv_len * d);
     h->v = malloc(sizeof(double) * c->kv_len * d);
-    h->scores = malloc(sizeof(double) * c->kv_len);
-    h->out = malloc(sizeof(double) * d);
-    if (h->q && h->k && h->v && h->scores && h->out) return BAATT_OK;
+    h->scores = malloc(sizeof(double) * ROW_TILE * c->kv_len);
+    h->out = malloc(sizeof(double) * ROW_TILE * d);
+    if (gather) {
+        h->kg = malloc(sizeof(double) * c->kv_len * d);
+        h->vg = malloc(sizeof(double) * c->kv_len * d);
+    }
+    if (h->q && h->k && h->v && h->scores && h->out && (!gather || (h->kg && h->vg))) return BAATT_OK;
     head_free(h);
     return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+/* In place: p[j] = exp(p[j] - max) / sum, in double. */
+static void softmax(double *p, uint32_t n)
+{
+    double mx = -INFINITY, sum = 0;
+    for (uint32_t j = 0; j < n; j++)
+        if (p[j] > mx) mx = p[j];
+    for (uint32_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
+    for (uint32_t j = 0; j < n; j++) p[j] /= sum;
+}
+
+/* Query rows rows[0..nr) (nr <= ROW_TILE, original indices into h->q) against the n key rows k
+ * with values v (contiguous, head_dim each): exact softmax in double. On return
+ * h->scores[r * n + j] is the probability row r puts on key j and, if want_out,
+ * h->out[r * d + a] = sum_j p v_j[a] (0 when there are no keys). */
+static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const double *k,
+                        const double *v, uint32_t n, int want_out)
+{
+    uint32_t d = h->d;
+    for (uint32_t j = 0; j < n; j++) {
+        const double *kr = k + (uint64_t)j * d;
+        for (uint32_t r = 0; r < nr; r++)
+            h->scores[(uint64_t)r * n + j] = h->scale * dot(h->q + (uint64_t)rows[r] * d, kr, d);
+    }
+    for (uint32_t r = 0; r < nr; r++) softmax(h->scores + (uint64_t)r * n, n);
+    if (!want_out) return;
+    memset(h->out, 0, sizeof(double) * nr * d);
+    for (uint32_t j = 0; j < n; j++)
+        for (uint32_t r = 0; r < nr; r++)
+            axpy(h->out + (uint64_t)r * d, h->scores[(uint64_t)r * n + j], v + (uint64_t)j * d, d);
+}
+
+/* The original rows of sorted positions [first, first + nr): perm[p], or p itself (perm NULL). */
+static void tile_rows(const int32_t *perm, uint32_t first, uint32_t nr, uint32_t *rows)
+{
+    for (uint32_t r = 0; r < nr; r++) rows[r] = perm ? (uint32_t)perm[first + r] : first + r;
 }
 
 /* Loads K and V of (b, kv head kh); Q is loaded per query head by load_q. */
@@ -175,11 +219,14 @@ static void load_q(const baatt_config *c, const void *q, uint32_t b, uint32_t qh
     load_rows(q, c->dtype, ((uint64_t)b * c->heads + qh) * c->q_len, c->q_len, c->head_dim, h->q);
 }
 
-static void store_row(const baatt_config *c, float *o, uint32_t b, uint32_t qh, uint32_t row,
-                      const double *val)
+/* Writes the nr rows of a finished tile (h->out) to o at their original indices. */
+static void store_tile(const baatt_config *c, float *o, uint32_t b, uint32_t qh, const head_buf *h,
+                       const uint32_t *rows, uint32_t nr)
 {
-    float *dst = o + (((uint64_t)b * c->heads + qh) * c->q_len + row) * c->head_dim;
-    for (uint32_t a = 0; a < c->head_dim; a++) dst[a] = (float)val[a];
+    for (uint32_t r = 0; r < nr; r++) {
+        float *dst = o + (((uint64_t)b * c->heads + qh) * c->q_len + rows[r]) * c->head_dim;
+        for (uint32_t a = 0; a < c->head_dim; a++) dst[a] = (float)h->out[(uint64_t)r * c->head_dim + a];
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -193,18 +240,18 @@ baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, c
     if (s != BAATT_OK) return s;
     if (!q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
     head_buf h = {0};
-    if ((s = head_alloc(cfg, &h)) != BAATT_OK) return s;
-    double scale = baatt_config_scale(cfg);
-    uint32_t g = gqa_group(cfg);
+    if ((s = head_alloc(cfg, &h, 0)) != BAATT_OK) return s;
+    uint32_t g = gqa_group(cfg), rows[ROW_TILE];
     for (uint32_t b = 0; b < cfg->batch; b++) {
         for (uint32_t kh = 0; kh < cfg->kv_heads; kh++) {
             load_kv(cfg, k, v, b, kh, &h);
             for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
                 load_q(cfg, q, b, qh, &h);
-                for (uint32_t i = 0; i < cfg->q_len; i++) {
-                    attend_row(h.q + (uint64_t)i * cfg->head_dim, h.k, h.v, NULL, cfg->kv_len,
-                               cfg->head_dim, scale, h.scores, h.out);
-                    store_row(cfg, o, b, qh, i, h.out);
+                for (uint32_t i = 0; i < cfg->q_len; i += ROW_TILE) {
+                    uint32_t nr = cfg->q_len - i < ROW_TILE ? cfg->q_len - i : ROW_TILE;
+                    tile_rows(NULL, i, nr, rows);
+                    attend_tile(&h, rows, nr, h.k, h.v, cfg->kv_len, 1);
+                    store_tile(cfg, o, b, qh, &h, rows, nr);
                 }
             }
         }
@@ -271,11 +318,11 @@ static void block_moments(const baatt_config *c, const void *x, uint64_t first, 
     uint32_t d = c->head_dim;
     memset(acc, 0, d * sizeof *acc);
     for (uint32_t t = 0; t < n; t++)
-        for (uint32_t a = 0; a < d; a++) acc[a] += baatt_load(x, c->dtype, (first + (uint32_t)rows[t]) * d + a);
+        for (uint32_t a = 0; a < d; a++) acc[a] += baatt_load(x, c->dtype, (first + rows[t]) * d + a);
     for (uint32_t a = 0; a < d; a++) {
         double m = acc[a] / n, ss = 0;
         for (uint32_t t = 0; t < n; t++) {
-            double e = baatt_load(x, c->dtype, (first + (uint32_t)rows[t]) * d + a) - m;
+            double e = baatt_load(x, c->dtype, (first + rows[t]) * d + a) - m;
             ss += e * e;
         }
         mean[a] = (float)m;
@@ -397,7 +444,8 @@ baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits
         argsort_desc(l, nk, order, tmp); /* (l descending, J ascending) */
         uint32_t keep = c.select_mode == BAATT_SELECT_KEEP_RATIO
                             ? baatt_config_keep_blocks(&c)
-                            : baatt_config_clamp_blocks(&c, mass_prefix(l, order, nk, c.mass_threshold, mass));
+                            : baatt_config_clamp_blocks(&c, mass_prefix(l, order, nk, c.mass_threshold,
+                                                                        mass));
         memset(m, 0, nk);
         for (uint32_t p = 0; p < keep; p++) m[order[p]] = 1;
     }
@@ -433,18 +481,23 @@ static baatt_status check_run_perms(const baatt_config *c, const int32_t *perm_q
 }
 
 /* All query blocks of one (b, query head): sorted position p in block I reads original row
- * perm_q[p] and writes it back there. */
+ * perm_q[p] and writes it back there; the rows of a block share one key list. */
 static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
                         const uint8_t *mask, int32_t *keys, float *o, uint32_t b, uint32_t qh)
 {
-    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
-    double scale = baatt_config_scale(c);
+    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), rows[ROW_TILE];
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t n = selected_keys(c, mask + (uint64_t)i * nk, pk, keys);
-        for (uint32_t p = i * c->block_size; p < i * c->block_size + block_count(c, c->q_len, i); p++) {
-            uint32_t row = (uint32_t)pq[p];
-            attend_row(h->q + (uint64_t)row * d, h->k, h->v, keys, n, d, scale, h->scores, h->out);
-            store_row(c, o, b, qh, row, h->out);
+        for (uint32_t t = 0; t < n; t++) {
+            memcpy(h->kg + (uint64_t)t * h->d, h->k + (uint64_t)keys[t] * h->d, sizeof(double) * h->d);
+            memcpy(h->vg + (uint64_t)t * h->d, h->v + (uint64_t)keys[t] * h->d, sizeof(double) * h->d);
+        }
+        uint32_t start = i * c->block_size, end = start + block_count(c, c->q_len, i);
+        for (uint32_t p = start; p < end; p += ROW_TILE) {
+            uint32_t nr = end - p < ROW_TILE ? end - p : ROW_TILE;
+            tile_rows(pq, p, nr, rows);
+            attend_tile(h, rows, nr, h->kg, h->vg, n, 1);
+            store_tile(c, o, b, qh, h, rows, nr);
         }
     }
 }
@@ -461,7 +514,7 @@ baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const voi
     if ((s = check_run_perms(&c, perm_q, perm_k)) != BAATT_OK) return s;
     head_buf h = {0};
     int32_t *keys = malloc(sizeof(int32_t) * c.kv_len);
-    if (!keys || (s = head_alloc(&c, &h)) != BAATT_OK) {
+    if (!keys || (s = head_alloc(&c, &h, 1)) != BAATT_OK) {
         free(keys);
         return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     }
@@ -508,7 +561,7 @@ static void run_free(run_buf *r)
 static void *use_or_alloc(void *given, size_t bytes, void **owned)
 {
     if (given) return given;
-    return *owned = malloc(bytes ? bytes : 1);
+    return *owned = malloc(bytes);
 }
 
 static baatt_status run_alloc(const baatt_config *c, run_buf *r, uint8_t *mask, int32_t *perm_q,
@@ -561,8 +614,10 @@ baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const
     s = run_alloc(&c, &r, mask, perm_q, perm_k);
     if (s == BAATT_OK) s = baatt_reference_sort(&c, q, c.heads, c.q_len, r.perm_q);
     if (s == BAATT_OK) s = baatt_reference_sort(&c, k, c.kv_heads, c.kv_len, r.perm_k);
-    if (s == BAATT_OK) s = baatt_reference_block_stats(&c, q, c.heads, c.q_len, r.perm_q, r.qmean, r.qvar);
-    if (s == BAATT_OK) s = baatt_reference_block_stats(&c, k, c.kv_heads, c.kv_len, r.perm_k, r.kmean, r.kvar);
+    if (s == BAATT_OK)
+        s = baatt_reference_block_stats(&c, q, c.heads, c.q_len, r.perm_q, r.qmean, r.qvar);
+    if (s == BAATT_OK)
+        s = baatt_reference_block_stats(&c, k, c.kv_heads, c.kv_len, r.perm_k, r.kmean, r.kvar);
     if (s == BAATT_OK) s = baatt_reference_block_logits(&c, r.qmean, r.qvar, r.kmean, r.kvar, r.logits);
     if (s == BAATT_OK) s = baatt_reference_select(&c, r.logits, r.mask);
     if (s == BAATT_OK) s = baatt_reference_sparse_attention(&c, q, k, v, r.perm_q, r.perm_k, r.mask, o);
@@ -579,17 +634,20 @@ baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const
 static double head_recall(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
                           const uint8_t *mask, uint8_t *sel, int32_t *keys)
 {
-    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
-    double scale = baatt_config_scale(c), total = 0;
+    uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), rows[ROW_TILE];
+    double total = 0;
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t n = selected_keys(c, mask + (uint64_t)i * nk, pk, keys);
         memset(sel, 0, c->kv_len);
         for (uint32_t t = 0; t < n; t++) sel[keys[t]] = 1;
-        for (uint32_t p = i * c->block_size; p < i * c->block_size + block_count(c, c->q_len, i); p++) {
-            uint32_t row = (uint32_t)pq[p];
-            attend_row(h->q + (uint64_t)row * d, h->k, h->v, NULL, c->kv_len, d, scale, h->scores, NULL);
-            for (uint32_t j = 0; j < c->kv_len; j++)
-                if (sel[j]) total += h->scores[j];
+        uint32_t start = i * c->block_size, end = start + block_count(c, c->q_len, i);
+        for (uint32_t p = start; p < end; p += ROW_TILE) {
+            uint32_t nr = end - p < ROW_TILE ? end - p : ROW_TILE;
+            tile_rows(pq, p, nr, rows);
+            attend_tile(h, rows, nr, h->k, h->v, c->kv_len, 0); /* dense rows, original key order */
+            for (uint32_t r = 0; r < nr; r++)
+                for (uint32_t j = 0; j < c->kv_len; j++)
+                    if (sel[j]) total += h->scores[(uint64_t)r * c->kv_len + j];
         }
     }
     return total;
@@ -606,13 +664,13 @@ static const int32_t *perm_or_identity(const int32_t *perm, uint64_t heads, uint
 
 /* Mean over query rows of the dense mass on selected keys. */
 static baatt_status mass_recall(const baatt_config *c, const void *q, const void *k, const void *v,
-                                const uint8_t *mask,
-                                const int32_t *perm_q, const int32_t *perm_k, double *recall)
+                                const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k,
+                                double *recall)
 {
     head_buf h = {0};
     int32_t *keys = malloc(sizeof(int32_t) * c->kv_len);
     uint8_t *sel = malloc(c->kv_len);
-    baatt_status s = keys && sel ? head_alloc(c, &h) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    baatt_status s = keys && sel ? head_alloc(c, &h, 0) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
     uint32_t g = gqa_group(c), nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c);
     double total = 0;
     for (uint32_t b = 0; s == BAATT_OK && b < c->batch; b++) {

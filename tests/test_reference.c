@@ -33,7 +33,10 @@ static baatt_config shape(uint32_t b, uint32_t h, uint32_t kvh, uint32_t ql, uin
 }
 
 static size_t q_elems(const baatt_config *c) { return (size_t)c->batch * c->heads * c->q_len * c->head_dim; }
-static size_t k_elems(const baatt_config *c) { return (size_t)c->batch * c->kv_heads * c->kv_len * c->head_dim; }
+static size_t k_elems(const baatt_config *c)
+{
+    return (size_t)c->batch * c->kv_heads * c->kv_len * c->head_dim;
+}
 static size_t mask_elems(const baatt_config *c)
 {
     return (size_t)c->batch * c->heads * baatt_config_q_blocks(c) * baatt_config_k_blocks(c);
@@ -213,8 +216,9 @@ static void test_half_inputs(void **state)
         c.dtype = dts[n];
         cf = c;
         cf.dtype = BAATT_DTYPE_F32;
-        void *q = th_random_tensor(&st, c.dtype, q_elems(&c), 1.0f), *k = th_random_tensor(&st, c.dtype, k_elems(&c), 1.0f),
-             *v = th_random_tensor(&st, c.dtype, k_elems(&c), 1.0f);
+        void *q = th_random_tensor(&st, c.dtype, q_elems(&c), 1.0f);
+        void *k = th_random_tensor(&st, c.dtype, k_elems(&c), 1.0f);
+        void *v = th_random_tensor(&st, c.dtype, k_elems(&c), 1.0f);
         float *qf = th_to_float(q, c.dtype, q_elems(&c)), *kf = th_to_float(k, c.dtype, k_elems(&c)),
               *vf = th_to_float(v, c.dtype, k_elems(&c));
         float *o = fbuf(q_elems(&c)), *of = fbuf(q_elems(&c));
@@ -542,8 +546,8 @@ static void test_sparse_vs_naive(void **state)
     for (uint32_t h = 0; h < 4; h++) {
         for (uint32_t i = 0; i < 100; i++) {
             naive_allowed(&c, pq + h * 100, pk + (h / 2) * 150, m + (size_t)h * nq * nk, i, allowed);
-            naive_row(q_row(&c, t.q, 0, h, i), kv_head(&c, t.k, 0, h), kv_head(&c, t.v, 0, h), allowed, 150, 64,
-                      baatt_config_scale(&c), want);
+            naive_row(q_row(&c, t.q, 0, h, i), kv_head(&c, t.k, 0, h), kv_head(&c, t.v, 0, h), allowed, 150,
+                      64, baatt_config_scale(&c), want);
             assert_true(th_compare(q_row(&c, o, 0, h, i), want, 64, 1e-6, 1e-6, "sparse row") <= 1);
         }
     }
@@ -596,7 +600,8 @@ static void test_baatt_pipeline(void **state)
     assert_memory_equal(pk, pk2, sizeof pk);
     assert_memory_equal(m, m2, mask_elems(&c));
     assert_memory_equal(o, o2, q_elems(&c) * sizeof(float));
-    for (uint32_t r = 0; r < 4 * nq; r++) assert_int_equal(row_count(m + r * nk, nk), baatt_config_keep_blocks(&c));
+    for (uint32_t r = 0; r < 4 * nq; r++)
+        assert_int_equal(row_count(m + r * nk, nk), baatt_config_keep_blocks(&c));
     free(qm), free(qv), free(km), free(kv), free(l), free(o), free(o2), free(m), free(m2);
     qkv_free(&t);
 }
@@ -683,6 +688,7 @@ static void test_metrics_partial(void **state)
     uint64_t st = rng(15);
     baatt_config c = shape(1, 1, 1, 50, 100);
     c.block_size = 32;
+    c.scale = 0.2f;
     qkv t = qkv_random(&st, &c, 1.0f);
     float *o = fbuf(q_elems(&c)), *od = fbuf(q_elems(&c));
     const uint8_t m[2 * 4] = {0, 1, 0, 0, 0, 0, 0, 1};
@@ -694,9 +700,8 @@ static void test_metrics_partial(void **state)
         assert_int_equal(baatt_reference_sort(&c, t.q, 1, 50, pq), BAATT_OK);
         assert_int_equal(baatt_reference_sort(&c, t.k, 1, 100, pk), BAATT_OK);
         assert_int_equal(baatt_reference_sparse_attention(&c, t.q, t.k, t.v, pq, pk, m, o), BAATT_OK);
-        assert_int_equal(baatt_reference_metrics(&c, t.q, t.k, t.v, m, sorted ? pq : NULL, sorted ? pk : NULL, o,
-                                                 NULL, &mt),
-                         BAATT_OK);
+        const int32_t *mpq = sorted ? pq : NULL, *mpk = sorted ? pk : NULL;
+        assert_int_equal(baatt_reference_metrics(&c, t.q, t.k, t.v, m, mpq, mpk, o, NULL, &mt), BAATT_OK);
         double l1 = 0, l1d = 0, l2 = 0, l2d = 0, dot = 0, l2o = 0;
         for (int i = 0; i < 50 * 64; i++) {
             double e = (double)o[i] - od[i];
@@ -835,7 +840,10 @@ static void test_quality_clustered(void **state)
     float dirs[16 * 64], radius[16];
     for (int cl = 0; cl < 16; cl++) {
         double n = 0;
-        for (int a = 0; a < 64; a++) dirs[cl * 64 + a] = th_normal(&st), n += dirs[cl * 64 + a] * dirs[cl * 64 + a];
+        for (int a = 0; a < 64; a++) {
+            dirs[cl * 64 + a] = th_normal(&st);
+            n += dirs[cl * 64 + a] * dirs[cl * 64 + a];
+        }
         for (int a = 0; a < 64; a++) dirs[cl * 64 + a] /= (float)sqrt(n);
         radius[cl] = 2.0f + 0.5f * cl;
     }
@@ -847,8 +855,7 @@ static void test_quality_clustered(void **state)
     double full = recall_of(c, t.q, t.k, t.v, od);
     c.norm_sort = 0, c.covariance = 0;
     double pool = recall_of(c, t.q, t.k, t.v, od);
-    fprintf(stderr, "[ quality  ] clustered N=1024 keep 0.5: BA-Att recall %.4f, mean-pool recall %.4f\n", full,
-            pool);
+    fprintf(stderr, "[ quality  ] clustered N=1024 keep 0.5: BA-Att recall %.4f, mean-pool %.4f\n", full, pool);
     assert_true(full >= pool);
     free(od);
     qkv_free(&t);

@@ -1,0 +1,380 @@
+/* Every BA-Att stage on the GPU against the CPU reference, on fresh random inputs with poisoned
+ * outputs. Each stage is checked on the GPU's own upstream results (its permutations, its
+ * features, its logits), so a near-tie upstream cannot hide or fake a downstream error:
+ *   sort    -> valid permutation, non-increasing norms, equal to the reference away from near-ties
+ *   stats   -> block features vs reference means/variances on the GPU permutation
+ *   score   -> logits vs reference logits from the reference stats
+ *   select  -> mask identical to the reference selection applied to the GPU logits
+ *   attend  -> output vs reference sparse attention with the GPU permutation and mask */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "internal.h"
+
+static baatt_context *g_ctx;
+
+static int setup(void **state)
+{
+    (void)state;
+    g_ctx = th_context();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    th_context_done(g_ctx);
+    return 0;
+}
+
+typedef struct gpu_result {
+    baatt_config cfg;
+    void *q, *k, *v, *o;
+    uint8_t *mask;
+    int32_t *pq, *pk;
+    float *qfeat, *kfeat, *logits;
+    baatt_run_stats st;
+    size_t qn, kn;
+    uint32_t nq, nk, chunk_heads, chunk_rows;
+} gpu_result;
+
+static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
+                         float keep)
+{
+    baatt_config c = baatt_config_default();
+    c.batch = b, c.heads = h, c.kv_heads = hkv, c.q_len = nq, c.kv_len = nk, c.head_dim = d;
+    c.block_size = block, c.keep_ratio = keep;
+    return c;
+}
+
+/* Inputs with per-token norms that vary (so sorting matters) and a few shared directions (so the
+ * block map is peaked rather than flat). */
+static void *inputs(uint64_t *rng, const baatt_config *c, size_t n, int is_q)
+{
+    void *x = th_random_tensor(rng, c->dtype, n, 1.0f);
+    size_t d = c->head_dim;
+    for (size_t t = 0; t < n / d; t++) {
+        float g = 0.3f + 1.7f * th_uniform(rng) * (is_q ? 1.0f : 1.2f);
+        for (size_t a = 0; a < d; a++) baatt_store(x, c->dtype, t * d + a, g * baatt_load(x, c->dtype, t * d + a));
+    }
+    return x;
+}
+
+static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->cfg = *cfg;
+    uint64_t rng = th_seed() ^ ((uint64_t)cfg->q_len * 7919u) ^ ((uint64_t)cfg->block_size << 40) ^ cfg->kv_len;
+    r->qn = (size_t)cfg->batch * cfg->heads * cfg->q_len * cfg->head_dim;
+    r->kn = (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len * cfg->head_dim;
+    r->nq = baatt_config_q_blocks(cfg), r->nk = baatt_config_k_blocks(cfg);
+    r->q = inputs(&rng, cfg, r->qn, 1);
+    r->k = inputs(&rng, cfg, r->kn, 0);
+    r->v = th_random_tensor(&rng, cfg->dtype, r->kn, 1.0f);
+    r->o = malloc(r->qn * baatt_dtype_size(cfg->dtype));
+    th_poison(r->o, cfg->dtype, r->qn);
+    size_t rows = (size_t)cfg->batch * cfg->heads * r->nq;
+    r->mask = malloc(rows * r->nk);
+    memset(r->mask, 0xAA, rows * r->nk);
+    r->pq = malloc(4 * (size_t)cfg->batch * cfg->heads * cfg->q_len);
+    r->pk = malloc(4 * (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len);
+    memset(r->pq, 0xff, 4 * (size_t)cfg->batch * cfg->heads * cfg->q_len);
+    memset(r->pk, 0xff, 4 * (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len);
+    baatt_plan *plan = NULL;
+    baatt_status s = baatt_plan_create(g_ctx, cfg, &plan);
+    if (s) return s;
+    assert_int_equal(baatt_plan_run_host(plan, r->q, r->k, r->v, r->o), BAATT_OK);
+    assert_int_equal(baatt_plan_read_mask(plan, r->mask), BAATT_OK);
+    assert_int_equal(baatt_plan_read_perms(plan, r->pq, r->pk), BAATT_OK);
+    assert_int_equal(baatt_plan_stats(plan, &r->st), BAATT_OK);
+    size_t f = 3 * (size_t)cfg->head_dim;
+    r->qfeat = malloc(4 * f * cfg->batch * cfg->heads * r->nq);
+    r->kfeat = malloc(4 * f * cfg->batch * cfg->kv_heads * r->nk);
+    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_QFEAT, r->qfeat, 4 * f * cfg->batch * cfg->heads * r->nq), BAATT_OK);
+    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_KFEAT, r->kfeat, 4 * f * cfg->batch * cfg->kv_heads * r->nk), BAATT_OK);
+    baatt_plan_debug_chunks(plan, &r->chunk_heads, &r->chunk_rows);
+    size_t lbytes = 4ull * r->chunk_heads * r->chunk_rows * r->nk;
+    r->logits = malloc(lbytes);
+    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_LOGITS, r->logits, lbytes), BAATT_OK);
+    baatt_plan_destroy(plan);
+    return BAATT_OK;
+}
+
+static void free_result(gpu_result *r)
+{
+    free(r->q), free(r->k), free(r->v), free(r->o), free(r->mask), free(r->pq), free(r->pk);
+    free(r->qfeat), free(r->kfeat), free(r->logits);
+}
+
+static double norm_of(const gpu_result *r, const void *x, size_t row)
+{
+    double s = 0;
+    for (size_t a = 0; a < r->cfg.head_dim; a++) {
+        double e = baatt_load(x, r->cfg.dtype, row * r->cfg.head_dim + a);
+        s += e * e;
+    }
+    return sqrt(s);
+}
+
+/* A valid permutation with non-increasing norms, equal to the reference wherever the reference's
+ * neighbouring norms are not within fp32 rounding (1e-6 relative) of each other. */
+static void check_perm(const gpu_result *r, const void *x, uint32_t heads, uint32_t len, const int32_t *perm)
+{
+    int32_t *ref = malloc(4ull * r->cfg.batch * heads * len);
+    char *seen = calloc(len, 1);
+    assert_int_equal(baatt_reference_sort(&r->cfg, x, heads, len, ref), BAATT_OK);
+    for (uint32_t h = 0; h < r->cfg.batch * heads; h++) {
+        const int32_t *p = perm + (size_t)h * len, *rp = ref + (size_t)h * len;
+        memset(seen, 0, len);
+        for (uint32_t i = 0; i < len; i++) {
+            assert_true(p[i] >= 0 && (uint32_t)p[i] < len);
+            assert_false(seen[p[i]]);
+            seen[p[i]] = 1;
+            if (!r->cfg.norm_sort) assert_int_equal(p[i], (int32_t)i);
+        }
+        for (uint32_t i = 0; i + 1 < len && r->cfg.norm_sort; i++) {
+            double a = norm_of(r, x, (size_t)h * len + p[i]), b = norm_of(r, x, (size_t)h * len + p[i + 1]);
+            assert_true(a >= b * (1 - 2e-6));
+            double ra = norm_of(r, x, (size_t)h * len + rp[i]);
+            double prev = i ? norm_of(r, x, (size_t)h * len + rp[i - 1]) : INFINITY;
+            double next = norm_of(r, x, (size_t)h * len + rp[i + 1]);
+            int near_tie = fabs(prev - ra) <= 2e-6 * ra || fabs(ra - next) <= 2e-6 * ra;
+            if (!near_tie) assert_int_equal(p[i], rp[i]);
+        }
+    }
+    free(ref);
+    free(seen);
+}
+
+/* GPU features (stats.comp layout) vs reference block statistics on the GPU permutation. */
+static void check_stats(const gpu_result *r, const void *x, uint32_t heads, uint32_t len, const int32_t *perm,
+                        const float *feat, int is_q, float **mean_out, float **var_out)
+{
+    const baatt_config *c = &r->cfg;
+    uint32_t nb = (len + c->block_size - 1) / c->block_size, d = c->head_dim;
+    size_t n = (size_t)c->batch * heads * nb * d;
+    float *mean = malloc(4 * n), *var = malloc(4 * n), *got = malloc(4 * n), *want = malloc(4 * n);
+    assert_int_equal(baatt_reference_block_stats(c, x, heads, len, perm, mean, var), BAATT_OK);
+    float t = baatt_config_scale(c), cov = c->covariance ? 0.5f * t * t : 0.0f;
+    for (int part = 0; part < 3; part++) {
+        for (size_t blk = 0; blk < n / d; blk++)
+            for (uint32_t a = 0; a < d; a++) {
+                float m = mean[blk * d + a], v = var[blk * d + a];
+                float w = is_q ? (part == 0 ? t * m : part == 1 ? cov * v : cov * m * m)
+                               : (part == 0 ? m : part == 1 ? v + m * m : v);
+                want[blk * d + a] = w;
+                got[blk * d + a] = feat[blk * 3 * d + part * d + a];
+            }
+        /* fp32 sums over <= 128 tokens of O(1) values: 1e-5 relative, absolute floor for means ~0 */
+        assert_true(th_compare(got, want, n, 1e-5, 1e-5, is_q ? "query features" : "key features") <= 1.0);
+    }
+    free(got), free(want);
+    *mean_out = mean;
+    *var_out = var;
+}
+
+/* Logits of the last chunk vs the reference; returns the reference logits of that chunk. */
+static void check_logits(const gpu_result *r, const float *qm, const float *qv, const float *km, const float *kv)
+{
+    const baatt_config *c = &r->cfg;
+    size_t rows = (size_t)c->batch * c->heads * r->nq;
+    float *ref = malloc(4 * rows * r->nk);
+    assert_int_equal(baatt_reference_block_logits(c, qm, qv, km, kv, ref), BAATT_OK);
+    /* the last chunk: heads [h0, h0+ch), rows [r0, r0+cr) */
+    uint32_t bh = c->batch * c->heads, ch = r->chunk_heads, cr = r->chunk_rows;
+    uint32_t h0 = ((bh - 1) / ch) * ch, r0 = ((r->nq - 1) / cr) * cr;
+    uint32_t nh = bh - h0, nr = r->nq - r0;
+    for (uint32_t h = 0; h < nh; h++)
+        for (uint32_t i = 0; i < nr; i++) {
+            const float *g = r->logits + ((size_t)h * cr + i) * r->nk;
+            const float *w = ref + ((size_t)(h0 + h) * r->nq + r0 + i) * r->nk;
+            /* dot products of 3d fp32 features: ~1e-6 relative to the terms' magnitude */
+            assert_true(th_compare(g, w, r->nk, 2e-4, 1e-4, "block logits") <= 1.0);
+        }
+    /* selection of the GPU's own logits by the reference must equal the GPU mask exactly */
+    baatt_config one = *c;
+    one.batch = 1, one.heads = one.kv_heads = 1;
+    uint8_t *m = malloc(r->nk);
+    for (uint32_t h = 0; h < nh; h++)
+        for (uint32_t i = 0; i < nr; i++) {
+            const float *g = r->logits + ((size_t)h * cr + i) * r->nk;
+            /* a one-row selection: a config whose single query block sees all nk key blocks */
+            baatt_config row = one;
+            row.q_len = 1;
+            assert_int_equal(baatt_reference_select(&row, g, m), BAATT_OK);
+            const uint8_t *gm = r->mask + ((size_t)(h0 + h) * r->nq + r0 + i) * r->nk;
+            assert_memory_equal(m, gm, r->nk);
+        }
+    free(m);
+    free(ref);
+}
+
+static void check_attention(const gpu_result *r)
+{
+    const baatt_config *c = &r->cfg;
+    float *ref = malloc(4 * r->qn);
+    assert_int_equal(baatt_reference_sparse_attention(c, r->q, r->k, r->v, r->pq, r->pk, r->mask, ref), BAATT_OK);
+    float *got = th_to_float(r->o, c->dtype, r->qn);
+    int f16 = c->dtype == BAATT_DTYPE_F16;
+    assert_true(th_compare(got, ref, r->qn, f16 ? 1e-3 : 2e-5, f16 ? 2e-3 : 2e-5, "sparse attention") <= 1.0);
+    free(got), free(ref);
+}
+
+/* Per-row selected-block counts and the reported sparsity. */
+static void check_counts(const gpu_result *r)
+{
+    const baatt_config *c = &r->cfg;
+    size_t rows = (size_t)c->batch * c->heads * r->nq;
+    uint64_t tokens = 0, blocks = 0;
+    uint32_t keep = baatt_config_keep_blocks(c);
+    for (size_t i = 0; i < rows; i++) {
+        uint32_t n = 0;
+        for (uint32_t j = 0; j < r->nk; j++) {
+            assert_true(r->mask[i * r->nk + j] <= 1);
+            if (r->mask[i * r->nk + j]) {
+                n++;
+                tokens += j + 1 < r->nk ? c->block_size : c->kv_len - j * c->block_size;
+            }
+        }
+        if (c->select_mode == BAATT_SELECT_KEEP_RATIO) assert_int_equal(n, keep);
+        assert_true(n >= 1);
+        blocks += n;
+    }
+    assert_int_equal(blocks, r->st.selected_blocks);
+    double sp = 1.0 - (double)tokens / ((double)rows * c->kv_len);
+    assert_true(fabs(sp - r->st.sparsity) < 1e-9);
+}
+
+static void check_all(baatt_config c)
+{
+    gpu_result r;
+    baatt_status s = run_gpu(&c, &r);
+    if (s == BAATT_ERROR_MISSING_FEATURE && c.dtype == BAATT_DTYPE_F16) {
+        free_result(&r);
+        skip();
+    }
+    assert_int_equal(s, BAATT_OK);
+    check_perm(&r, r.q, c.heads, c.q_len, r.pq);
+    check_perm(&r, r.k, c.kv_heads, c.kv_len, r.pk);
+    float *qm, *qv, *km, *kv;
+    check_stats(&r, r.q, c.heads, c.q_len, r.pq, r.qfeat, 1, &qm, &qv);
+    check_stats(&r, r.k, c.kv_heads, c.kv_len, r.pk, r.kfeat, 0, &km, &kv);
+    check_logits(&r, qm, qv, km, kv);
+    check_counts(&r);
+    check_attention(&r);
+    free(qm), free(qv), free(km), free(kv);
+    free_result(&r);
+}
+
+static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256, 64, 64, 0.5f)); }
+static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
+static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
+
+static void baatt_f16_gqa(void **s)
+{
+    (void)s;
+    baatt_config c = make(2, 4, 2, 130, 190, 64, 32, 0.3f);
+    c.dtype = BAATT_DTYPE_F16;
+    check_all(c);
+}
+
+/* Beyond one sort chunk (2 x 512 keys): the global bitonic steps and padding. */
+static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 2500, 1500, 64, 64, 0.25f)); }
+
+static void baatt_no_sort_no_cov(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 192, 250, 64, 64, 0.5f);
+    c.norm_sort = 0, c.covariance = 0;
+    check_all(c);
+}
+
+static void baatt_threshold(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 256, 640, 64, 32, 0.5f);
+    c.select_mode = BAATT_SELECT_MASS_THRESHOLD, c.mass_threshold = 0.8f;
+    check_all(c);
+}
+
+static void baatt_threshold_clamped(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 1, 1, 128, 640, 64, 32, 0.5f);
+    c.select_mode = BAATT_SELECT_MASS_THRESHOLD, c.mass_threshold = 0.95f;
+    c.min_blocks = 3, c.max_blocks = 5;
+    check_all(c);
+}
+
+/* A tiny logit budget forces many row chunks; results must not depend on chunking. */
+static void baatt_chunked_logits(void **s)
+{
+    (void)s;
+    setenv("BAATT_LOGITS_MIB", "0.0002", 1); /* ~200 bytes: a few rows of 10 blocks per chunk */
+    check_all(make(2, 2, 2, 320, 320, 64, 32, 0.5f));
+    unsetenv("BAATT_LOGITS_MIB");
+}
+
+/* keep_ratio = 1 selects everything: BA-Att equals dense attention to rounding. */
+static void baatt_keep_one_is_dense(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 1, 150, 270, 64, 64, 1.0f);
+    gpu_result r;
+    assert_int_equal(run_gpu(&c, &r), BAATT_OK);
+    float *ref = malloc(4 * r.qn);
+    assert_int_equal(baatt_reference_attention(&c, r.q, r.k, r.v, ref), BAATT_OK);
+    float *got = th_to_float(r.o, c.dtype, r.qn);
+    assert_true(th_compare(got, ref, r.qn, 2e-5, 2e-5, "keep=1 vs dense") <= 1.0);
+    assert_true(r.st.sparsity == 0.0);
+    free(got), free(ref);
+    free_result(&r);
+}
+
+static void expect_error(baatt_config c, baatt_status want, const char *fragment)
+{
+    baatt_plan *plan = NULL;
+    assert_int_equal(baatt_plan_create(g_ctx, &c, &plan), want);
+    assert_null(plan);
+    const char *msg = baatt_context_error(g_ctx);
+    if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
+    assert_non_null(strstr(msg, fragment));
+}
+
+static void bad_baatt_configs(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 64, 64, 64, 64, 0.5f), z;
+    z = c, z.keep_ratio = 0.0f;
+    expect_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
+    z = c, z.keep_ratio = 1.5f;
+    expect_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
+    z = c, z.select_mode = BAATT_SELECT_MASS_THRESHOLD, z.mass_threshold = 0.0f;
+    expect_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
+    z = c, z.select_mode = BAATT_SELECT_MASS_THRESHOLD, z.mass_threshold = NAN;
+    expect_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
+    z = c, z.block_size = 48;
+    expect_error(z, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size 48");
+    z = c, z.heads = 3;
+    expect_error(z, BAATT_ERROR_GQA_MISMATCH, "kv_heads");
+    z = c, z.min_blocks = 4, z.max_blocks = 2;
+    expect_error(z, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks");
+    z = c, z.select_mode = (baatt_select_mode)9;
+    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "select_mode");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
+        cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa),
+        cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
+        cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_keep_one_is_dense),
+        cmocka_unit_test(bad_baatt_configs),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
