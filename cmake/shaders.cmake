@@ -10,13 +10,17 @@ set_property(GLOBAL PROPERTY BAATT_SHADER_NAMES "")
 file(GLOB BAATT_SHADER_INCLUDES ${BAATT_SHADER_DIR}/*.glsl)
 
 function(baatt_shader name src)
+  baatt_shader_with(${name} ${src} ${GLSLC} ${BAATT_GLSLC_TARGET} ${ARGN})
+endfunction()
+
+function(baatt_shader_with name src compiler target)
   set(spv ${BAATT_SPV_DIR}/${name}.spv)
   set(cfile ${BAATT_SPV_DIR}/${name}.c)
   add_custom_command(
     OUTPUT ${cfile}
-    COMMAND ${GLSLC} --target-env=${BAATT_GLSLC_TARGET} -O -I${BAATT_SHADER_DIR} ${ARGN}
+    COMMAND ${compiler} --target-env=${target} -O -I${BAATT_SHADER_DIR} ${ARGN}
             -o ${spv} ${BAATT_SHADER_DIR}/${src}
-    COMMAND ${SPIRV_VAL} --target-env ${BAATT_GLSLC_TARGET} ${spv}
+    COMMAND ${SPIRV_VAL} --target-env ${target} ${spv}
     COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DSPV=${spv} -DOUT=${cfile}
             -P ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
     DEPENDS ${BAATT_SHADER_DIR}/${src} ${BAATT_SHADER_INCLUDES} ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
@@ -26,22 +30,31 @@ function(baatt_shader name src)
   set_property(GLOBAL APPEND PROPERTY BAATT_SHADER_SOURCES ${cfile})
 endfunction()
 
-# Builds the variant only if this glslc compiles it (tried once at configure time).
+# Builds the variant only if a glslc we have compiles it (tried once at configure time): first the
+# default one, then BAATT_GLSLC_NEW (e.g. from scripts/fetch-glslc.sh) targeting Vulkan 1.3.
+set(BAATT_GLSLC_NEW "" CACHE FILEPATH "newer glslc for optional shader variants (scripts/fetch-glslc.sh)")
 function(baatt_shader_optional name src)
   if(NOT EXISTS ${BAATT_SHADER_DIR}/${src})
     return()
   endif()
-  execute_process(
-    COMMAND ${GLSLC} --target-env=${BAATT_GLSLC_TARGET} -O -I${BAATT_SHADER_DIR} ${ARGN}
-            -o ${BAATT_SPV_DIR}/probe_${name}.spv ${BAATT_SHADER_DIR}/${src}
-    RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-  if(rc EQUAL 0)
-    message(STATUS "baatt: shader variant ${name}: built")
-    baatt_shader(${name} ${src} ${ARGN})
-  else()
+  foreach(compiler ${GLSLC} ${BAATT_GLSLC_NEW})
+    set(target ${BAATT_GLSLC_TARGET})
+    if(compiler STREQUAL BAATT_GLSLC_NEW OR NOT compiler STREQUAL GLSLC)
+      set(target vulkan1.3)
+    endif()
+    execute_process(
+      COMMAND ${compiler} --target-env=${target} -O -I${BAATT_SHADER_DIR} ${ARGN}
+              -o ${BAATT_SPV_DIR}/probe_${name}.spv ${BAATT_SHADER_DIR}/${src}
+      RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+    if(rc EQUAL 0)
+      message(STATUS "baatt: shader variant ${name}: built with ${compiler}")
+      baatt_shader_with(${name} ${src} ${compiler} ${target} ${ARGN})
+      return()
+    endif()
     string(REGEX REPLACE "\n.*" "" first_line "${err}")
-    message(STATUS "baatt: shader variant ${name}: skipped (this glslc: ${first_line})")
-  endif()
+    message(STATUS "baatt: shader variant ${name}: ${compiler} rejects it (${first_line})")
+  endforeach()
+  message(STATUS "baatt: shader variant ${name}: skipped")
 endfunction()
 
 function(baatt_shader_registry)

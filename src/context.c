@@ -308,6 +308,25 @@ static baatt_status pick_queue(baatt_context *ctx)
     return BAATT_OK;
 }
 
+/* True when the device offers the one cooperative-matrix shape attention_nvcm.comp uses:
+ * 16x16x16, fp16 A/B, fp32 C/D, subgroup scope. */
+static int has_nvcm_shape(VkPhysicalDevice pd)
+{
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
+    uint32_t n = 0;
+    if (!get || get(pd, &n, NULL) != VK_SUCCESS || !n) return 0;
+    VkCooperativeMatrixPropertiesNV *p = calloc(n, sizeof *p);
+    int found = 0;
+    for (uint32_t i = 0; p && i < n; i++) p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (p && get(pd, &n, p) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++)
+            found = p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 && p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV && p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                    p[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV && p[i].scope == VK_SCOPE_SUBGROUP_NV;
+    free(p);
+    return found;
+}
+
 /* Enables what baatt can use and the device offers: 16-bit storage and fp16 arithmetic for fp16
  * tensors, the Vulkan memory model and NV cooperative matrices for the tensor-core path. */
 static baatt_status create_device(baatt_context *ctx)
@@ -331,7 +350,8 @@ static baatt_status create_device(baatt_context *ctx)
     e12.shaderFloat16 = v12.shaderFloat16;
     if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
     if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
-    if (ctx->info.coopmat_nv && v12.vulkanMemoryModel && v12.shaderFloat16 && !env_flag("BAATT_NO_COOPMAT")) {
+    if (ctx->info.coopmat_nv && v12.vulkanMemoryModel && v12.shaderFloat16 && !env_flag("BAATT_NO_COOPMAT") &&
+        has_nvcm_shape(ctx->phys)) {
         e12.vulkanMemoryModel = VK_TRUE;
         e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
         cm.cooperativeMatrix = VK_TRUE;

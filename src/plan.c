@@ -31,6 +31,7 @@ struct baatt_plan {
     uint32_t pq, pk;                    /* per-head lengths padded to powers of two (sort) */
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
+    int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
     baatt_buffer tq, tk, tv, to, staging; /* run_host only, created on first use */
     VkDescriptorPool dpool;
@@ -54,8 +55,25 @@ static uint32_t pow2_at_least(uint32_t n)
 
 /* Largest FlashAttention tile (BR query rows x BC keys) whose shared memory fits the device;
  * BR must divide the block size so a workgroup never straddles two query blocks. */
+/* The NV cooperative-matrix kernel: fp16 tensors, a device with 16x16x16 fp16 cooperative
+ * matrices (checked at context creation), 32-wide subgroups, and the variant built in.
+ * 16 query rows per subgroup, up to 4 subgroups, never wider than a query block. */
+static int choose_nvcm(baatt_plan *p)
+{
+    const baatt_context *ctx = p->ctx;
+    if (p->cfg.dtype != BAATT_DTYPE_F16 || !(ctx->features & BAATT_FEATURE_COOPMAT_NV)) return 0;
+    if (ctx->info.subgroup_size != 32 || !baatt_shader_available("attention_nvcm_f16")) return 0;
+    uint32_t nsg = p->cfg.dense ? 4 : p->base.block / 16 < 4 ? p->base.block / 16 : 4;
+    p->attn_nvcm = 1;
+    p->attn_br = 16 * nsg;
+    p->attn_bc = 32;
+    p->attn_wg = 32 * nsg;
+    return 1;
+}
+
 static baatt_status choose_attention_tiles(baatt_plan *p)
 {
+    if (choose_nvcm(p)) return BAATT_OK;
     static const uint32_t tiles[][2] = {{32, 32}, {16, 32}, {16, 16}};
     uint32_t d = p->cfg.head_dim, shmem = p->ctx->info.max_shared_memory;
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
@@ -178,9 +196,14 @@ static baatt_status create_pipelines(baatt_plan *p)
     const char *io = p->cfg.dtype == BAATT_DTYPE_F16 ? "f16" : "f32";
     char name[48];
     uint32_t d = p->cfg.head_dim;
-    uint32_t attn[5] = {p->attn_wg, d, p->attn_br, p->attn_bc, (uint32_t)!p->cfg.dense};
-    snprintf(name, sizeof name, "attention_%s", io);
-    BAATT_TRY(baatt_pipeline_get(ctx, name, attn, 5, &p->p_attn));
+    if (p->attn_nvcm) {
+        uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};
+        BAATT_TRY(baatt_pipeline_get(ctx, "attention_nvcm_f16", cm, 6, &p->p_attn));
+    } else {
+        uint32_t attn[5] = {p->attn_wg, d, p->attn_br, p->attn_bc, (uint32_t)!p->cfg.dense};
+        snprintf(name, sizeof name, "attention_%s", io);
+        BAATT_TRY(baatt_pipeline_get(ctx, name, attn, 5, &p->p_attn));
+    }
     if (p->cfg.dense) return BAATT_OK;
     snprintf(name, sizeof name, "sort_keys_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
@@ -594,6 +617,11 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
     const baatt_buffer *b = what == BAATT_DEBUG_QFEAT ? &p->qfeat : what == BAATT_DEBUG_KFEAT ? &p->kfeat : &p->logits;
     if (bytes > b->size) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "debug read past the buffer");
     return download(p, b, dst, bytes);
+}
+
+const char *baatt_plan_attention_path(const baatt_plan *p)
+{
+    return p->attn_nvcm ? "nv-coopmat" : "scalar";
 }
 
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows)
