@@ -442,7 +442,14 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
     ctx->queue = ext->queue;
     ctx->queue_family = ext->queue_family_index;
     ctx->features = ext->enabled;
-    describe(ctx->phys, 0, &ctx->info);
+    VkPhysicalDevice *pds = NULL;
+    uint32_t n = 0, index = 0;
+    if (enumerate(ctx, ctx->instance, &pds, &n) == BAATT_OK)
+        for (uint32_t i = 0; i < n; i++)
+            if (pds[i] == ctx->phys) index = i;
+    free(pds);
+    ctx->error[0] = 0;
+    describe(ctx->phys, index, &ctx->info);
     ctx->info.picked = 1;
     return finish_setup(ctx);
 }

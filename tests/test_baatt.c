@@ -281,6 +281,16 @@ static void baatt_f16_gqa(void **s)
     check_all(c);
 }
 
+/* fp16, head_dim 128, block 64: on NVIDIA this runs the cooperative-matrix kernel with 4
+ * subgroups per workgroup (block 32 above runs it with 2). */
+static void baatt_f16_d128_block64(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 300, 260, 128, 64, 0.5f);
+    c.dtype = BAATT_DTYPE_F16;
+    check_all(c);
+}
+
 /* Beyond one sort chunk (2 x 512 keys): the global bitonic steps and padding. */
 static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 2500, 1500, 64, 64, 0.25f)); }
 
@@ -371,7 +381,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa),
-        cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(bad_baatt_configs),

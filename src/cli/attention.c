@@ -125,7 +125,9 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
     if (!save(o->out, q->dtype, q->rank, q->shape, out)) return 0;
     if (o->mask_out) {
         uint32_t nq = baatt_config_q_blocks(g), nk = baatt_config_k_blocks(g);
-        if (g->dense) nq = (g->q_len + 63) / 64, nk = (g->kv_len + 63) / 64;
+        /* a dense plan reports its mask on the configured block grid if valid, else 64 (plan.c fill_push) */
+        int valid = g->block_size == 32 || g->block_size == 64 || g->block_size == 128;
+        if (g->dense && !valid) nq = (g->q_len + 63) / 64, nk = (g->kv_len + 63) / 64;
         uint64_t shape[4] = {g->batch, g->heads, nq, nk};
         uint8_t *m = malloc(shape[0] * shape[1] * nq * nk + 1);
         int ok = m && !baatt_plan_read_mask(plan, m) && save(o->mask_out, BAATT_NPY_U8, 4, shape, m);

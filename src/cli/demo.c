@@ -12,6 +12,7 @@ typedef struct demo {
     const char *device;
     int sized;            /* the user gave a size: keep it */
     int kv_given;
+    int dtype_given;
 } demo;
 
 static const char USAGE[] =
@@ -43,6 +44,7 @@ static int parse(int argc, char **argv, demo *d)
         else if (!strcmp(a, "--dtype")) {
             const char *t;
             ok = cli_arg_str(c, argc, argv, &i, &t);
+            d->dtype_given = 1;
             if (ok && !strcmp(t, "f16")) d->cfg.dtype = BAATT_DTYPE_F16;
             else if (ok && !strcmp(t, "f32")) d->cfg.dtype = BAATT_DTYPE_F32;
             else if (ok) return cli_fail(c, "--dtype must be f32 or f16, not '%s'", t), 0;
@@ -61,8 +63,8 @@ static void default_size(demo *d, const baatt_device_info *dev)
     if (!d->sized) {
         g->heads = g->kv_heads = gpu ? 8 : 2;
         g->head_dim = gpu ? 128 : 64;
-        if (gpu && dev->fp16_storage) g->dtype = BAATT_DTYPE_F16;
     }
+    if (!d->dtype_given && gpu && dev->fp16_storage) g->dtype = BAATT_DTYPE_F16;
     if (!d->kv_given) g->kv_heads = g->heads;
 }
 

@@ -1,0 +1,87 @@
+/* Accuracy evaluation of block selection (issue 5, docs/SPEC.md "Variants kept for comparison" and
+ * "Quality metrics"): every method selects key blocks on the same inputs, and one shared routine
+ * measures each selection against exact dense attention. Library-internal (never installed).
+ *
+ * How it is computed (per head, on the CPU, in fp64; nothing N x N is ever held):
+ *  1. a dense pass over the query rows accumulates, for each blocking in use (original order, and
+ *     norm-sorted order), the pooled mass P_IJ = sum_{i in I, j in J} A_ij. P / |I| is the oracle
+ *     map Mhat, and the mass recall of any mask is sum_{I,J} mask_IJ P_IJ / Nq, exactly (a query
+ *     block's rows share one selection);
+ *  2. every method scores the (query block, key block) pairs of its blocking, ranks each row, and
+ *     keeps a per-row number of blocks set by the target (below);
+ *  3. a second dense pass computes, per query row and key block, the block's max logit m, its
+ *     softmax sum Z = sum exp(s - m) and value sum U = sum exp(s - m) v. The sparse output of any
+ *     selection is then sum U e^(m - M) / sum Z e^(m - M) over the selected blocks: exactly what
+ *     baatt_reference_sparse_attention computes, for every method and target from one pass
+ *     (tests/test_eval.c checks the two agree).
+ *
+ * Targets: a target sparsity s (every method keeps (1 - s) * nk blocks per row on average, rows
+ * taking the floor or the ceiling so the mean is exact even when it is fractional); a keep ratio
+ * rho (SPEC step 4: k = max(1, ceil(rho * nk)) blocks in every row); or a mass threshold theta:
+ * BA-Att ("baatt", and the other adaptive variants) selects by threshold, its achieved mean block
+ * count over all heads is measured, and every other method then keeps that many blocks per row on
+ * average ("matched achieved sparsity"). */
+#ifndef BAATT_EVAL_H
+#define BAATT_EVAL_H
+
+#include <stdint.h>
+
+#include "baatt.h"
+#include "workloads.h"
+
+typedef enum eval_target_kind {
+    EVAL_SPARSITY = 0,  /* value: target sparsity in [0, 1) */
+    EVAL_KEEP = 1,      /* value: keep ratio in (0, 1], SPEC's ceil rule */
+    EVAL_THRESHOLD = 2, /* value: mass threshold in (0, 1] for the adaptive methods */
+} eval_target_kind;
+
+typedef struct eval_target {
+    eval_target_kind kind;
+    double value;
+} eval_target;
+
+typedef struct eval_options {
+    uint32_t block_size;            /* 32, 64 or 128 */
+    const char *const *methods;     /* method names; NULL: eval_default_methods() */
+    uint32_t n_methods;
+    const eval_target *targets;
+    uint32_t n_targets;
+    int outputs;                    /* 1: also rel_l1 / rel_l2 / cosine (a second dense pass) */
+    uint32_t threads;               /* heads evaluated in parallel; 0 or 1: one thread */
+    /* Progress lines ("head 3/8 ...") for long runs; called under a lock. NULL: silent. */
+    void (*progress)(void *user, const char *line);
+    void *user;
+    /* Optional: BA-Att's selection taken from elsewhere (the GPU plan) for method "baatt":
+     * permutations [heads, q_len] / [heads, kv_len] and, per target, a mask [heads, nq, nk]
+     * (NULL entries: computed here). Recall and outputs are measured on that blocking. */
+    const int32_t *ext_perm_q, *ext_perm_k;
+    const uint8_t *const *ext_masks;
+    /* Optional, for tests and dumps: per (method m, target t) at index m * n_targets + t, a
+     * caller-allocated [heads, nq, nk] array that receives the selection; and [heads, len]
+     * arrays for the norm-sorted permutations. Any may be NULL. */
+    uint8_t **mask_out;
+    int32_t *sorted_perm_q_out, *sorted_perm_k_out;
+} eval_options;
+
+typedef struct eval_record {
+    const char *method;     /* static string */
+    eval_target target;
+    double keep;            /* achieved mean fraction of key blocks kept per query block */
+    double sparsity;        /* SPEC: 1 - selected key tokens / (q_blocks * kv_len), all heads */
+    double mass_recall;     /* mean over query rows of the dense mass on the selected keys */
+    double rel_l1, rel_l2, cosine; /* NAN when options.outputs == 0 */
+} eval_record;
+
+/* NULL-terminated lists: every method eval_run knows, and the ones it runs by default (the nine
+ * of issue 5, in report order). */
+const char *const *eval_method_names(void);
+const char *const *eval_default_methods(void);
+/* One line describing a method, or NULL for an unknown name. */
+const char *eval_method_about(const char *name);
+
+/* Runs every method at every target on d. *records (n_methods * n_targets entries, method-major)
+ * is allocated here; free() it. On failure msg says why. */
+baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count,
+                      char *msg, size_t msg_size);
+
+#endif

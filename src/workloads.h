@@ -1,0 +1,42 @@
+/* Attention workloads for the accuracy evaluation (`baatt eval`): seeded synthetic Q/K/V with known
+ * structure, and .npy loading. Library-internal (never installed). */
+#ifndef BAATT_WORKLOADS_H
+#define BAATT_WORKLOADS_H
+
+#include <stdint.h>
+
+#include "baatt.h"
+
+/* One evaluation input: batch folded into heads (attention of each (batch, head) is independent)
+ * and GQA expanded (every query head owns a copy of its kv head), so the evaluator sees plain
+ * multi-head attention. All arrays fp32, row-major. */
+typedef struct eval_data {
+    uint32_t heads, q_len, kv_len, head_dim;
+    float scale;   /* softmax scale; 0: 1/sqrt(head_dim). Set when head_dim was zero-padded */
+    float *q;      /* [heads, q_len, head_dim] */
+    float *k, *v;  /* [heads, kv_len, head_dim] */
+} eval_data;
+
+void eval_data_free(eval_data *d);
+
+/* The synthetic workloads, in report order. */
+typedef struct eval_workload_params {
+    uint32_t heads, len, head_dim; /* head_dim 64 or 128 */
+    uint64_t seed;
+} eval_workload_params;
+
+/* NULL-terminated list of workload names ("iid", "clustered", ...). */
+const char *const *eval_workload_names(void);
+/* A multi-line description of every workload and its parameters (for --help and the report). */
+const char *eval_workload_help(void);
+/* Generates workload `name` deterministically from p->seed (same seed, same bits, on any host).
+ * BAATT_ERROR_INVALID_ARGUMENT for an unknown name. */
+baatt_status eval_workload_make(const char *name, const eval_workload_params *p, eval_data *out);
+
+/* Loads Q, K, V from .npy files ([batch, heads, len, d] or [heads, len, d]; float32 or float16).
+ * A head_dim below 64 is zero-padded to 64 (exact: q.k and the outputs' first d columns do not
+ * change) with the scale kept at 1/sqrt(original head_dim) unless scale > 0 is given. */
+baatt_status eval_data_load(const char *q_path, const char *k_path, const char *v_path, float scale,
+                            eval_data *out, char *msg, size_t msg_size);
+
+#endif

@@ -1,0 +1,489 @@
+/* The `baatt` command-line tool, driven as a user would (system() with stdout/stderr captured in
+ * files): help and info, `attention` dense and BA-Att on .npy inputs checked against the CPU
+ * reference on the tool's own selection, its side outputs and JSON, every argument error (exit
+ * status and a one-line message naming the problem), and `demo`. The binary is BAATT_CLI. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+enum { B = 1, H = 2, HKV = 1, NQ = 100, NK = 90, D = 64 };
+#define PATH_MAX_ 1024
+#define IO_MAX (8 * PATH_MAX_) /* room for several quoted paths */
+
+static const char *g_cli;
+
+/* One set of inputs per dtype, kept in memory for the reference. */
+typedef struct input {
+    baatt_dtype dt;
+    void *q, *k, *v;
+    char qp[PATH_MAX_], kp[PATH_MAX_], vp[PATH_MAX_];
+} input;
+static input g_f32, g_f16;
+
+/* Files that exist only to be rejected; see bad_arguments. */
+static char g_k128[PATH_MAX_], g_v128[PATH_MAX_], g_v91[PATH_MAX_], g_q3[PATH_MAX_], g_k2[PATH_MAX_],
+    g_v2[PATH_MAX_], g_q80[PATH_MAX_], g_k80[PATH_MAX_], g_v80[PATH_MAX_], g_garbage[PATH_MAX_],
+    g_missing[PATH_MAX_];
+
+typedef struct cli_result {
+    int rc;       /* exit status; -1 if killed by a signal */
+    char out[65536], err[65536];
+} cli_result;
+
+/* ------------------------------------------------------------------------------------------ */
+/* files and processes                                                                        */
+
+static char *tmp(char *buf, const char *name) { return (char *)th_tmp_path(buf, PATH_MAX_, name); }
+
+/* Writes a random [B, h, n, d] tensor to tmp/name and returns its data (or NULL if not kept). */
+static void *write_tensor(char *path, const char *name, baatt_dtype dt, uint32_t h, uint32_t n, uint32_t d,
+                          uint64_t *rng, int keep)
+{
+    size_t count = (size_t)B * h * n * d;
+    void *x = th_random_tensor(rng, dt, count, 1.0f);
+    uint64_t shape[4] = {B, h, n, d};
+    char msg[512];
+    baatt_status s = baatt_npy_write(tmp(path, name), dt == BAATT_DTYPE_F16 ? BAATT_NPY_F16 : BAATT_NPY_F32, 4,
+                                     shape, x, msg, sizeof msg);
+    if (s) fprintf(stderr, "%s\n", msg);
+    assert_int_equal(s, BAATT_OK);
+    if (keep) return x;
+    free(x);
+    return NULL;
+}
+
+static void write_inputs(input *in, baatt_dtype dt, uint64_t *rng)
+{
+    const char *sfx = dt == BAATT_DTYPE_F16 ? "16" : "32";
+    char name[32];
+    in->dt = dt;
+    snprintf(name, sizeof name, "q%s.npy", sfx);
+    in->q = write_tensor(in->qp, name, dt, H, NQ, D, rng, 1);
+    snprintf(name, sizeof name, "k%s.npy", sfx);
+    in->k = write_tensor(in->kp, name, dt, HKV, NK, D, rng, 1);
+    snprintf(name, sizeof name, "v%s.npy", sfx);
+    in->v = write_tensor(in->vp, name, dt, HKV, NK, D, rng, 1);
+}
+
+static void write_bad_inputs(uint64_t *rng)
+{
+    const baatt_dtype f = BAATT_DTYPE_F32;
+    write_tensor(g_k128, "k128.npy", f, HKV, NK, 128, rng, 0); /* head_dim differs from q's */
+    write_tensor(g_v128, "v128.npy", f, HKV, NK, 128, rng, 0);
+    write_tensor(g_v91, "v91.npy", f, HKV, NK + 1, D, rng, 0); /* kv_len differs from k's */
+    write_tensor(g_q3, "q3.npy", f, 3, NQ, D, rng, 0);         /* 3 heads over 2 kv heads */
+    write_tensor(g_k2, "k2.npy", f, 2, NK, D, rng, 0);
+    write_tensor(g_v2, "v2.npy", f, 2, NK, D, rng, 0);
+    write_tensor(g_q80, "q80.npy", f, H, NQ, 80, rng, 0);      /* an unsupported head_dim */
+    write_tensor(g_k80, "k80.npy", f, HKV, NK, 80, rng, 0);
+    write_tensor(g_v80, "v80.npy", f, HKV, NK, 80, rng, 0);
+    FILE *g = fopen(tmp(g_garbage, "garbage.npy"), "wb");
+    assert_non_null(g);
+    for (int i = 0; i < 300; i++) fputc((int)(th_next(rng) & 0xff) | 1, g); /* never the \x93NUMPY magic */
+    fclose(g);
+    tmp(g_missing, "missing.npy");
+    unlink(g_missing);
+}
+
+static void read_file(const char *path, char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    size_t got = fread(buf, 1, n - 1, f);
+    buf[got] = 0;
+    fclose(f);
+}
+
+/* Runs `baatt <args>` (args printf-style, already shell-quoted where needed). */
+static void run_cli(cli_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void run_cli(cli_result *r, const char *fmt, ...)
+{
+    char args[4 * IO_MAX], cmd[5 * IO_MAX], op[PATH_MAX_], ep[PATH_MAX_];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    tmp(op, "stdout.txt");
+    tmp(ep, "stderr.txt");
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", g_cli, args, op, ep);
+    int st = system(cmd);
+    r->rc = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    read_file(op, r->out, sizeof r->out);
+    read_file(ep, r->err, sizeof r->err);
+    unlink(op);
+    unlink(ep);
+}
+
+static void expect_ok(const cli_result *r)
+{
+    if (r->rc != 0) fprintf(stderr, "exit %d, stderr:\n%s\n", r->rc, r->err);
+    assert_int_equal(r->rc, 0);
+    /* the suite runs with BAATT_VALIDATION=1, which the tool inherits: it must stay silent */
+    assert_null(strstr(r->err, "validation"));
+}
+
+static void expect_contains(const char *text, const char *fragment)
+{
+    if (!strstr(text, fragment)) fprintf(stderr, "'%s' lacks '%s'\n", text, fragment);
+    assert_non_null(strstr(text, fragment));
+}
+
+static int count_char(const char *s, char c)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == c;
+    return n;
+}
+
+static baatt_device_info picked_device(void)
+{
+    uint32_t n = 0;
+    assert_int_equal(baatt_devices_list(NULL, &n), BAATT_OK);
+    baatt_device_info *d = calloc(n, sizeof *d), best = {0};
+    assert_int_equal(baatt_devices_list(d, &n), BAATT_OK);
+    for (uint32_t i = 0; i < n; i++)
+        if (d[i].picked) best = d[i];
+    free(d);
+    return best;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* setup                                                                                      */
+
+static int setup(void **state)
+{
+    (void)state;
+    g_cli = getenv("BAATT_CLI");
+    if (!g_cli || !*g_cli || access(g_cli, X_OK) != 0) {
+        fprintf(stderr, "SKIP: BAATT_CLI is not set to the baatt binary\n");
+        exit(77);
+    }
+    uint32_t n = 0;
+    if (baatt_devices_list(NULL, &n) != BAATT_OK || !n) {
+        fprintf(stderr, "SKIP: no Vulkan device\n");
+        exit(77);
+    }
+    uint64_t rng = th_seed() ^ 0xC11;
+    write_inputs(&g_f32, BAATT_DTYPE_F32, &rng);
+    write_inputs(&g_f16, BAATT_DTYPE_F16, &rng);
+    write_bad_inputs(&rng);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    input *ins[2] = {&g_f32, &g_f16};
+    for (int i = 0; i < 2; i++) {
+        unlink(ins[i]->qp), unlink(ins[i]->kp), unlink(ins[i]->vp);
+        free(ins[i]->q), free(ins[i]->k), free(ins[i]->v);
+    }
+    const char *bad[] = {g_k128, g_v128, g_v91, g_q3, g_k2, g_v2, g_q80, g_k80, g_v80, g_garbage};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) unlink(bad[i]);
+    /* outputs a failed test may have left behind */
+    const char *outs[] = {"o.npy", "mask.npy", "pq.npy", "pk.npy", "stdout.txt", "stderr.txt"};
+    char p[PATH_MAX_];
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) unlink(tmp(p, outs[i]));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* reading results back                                                                       */
+
+static baatt_config input_config(const input *in)
+{
+    baatt_config c = baatt_config_default();
+    c.batch = B, c.heads = H, c.kv_heads = HKV, c.q_len = NQ, c.kv_len = NK, c.head_dim = D, c.dtype = in->dt;
+    return c;
+}
+
+/* Reads path and checks its dtype and shape. */
+static void read_npy(const char *path, baatt_npy *t, baatt_npy_dtype dt, uint32_t rank, const uint64_t *shape)
+{
+    char msg[512];
+    baatt_status s = baatt_npy_read(path, t, msg, sizeof msg);
+    if (s) fprintf(stderr, "%s\n", msg);
+    assert_int_equal(s, BAATT_OK);
+    assert_int_equal(t->dtype, dt);
+    assert_int_equal(t->rank, rank);
+    for (uint32_t i = 0; i < rank; i++) assert_int_equal(t->shape[i], shape[i]);
+}
+
+/* o.npy (Q's shape and dtype) against a float reference. */
+static void check_output(const char *path, const input *in, const float *ref, double atol, double rtol)
+{
+    uint64_t shape[4] = {B, H, NQ, D};
+    baatt_npy o;
+    read_npy(path, &o, in->dt == BAATT_DTYPE_F16 ? BAATT_NPY_F16 : BAATT_NPY_F32, 4, shape);
+    float *got = th_to_float(o.data, in->dt, o.count);
+    assert_true(th_compare(got, ref, o.count, atol, rtol, path) <= 1.0);
+    free(got);
+    baatt_npy_free(&o);
+}
+
+/* Every row of perm ([rows, len]) holds each index 0..len-1 exactly once. */
+static void check_perm(const int32_t *perm, uint32_t rows, uint32_t len, int identity)
+{
+    uint8_t *seen = malloc(len);
+    for (uint32_t r = 0; r < rows; r++) {
+        memset(seen, 0, len);
+        for (uint32_t i = 0; i < len; i++) {
+            int32_t x = perm[(size_t)r * len + i];
+            assert_true(x >= 0 && (uint32_t)x < len && !seen[x]);
+            seen[x] = 1;
+            if (identity) assert_int_equal(x, i);
+        }
+    }
+    free(seen);
+}
+
+typedef struct selection {
+    baatt_npy mask, pq, pk;
+} selection;
+
+/* The three side outputs: shapes and dtypes, permutations, and `keep` ones per mask row
+ * (keep 0: at least one). */
+static void read_selection(selection *s, uint32_t block, uint32_t keep, int identity)
+{
+    char mp[PATH_MAX_], qp[PATH_MAX_], kp[PATH_MAX_];
+    uint32_t nq = (NQ + block - 1) / block, nk = (NK + block - 1) / block;
+    uint64_t ms[4] = {B, H, nq, nk}, qs[3] = {B, H, NQ}, ks[3] = {B, HKV, NK};
+    read_npy(tmp(mp, "mask.npy"), &s->mask, BAATT_NPY_U8, 4, ms);
+    read_npy(tmp(qp, "pq.npy"), &s->pq, BAATT_NPY_I32, 3, qs);
+    read_npy(tmp(kp, "pk.npy"), &s->pk, BAATT_NPY_I32, 3, ks);
+    unlink(mp), unlink(qp), unlink(kp);
+    const uint8_t *m = s->mask.data;
+    for (uint32_t r = 0; r < B * H * nq; r++) {
+        uint32_t ones = 0;
+        for (uint32_t j = 0; j < nk; j++) {
+            assert_true(m[r * nk + j] <= 1);
+            ones += m[r * nk + j];
+        }
+        if (keep) assert_int_equal(ones, keep);
+        else assert_true(ones >= 1);
+    }
+    check_perm(s->pq.data, B * H, NQ, identity);
+    check_perm(s->pk.data, B * HKV, NK, identity);
+}
+
+static void free_selection(selection *s)
+{
+    baatt_npy_free(&s->mask), baatt_npy_free(&s->pq), baatt_npy_free(&s->pk);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* tests                                                                                      */
+
+static void help_and_info(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    run_cli(r, "--help");
+    expect_ok(r);
+    expect_contains(r->out, "usage");
+    run_cli(r, "attention --help");
+    expect_ok(r);
+    expect_contains(r->out, "--keep");
+    run_cli(r, "info");
+    expect_ok(r);
+    expect_contains(r->out, "*"); /* the device baatt would use */
+    run_cli(r, "info --json");
+    expect_ok(r);
+    assert_int_equal(r->out[0], '[');
+    free(r);
+}
+
+/* Builds "--q Q --k K --v V --out O" for in. */
+static const char *io_args(char *buf, size_t n, const input *in, const char *out)
+{
+    snprintf(buf, n, "--q '%s' --k '%s' --v '%s' --out '%s'", in->qp, in->kp, in->vp, out);
+    return buf;
+}
+
+static void dense(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], io[IO_MAX];
+    run_cli(r, "attention %s --dense", io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")));
+    expect_ok(r);
+    baatt_config c = input_config(&g_f32);
+    c.dense = 1;
+    float *ref = malloc(sizeof(float) * B * H * NQ * D);
+    assert_int_equal(baatt_reference_attention(&c, g_f32.q, g_f32.k, g_f32.v, ref), BAATT_OK);
+    check_output(op, &g_f32, ref, 2e-5, 2e-5);
+    unlink(op);
+    free(ref);
+    free(r);
+}
+
+/* BA-Att with the given extra options; output against the reference on the tool's selection. */
+static void sparse_run(const input *in, const char *opts, uint32_t block, uint32_t keep, int identity, double tol)
+{
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], mp[PATH_MAX_], qp[PATH_MAX_], kp[PATH_MAX_], io[IO_MAX];
+    run_cli(r, "attention %s %s --mask-out '%s' --perm-q-out '%s' --perm-k-out '%s'",
+            io_args(io, sizeof io, in, tmp(op, "o.npy")), opts, tmp(mp, "mask.npy"), tmp(qp, "pq.npy"),
+            tmp(kp, "pk.npy"));
+    expect_ok(r);
+    selection sel;
+    read_selection(&sel, block, keep, identity);
+    baatt_config c = input_config(in);
+    c.block_size = block;
+    float *ref = malloc(sizeof(float) * B * H * NQ * D);
+    assert_int_equal(baatt_reference_sparse_attention(&c, in->q, in->k, in->v, sel.pq.data, sel.pk.data,
+                                                      sel.mask.data, ref), BAATT_OK);
+    check_output(op, in, ref, tol, 2 * tol);
+    unlink(op);
+    free_selection(&sel);
+    free(ref);
+    free(r);
+}
+
+/* A dense run's side outputs: an all-ones mask on the --block grid (32: 4 x 3 blocks) and
+ * identity permutations. Regression: the tool sized the mask on a 64 grid regardless of --block,
+ * so the plan overflowed the buffer and the file had the wrong shape. */
+static void dense_side_outputs(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], mp[PATH_MAX_], qp[PATH_MAX_], kp[PATH_MAX_], io[IO_MAX];
+    run_cli(r, "attention %s --dense --block 32 --mask-out '%s' --perm-q-out '%s' --perm-k-out '%s'",
+            io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")), tmp(mp, "mask.npy"), tmp(qp, "pq.npy"),
+            tmp(kp, "pk.npy"));
+    expect_ok(r);
+    unlink(op);
+    selection sel;
+    read_selection(&sel, 32, (NK + 31) / 32, 1);
+    free_selection(&sel);
+    free(r);
+}
+
+/* Defaults: block 64 gives 2 x 2 blocks, keep 0.5 of 2 is 1 block per row. */
+static void baatt_default_f32(void **s)
+{
+    (void)s;
+    sparse_run(&g_f32, "", 64, 1, 0, 2e-5);
+}
+
+/* fp16 in and out: output rounding is 2^-11 relative, as in test_attention. */
+static void baatt_default_f16(void **s)
+{
+    (void)s;
+    if (!picked_device().fp16_storage) skip();
+    sparse_run(&g_f16, "", 64, 1, 0, 1e-3);
+}
+
+/* Mass-threshold selection without sorting: the permutations are identities. */
+static void baatt_threshold_no_sort(void **s)
+{
+    (void)s;
+    sparse_run(&g_f32, "--threshold 0.9 --block 32 --no-sort --no-cov", 32, 0, 1, 2e-5);
+}
+
+static void json_output(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], io[IO_MAX];
+    run_cli(r, "attention %s --json", io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")));
+    expect_ok(r);
+    unlink(op);
+    assert_int_equal(r->out[0], '{');
+    assert_int_equal(count_char(r->out, '\n'), 1); /* one line, so it can be appended to a .jsonl */
+    expect_contains(r->out, "\"sparsity\"");
+    expect_contains(r->out, "\"stages_ms\"");
+    free(r);
+}
+
+/* A failing command: exit status (want > 0, or any failure when 0), nothing on stdout and one
+ * line on stderr that names the problem. */
+static void expect_failure(cli_result *r, int want, const char *fragment)
+{
+    if (want) assert_int_equal(r->rc, want);
+    if (r->rc <= 0 || r->rc >= 126) fprintf(stderr, "exit %d, stderr: %s\n", r->rc, r->err);
+    assert_true(r->rc > 0 && r->rc < 126); /* a clean exit, not a crash or a shell error */
+    assert_string_equal(r->out, "");
+    if (count_char(r->err, '\n') != 1) fprintf(stderr, "stderr is not one line:\n%s", r->err);
+    assert_int_equal(count_char(r->err, '\n'), 1);
+    assert_int_equal(r->err[strlen(r->err) - 1], '\n');
+    assert_int_equal(strncmp(r->err, "baatt", 5), 0);
+    expect_contains(r->err, fragment);
+}
+
+static void bad_options(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], io[IO_MAX];
+    const input *f = &g_f32;
+    io_args(io, sizeof io, f, tmp(op, "o.npy"));
+    unlink(op);
+    run_cli(r, "attention --k '%s' --v '%s' --out '%s'", f->kp, f->vp, op);
+    expect_failure(r, 0, "--q");
+    run_cli(r, "attention %s --bogus", io);
+    expect_failure(r, 0, "--bogus");
+    run_cli(r, "attention %s --keep 0", io);
+    expect_failure(r, 0, "keep");
+    run_cli(r, "attention %s --keep 1.5", io);
+    expect_failure(r, 0, "1.5");
+    run_cli(r, "attention %s --block 48", io);
+    expect_failure(r, 0, "48");
+    run_cli(r, "nosuchcmd");
+    expect_failure(r, 2, "nosuchcmd");
+    assert_int_equal(access(op, F_OK), -1); /* no failed run leaves an output behind */
+    free(r);
+}
+
+static void bad_inputs(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_];
+    const input *f = &g_f32;
+    unlink(tmp(op, "o.npy"));
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", g_missing, f->kp, f->vp, op);
+    expect_failure(r, 0, "missing.npy");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", g_garbage, f->kp, f->vp, op);
+    expect_failure(r, 0, "garbage.npy");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, g_k128, g_v128, op);
+    expect_failure(r, 0, "head_dim");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, f->kp, g_v91, op);
+    expect_failure(r, 0, "k and v");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", g_q3, g_k2, g_v2, op);
+    expect_failure(r, 0, "kv_heads");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", g_q80, g_k80, g_v80, op);
+    expect_failure(r, 0, "head_dim 80");
+    assert_int_equal(access(op, F_OK), -1);
+    free(r);
+}
+
+static void demo(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    run_cli(r, "demo --n 128 --heads 1 --dim 64");
+    expect_ok(r);
+    /* the speed-up needs GPU timestamps */
+    if (picked_device().timestamp_period_ns > 0) expect_contains(r->out, "speed-up");
+    free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(help_and_info),     cmocka_unit_test(dense),
+        cmocka_unit_test(dense_side_outputs),
+        cmocka_unit_test(baatt_default_f32), cmocka_unit_test(baatt_default_f16),
+        cmocka_unit_test(baatt_threshold_no_sort), cmocka_unit_test(json_output),
+        cmocka_unit_test(bad_options),       cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(demo),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
