@@ -14,13 +14,19 @@ function(baatt_shader name src)
 endfunction()
 
 function(baatt_shader_with name src compiler target)
+  # a newer glslc comes with its own spirv-val (the system one rejects newer capabilities)
+  get_filename_component(cdir ${compiler} DIRECTORY)
+  set(validator ${SPIRV_VAL})
+  if(NOT compiler STREQUAL GLSLC AND EXISTS ${cdir}/spirv-val)
+    set(validator ${cdir}/spirv-val)
+  endif()
   set(spv ${BAATT_SPV_DIR}/${name}.spv)
   set(cfile ${BAATT_SPV_DIR}/${name}.c)
   add_custom_command(
     OUTPUT ${cfile}
     COMMAND ${compiler} --target-env=${target} -O -I${BAATT_SHADER_DIR} ${ARGN}
             -o ${spv} ${BAATT_SHADER_DIR}/${src}
-    COMMAND ${SPIRV_VAL} --target-env ${target} ${spv}
+    COMMAND ${validator} --target-env ${target} ${spv}
     COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DSPV=${spv} -DOUT=${cfile}
             -P ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
     DEPENDS ${BAATT_SHADER_DIR}/${src} ${BAATT_SHADER_INCLUDES} ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake

@@ -8,7 +8,7 @@
 set -euo pipefail
 P=$(realpath -m "${1:-.glslc}")
 SUITE=${SUITE:-trixie}
-if [ -x "$P/glslc" ] && "$P/glslc" --version >/dev/null 2>&1; then echo "$P/glslc"; exit 0; fi
+if [ -x "$P/glslc" ] && [ -x "$P/spirv-val" ] && "$P/glslc" --version >/dev/null 2>&1; then echo "$P/glslc"; exit 0; fi
 mkdir -p "$P/sp" "$P/lists/partial" "$P/debs" "$P/root"
 if [ -e /etc/apt/sources.list.d/debian.sources ]; then
   sed -n '1,/^$/p' /etc/apt/sources.list.d/debian.sources | sed "s/^Suites:.*/Suites: $SUITE/" > "$P/sp/new.sources"
@@ -20,11 +20,13 @@ apt-get $o update >/dev/null
 (cd "$P/debs" && apt-get $o download glslc libshaderc1 glslang-tools spirv-tools libc6 libstdc++6 libgcc-s1 >/dev/null)
 for f in "$P"/debs/*.deb; do dpkg -x "$f" "$P/root"; done
 L="$P/root/usr/lib/x86_64-linux-gnu"
-cat > "$P/glslc" <<WRAP
+for tool in glslc spirv-val; do   # spirv-val too: Debian 12's rejects the newer capabilities
+  cat > "$P/$tool" <<WRAP
 #!/bin/sh
-exec "$L/ld-linux-x86-64.so.2" --library-path "$L" "$P/root/usr/bin/glslc" "\$@"
+exec "$L/ld-linux-x86-64.so.2" --library-path "$L" "$P/root/usr/bin/$tool" "\$@"
 WRAP
-chmod +x "$P/glslc"
+  chmod +x "$P/$tool"
+done
 "$P/glslc" --version > "$P/version.txt"
 sed -n 1p "$P/version.txt" >&2
 echo "$P/glslc"

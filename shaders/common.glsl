@@ -40,6 +40,10 @@ layout(push_constant) uniform Push {
 #define BIND_LOGITS 9
 #define BIND_MASK 10
 #define BIND_COUNTS 11
+#define BIND_QS 12   // norm-sorted copies of Q, K, V and O (cooperative-matrix-2 sparse path)
+#define BIND_KS 13
+#define BIND_VS 14
+#define BIND_OS 15
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
 uint kv_of(uint hd) {

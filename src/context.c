@@ -10,6 +10,23 @@
 
 #define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
 
+/* Debian 12's Vulkan headers (1.3.239) predate VK_KHR_cooperative_matrix and
+ * VK_NV_cooperative_matrix2: the two feature structs, as the registry defines them. */
+typedef struct baatt_coopmat_khr_features {
+    VkStructureType sType; /* 1000506000 */
+    void *pNext;
+    VkBool32 cooperativeMatrix;
+    VkBool32 cooperativeMatrixRobustBufferAccess;
+} baatt_coopmat_khr_features;
+typedef struct baatt_coopmat2_nv_features {
+    VkStructureType sType; /* 1000593000 */
+    void *pNext;
+    VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
+        tensorAddressing, blockLoads;
+} baatt_coopmat2_nv_features;
+#define STYPE_COOPMAT_KHR_FEATURES ((VkStructureType)1000506000)
+#define STYPE_COOPMAT2_NV_FEATURES ((VkStructureType)1000593000)
+
 /* ------------------------------------------------------------------------------------------ */
 /* errors                                                                                     */
 
@@ -121,8 +138,10 @@ static baatt_status create_instance(baatt_context *ctx, int validation)
     if (api < VK_API_VERSION_1_2)
         return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the Vulkan loader supports only %u.%u; baatt needs 1.2",
                           VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api));
+    /* 1.3 where the loader has it: the cooperative-matrix-2 shaders are SPIR-V 1.6. */
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "baatt",
-                             .pEngineName = "baatt", .apiVersion = VK_API_VERSION_1_2};
+                             .pEngineName = "baatt",
+                             .apiVersion = api >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3 : VK_API_VERSION_1_2};
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app,
                                .enabledLayerCount = validation ? 1 : 0, .ppEnabledLayerNames = layers,
                                .enabledExtensionCount = validation ? 1 : 0, .ppEnabledExtensionNames = exts};
@@ -327,8 +346,28 @@ static int has_nvcm_shape(VkPhysicalDevice pd)
     return found;
 }
 
+/* Cooperative matrix 2 (workgroup scope): every feature attention_cm2.comp uses, a 1.3 device
+ * (SPIR-V 1.6), and not disabled by BAATT_NO_COOPMAT2. Fills the two structs to chain. */
+static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_features *khr,
+                         baatt_coopmat2_nv_features *cm2)
+{
+    if (!ctx->info.coopmat2_nv || !ctx->info.coopmat_khr || api < VK_API_VERSION_1_3 ||
+        env_flag("BAATT_NO_COOPMAT2") || env_flag("BAATT_NO_COOPMAT"))
+        return 0;
+    *khr = (baatt_coopmat_khr_features){.sType = STYPE_COOPMAT_KHR_FEATURES};
+    *cm2 = (baatt_coopmat2_nv_features){.sType = STYPE_COOPMAT2_NV_FEATURES, .pNext = khr};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = cm2};
+    vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+    int ok = khr->cooperativeMatrix && cm2->workgroupScope && cm2->flexibleDimensions && cm2->reductions &&
+             cm2->conversions && cm2->perElementOperations && cm2->tensorAddressing;
+    khr->cooperativeMatrixRobustBufferAccess = VK_FALSE;
+    cm2->blockLoads = VK_FALSE;
+    return ok;
+}
+
 /* Enables what baatt can use and the device offers: 16-bit storage and fp16 arithmetic for fp16
- * tensors, the Vulkan memory model and NV cooperative matrices for the tensor-core path. */
+ * tensors; the Vulkan memory model with NV cooperative matrices (subgroup scope) and/or
+ * cooperative matrix 2 (workgroup scope) for the tensor-core paths. */
 static baatt_status create_device(baatt_context *ctx)
 {
     BAATT_TRY(pick_queue(ctx));
@@ -341,23 +380,36 @@ static baatt_status create_device(baatt_context *ctx)
     vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
 
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    baatt_coopmat_khr_features khr;
+    baatt_coopmat2_nv_features cm2;
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
-    const char *exts[2];
+    const char *exts[3];
     uint32_t next = 0;
+    void **tail = &e12.pNext;
     e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
     e12.shaderFloat16 = v12.shaderFloat16;
     if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
     if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
-    if (ctx->info.coopmat_nv && v12.vulkanMemoryModel && v12.shaderFloat16 && !env_flag("BAATT_NO_COOPMAT") &&
-        has_nvcm_shape(ctx->phys)) {
-        e12.vulkanMemoryModel = VK_TRUE;
-        e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
+    int tensor_ok = v12.vulkanMemoryModel && v12.shaderFloat16 && v11.storageBuffer16BitAccess;
+    if (tensor_ok && ctx->info.coopmat_nv && !env_flag("BAATT_NO_COOPMAT") && has_nvcm_shape(ctx->phys)) {
         cm.cooperativeMatrix = VK_TRUE;
-        e12.pNext = &cm;
+        *tail = &cm;
+        tail = &cm.pNext;
         exts[next++] = "VK_NV_cooperative_matrix";
         ctx->features |= BAATT_FEATURE_COOPMAT_NV;
+    }
+    if (tensor_ok && want_coopmat2(ctx, ctx->info.api_version, &khr, &cm2)) {
+        *tail = &cm2; /* cm2 -> khr already chained */
+        tail = &khr.pNext;
+        exts[next++] = "VK_KHR_cooperative_matrix";
+        exts[next++] = "VK_NV_cooperative_matrix2";
+        ctx->features |= BAATT_FEATURE_COOPMAT2_NV;
+    }
+    if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV)) {
+        e12.vulkanMemoryModel = VK_TRUE;
+        e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
     }
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want, .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &qi, .enabledExtensionCount = next, .ppEnabledExtensionNames = exts};
@@ -371,6 +423,9 @@ static baatt_status finish_setup(baatt_context *ctx)
     VkPhysicalDeviceProperties p;
     vkGetPhysicalDeviceProperties(ctx->phys, &p);
     ctx->limits = p.limits;
+    if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
+                          ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
     vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
     volkLoadDeviceTable(&ctx->vk, ctx->device);
     if (!ctx->queue) ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);

@@ -20,10 +20,15 @@
 /* The blockings a method can work on: contiguous runs of the original order, the norm-sorted
  * order of SPEC step 1, or permutations given by the caller (the GPU plan's). */
 enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
+/* A method whose blocking is chosen per head and target (select_auto); its scorer reads the
+ * blocking to score from head_ctx.auto_blk. */
+#define BLK_AUTO (-1)
 
 /* Query rows per QK tile: each key row is then read once per tile, not once per query. */
 #define TILE 8
 #define MAX_OWNED 48
+/* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows. */
+#define AUTO_ROWS 64
 
 typedef struct run run;
 typedef struct head_ctx head_ctx;
@@ -34,7 +39,7 @@ typedef baatt_status (*score_fn)(head_ctx *c, const method *m, float *scores);
 
 struct method {
     const char *name;
-    int blocking;       /* BLK_IDENTITY or BLK_SORTED */
+    int blocking;       /* BLK_IDENTITY, BLK_SORTED or BLK_AUTO */
     score_fn score;
     int param;          /* scorer-specific: covariance on/off, antidiagonal stride */
     int adaptive;       /* selects by mass threshold in EVAL_THRESHOLD targets */
@@ -47,6 +52,7 @@ typedef struct acc {
     double sel_tokens, all_tokens; /* selected key tokens, and q_blocks * kv_len */
     double sel_blocks, all_blocks;
     double l1, l1d, l2, l2d, l2o, cross; /* output error sums (see output_errors in reference.c) */
+    double sorted;                 /* 1 if the head was measured on the norm-sorted blocking */
 } acc;
 
 struct run {
@@ -58,6 +64,7 @@ struct run {
     double *k_avg;                 /* per target: mean blocks per row (sparsity, threshold) */
     uint32_t *k_fixed;             /* per target: blocks per row (keep ratio) */
     int need[BLK_COUNT];           /* blockings some slot uses */
+    int need_sample;               /* a BLK_AUTO method is run */
     acc *acc;                      /* [heads, ns] */
     pthread_mutex_t lock;
     uint32_t next_head, done_heads;
@@ -81,6 +88,10 @@ struct head_ctx {
     int32_t *order, *tmp;          /* [nq, nk] per-row ranking; [nk] sort scratch */
     uint8_t *masks;                /* [ns, nq, nk] */
     int *slot_blk;                 /* [ns] blocking each slot is measured on */
+    int auto_blk;                  /* the blocking a BLK_AUTO method is being scored on */
+    float *scores2;                /* [nq, nk] a BLK_AUTO method's scores on the original order */
+    int32_t *order2;               /* [nq, nk] and their ranking */
+    double *sample, *mass;         /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
     acc *acc;                      /* [ns] this head's sums (points into run.acc) */
     void *owned[MAX_OWNED];
     int n_owned;
@@ -175,7 +186,7 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
     float *qm = malloc(sizeof(float) * r->nq * d), *qv = malloc(sizeof(float) * r->nq * d);
     float *km = malloc(sizeof(float) * r->nk * d), *kv = malloc(sizeof(float) * r->nk * d);
     baatt_status s = qm && qv && km && kv ? BAATT_OK : BAATT_ERROR_OUT_OF_HOST_MEMORY;
-    int b = m->blocking;
+    int b = m->blocking == BLK_AUTO ? c->auto_blk : m->blocking;
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->q, 1, cfg.q_len, c->perm_q[b], qm, qv);
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->k, 1, cfg.kv_len, c->perm_k[b], km, kv);
     if (s == BAATT_OK) s = baatt_reference_block_logits(&cfg, qm, qv, km, kv, scores);
@@ -184,6 +195,21 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
     free(km);
     free(kv);
     return s;
+}
+
+/* Exact softmax rows of the sampled queries: p [rows, kv_len]. Returns the row count. */
+static uint32_t sample_rows(head_ctx *c, double *p)
+{
+    const run *r = c->r;
+    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, d = r->cfg.head_dim, n = ql < AUTO_ROWS ? ql : AUTO_ROWS;
+    double t = baatt_config_scale(&r->cfg);
+    for (uint32_t s = 0; s < n; s++) {
+        uint64_t i = (uint64_t)s * ql / n;
+        double *row = p + (uint64_t)s * kl;
+        for (uint32_t j = 0; j < kl; j++) row[j] = t * dot(c->qd + i * d, c->kd + (uint64_t)j * d, d);
+        softmax(row, kl);
+    }
+    return n;
 }
 
 /* XAttention-style antidiagonal scoring with stride S (m->param), on the original order, as in
@@ -295,7 +321,7 @@ static baatt_status score_probe(head_ctx *c, const method *m, float *scores)
 /* The oracle: the true pooled map of the method's blocking (top-k of it maximises recall). */
 static baatt_status score_oracle(head_ctx *c, const method *m, float *scores)
 {
-    const double *p = c->pooled[m->blocking];
+    const double *p = c->pooled[m->blocking == BLK_AUTO ? c->auto_blk : m->blocking];
     for (uint64_t i = 0; i < (uint64_t)c->r->nq * c->r->nk; i++) scores[i] = (float)p[i];
     return BAATT_OK;
 }
@@ -310,6 +336,11 @@ static const method METHODS[] = {
     {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)"},
     {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking"},
     {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order"},
+    /* variants beyond the nine (not run by default) */
+    {"baatt_auto", BLK_AUTO, score_pooled, 1, 0,
+     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows"},
+    {"oracle_best", BLK_AUTO, score_oracle, 0, 0,
+     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)"},
 };
 #define N_METHODS (sizeof METHODS / sizeof METHODS[0])
 #define N_DEFAULT 9
@@ -424,6 +455,11 @@ static baatt_status head_setup(head_ctx *c, const run *r, uint32_t h)
     c->tmp = grab(c, sizeof(int32_t) * r->nk);
     c->masks = grab(c, (size_t)r->ns * r->nq * r->nk);
     c->slot_blk = grab(c, sizeof(int) * r->ns);
+    c->scores2 = grab(c, sizeof(float) * r->nq * r->nk);
+    c->order2 = grab(c, sizeof(int32_t) * r->nq * r->nk);
+    c->mass = grab(c, sizeof(double) * r->nk);
+    c->sample = r->need_sample ? grab(c, sizeof(double) * AUTO_ROWS * d->kv_len) : c->mass;
+    if (!c->scores2 || !c->order2 || !c->mass || !c->sample) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (!c->qd || !c->kd || !c->vd || !c->s || !c->sg || !c->od || !c->o || !c->scores || !c->order || !c->tmp ||
         !c->masks || !c->slot_blk)
         return BAATT_ERROR_OUT_OF_HOST_MEMORY;
@@ -586,24 +622,26 @@ static uint32_t threshold_count(const float *l, const int32_t *order, uint32_t n
     return m;
 }
 
-/* Scores and ranks every row of method m on this head: c->scores, c->order. */
-static baatt_status rank_method(head_ctx *c, const method *m)
+/* Scores method m on blocking b and ranks every row (ties: lower J first). */
+static baatt_status rank_on(head_ctx *c, const method *m, int b, float *scores, int32_t *order)
 {
     const run *r = c->r;
-    baatt_status s = m->score(c, m, c->scores);
+    c->auto_blk = b;
+    baatt_status s = m->score(c, m, scores);
     for (uint32_t I = 0; s == BAATT_OK && I < r->nq; I++)
-        argsort_desc(c->scores + (uint64_t)I * r->nk, r->nk, c->order + (uint64_t)I * r->nk, c->tmp);
+        argsort_desc(scores + (uint64_t)I * r->nk, r->nk, order + (uint64_t)I * r->nk, c->tmp);
     return s;
 }
 
-/* How many blocks row I keeps for (method m, target t); c->scores/order hold m's ranking. */
-static uint32_t row_keep(const head_ctx *c, const method *m, uint32_t t, uint32_t I)
+/* How many blocks row I keeps for (method m, target t), given m's scores and ranking. */
+static uint32_t row_keep(const head_ctx *c, const method *m, uint32_t t, uint32_t I, const float *scores,
+                         const int32_t *order)
 {
     const run *r = c->r;
     const eval_target *tg = &r->o->targets[t];
     if (tg->kind == EVAL_THRESHOLD && m->adaptive) {
-        uint32_t n = threshold_count(c->scores + (uint64_t)I * r->nk, c->order + (uint64_t)I * r->nk, r->nk, tg->value);
-        return baatt_config_clamp_blocks(&r->cfg, n);
+        uint64_t at = (uint64_t)I * r->nk;
+        return baatt_config_clamp_blocks(&r->cfg, threshold_count(scores + at, order + at, r->nk, tg->value));
     }
     return row_budget(r, t, c->h, I);
 }
@@ -615,24 +653,90 @@ static const uint8_t *external_mask(const run *r, const method *m, uint32_t t, u
     return r->o->ext_masks[t] + (uint64_t)h * r->nq * r->nk;
 }
 
-/* Masks of method index mi for every target, and their recall / size sums. */
-static baatt_status select_method(head_ctx *c, uint32_t mi)
+/* The mask of slot (method index mi, target t) on blocking b from m's scores and ranking. */
+static void fill_slot(head_ctx *c, uint32_t mi, uint32_t t, int b, const float *scores, const int32_t *order)
 {
     const run *r = c->r;
     const method *m = r->methods[mi];
     size_t nb = (size_t)r->nq * r->nk;
-    baatt_status s = rank_method(c, m);
-    for (uint32_t t = 0; s == BAATT_OK && t < r->nt; t++) {
-        uint32_t sl = mi * r->nt + t;
-        uint8_t *mask = c->masks + sl * nb;
-        const uint8_t *ext = external_mask(r, m, t, c->h);
-        c->slot_blk[sl] = ext ? BLK_EXTERNAL : m->blocking;
-        if (ext) memcpy(mask, ext, nb);
-        for (uint32_t I = 0; !ext && I < r->nq; I++) {
-            uint32_t keep = row_keep(c, m, t, I);
-            for (uint32_t p = 0; p < keep; p++) mask[(uint64_t)I * r->nk + c->order[(uint64_t)I * r->nk + p]] = 1;
-        }
+    uint32_t sl = mi * r->nt + t;
+    uint8_t *mask = c->masks + sl * nb;
+    const uint8_t *ext = external_mask(r, m, t, c->h);
+    c->slot_blk[sl] = ext ? BLK_EXTERNAL : b;
+    if (ext) {
+        memcpy(mask, ext, nb);
+        return;
     }
+    for (uint32_t I = 0; I < r->nq; I++) {
+        uint32_t keep = row_keep(c, m, t, I, scores, order);
+        for (uint32_t p = 0; p < keep; p++) mask[(uint64_t)I * r->nk + order[(uint64_t)I * r->nk + p]] = 1;
+    }
+}
+
+/* Recall that the ranking `order` on blocking b achieves at target t's per-row budgets, measured
+ * on the sampled exact rows: the true mass of the top blocks of each sampled row's query block. */
+static double sampled_recall(head_ctx *c, int b, const int32_t *order, uint32_t t, uint32_t n)
+{
+    const run *r = c->r;
+    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, nk = r->nk;
+    double total = 0;
+    for (uint32_t s = 0; s < n; s++) {
+        uint32_t I = c->qblk[b][(uint64_t)s * ql / n], keep = row_budget(r, t, c->h, I);
+        const double *row = c->sample + (uint64_t)s * kl;
+        memset(c->mass, 0, sizeof(double) * nk);
+        for (uint32_t j = 0; j < kl; j++) c->mass[c->kblk[b][j]] += row[j];
+        for (uint32_t k = 0; k < keep; k++) total += c->mass[order[(uint64_t)I * nk + k]];
+    }
+    return total / n;
+}
+
+/* The exact recall (all rows, from the pooled map) of ranking `order` on blocking b at target t. */
+static double pooled_recall(const head_ctx *c, int b, const int32_t *order, uint32_t t)
+{
+    const run *r = c->r;
+    double total = 0;
+    for (uint32_t I = 0; I < r->nq; I++) {
+        uint32_t keep = row_budget(r, t, c->h, I);
+        for (uint32_t k = 0; k < keep; k++)
+            total += c->pooled[b][(uint64_t)I * r->nk + order[(uint64_t)I * r->nk + k]];
+    }
+    return total;
+}
+
+/* A BLK_AUTO method (baatt_auto): scored and ranked on the norm-sorted and on the original order;
+ * for each target the head keeps the blocking whose selection recalls more of the sampled rows'
+ * exact attention at that target's budget (ties: original order; a threshold target is judged at
+ * its matched budget). Norm sorting pays where token norms predict attention and breaks positional
+ * structure where they do not (bench/results/accuracy.md), and which wins can depend on the
+ * sparsity; the choice costs AUTO_ROWS dense rows and a second estimate per head. (The estimated
+ * maps cannot make the choice: a sorted blocking's estimate looks more concentrated than its true
+ * map, and choosing by it kept sorting on real heads where it loses.) */
+static baatt_status select_auto(head_ctx *c, uint32_t mi)
+{
+    const run *r = c->r;
+    const method *m = r->methods[mi];
+    baatt_status s = rank_on(c, m, BLK_SORTED, c->scores, c->order);
+    if (s == BAATT_OK) s = rank_on(c, m, BLK_IDENTITY, c->scores2, c->order2);
+    if (s != BAATT_OK) return s;
+    int exact = m->score == score_oracle; /* oracle_best: the choice may use the true map */
+    uint32_t n = exact ? 0 : sample_rows(c, c->sample);
+    for (uint32_t t = 0; t < r->nt; t++) {
+        int sorted = exact ? pooled_recall(c, BLK_SORTED, c->order, t) > pooled_recall(c, BLK_IDENTITY, c->order2, t)
+                           : sampled_recall(c, BLK_SORTED, c->order, t, n) >
+                                 sampled_recall(c, BLK_IDENTITY, c->order2, t, n);
+        if (sorted) fill_slot(c, mi, t, BLK_SORTED, c->scores, c->order);
+        else fill_slot(c, mi, t, BLK_IDENTITY, c->scores2, c->order2);
+    }
+    return BAATT_OK;
+}
+
+/* Masks of method index mi for every target. */
+static baatt_status select_method(head_ctx *c, uint32_t mi)
+{
+    const method *m = c->r->methods[mi];
+    if (m->blocking == BLK_AUTO) return select_auto(c, mi);
+    baatt_status s = rank_on(c, m, m->blocking, c->scores, c->order);
+    for (uint32_t t = 0; s == BAATT_OK && t < c->r->nt; t++) fill_slot(c, mi, t, m->blocking, c->scores, c->order);
     return s;
 }
 
@@ -653,6 +757,7 @@ static void slot_sums(head_ctx *c)
                 a->sel_blocks += 1;
             }
         }
+        a->sorted = c->slot_blk[sl] != BLK_IDENTITY;
         a->all_tokens = (double)r->nq * r->cfg.kv_len;
         a->all_blocks = (double)nb;
     }
@@ -725,26 +830,23 @@ static void *worker(void *arg)
     }
 }
 
-/* Threshold targets: BA-Att's (each adaptive method's, the first one listed) achieved mean block
- * count over all heads sets the budget of every other method. */
+/* Threshold targets: BA-Att's ("baatt", SPEC) achieved mean block count over all heads sets the
+ * budget of every non-adaptive method. */
 static baatt_status match_thresholds(run *r)
 {
-    const method *ad = NULL;
-    for (uint32_t m = 0; m < r->nm && !ad; m++)
-        if (r->methods[m]->adaptive) ad = r->methods[m];
-    if (!ad) ad = find_method("baatt");
+    const method *ad = find_method("baatt");
     double *total = calloc(r->nt, sizeof(double));
     if (!total) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     baatt_status s = BAATT_OK;
     for (uint32_t h = 0; h < r->d->heads && s == BAATT_OK; h++) {
         head_ctx c;
         s = head_setup(&c, r, h);
-        if (s == BAATT_OK) s = rank_method(&c, ad);
+        if (s == BAATT_OK) s = rank_on(&c, ad, ad->blocking, c.scores, c.order);
         for (uint32_t t = 0; s == BAATT_OK && t < r->nt; t++) {
             if (r->o->targets[t].kind != EVAL_THRESHOLD) continue;
             const uint8_t *ext = external_mask(r, ad, t, h);
             for (uint64_t i = 0; ext && i < (uint64_t)r->nq * r->nk; i++) total[t] += ext[i];
-            for (uint32_t I = 0; !ext && I < r->nq; I++) total[t] += row_keep(&c, ad, t, I);
+            for (uint32_t I = 0; !ext && I < r->nq; I++) total[t] += row_keep(&c, ad, t, I, c.scores, c.order);
         }
         head_free(&c);
     }
@@ -798,7 +900,8 @@ static baatt_status run_init(run *r, const eval_data *d, const eval_options *o, 
     for (uint32_t m = 0; m < r->nm; m++) {
         if (!(r->methods[m] = find_method(names[m])))
             return fail_msg(msg, n, "unknown method '%s'", names[m]), BAATT_ERROR_INVALID_ARGUMENT;
-        r->need[r->methods[m]->blocking] = 1;
+        if (r->methods[m]->blocking == BLK_AUTO) r->need[BLK_IDENTITY] = r->need[BLK_SORTED] = r->need_sample = 1;
+        else r->need[r->methods[m]->blocking] = 1;
     }
     r->need[BLK_SORTED] = 1; /* threshold matching and the sorted-perm export use it */
     if (o->ext_masks && o->ext_perm_q && o->ext_perm_k) r->need[BLK_EXTERNAL] = 1;
@@ -823,6 +926,7 @@ static void reduce(const run *r, eval_record *rec)
             a.recall += x->recall, a.sel_tokens += x->sel_tokens, a.all_tokens += x->all_tokens;
             a.sel_blocks += x->sel_blocks, a.all_blocks += x->all_blocks;
             a.l1 += x->l1, a.l1d += x->l1d, a.l2 += x->l2, a.l2d += x->l2d, a.l2o += x->l2o, a.cross += x->cross;
+            a.sorted += x->sorted;
         }
         eval_record *e = &rec[sl];
         e->method = r->methods[sl / r->nt]->name;
@@ -830,6 +934,7 @@ static void reduce(const run *r, eval_record *rec)
         e->keep = a.sel_blocks / a.all_blocks;
         e->sparsity = 1 - a.sel_tokens / a.all_tokens;
         e->mass_recall = a.recall / ((double)r->d->heads * r->cfg.q_len);
+        e->sorted_heads = a.sorted / r->d->heads;
         e->rel_l1 = e->rel_l2 = e->cosine = NAN;
         if (!r->o->outputs) continue;
         e->rel_l1 = a.l1d > 0 ? a.l1 / a.l1d : 0;

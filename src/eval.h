@@ -70,6 +70,8 @@ typedef struct eval_record {
     double sparsity;        /* SPEC: 1 - selected key tokens / (q_blocks * kv_len), all heads */
     double mass_recall;     /* mean over query rows of the dense mass on the selected keys */
     double rel_l1, rel_l2, cosine; /* NAN when options.outputs == 0 */
+    double sorted_heads;    /* share of heads measured on a norm-sorted blocking (0 or 1 except
+                             * for per-head choices such as baatt_auto) */
 } eval_record;
 
 /* NULL-terminated lists: every method eval_run knows, and the ones it runs by default (the nine

@@ -32,7 +32,8 @@ static inline void baatt_store(void *p, baatt_dtype dt, uint64_t i, float v)
 enum { BAATT_DEBUG_QFEAT = 0, BAATT_DEBUG_KFEAT = 1, BAATT_DEBUG_LOGITS = 2 };
 baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes);
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows);
-/* Which attention kernel the plan uses: "nv-coopmat" (tensor cores) or "scalar" (portable). */
+/* Which attention kernel the plan uses: "nv-coopmat2" or "nv-coopmat" (tensor cores) or
+ * "scalar" (portable). */
 const char *baatt_plan_attention_path(const baatt_plan *p);
 
 #endif

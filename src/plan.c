@@ -32,6 +32,9 @@ struct baatt_plan {
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
+    int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp) */
+    baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
+    VkPipeline p_permute;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
     baatt_buffer tq, tk, tv, to, staging; /* run_host only, created on first use */
     VkDescriptorPool dpool;
@@ -71,9 +74,29 @@ static int choose_nvcm(baatt_plan *p)
     return 1;
 }
 
+/* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, the variants built in
+ * (they need glslang >= 15), 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles
+ * a query or key block), 128 invocations. */
+static int choose_cm2(baatt_plan *p)
+{
+    const baatt_context *ctx = p->ctx;
+    const char *variant = p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16";
+    if (p->cfg.dtype != BAATT_DTYPE_F16 || !(ctx->features & BAATT_FEATURE_COOPMAT2_NV)) return 0;
+    if (!baatt_shader_available(variant) || !baatt_shader_available("permute")) return 0;
+    uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
+    p->attn_cm2 = 1;
+    p->attn_br = t;
+    p->attn_bc = t;
+    /* Experiment knob (bench/NOTES.md): key-tile width for dense plans and 128-token blocks. */
+    const char *bc = getenv("BAATT_CM2_BC");
+    if (bc && atoi(bc) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_bc = 128;
+    p->attn_wg = 128;
+    return 1;
+}
+
 static baatt_status choose_attention_tiles(baatt_plan *p)
 {
-    if (choose_nvcm(p)) return BAATT_OK;
+    if (choose_cm2(p) || choose_nvcm(p)) return BAATT_OK;
     static const uint32_t tiles[][2] = {{32, 32}, {16, 32}, {16, 16}};
     uint32_t d = p->cfg.head_dim, shmem = p->ctx->info.max_shared_memory;
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
@@ -187,6 +210,13 @@ static baatt_status create_scratch(baatt_plan *p)
     BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
     BAATT_TRY(scratch(p, &p->logits, sparse ? 4ull * p->chunk_heads * p->chunk_rows * b->nk : 4, "block logits"));
     BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * p->bh * b->nq * b->words : 4, "selection mask"));
+    int sorted = sparse && p->attn_cm2;
+    uint64_t es = baatt_dtype_size(p->cfg.dtype);
+    uint64_t qbytes = es * p->bh * b->q_len * b->head_dim, kbytes = es * p->bhkv * b->kv_len * b->head_dim;
+    BAATT_TRY(scratch(p, &p->qs, sorted ? qbytes : 16, "sorted Q"));
+    BAATT_TRY(scratch(p, &p->ks, sorted ? kbytes : 16, "sorted K"));
+    BAATT_TRY(scratch(p, &p->vs, sorted ? kbytes : 16, "sorted V"));
+    BAATT_TRY(scratch(p, &p->os, sorted ? qbytes : 16, "sorted O"));
     return scratch(p, &p->counts, sparse ? 4ull * p->bh * b->nq : 4, "selection counts");
 }
 
@@ -196,7 +226,13 @@ static baatt_status create_pipelines(baatt_plan *p)
     const char *io = p->cfg.dtype == BAATT_DTYPE_F16 ? "f16" : "f32";
     char name[48];
     uint32_t d = p->cfg.head_dim;
-    if (p->attn_nvcm) {
+    if (p->attn_cm2) {
+        uint32_t cm[4] = {p->attn_wg, d, p->attn_br, p->attn_bc};
+        uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
+        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 4,
+                                     &p->p_attn));
+        if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
+    } else if (p->attn_nvcm) {
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};
         BAATT_TRY(baatt_pipeline_get(ctx, "attention_nvcm_f16", cm, 6, &p->p_attn));
     } else {
@@ -266,7 +302,7 @@ void baatt_plan_destroy(baatt_plan *p)
     if (!p) return;
     baatt_context *ctx = p->ctx;
     baatt_buffer *bufs[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask,
-                            &p->counts, &p->tq, &p->tk, &p->tv, &p->to, &p->staging};
+                            &p->counts, &p->qs, &p->ks, &p->vs, &p->os, &p->tq, &p->tk, &p->tv, &p->to, &p->staging};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) baatt_buffer_destroy(ctx, bufs[i]);
     if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
@@ -276,7 +312,8 @@ void baatt_plan_destroy(baatt_plan *p)
 uint64_t baatt_plan_scratch_bytes(const baatt_plan *p)
 {
     if (!p) return 0;
-    const baatt_buffer *b[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts};
+    const baatt_buffer *b[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
+                               &p->qs, &p->ks, &p->vs, &p->os};
     uint64_t n = 0;
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) n += b[i]->size;
     return n;
@@ -372,6 +409,37 @@ static void record_score_select(rec *r)
     }
 }
 
+/* Row gather (which 0: Q, 1: K and V) or scatter (2: O) through the permutations. */
+static void record_permute(rec *r, uint32_t which)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    pc.which = which;
+    uint32_t rv = pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
+    uint32_t len = which == 1 ? pc.kv_len : pc.q_len, heads = which == 1 ? p->bhkv : p->bh;
+    dispatch(r, p->p_permute, &pc, (len * rv + 255) / 256, heads, 1);
+}
+
+/* The attention stage; the cooperative-matrix-2 sparse path reads norm-sorted copies of Q, K, V
+ * (contiguous key blocks for its tensor loads) and scatters its sorted output back. */
+static void record_attention(rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    int sorted = p->attn_cm2 && !p->cfg.dense;
+    if (sorted) {
+        record_permute(r, 0);
+        record_permute(r, 1);
+        barrier(r);
+    }
+    dispatch(r, p->p_attn, &pc, (pc.q_len + p->attn_br - 1) / p->attn_br, p->bh, 1);
+    barrier(r);
+    if (sorted) {
+        record_permute(r, 2);
+        barrier(r);
+    }
+}
+
 static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
 {
     const baatt_config *c = &p->cfg;
@@ -379,8 +447,9 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     VkDeviceSize qn = es * p->bh * c->q_len * c->head_dim, kn = es * p->bhkv * c->kv_len * c->head_dim;
     const baatt_device_tensor *ten[4] = {&t->q, &t->k, &t->v, &t->o};
     VkDeviceSize tsz[4] = {qn, kn, kn, qn};
-    baatt_buffer *own[BIND_COUNT] = {NULL, NULL, NULL, NULL, &p->perm_q, &p->perm_k, &p->keys, &p->qfeat,
-                                     &p->kfeat, &p->logits, &p->mask, &p->counts};
+    baatt_buffer *own[BIND_COUNT] = {NULL,     NULL,      NULL,      NULL,    &p->perm_q, &p->perm_k,
+                                     &p->keys, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
+                                     &p->qs,   &p->ks,    &p->vs,    &p->os};
     VkDescriptorBufferInfo bi[BIND_COUNT];
     VkWriteDescriptorSet w[BIND_COUNT];
     for (uint32_t i = 0; i < BIND_COUNT; i++) {
@@ -412,9 +481,7 @@ static void record_stages(rec *r)
         mark(r, BAATT_STAGE_STATS);
         record_score_select(r);
     }
-    baatt_push pc = p->base;
-    dispatch(r, p->p_attn, &pc, (pc.q_len + p->attn_br - 1) / p->attn_br, p->bh, 1);
-    barrier(r);
+    record_attention(r);
     mark(r, BAATT_STAGE_ATTEND);
 }
 
@@ -621,7 +688,7 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
 
 const char *baatt_plan_attention_path(const baatt_plan *p)
 {
-    return p->attn_nvcm ? "nv-coopmat" : "scalar";
+    return p->attn_cm2 ? "nv-coopmat2" : p->attn_nvcm ? "nv-coopmat" : "scalar";
 }
 
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows)

@@ -14,6 +14,7 @@ enum {
     BIND_Q = 0, BIND_K, BIND_V, BIND_O,
     BIND_PERM_Q, BIND_PERM_K, BIND_KEYS, BIND_QFEAT, BIND_KFEAT,
     BIND_LOGITS, BIND_MASK, BIND_COUNTS,
+    BIND_QS, BIND_KS, BIND_VS, BIND_OS,   /* norm-sorted copies (cooperative-matrix-2 sparse path) */
     BIND_COUNT
 };
 #define BAATT_PUSH_BYTES 128

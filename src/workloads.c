@@ -8,8 +8,10 @@
  *    b*u get a logit t*a*b*d = a*b*sqrt(d) from it (8ab at d = 64) and unrelated directions add
  *    only O(ab) noise;
  *  - every token carries N(0, I) noise ("content" nobody else shares);
- *  - structured workloads multiply each token by a norm jitter exp(0.25 z), z ~ N(0, 1): real
- *    Q/K norms vary from token to token, and it is what norm sorting keys on (iid does not);
+ *  - structured workloads multiply each token by a norm jitter exp(sigma z), z ~ N(0, 1), sigma =
+ *    eval_workload_params.jitter (default 0.25): real Q/K norms vary from token to token, and it is
+ *    what norm sorting keys on. It also concentrates attention on the high-norm keys, which favours
+ *    sorted blockings: the report shows every workload with sigma = 0 as well (iid has none);
  *  - V is N(0, I) everywhere (the output metrics then weigh every key alike).
  * The parameter values below are the documented defaults; `baatt eval --help` prints
  * eval_workload_help(), which must be kept in step with them. */
@@ -22,7 +24,6 @@
 
 #include "internal.h"
 
-#define JITTER 0.25          /* token norm jitter: x *= exp(JITTER * z) */
 #define CLUSTERS 16          /* clustered: centroids per head */
 #define CLUSTER_A 0.75       /* clustered: centroid weight (same-cluster logit ~ 0.56 sqrt(d)) */
 #define NEEDLES 8            /* needles: strong keys per head */
@@ -44,7 +45,7 @@ static const double SEG_SCALE[SEGMENTS] = {0.7, 1.0, 1.3, 1.6}; /* shift: norm s
 static const char HELP[] =
     "workloads (Q, K, V of shape [heads, n, d]; V ~ N(0, I) in all; 'direction' = N(0, I) rescaled\n"
     "to norm sqrt(d), so a*u against b*u adds a*b*sqrt(d) to the logit; every structured token also\n"
-    "gets N(0, I) noise and a norm jitter exp(0.25 z)):\n"
+    "gets N(0, I) noise and a norm jitter exp(sigma z), sigma = --jitter, default 0.25):\n"
     "  iid            q, k ~ N(0, I): diffuse attention, no structure to find\n"
     "  clustered      16 centroids per head; each token takes a random one (scattered over positions):\n"
     "                 x = 0.75 c + noise; a query attends to its cluster's keys wherever they are\n"
@@ -111,6 +112,7 @@ static uint32_t below(rng *r, uint32_t n) { return (uint32_t)((next(r) >> 33) % 
 typedef struct head_io {
     uint32_t n, d;
     float *q, *k, *v, *dirs;
+    double jitter;
 } head_io;
 
 static void direction(rng *r, uint32_t d, float *u)
@@ -124,7 +126,9 @@ static void direction(rng *r, uint32_t d, float *u)
     for (uint32_t a = 0; a < d; a++) u[a] = (float)(u[a] * f);
 }
 
-static double jitter(rng *r) { return exp(JITTER * gauss(r)); }
+/* The norm jitter factor of one token. The normal is drawn even when sigma = 0 so that the other
+ * random draws (and hence the structure) do not change with sigma. */
+static double jitter(rng *r, const head_io *h) { return exp(h->jitter * gauss(r)); }
 
 /* x = scale * (noise + a1 u1 + a2 u2); either direction may be NULL. */
 static void token(rng *r, uint32_t d, float *x, double scale, const float *u1, double a1,
@@ -190,10 +194,11 @@ static void gen_clustered(rng *r, head_io *h, uint32_t head)
     uint32_t d = h->d;
     float *c = h->dirs;
     for (uint32_t m = 0; m < CLUSTERS; m++) direction(r, d, c + m * d);
-    for (uint32_t i = 0; i < h->n; i++)
-        token(r, d, h->q + (uint64_t)i * d, jitter(r), c + below(r, CLUSTERS) * d, CLUSTER_A, NULL, 0);
-    for (uint32_t j = 0; j < h->n; j++)
-        token(r, d, h->k + (uint64_t)j * d, jitter(r), c + below(r, CLUSTERS) * d, CLUSTER_A, NULL, 0);
+    for (uint32_t i = 0; i < 2 * h->n; i++) { /* queries, then keys */
+        float *x = i < h->n ? h->q + (uint64_t)i * d : h->k + (uint64_t)(i - h->n) * d;
+        const float *cm = c + below(r, CLUSTERS) * d; /* separate statements: argument order is unspecified */
+        token(r, d, x, jitter(r, h), cm, CLUSTER_A, NULL, 0);
+    }
 }
 
 /* Adds needle components to q and k as generated so far: NEEDLES keys at random positions get
@@ -205,7 +210,7 @@ static void add_needles(rng *r, head_io *h)
     for (uint32_t i = 0; i < m; i++) direction(r, d, u + i * d);
     distinct_positions(r, h->n, m, pos);
     for (uint32_t i = 0; i < m; i++)
-        token(r, d, h->k + (uint64_t)pos[i] * d, jitter(r), u + i * d, NEEDLE_G, NULL, 0);
+        token(r, d, h->k + (uint64_t)pos[i] * d, jitter(r, h), u + i * d, NEEDLE_G, NULL, 0);
     for (uint32_t i = 0; i < h->n; i++) {
         if (unif(r) >= NEEDLE_P) continue;
         const float *n = u + below(r, m) * d;
@@ -216,8 +221,8 @@ static void add_needles(rng *r, head_io *h)
 static void gen_needles(rng *r, head_io *h, uint32_t head)
 {
     (void)head;
-    for (uint32_t i = 0; i < h->n; i++) token(r, h->d, h->q + (uint64_t)i * h->d, jitter(r), NULL, 0, NULL, 0);
-    for (uint32_t j = 0; j < h->n; j++) token(r, h->d, h->k + (uint64_t)j * h->d, jitter(r), NULL, 0, NULL, 0);
+    for (uint32_t i = 0; i < h->n; i++) token(r, h->d, h->q + (uint64_t)i * h->d, jitter(r, h), NULL, 0, NULL, 0);
+    for (uint32_t j = 0; j < h->n; j++) token(r, h->d, h->k + (uint64_t)j * h->d, jitter(r, h), NULL, 0, NULL, 0);
     add_needles(r, h);
 }
 
@@ -230,11 +235,11 @@ static void gen_rotary(rng *r, head_io *h, uint32_t head)
     float *c = h->dirs;
     direction(r, d, c);
     for (uint32_t i = 0; i < h->n; i++) {
-        token(r, d, h->q + (uint64_t)i * d, jitter(r), c, ROPE_A, NULL, 0);
+        token(r, d, h->q + (uint64_t)i * d, jitter(r, h), c, ROPE_A, NULL, 0);
         rope(h->q + (uint64_t)i * d, d, i);
     }
     for (uint32_t j = 0; j < h->n; j++) {
-        token(r, d, h->k + (uint64_t)j * d, jitter(r), c, ROPE_A, NULL, 0);
+        token(r, d, h->k + (uint64_t)j * d, jitter(r, h), c, ROPE_A, NULL, 0);
         rope(h->k + (uint64_t)j * d, d, j);
     }
 }
@@ -253,11 +258,11 @@ static void gen_sinks(rng *r, head_io *h, uint32_t head)
     uint32_t d = h->d, m = h->n - 1 < STRIPES ? h->n - 1 : STRIPES, pos[STRIPES];
     float *u = h->dirs;
     direction(r, d, u);
-    for (uint32_t i = 0; i < h->n; i++) token(r, d, h->q + (uint64_t)i * d, jitter(r), u, SINK_B, NULL, 0);
-    for (uint32_t j = 0; j < h->n; j++) token(r, d, h->k + (uint64_t)j * d, jitter(r), NULL, 0, NULL, 0);
-    token(r, d, h->k, jitter(r), u, SINK_G, NULL, 0);
+    for (uint32_t i = 0; i < h->n; i++) token(r, d, h->q + (uint64_t)i * d, jitter(r, h), u, SINK_B, NULL, 0);
+    for (uint32_t j = 0; j < h->n; j++) token(r, d, h->k + (uint64_t)j * d, jitter(r, h), NULL, 0, NULL, 0);
+    token(r, d, h->k, jitter(r, h), u, SINK_G, NULL, 0);
     distinct_positions(r, h->n - 1, m, pos); /* stripes avoid the sink */
-    for (uint32_t i = 0; i < m; i++) token(r, d, h->k + (uint64_t)(pos[i] + 1) * d, jitter(r), u, STRIPE_G, NULL, 0);
+    for (uint32_t i = 0; i < m; i++) token(r, d, h->k + (uint64_t)(pos[i] + 1) * d, jitter(r, h), u, STRIPE_G, NULL, 0);
 }
 
 /* Contiguous segments (think text / image / text / image): each has its own mean direction,
@@ -274,7 +279,7 @@ static void gen_shift(rng *r, head_io *h, uint32_t head)
         for (uint32_t i = 0; i < h->n; i++) {
             uint32_t s = (uint32_t)((uint64_t)i * SEGMENTS / h->n);
             const float *cm = c + (s * SEG_CLUSTERS + below(r, SEG_CLUSTERS)) * d;
-            token(r, d, x + (uint64_t)i * d, SEG_SCALE[s] * jitter(r), mean + s * d, SEG_MEAN, cm, SEG_A);
+            token(r, d, x + (uint64_t)i * d, SEG_SCALE[s] * jitter(r, h), mean + s * d, SEG_MEAN, cm, SEG_A);
         }
     }
 }
@@ -331,6 +336,7 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
     while (w < N_WORKLOADS && strcmp(WORKLOADS[w].name, name)) w++;
     if (w == N_WORKLOADS || !p || !out) return BAATT_ERROR_INVALID_ARGUMENT;
     if (!p->heads || p->len < 2 || (p->head_dim != 64 && p->head_dim != 128)) return BAATT_ERROR_BAD_SHAPE;
+    if (!(p->jitter >= 0 && p->jitter <= 4)) return BAATT_ERROR_INVALID_ARGUMENT;
     baatt_status s = data_alloc(out, p->heads, p->len, p->len, p->head_dim);
     float *dirs = s == BAATT_OK ? malloc(sizeof(float) * SCRATCH_DIRS * p->head_dim) : NULL;
     if (!dirs) {
@@ -341,7 +347,7 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
         uint64_t n = (uint64_t)p->len * p->head_dim;
         rng r = {splitmix64(p->seed ^ splitmix64((w + 1) * 0x100000001ull + h))};
         if (!r.s) r.s = 1;
-        head_io io = {p->len, p->head_dim, out->q + h * n, out->k + h * n, out->v + h * n, dirs};
+        head_io io = {p->len, p->head_dim, out->q + h * n, out->k + h * n, out->v + h * n, dirs, p->jitter};
         WORKLOADS[w].gen(&r, &io, h);
         fill_gauss(&r, io.v, n);
     }

@@ -23,7 +23,10 @@ void eval_data_free(eval_data *d);
 typedef struct eval_workload_params {
     uint32_t heads, len, head_dim; /* head_dim 64 or 128 */
     uint64_t seed;
+    float jitter; /* token norm jitter sigma (x *= exp(jitter z)) of the structured workloads;
+                   * EVAL_DEFAULT_JITTER is the documented default, 0 turns it off */
 } eval_workload_params;
+#define EVAL_DEFAULT_JITTER 0.25f
 
 /* NULL-terminated list of workload names ("iid", "clustered", ...). */
 const char *const *eval_workload_names(void);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "internal.h"
 
 typedef struct opts {
     const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
@@ -147,7 +148,7 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
     return ok;
 }
 
-static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st)
+static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st, const char *kernel)
 {
     const baatt_config *g = &o->cfg;
     char line[900];
@@ -156,7 +157,7 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         printf("device: %s\n", line);
         printf("%s: batch %u, heads %u/%u, q_len %u, kv_len %u, head_dim %u, %s\n", g->dense ? "dense" : "BA-Att",
                g->batch, g->heads, g->kv_heads, g->q_len, g->kv_len, g->head_dim, baatt_dtype_name(g->dtype));
-        printf("GPU time: %.3f ms", st->gpu_ms);
+        printf("GPU time: %.3f ms (attention kernel: %s)", st->gpu_ms, kernel);
         if (!g->dense) {
             printf(" (");
             for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
@@ -170,9 +171,9 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
     printf(", \"driver\": ");
     cli_json_string(stdout, dev->driver_info);
     printf(", \"method\": \"%s\", \"batch\": %u, \"heads\": %u, \"kv_heads\": %u, \"q_len\": %u, \"kv_len\": %u, "
-           "\"head_dim\": %u, \"dtype\": \"%s\", \"gpu_ms\": %.6f",
+           "\"head_dim\": %u, \"dtype\": \"%s\", \"kernel\": \"%s\", \"gpu_ms\": %.6f",
            g->dense ? "dense" : "baatt", g->batch, g->heads, g->kv_heads, g->q_len, g->kv_len, g->head_dim,
-           baatt_dtype_name(g->dtype), st->gpu_ms);
+           baatt_dtype_name(g->dtype), kernel, st->gpu_ms);
     if (!g->dense) {
         printf(", \"block\": %u, \"sort\": %s, \"covariance\": %s, ", g->block_size, g->norm_sort ? "true" : "false",
                g->covariance ? "true" : "false");
@@ -213,7 +214,7 @@ int cmd_attention(int argc, char **argv)
     if (!write_outputs(&o, plan, &q, out)) goto done;
     baatt_device_info dev;
     baatt_context_device_info(ctx, &dev);
-    report(&o, &dev, &st);
+    report(&o, &dev, &st, baatt_plan_attention_path(plan));
     rc = 0;
 done:
     free(out);

@@ -521,6 +521,15 @@ static double check_head0(bench *b, const baatt_config *g, const inputs *in, con
     return err;
 }
 
+/* Fills O with all-ones bits (NaN in f32 and f16) so that the check sees any element left unwritten. */
+static baatt_status poison(baatt_context *ctx, const baatt_buffer *o)
+{
+    VkCommandBuffer cmd;
+    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    ctx->vk.vkCmdFillBuffer(cmd, o->buffer, 0, VK_WHOLE_SIZE, 0xffffffffu);
+    return baatt_cmd_submit_wait(ctx, cmd);
+}
+
 /* One more run on set 0, then the mask export and/or the check it feeds. */
 static baatt_status after_timing(bench *b, baatt_plan *plan, const inputs *in, bresult *r)
 {
@@ -528,6 +537,7 @@ static baatt_status after_timing(bench *b, baatt_plan *plan, const inputs *in, b
     int want_mask = b->o.mask_dir && !g->dense, want_check = b->o.check && g->q_len <= CHECK_MAX_N;
     if (!want_mask && !want_check) return BAATT_OK;
     baatt_run_stats st;
+    if (want_check) BAATT_TRY(poison(b->ctx, &in->o));
     BAATT_TRY(run_once(b, plan, in, 0, &st));
     selection sel = {0};
     baatt_status s = g->dense ? BAATT_OK : selection_read(plan, g, &sel);

@@ -1,0 +1,394 @@
+/* The accuracy evaluator (src/eval.c) and its workloads (src/workloads.c): generators are
+ * deterministic and shaped right; every method's masks hold the requested block counts; BA-Att's
+ * selection is the library reference's; the one-pass metrics equal baatt_reference_metrics on
+ * baatt_reference_sparse_attention's output; the oracle bounds every method on its blocking. */
+#include "helpers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval.h"
+#include "internal.h"
+#include "workloads.h"
+
+#define NM 9 /* the default methods */
+
+static eval_workload_params params(uint32_t heads, uint32_t len, uint64_t seed)
+{
+    eval_workload_params p = {heads, len, 64, seed, EVAL_DEFAULT_JITTER};
+    return p;
+}
+
+static eval_data make(const char *name, uint32_t heads, uint32_t len, uint64_t seed)
+{
+    eval_data d;
+    eval_workload_params p = params(heads, len, seed);
+    assert_int_equal(eval_workload_make(name, &p, &d), BAATT_OK);
+    return d;
+}
+
+static size_t qn(const eval_data *d) { return (size_t)d->heads * d->q_len * d->head_dim; }
+static size_t kn(const eval_data *d) { return (size_t)d->heads * d->kv_len * d->head_dim; }
+
+/* The single-config view of d that the reference functions take. */
+static baatt_config cfg_of(const eval_data *d, uint32_t block)
+{
+    baatt_config c = baatt_config_default();
+    c.heads = c.kv_heads = d->heads;
+    c.q_len = d->q_len;
+    c.kv_len = d->kv_len;
+    c.head_dim = d->head_dim;
+    c.scale = d->scale;
+    c.block_size = block;
+    return c;
+}
+
+/* Runs eval with the default methods, capturing every mask and the sorted permutations. */
+typedef struct captured {
+    eval_record *rec;
+    uint32_t n, nb;
+    uint8_t *masks[NM * 8];
+    int32_t *pq, *pk;
+} captured;
+
+static captured run_capture(const eval_data *d, uint32_t block, const eval_target *t, uint32_t nt, uint32_t threads)
+{
+    captured c = {0};
+    baatt_config cfg = cfg_of(d, block);
+    c.nb = d->heads * baatt_config_q_blocks(&cfg) * baatt_config_k_blocks(&cfg);
+    assert_true(nt <= 8);
+    for (uint32_t i = 0; i < NM * nt; i++) assert_non_null(c.masks[i] = calloc(c.nb, 1));
+    assert_non_null(c.pq = malloc(sizeof(int32_t) * d->heads * d->q_len));
+    assert_non_null(c.pk = malloc(sizeof(int32_t) * d->heads * d->kv_len));
+    eval_options o = {0};
+    o.block_size = block;
+    o.targets = t;
+    o.n_targets = nt;
+    o.outputs = 1;
+    o.threads = threads;
+    o.mask_out = c.masks;
+    o.sorted_perm_q_out = c.pq;
+    o.sorted_perm_k_out = c.pk;
+    char msg[256];
+    assert_int_equal(eval_run(d, &o, &c.rec, &c.n, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(c.n, NM * nt);
+    return c;
+}
+
+static void captured_free(captured *c)
+{
+    free(c->rec);
+    for (int i = 0; i < NM * 8; i++) free(c->masks[i]);
+    free(c->pq);
+    free(c->pk);
+}
+
+static int method_index(const char *name)
+{
+    const char *const *m = eval_default_methods();
+    for (int i = 0; m[i]; i++)
+        if (!strcmp(m[i], name)) return i;
+    fail_msg("no method %s", name);
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Workloads.
+ * ------------------------------------------------------------------------------------------- */
+
+static void test_workloads_deterministic(void **state)
+{
+    (void)state;
+    for (const char *const *w = eval_workload_names(); *w; w++) {
+        eval_data a = make(*w, 2, 300, 7), b = make(*w, 2, 300, 7), c = make(*w, 2, 300, 8);
+        assert_int_equal(a.heads, 2);
+        assert_int_equal(a.q_len, 300);
+        assert_int_equal(a.kv_len, 300);
+        assert_int_equal(a.head_dim, 64);
+        assert_memory_equal(a.q, b.q, qn(&a) * sizeof(float));
+        assert_memory_equal(a.k, b.k, kn(&a) * sizeof(float));
+        assert_memory_equal(a.v, b.v, kn(&a) * sizeof(float));
+        assert_true(memcmp(a.q, c.q, qn(&a) * sizeof(float)) || memcmp(a.k, c.k, kn(&a) * sizeof(float)));
+        for (size_t i = 0; i < qn(&a); i++) assert_true(isfinite(a.q[i]) && isfinite(a.k[i]) && isfinite(a.v[i]));
+        eval_data_free(&a);
+        eval_data_free(&b);
+        eval_data_free(&c);
+    }
+}
+
+/* A head does not change with the head count (each head has its own stream). */
+static void test_workloads_head_stable(void **state)
+{
+    (void)state;
+    eval_data one = make("mixture", 1, 256, 3), three = make("mixture", 3, 256, 3);
+    assert_memory_equal(one.q, three.q, qn(&one) * sizeof(float));
+    assert_memory_equal(one.k, three.k, kn(&one) * sizeof(float));
+    eval_data_free(&one);
+    eval_data_free(&three);
+}
+
+static void test_workloads_bad_arguments(void **state)
+{
+    (void)state;
+    eval_data d;
+    eval_workload_params p = params(2, 256, 1);
+    assert_int_equal(eval_workload_make("nope", &p, &d), BAATT_ERROR_INVALID_ARGUMENT);
+    p.head_dim = 32;
+    assert_int_equal(eval_workload_make("iid", &p, &d), BAATT_ERROR_BAD_SHAPE);
+    p = params(0, 256, 1);
+    assert_int_equal(eval_workload_make("iid", &p, &d), BAATT_ERROR_BAD_SHAPE);
+}
+
+/* The structure each workload promises shows in its attention: a needle or sink key draws far
+ * more than the uniform 1/N share. */
+static void test_workloads_structure(void **state)
+{
+    (void)state;
+    eval_data d = make("sinks", 1, 512, 5);
+    double t = 1 / 8.0, *p = malloc(sizeof(double) * 512), col0 = 0;
+    assert_non_null(p);
+    for (uint32_t i = 0; i < 512; i++) {
+        double mx = -INFINITY, sum = 0;
+        for (uint32_t j = 0; j < 512; j++) {
+            double s = 0;
+            for (uint32_t a = 0; a < 64; a++) s += (double)d.q[i * 64 + a] * d.k[j * 64 + a];
+            p[j] = t * s;
+            mx = fmax(mx, p[j]);
+        }
+        for (uint32_t j = 0; j < 512; j++) sum += p[j] = exp(p[j] - mx);
+        col0 += p[0] / sum / 512;
+    }
+    assert_true(col0 > 0.05); /* the sink at position 0 holds > 25x its uniform share */
+    free(p);
+    eval_data_free(&d);
+}
+
+/* .npy input: d = 32 in fp16 is zero-padded to 64 with scale 1/sqrt(32); GQA is expanded. */
+static void test_npy_load_pad(void **state)
+{
+    (void)state;
+    char pq[512], pk[512], pv[512], msg[256];
+    uint64_t sq[3] = {4, 10, 32}, sk[3] = {2, 12, 32};
+    uint16_t *q = malloc(2 * 4 * 10 * 32), *k = malloc(2 * 2 * 12 * 32);
+    assert_true(q && k);
+    for (int i = 0; i < 4 * 10 * 32; i++) q[i] = baatt_f32_to_f16((float)(i % 7) - 3);
+    for (int i = 0; i < 2 * 12 * 32; i++) k[i] = baatt_f32_to_f16((float)(i % 5) * 0.5f);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pq, sizeof pq, "eq.npy"), BAATT_NPY_F16, 3, sq, q, msg, sizeof msg), 0);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pk, sizeof pk, "ek.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg), 0);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pv, sizeof pv, "ev.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg), 0);
+    eval_data d;
+    assert_int_equal(eval_data_load(pq, pk, pv, 0, &d, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(d.heads, 4);
+    assert_int_equal(d.q_len, 10);
+    assert_int_equal(d.kv_len, 12);
+    assert_int_equal(d.head_dim, 64);
+    assert_float_equal(d.scale, 1 / sqrt(32.0), 1e-7);
+    for (uint32_t h = 0; h < 4; h++)
+        for (uint32_t i = 0; i < 12; i++)
+            for (uint32_t a = 0; a < 64; a++) {
+                float want = a < 32 ? baatt_f16_to_f32(k[((h / 2) * 12 + i) * 32 + a]) : 0;
+                assert_float_equal(d.k[(h * 12 + i) * 64 + a], want, 0);
+                if (i < 10) assert_float_equal(d.q[(h * 10 + i) * 64 + a], a < 32 ? baatt_f16_to_f32(q[(h * 10 + i) * 32 + a]) : 0, 0);
+            }
+    eval_data_free(&d);
+    assert_int_not_equal(eval_data_load(pq, pq, pv, 0, &d, msg, sizeof msg), BAATT_OK); /* k and v differ */
+    remove(pq);
+    remove(pk);
+    remove(pv);
+    free(q);
+    free(k);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Selection.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Per-row counts: keep targets give SPEC's ceil count in every row; sparsity targets floor or
+ * ceil of the mean with the exact total; threshold targets match BA-Att's threshold total. */
+static void test_mask_counts(void **state)
+{
+    (void)state;
+    eval_data d = make("clustered", 2, 640, 11); /* nk = 10 */
+    eval_target t[4] = {{EVAL_KEEP, 0.33}, {EVAL_SPARSITY, 0.5}, {EVAL_SPARSITY, 0.87}, {EVAL_THRESHOLD, 0.9}};
+    captured c = run_capture(&d, 64, t, 4, 1);
+    uint32_t nk = 10, rows = c.nb / nk;
+    size_t thr_total = 0;
+    for (uint32_t i = 0; i < c.nb; i++) thr_total += c.masks[method_index("baatt") * 4 + 3][i];
+    for (int m = 0; m < NM; m++) {
+        size_t total[4] = {0};
+        for (uint32_t r = 0; r < rows; r++) {
+            uint32_t cnt[4] = {0};
+            for (int k = 0; k < 4; k++)
+                for (uint32_t j = 0; j < nk; j++) cnt[k] += c.masks[m * 4 + k][r * nk + j];
+            assert_int_equal(cnt[0], 4);                /* ceil(0.33 * 10) */
+            assert_int_equal(cnt[1], 5);
+            assert_true(cnt[2] == 1 || cnt[2] == 2);    /* mean 1.3 */
+            assert_true(cnt[3] >= 1 && cnt[3] <= nk);
+            for (int k = 0; k < 4; k++) total[k] += cnt[k];
+        }
+        assert_int_equal(total[2], (size_t)floor(rows * 1.3 + 1e-9));
+        if (m != method_index("baatt")) assert_true(fabs((double)total[3] - (double)thr_total) <= 1.0);
+        assert_float_equal(c.rec[m * 4 + 1].sparsity, 0.5, 1e-12);
+    }
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
+/* "baatt" is the library's reference pipeline: same permutations, same keep-ratio mask, same
+ * threshold mask. */
+static void test_baatt_is_reference(void **state)
+{
+    (void)state;
+    eval_data d = make("needles", 2, 512, 12);
+    eval_target t[2] = {{EVAL_KEEP, 0.5}, {EVAL_THRESHOLD, 0.8}};
+    captured c = run_capture(&d, 64, t, 2, 2);
+    baatt_config cfg = cfg_of(&d, 64);
+    uint8_t *mask = malloc(c.nb);
+    int32_t *pq = malloc(sizeof(int32_t) * d.heads * d.q_len), *pk = malloc(sizeof(int32_t) * d.heads * d.kv_len);
+    float *o = malloc(sizeof(float) * qn(&d));
+    assert_true(mask && pq && pk && o);
+    for (int k = 0; k < 2; k++) {
+        if (k == 1) {
+            cfg.select_mode = BAATT_SELECT_MASS_THRESHOLD;
+            cfg.mass_threshold = 0.8f;
+        }
+        assert_int_equal(baatt_reference_baatt(&cfg, d.q, d.k, d.v, o, mask, pq, pk), BAATT_OK);
+        assert_memory_equal(pq, c.pq, sizeof(int32_t) * d.heads * d.q_len);
+        assert_memory_equal(pk, c.pk, sizeof(int32_t) * d.heads * d.kv_len);
+        assert_memory_equal(mask, c.masks[method_index("baatt") * 2 + k], c.nb);
+    }
+    free(mask);
+    free(pq);
+    free(pk);
+    free(o);
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
+/* The one-pass metrics equal baatt_reference_metrics on baatt_reference_sparse_attention's output,
+ * for a sorted method, an unsorted one and a fractional budget. */
+static void test_metrics_match_reference(void **state)
+{
+    (void)state;
+    eval_data d = make("mixture", 2, 400, 13); /* partial last block: 400 = 6 * 64 + 16 */
+    eval_target t[2] = {{EVAL_SPARSITY, 0.6}, {EVAL_KEEP, 0.25}};
+    captured c = run_capture(&d, 64, t, 2, 1);
+    baatt_config cfg = cfg_of(&d, 64);
+    float *o = malloc(sizeof(float) * qn(&d)), *od = malloc(sizeof(float) * qn(&d));
+    int32_t *id_q = malloc(sizeof(int32_t) * d.heads * d.q_len), *id_k = malloc(sizeof(int32_t) * d.heads * d.kv_len);
+    assert_true(o && od && id_q && id_k);
+    for (uint32_t i = 0; i < d.heads * d.q_len; i++) id_q[i] = (int32_t)(i % d.q_len);
+    for (uint32_t i = 0; i < d.heads * d.kv_len; i++) id_k[i] = (int32_t)(i % d.kv_len);
+    assert_int_equal(baatt_reference_attention(&cfg, d.q, d.k, d.v, od), BAATT_OK);
+    const char *names[] = {"baatt", "meanpool", "probe", "oracle"};
+    for (int n = 0; n < 4; n++) {
+        int m = method_index(names[n]), sorted = !strcmp(names[n], "baatt") || !strcmp(names[n], "oracle");
+        for (int k = 0; k < 2; k++) {
+            const int32_t *pq = sorted ? c.pq : id_q, *pk = sorted ? c.pk : id_k;
+            const uint8_t *mask = c.masks[m * 2 + k];
+            baatt_metrics want;
+            assert_int_equal(baatt_reference_sparse_attention(&cfg, d.q, d.k, d.v, pq, pk, mask, o), BAATT_OK);
+            assert_int_equal(baatt_reference_metrics(&cfg, d.q, d.k, d.v, mask, pq, pk, o, od, &want), BAATT_OK);
+            const eval_record *r = &c.rec[m * 2 + k];
+            assert_float_equal(r->mass_recall, want.mass_recall, 1e-9);
+            assert_float_equal(r->sparsity, want.sparsity, 1e-12);
+            assert_float_equal(r->rel_l1, want.rel_l1, 1e-5 * want.rel_l1 + 1e-7);
+            assert_float_equal(r->rel_l2, want.rel_l2, 1e-5 * want.rel_l2 + 1e-7);
+            assert_float_equal(r->cosine, want.cosine, 1e-7);
+        }
+    }
+    free(o);
+    free(od);
+    free(id_q);
+    free(id_k);
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
+/* Top-k of the true pooled map is optimal for its blocking and budget: no method on the same
+ * blocking recalls more (same per-row budgets); all blocks recall everything exactly. */
+static void test_oracle_bounds(void **state)
+{
+    (void)state;
+    const char *wl[] = {"rotary_needle", "shift", "iid"};
+    eval_target t[4] = {{EVAL_SPARSITY, 0.5}, {EVAL_SPARSITY, 0.8}, {EVAL_KEEP, 0.2}, {EVAL_SPARSITY, 0}};
+    for (int w = 0; w < 3; w++) {
+        eval_data d = make(wl[w], 2, 512, 14);
+        captured c = run_capture(&d, 32, t, 4, 2);
+        const char *const *m = eval_default_methods();
+        for (int i = 0; i < NM; i++) {
+            int sorted = !strcmp(m[i], "baatt") || !strcmp(m[i], "baatt_sort") || !strcmp(m[i], "oracle");
+            int orc = method_index(sorted ? "oracle" : "oracle_unsorted");
+            for (int k = 0; k < 3; k++) assert_true(c.rec[i * 4 + k].mass_recall <= c.rec[orc * 4 + k].mass_recall + 1e-12);
+            const eval_record *all = &c.rec[i * 4 + 3];
+            assert_float_equal(all->mass_recall, 1.0, 1e-12);
+            assert_float_equal(all->sparsity, 0.0, 1e-12);
+            assert_true(all->rel_l1 < 1e-12 && all->rel_l2 < 1e-12);
+            assert_float_equal(all->cosine, 1.0, 1e-12);
+        }
+        captured_free(&c);
+        eval_data_free(&d);
+    }
+}
+
+/* Threads split the heads; the reduction runs in head order, so results are bit-identical. */
+static void test_threads_deterministic(void **state)
+{
+    (void)state;
+    eval_data d = make("sinks", 3, 256, 15);
+    eval_target t[2] = {{EVAL_SPARSITY, 0.75}, {EVAL_THRESHOLD, 0.95}};
+    captured a = run_capture(&d, 64, t, 2, 1), b = run_capture(&d, 64, t, 2, 3);
+    for (uint32_t i = 0; i < a.n; i++) {
+        assert_string_equal(a.rec[i].method, b.rec[i].method);
+        assert_memory_equal(&a.rec[i].keep, &b.rec[i].keep, 6 * sizeof(double));
+    }
+    captured_free(&a);
+    captured_free(&b);
+    eval_data_free(&d);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    eval_data d = make("iid", 1, 128, 1);
+    eval_target t = {EVAL_SPARSITY, 1.0};
+    const char *bad[] = {"nope"};
+    eval_options o = {0};
+    o.block_size = 64;
+    o.targets = &t;
+    o.n_targets = 1;
+    eval_record *rec = NULL;
+    uint32_t n;
+    char msg[256];
+    assert_int_equal(eval_run(&d, &o, &rec, &n, msg, sizeof msg), BAATT_ERROR_INVALID_ARGUMENT); /* sparsity 1 */
+    t.value = 0.5;
+    o.block_size = 48;
+    assert_int_equal(eval_run(&d, &o, &rec, &n, msg, sizeof msg), BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE);
+    o.block_size = 64;
+    o.methods = bad;
+    o.n_methods = 1;
+    assert_int_equal(eval_run(&d, &o, &rec, &n, msg, sizeof msg), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "nope"));
+    assert_null(rec);
+    eval_data_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_workloads_deterministic),
+        cmocka_unit_test(test_workloads_head_stable),
+        cmocka_unit_test(test_workloads_bad_arguments),
+        cmocka_unit_test(test_workloads_structure),
+        cmocka_unit_test(test_npy_load_pad),
+        cmocka_unit_test(test_mask_counts),
+        cmocka_unit_test(test_baatt_is_reference),
+        cmocka_unit_test(test_metrics_match_reference),
+        cmocka_unit_test(test_oracle_bounds),
+        cmocka_unit_test(test_threads_deterministic),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
