@@ -16,6 +16,7 @@
 #extension GL_NV_cooperative_matrix2 : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -43,44 +44,53 @@ layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
 
 #define SACC coopmat<float, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseAccumulator>
 #define OACC coopmat<float, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>
-const float NEG_INF = -1.0 / 0.0;
+#define PMAT coopmat<float16_t, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA>
+// A large finite "minus infinity": M_old - M stays finite, so exp needs no special case.
+const float LOW = -3.0e38;
 
 float max_op(const in float a, const in float b) { return max(a, b); }
-float add_op(const in float a, const in float b) { return a + b; }
+float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
+float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
-    return c < valid ? x : NEG_INF;
+    return c < valid ? x : LOW;
 }
 
 coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qm;
 OACC O;
 SACC M, L;
+// Clamped layouts (zeros past the end) only for the last, partial tiles; full tiles use
+// unclamped ones, whose loads need no bounds checks.
 tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> tq, tk;
+tensorLayoutNV<2> tqu, tku;
 
-float exp_scaled(const in uint r, const in uint c, const in float x, const in float m) {
-    return m == NEG_INF ? 0.0 : exp((x - m) * pc.scale);
-}
-
+// One tile of BC keys at sorted/original position s0. The softmax scale is folded into the
+// exponent (max is scale-invariant); row sums come from a product with a ones matrix (tensor
+// cores, not a reduction); the rescale factor reaches O's shape by smearing its row value.
 void process_tile(uint kv_base, uint s0) {
+    bool full = s0 + BC <= pc.kv_len;
     coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
-    coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
+    if (full) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
+    else coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     SACC S = SACC(0.0);
     S = coopMatMulAdd(qm, kt, S);
-    if (s0 + BC > pc.kv_len) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
-    SACC rowmax, mnew, P, alpha, rowsum;
+    if (!full) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
+    SACC rowmax, mold = M, P, em;
     coopMatReduceNV(rowmax, S, gl_CooperativeMatrixReduceRowNV, max_op);
-    coopMatPerElementNV(mnew, M, max_el, rowmax);
-    coopMatPerElementNV(P, S, exp_scaled, mnew);
-    coopMatPerElementNV(alpha, M, exp_scaled, mnew);
-    coopMatReduceNV(rowsum, P, gl_CooperativeMatrixReduceRowNV, add_op);
-    L = L * alpha + rowsum;
-    M = mnew;
-    OACC alpha_o;
-    coopMatReduceNV(alpha_o, alpha, gl_CooperativeMatrixReduceRowNV, max_op);
-    O = O * alpha_o;
-    coopmat<float16_t, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA> pa = coopmat<float16_t, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA>(P);
+    coopMatPerElementNV(M, rowmax, max_el, mold);
+    coopMatPerElementNV(P, S - M, exp_scaled);
+    coopMatPerElementNV(em, mold - M, exp_scaled);
+    PMAT pa = PMAT(P);
+    coopmat<float16_t, gl_ScopeWorkgroup, BC, BC, gl_MatrixUseB> ones = coopmat<float16_t, gl_ScopeWorkgroup, BC, BC, gl_MatrixUseB>(1.0);
+    SACC rowsum = SACC(0.0);
+    rowsum = coopMatMulAdd(pa, ones, rowsum);
+    L = em * L + rowsum;
+    OACC em_o;
+    coopMatReduceNV(em_o, em, gl_CooperativeMatrixReduceRowNV, first_op);
+    O = O * em_o;
     coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB> vm;
-    coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
+    if (full) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
+    else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
     O = coopMatMulAdd(pa, vm, O);
 }
 
@@ -91,13 +101,19 @@ void main() {
     tq = setTensorLayoutDimensionNV(tq, pc.q_len, D);
     tk = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
     tk = setTensorLayoutDimensionNV(tk, pc.kv_len, D);
-    coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+    tqu = createTensorLayoutNV(2);
+    tqu = setTensorLayoutDimensionNV(tqu, pc.q_len, D);
+    tku = createTensorLayoutNV(2);
+    tku = setTensorLayoutDimensionNV(tku, pc.kv_len, D);
+    bool qfull = p0 + BR <= pc.q_len;
+    if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
     O = OACC(0.0);
     L = SACC(0.0);
-    M = SACC(NEG_INF);
+    M = SACC(LOW);
 #ifdef SORTED
     uint mrow = hd * pc.nq + p0 / pc.block;
-    for (uint w = 0; w < pc.words; w++) {
+    [[dont_unroll]] for (uint w = 0; w < pc.words; w++) {
         uint bits = mask[mrow * pc.words + w];
         while (bits != 0u) {
             uint J = w * 32 + uint(findLSB(bits));
@@ -107,12 +123,13 @@ void main() {
         }
     }
 #else
-    for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0);
+    [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0);
 #endif
     OACC lo;
-    coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, max_op);
+    coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, first_op);
     O = O / lo;
     coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> o16 =
         coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(O);
-    coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+    if (qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 }

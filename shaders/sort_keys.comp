@@ -5,8 +5,20 @@
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint D = 64;
-layout(set = 0, binding = BIND_Q) readonly buffer QB { ELEM q[]; };
-layout(set = 0, binding = BIND_K) readonly buffer KB { ELEM k[]; };
+// 16-byte views: a row is D * sizeof(ELEM) bytes, a whole number of vectors for D = 64, 128.
+layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
+layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
+#ifdef IN_F16
+const uint PER_VEC = 8;
+float sumsq(uvec4 w) {
+    float s = 0.0;
+    for (uint j = 0; j < 4; j++) { vec2 h = unpackHalf2x16(w[j]); s += h.x * h.x + h.y * h.y; }
+    return s;
+}
+#else
+const uint PER_VEC = 4;
+float sumsq(uvec4 w) { vec4 f = uintBitsToFloat(w); return dot(f, f); }
+#endif
 layout(set = 0, binding = BIND_KEYS) writeonly buffer KeyB { uvec2 keys[]; };
 
 void main() {
@@ -15,12 +27,10 @@ void main() {
     if (i >= pc.padded) return;
     uvec2 key = uvec2(0xffffffffu);
     if (i < len) {
-        uint base = (hd * len + i) * D;
+        const uint RV = D / PER_VEC;
+        uint base = (hd * len + i) * RV;
         float s = 0.0;
-        for (uint a = 0; a < D; a++) {
-            float x = pc.which == 0 ? float(q[base + a]) : float(k[base + a]);
-            s += x * x;
-        }
+        for (uint a = 0; a < RV; a++) s += sumsq(pc.which == 0 ? q4[base + a] : k4[base + a]);
         key = uvec2(~floatBitsToUint(sqrt(s)), i);
     }
     keys[pc.key_offset + hd * pc.padded + i] = key;

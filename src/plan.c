@@ -88,8 +88,9 @@ static int choose_cm2(baatt_plan *p)
     p->attn_br = t;
     p->attn_bc = t;
     /* Experiment knob (bench/NOTES.md): key-tile width for dense plans and 128-token blocks. */
-    const char *bc = getenv("BAATT_CM2_BC");
+    const char *bc = getenv("BAATT_CM2_BC"), *br = getenv("BAATT_CM2_BR");
     if (bc && atoi(bc) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_bc = 128;
+    if (br && atoi(br) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_br = 128, p->attn_wg = 256;
     p->attn_wg = 128;
     return 1;
 }
