@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The whole GPU benchmark in one device run, from the repository root, after
+#   source scripts/gpu-env.sh   (or ../shared/gpu/setup.sh where shared/ is present)
+# with ./build carried (built on the dev machine; nothing is compiled here):
+#   1 nvidia-smi and `build/baatt info`        4 `baatt bench` sweep (+ block masks for flex)
+#   2 the GPU tests (build/tests/test_*)        5 fa_baseline.py: FLASH, CUDNN, flex on those masks
+#   3 fa_baseline.py --check-baatt build/baatt  6 report.py: h100.md, h100.json, speedup.png
+# Every step has a time budget (the defaults add up to under 9 minutes) and a failed step is
+# recorded and the run goes on. Outputs in OUTDIR (argument 1, else $OUT, else
+# bench/results/raw): h100.md, h100.json, speedup.png and raw.tar.gz (every log and raw JSON),
+# few files because the device tool returns at most 8. The summary is printed last.
+#
+# Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_REPS
+# BENCH_WARMUP BENCH_MAX_SECONDS BENCH_DENSE_MAX_N BENCH_CHECK(1/0) FA_REPS FA_MAX_SECONDS FA_DEVICE
+# CHECK_ARGS (extra fa_baseline.py --check-* options), T_INFO T_TESTS T_CHECK T_BENCH T_FA T_REPORT
+# (seconds per step), T_TEST_EACH (seconds per test executable), BAATT_BUILD (build directory,
+# default build), PYTHON, BAATT_COMMIT (the commit to report when .git is absent).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+START=$(date +%s)
+
+OUTDIR=${1:-${OUT:-bench/results/raw}}
+mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
+RAW=$(mktemp -d "${TMPDIR:-/tmp}/baatt-raw.XXXXXX")
+MASKS=$(mktemp -d "${TMPDIR:-/tmp}/baatt-masks.XXXXXX") # large: kept out of the tarball
+BUILD=${BAATT_BUILD:-build}
+BIN=$BUILD/baatt
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+export BAATT_TIMEOUT_S=${BAATT_TIMEOUT_S:-120} # a hung GPU wait fails one step, not the whole run
+
+BENCH_N=${BENCH_N:-4096,16384,32768}
+BENCH_KEEP=${BENCH_KEEP:-0.5,0.25,0.1}
+BENCH_DTYPE=${BENCH_DTYPE:-f16}
+BENCH_HEADS=${BENCH_HEADS:-32}
+BENCH_DIM=${BENCH_DIM:-128}
+BENCH_REPS=${BENCH_REPS:-10}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_MAX_SECONDS=${BENCH_MAX_SECONDS:-15}
+BENCH_DENSE_MAX_N=${BENCH_DENSE_MAX_N:-32768}
+BENCH_CHECK=${BENCH_CHECK:-1}
+FA_REPS=${FA_REPS:-20}
+FA_MAX_SECONDS=${FA_MAX_SECONDS:-5}
+FA_DEVICE=${FA_DEVICE:-cuda}
+CHECK_ARGS=${CHECK_ARGS:-}
+T_INFO=${T_INFO:-20} T_TESTS=${T_TESTS:-90} T_CHECK=${T_CHECK:-60}
+T_BENCH=${T_BENCH:-170} T_FA=${T_FA:-140} T_REPORT=${T_REPORT:-30}
+
+if [ -n "${BAATT_COMMIT:-}" ]; then COMMIT=$BAATT_COMMIT
+elif git rev-parse HEAD >/dev/null 2>&1; then
+  COMMIT=$(git rev-parse HEAD)
+  git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (+ uncommitted changes)"
+elif [ -f COMMIT ]; then COMMIT=$(head -n1 COMMIT)
+else COMMIT=unknown; fi
+COMMAND="bash bench/run_gpu.sh $* [BENCH_N=$BENCH_N BENCH_KEEP=$BENCH_KEEP BENCH_DTYPE=$BENCH_DTYPE \
+BENCH_HEADS=$BENCH_HEADS BENCH_DIM=$BENCH_DIM BENCH_REPS=$BENCH_REPS BENCH_MAX_SECONDS=$BENCH_MAX_SECONDS \
+BENCH_DENSE_MAX_N=$BENCH_DENSE_MAX_N FA_REPS=$FA_REPS]"
+
+say() { echo "[run_gpu $(($(date +%s) - START))s] $*"; }
+
+# step NAME BUDGET_S NOTE CMD...: runs CMD under a time limit, output to $RAW/NAME.log, and
+# records "name<TAB>exit status<TAB>seconds<TAB>note" in steps.tsv (124: out of time).
+step() {
+  local name=$1 budget=$2 note=$3 t0 rc
+  shift 3
+  t0=$(date +%s)
+  say "$name (budget ${budget}s): $*"
+  if declare -F "$1" >/dev/null; then # a function of this script: timeout needs a program
+    timeout -k 10 "$budget" bash -c "$1" >"$RAW/$name.log" 2>&1
+  else
+    timeout -k 10 "$budget" "$@" >"$RAW/$name.log" 2>&1
+  fi
+  rc=$?
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && note="out of time (${budget}s); $note"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" "$note" >>"$RAW/steps.tsv"
+  if [ $rc -ne 0 ]; then
+    say "$name FAILED (exit $rc); last lines of its log:"
+    tail -n 15 "$RAW/$name.log" | sed 's/^/    /'
+  fi
+  return 0
+}
+
+# ---- 1: the machine ----
+machine_info() {
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
+      | head -n1 >"$RAW/smi.txt"
+  else
+    echo "nvidia-smi not found" | tee "$RAW/smi.txt"
+  fi
+  uname -a
+  "$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' || true
+  "$BIN" info | tee "$RAW/info.txt"
+}
+
+# ---- 2: the GPU tests ----
+# The test executables are run directly, not through ctest: the carried CTestTestfile.cmake holds
+# the build machine's absolute paths, and it forces BAATT_VALIDATION=1 while the device has no
+# validation layer unless one was carried. Same environment otherwise; exit 77 = skipped.
+gpu_tests() {
+  local layer=0 t rc res t0 fails=0
+  ls /usr/share/vulkan/explicit_layer.d/*khronos_validation* >/dev/null 2>&1 && layer=1
+  echo "validation layer: $([ $layer = 1 ] && echo on || echo 'not installed: off')"
+  mkdir -p "$RAW/testtmp"
+  for t in "$BUILD"/tests/test_*; do
+    if [ ! -f "$t" ] || [ ! -x "$t" ]; then continue; fi
+    t0=$(date +%s)
+    BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" \
+      timeout -k 5 "$T_TEST_EACH" "$t" >"$RAW/$(basename "$t").log" 2>&1
+    rc=$?
+    case $rc in 0) res=PASS ;; 77) res=SKIP ;; 124 | 137) res="TIMEOUT" ;; *) res="FAIL (exit $rc)" ;; esac
+    [ $rc -ne 0 ] && [ $rc -ne 77 ] && fails=$((fails + 1))
+    echo "$(basename "$t"): $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
+    [ $rc -ne 0 ] && [ $rc -ne 77 ] && tail -n 30 "$RAW/$(basename "$t").log"
+  done
+  [ -s "$RAW/tests.txt" ] || echo "no test executables under $BUILD/tests" | tee "$RAW/tests.txt"
+  return $fails
+}
+
+export RAW BUILD BIN PY ROOT T_TEST_EACH="${T_TEST_EACH:-75}"
+export -f machine_info gpu_tests
+step info "$T_INFO" "" machine_info
+step tests "$T_TESTS" "build/tests/test_* run directly (see run_gpu.sh)" gpu_tests
+# shellcheck disable=SC2086 # CHECK_ARGS is a list of options
+step check "$T_CHECK" "baatt vs torch, small size" \
+  "$PY" bench/fa_baseline.py --device "$FA_DEVICE" --check-baatt "$BIN" --check-out "$RAW/check.json" $CHECK_ARGS
+BENCH_ARGS=(--n "$BENCH_N" --keep "$BENCH_KEEP" --dtype "$BENCH_DTYPE" --heads "$BENCH_HEADS" --dim "$BENCH_DIM"
+  --reps "$BENCH_REPS" --warmup "$BENCH_WARMUP" --max-seconds "$BENCH_MAX_SECONDS" --dense-max-n "$BENCH_DENSE_MAX_N"
+  --json "$RAW/bench.json" --mask-dir "$MASKS")
+[ "$BENCH_CHECK" = 1 ] && BENCH_ARGS+=(--check)
+step bench "$T_BENCH" "" "$BIN" bench "${BENCH_ARGS[@]}"
+step fa "$T_FA" "flex on baatt's masks" "$PY" bench/fa_baseline.py --device "$FA_DEVICE" --n "$BENCH_N" \
+  --heads "$BENCH_HEADS" --dim "$BENCH_DIM" --dtype "$BENCH_DTYPE" --reps "$FA_REPS" \
+  --max-seconds "$FA_MAX_SECONDS" --budget $((T_FA > 40 ? T_FA - 25 : T_FA / 2)) --mask-dir "$MASKS" \
+  --out "$RAW/fa.json"
+
+# ---- 6: the report (its own failure can only be printed) ----
+RPY=$PY # report.py needs only the standard library; the first python with matplotlib also plots
+for c in "$PY" python3 /usr/bin/python3; do
+  if command -v "$c" >/dev/null && "$c" -c 'import matplotlib' 2>/dev/null; then RPY=$c && break; fi
+done
+say "report ($RPY)"
+timeout -k 5 "$T_REPORT" "$RPY" bench/report.py --bench "$RAW/bench.json" --fa "$RAW/fa.json" \
+  --check "$RAW/check.json" --smi "$RAW/smi.txt" --info "$RAW/info.txt" --steps "$RAW/steps.tsv" \
+  --tests "$RAW/tests.txt" --commit "$COMMIT" --command "$COMMAND" \
+  --out-md "$OUTDIR/h100.md" --out-json "$OUTDIR/h100.json" --out-png "$OUTDIR/speedup.png" \
+  >"$RAW/report.log" 2>&1 || say "report FAILED: $(tail -n 5 "$RAW/report.log")"
+tar -C "$RAW" -czf "$OUTDIR/raw.tar.gz" . 2>/dev/null || say "could not write raw.tar.gz"
+rm -rf "$MASKS"
+
+# ---- summary, last so that it ends the device tool's output tail ----
+echo
+echo "================ summary ($(($(date +%s) - START)) s) ================"
+echo "card: $(cat "$RAW/smi.txt" 2>/dev/null)   commit: $COMMIT"
+echo "steps (name, exit status, seconds, note):"
+sed 's/^/  /' "$RAW/steps.tsv"
+echo "GPU tests:"
+sed 's/^/  /' "$RAW/tests.txt" 2>/dev/null
+grep -h '^check:' "$RAW/check.log" 2>/dev/null | tail -n 1
+echo "baatt bench (stdout):"
+grep -E '^ *[0-9]+ (f16|f32|bf16) |^ +N dtype' "$RAW/bench.log" 2>/dev/null | sed 's/^/  /'
+cat "$RAW/report.log" 2>/dev/null
+echo "outputs: $(cd "$OUTDIR" && echo *)"
