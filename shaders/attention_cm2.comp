@@ -45,6 +45,7 @@ layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
 #define SACC coopmat<float, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseAccumulator>
 #define OACC coopmat<float, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>
 #define PMAT coopmat<float16_t, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA>
+#define RACC coopmat<float, gl_ScopeWorkgroup, BR, 16, gl_MatrixUseAccumulator>   // per-row values
 // A large finite "minus infinity": M_old - M stays finite, so exp needs no special case.
 const float LOW = -3.0e38;
 
@@ -58,15 +59,16 @@ float mask_el(const in uint r, const in uint c, const in float x, const in uint 
 
 coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qm;
 OACC O;
-SACC M, L;
+RACC M, L;   // row max and row sum, each row's value repeated over 16 columns
 // Clamped layouts (zeros past the end) only for the last, partial tiles; full tiles use
 // unclamped ones, whose loads need no bounds checks.
 tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> tq, tk;
 tensorLayoutNV<2> tqu, tku;
 
 // One tile of BC keys at sorted/original position s0. The softmax scale is folded into the
-// exponent (max is scale-invariant); row sums come from a product with a ones matrix (tensor
-// cores, not a reduction); the rescale factor reaches O's shape by smearing its row value.
+// exponent (max is scale-invariant); per-row statistics live in narrow BR x 16 matrices and are
+// smeared into the S and O shapes where needed; row sums come from a product with a ones matrix
+// (tensor cores, not a reduction).
 void process_tile(uint kv_base, uint s0) {
     bool full = s0 + BC <= pc.kv_len;
     coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
@@ -75,14 +77,16 @@ void process_tile(uint kv_base, uint s0) {
     SACC S = SACC(0.0);
     S = coopMatMulAdd(qm, kt, S);
     if (!full) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
-    SACC rowmax, mold = M, P, em;
+    RACC rowmax, mold = M, em;
     coopMatReduceNV(rowmax, S, gl_CooperativeMatrixReduceRowNV, max_op);
     coopMatPerElementNV(M, rowmax, max_el, mold);
-    coopMatPerElementNV(P, S - M, exp_scaled);
     coopMatPerElementNV(em, mold - M, exp_scaled);
+    SACC ms, P;
+    coopMatReduceNV(ms, M, gl_CooperativeMatrixReduceRowNV, first_op);
+    coopMatPerElementNV(P, S - ms, exp_scaled);
     PMAT pa = PMAT(P);
-    coopmat<float16_t, gl_ScopeWorkgroup, BC, BC, gl_MatrixUseB> ones = coopmat<float16_t, gl_ScopeWorkgroup, BC, BC, gl_MatrixUseB>(1.0);
-    SACC rowsum = SACC(0.0);
+    coopmat<float16_t, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB> ones = coopmat<float16_t, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB>(1.0);
+    RACC rowsum = RACC(0.0);
     rowsum = coopMatMulAdd(pa, ones, rowsum);
     L = em * L + rowsum;
     OACC em_o;
@@ -109,8 +113,8 @@ void main() {
     if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
     O = OACC(0.0);
-    L = SACC(0.0);
-    M = SACC(LOW);
+    L = RACC(0.0);
+    M = RACC(LOW);
 #ifdef SORTED
     uint mrow = hd * pc.nq + p0 / pc.block;
     [[dont_unroll]] for (uint w = 0; w < pc.words; w++) {

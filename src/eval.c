@@ -26,7 +26,7 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 
 /* Query rows per QK tile: each key row is then read once per tile, not once per query. */
 #define TILE 8
-#define MAX_OWNED 48
+#define MAX_OWNED 64 /* allocations of one head_ctx (about 45 used) */
 /* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows. */
 #define AUTO_ROWS 64
 
@@ -197,21 +197,6 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
     return s;
 }
 
-/* Exact softmax rows of the sampled queries: p [rows, kv_len]. Returns the row count. */
-static uint32_t sample_rows(head_ctx *c, double *p)
-{
-    const run *r = c->r;
-    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, d = r->cfg.head_dim, n = ql < AUTO_ROWS ? ql : AUTO_ROWS;
-    double t = baatt_config_scale(&r->cfg);
-    for (uint32_t s = 0; s < n; s++) {
-        uint64_t i = (uint64_t)s * ql / n;
-        double *row = p + (uint64_t)s * kl;
-        for (uint32_t j = 0; j < kl; j++) row[j] = t * dot(c->qd + i * d, c->kd + (uint64_t)j * d, d);
-        softmax(row, kl);
-    }
-    return n;
-}
-
 /* XAttention-style antidiagonal scoring with stride S (m->param), on the original order, as in
  * XAttention's reference code: query group u (rows uS..uS+S-1) and key group v meet in one logit,
  * the mean of t q.k along the group pair's antidiagonal,
@@ -226,10 +211,10 @@ static baatt_status score_antidiag(head_ctx *c, const method *m, float *scores)
     uint32_t S = (uint32_t)m->param, d = r->cfg.head_dim, B = r->cfg.block_size;
     uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, nu = (ql + S - 1) / S, nv = (kl + S - 1) / S;
     double t = baatt_config_scale(&r->cfg) / S;
-    double *a = malloc(sizeof(double) * nv), *acc = calloc((size_t)r->nq * r->nk, sizeof(double));
-    if (!a || !acc) {
+    double *a = malloc(sizeof(double) * nv), *mass = calloc((size_t)r->nq * r->nk, sizeof(double));
+    if (!a || !mass) {
         free(a);
-        free(acc);
+        free(mass);
         return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     }
     for (uint32_t u = 0; u < nu; u++) {
@@ -242,12 +227,12 @@ static baatt_status score_antidiag(head_ctx *c, const method *m, float *scores)
             a[v] = t * sum;
         }
         softmax(a, nv);
-        double *row = acc + (uint64_t)(u * S / B) * r->nk;
+        double *row = mass + (uint64_t)(u * S / B) * r->nk;
         for (uint32_t v = 0; v < nv; v++) row[v * S / B] += a[v];
     }
-    for (uint64_t i = 0; i < (uint64_t)r->nq * r->nk; i++) scores[i] = (float)acc[i];
+    for (uint64_t i = 0; i < (uint64_t)r->nq * r->nk; i++) scores[i] = (float)mass[i];
     free(a);
-    free(acc);
+    free(mass);
     return BAATT_OK;
 }
 
@@ -671,6 +656,21 @@ static void fill_slot(head_ctx *c, uint32_t mi, uint32_t t, int b, const float *
         uint32_t keep = row_keep(c, m, t, I, scores, order);
         for (uint32_t p = 0; p < keep; p++) mask[(uint64_t)I * r->nk + order[(uint64_t)I * r->nk + p]] = 1;
     }
+}
+
+/* Exact softmax rows of the sampled queries: p [rows, kv_len]. Returns the row count. */
+static uint32_t sample_rows(head_ctx *c, double *p)
+{
+    const run *r = c->r;
+    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, d = r->cfg.head_dim, n = ql < AUTO_ROWS ? ql : AUTO_ROWS;
+    double t = baatt_config_scale(&r->cfg);
+    for (uint32_t s = 0; s < n; s++) {
+        uint64_t i = (uint64_t)s * ql / n;
+        double *row = p + (uint64_t)s * kl;
+        for (uint32_t j = 0; j < kl; j++) row[j] = t * dot(c->qd + i * d, c->kd + (uint64_t)j * d, d);
+        softmax(row, kl);
+    }
+    return n;
 }
 
 /* Recall that the ranking `order` on blocking b achieves at target t's per-row budgets, measured

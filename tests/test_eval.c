@@ -53,13 +53,15 @@ typedef struct captured {
     int32_t *pq, *pk;
 } captured;
 
-static captured run_capture(const eval_data *d, uint32_t block, const eval_target *t, uint32_t nt, uint32_t threads)
+static captured run_methods(const eval_data *d, uint32_t block, const eval_target *t, uint32_t nt, uint32_t threads,
+                            const char *const *methods, uint32_t nm)
 {
     captured c = {0};
     baatt_config cfg = cfg_of(d, block);
     c.nb = d->heads * baatt_config_q_blocks(&cfg) * baatt_config_k_blocks(&cfg);
     assert_true(nt <= 8);
-    for (uint32_t i = 0; i < NM * nt; i++) assert_non_null(c.masks[i] = calloc(c.nb, 1));
+    assert_true(nm <= NM);
+    for (uint32_t i = 0; i < nm * nt; i++) assert_non_null(c.masks[i] = calloc(c.nb, 1));
     assert_non_null(c.pq = malloc(sizeof(int32_t) * d->heads * d->q_len));
     assert_non_null(c.pk = malloc(sizeof(int32_t) * d->heads * d->kv_len));
     eval_options o = {0};
@@ -71,10 +73,17 @@ static captured run_capture(const eval_data *d, uint32_t block, const eval_targe
     o.mask_out = c.masks;
     o.sorted_perm_q_out = c.pq;
     o.sorted_perm_k_out = c.pk;
+    o.methods = methods;
+    o.n_methods = methods ? nm : 0;
     char msg[256];
     assert_int_equal(eval_run(d, &o, &c.rec, &c.n, msg, sizeof msg), BAATT_OK);
-    assert_int_equal(c.n, NM * nt);
+    assert_int_equal(c.n, nm * nt);
     return c;
+}
+
+static captured run_capture(const eval_data *d, uint32_t block, const eval_target *t, uint32_t nt, uint32_t threads)
+{
+    return run_methods(d, block, t, nt, threads, NULL, NM);
 }
 
 static void captured_free(captured *c)
@@ -349,6 +358,30 @@ static void test_threads_deterministic(void **state)
     eval_data_free(&d);
 }
 
+/* baatt_auto's mask of every head is baatt's (sorted) or baatt_cov's (original order) - it only
+ * picks a blocking - and oracle_best recalls at least as much as both oracles. */
+static void test_auto_variants(void **state)
+{
+    (void)state;
+    static const char *const ms[] = {"baatt", "baatt_cov", "baatt_auto", "oracle", "oracle_unsorted", "oracle_best"};
+    eval_data d = make("mixture", 5, 512, 16);
+    eval_target t[3] = {{EVAL_SPARSITY, 0.5}, {EVAL_SPARSITY, 0.9}, {EVAL_KEEP, 0.3}};
+    captured c = run_methods(&d, 64, t, 3, 2, ms, 6);
+    uint32_t per_head = c.nb / d.heads;
+    for (uint32_t k = 0; k < 3; k++) {
+        for (uint32_t h = 0; h < d.heads; h++) {
+            const uint8_t *a = c.masks[2 * 3 + k] + h * per_head;
+            assert_true(!memcmp(a, c.masks[0 * 3 + k] + h * per_head, per_head) ||
+                        !memcmp(a, c.masks[1 * 3 + k] + h * per_head, per_head));
+        }
+        double best = c.rec[5 * 3 + k].mass_recall;
+        assert_true(best >= c.rec[3 * 3 + k].mass_recall - 1e-12 && best >= c.rec[4 * 3 + k].mass_recall - 1e-12);
+        assert_true(c.rec[2 * 3 + k].sorted_heads >= 0 && c.rec[2 * 3 + k].sorted_heads <= 1);
+    }
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -388,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_metrics_match_reference),
         cmocka_unit_test(test_oracle_bounds),
         cmocka_unit_test(test_threads_deterministic),
+        cmocka_unit_test(test_auto_variants),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

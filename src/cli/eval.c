@@ -1,5 +1,6 @@
 /* baatt eval: block-selection quality of BA-Att, its ablations and the published alternatives,
  * on synthetic workloads or .npy tensors (src/eval.h says how it is measured). */
+#define _POSIX_C_SOURCE 200809L /* strtok_r, sysconf under a strict -std=c11 */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
