@@ -38,7 +38,11 @@ endfunction()
 
 # Builds the variant only if a glslc we have compiles it (tried once at configure time): first the
 # default one, then BAATT_GLSLC_NEW (e.g. from scripts/fetch-glslc.sh) targeting Vulkan 1.3.
-set(BAATT_GLSLC_NEW "" CACHE FILEPATH "newer glslc for optional shader variants (scripts/fetch-glslc.sh)")
+set(baatt_glslc_new_default "")
+if(EXISTS ${CMAKE_SOURCE_DIR}/.glslc/glslc)   # left there by scripts/setup-debian.sh
+  set(baatt_glslc_new_default ${CMAKE_SOURCE_DIR}/.glslc/glslc)
+endif()
+set(BAATT_GLSLC_NEW "${baatt_glslc_new_default}" CACHE FILEPATH "newer glslc for optional shader variants (scripts/fetch-glslc.sh)")
 function(baatt_shader_optional name src)
   if(NOT EXISTS ${BAATT_SHADER_DIR}/${src})
     return()
