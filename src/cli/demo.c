@@ -6,28 +6,35 @@
 
 #include "cli.h"
 #include "internal.h"
+#include "workloads.h"
 
 typedef struct demo {
     baatt_config cfg;
     const char *device;
     int sized;            /* the user gave a size: keep it */
     int kv_given;
+    const char *workload; /* a src/workloads.c generator; "random": iid N(0,1) at any GQA shape */
     int dtype_given;
 } demo;
 
 static const char USAGE[] =
     "usage: baatt demo [--n N] [--heads H] [--kv-heads H] [--dim D] [--batch B] [--dtype f32|f16]\n"
-    "                  [--keep R] [--block B] [--device D]\n"
+    "                  [--keep R] [--block B] [--device D] [--workload NAME]\n"
     "\n"
     "Runs BA-Att and dense attention on random inputs on one device and prints their GPU times, the\n"
     "speed-up, BA-Att's error against dense attention, and both outputs' errors against the CPU\n"
     "reference (BA-Att's with the GPU's own selection and permutations). Default size: 1 x 2 heads x\n"
-    "1024 tokens x 64 on a CPU device, 1 x 8 x 8192 x 128 fp16 on a GPU.\n";
+    "1024 tokens x 64 on a CPU device, 1 x 8 x 8192 x 128 fp16 on a GPU.\n"
+    "\n"
+    "--workload picks the inputs: clustered (default: content clusters scattered over positions,\n"
+    "where block selection matters), one of the other `baatt eval` workloads (iid, needles, rotary,\n"
+    "rotary_needle, sinks, mixture, shift), or random (iid N(0,1), any --kv-heads).\n";
 
 static int parse(int argc, char **argv, demo *d)
 {
     const char *c = "demo";
     d->cfg = baatt_config_default();
+    d->workload = "clustered";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int ok = 1;
@@ -41,6 +48,7 @@ static int parse(int argc, char **argv, demo *d)
         else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &d->cfg.keep_ratio);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.block_size);
         else if (!strcmp(a, "--device")) ok = cli_arg_str(c, argc, argv, &i, &d->device);
+        else if (!strcmp(a, "--workload")) ok = cli_arg_str(c, argc, argv, &i, &d->workload);
         else if (!strcmp(a, "--dtype")) {
             const char *t;
             ok = cli_arg_str(c, argc, argv, &i, &t);
@@ -65,7 +73,7 @@ static void default_size(demo *d, const baatt_device_info *dev)
         g->head_dim = gpu ? 128 : 64;
     }
     if (!d->dtype_given && gpu && dev->fp16_storage) g->dtype = BAATT_DTYPE_F16;
-    if (!d->kv_given) g->kv_heads = g->heads;
+    if (!d->kv_given || strcmp(d->workload, "random")) g->kv_heads = g->heads; /* workloads: one kv head per head */
 }
 
 /* Max over elements of |a - b| / (1e-6 + max|b|): error relative to the output's scale. */
@@ -137,6 +145,32 @@ static void quality(const baatt_config *g, const run *sparse, const run *dense, 
     *cos = ab / sqrt(aa * bb);
 }
 
+/* Q, K, V in cfg's dtype: a seeded workload (one kv head per query head), or iid random. */
+static int make_inputs(const demo *d, void **q, void **k, void **v)
+{
+    const baatt_config *g = &d->cfg;
+    size_t qn = (size_t)g->batch * g->heads * g->q_len * g->head_dim;
+    size_t kn = (size_t)g->batch * g->kv_heads * g->kv_len * g->head_dim;
+    if (!strcmp(d->workload, "random")) {
+        unsigned long long seed = 0x9E3779B97F4A7C15ull;
+        *q = cli_random(&seed, g->dtype, qn), *k = cli_random(&seed, g->dtype, kn), *v = cli_random(&seed, g->dtype, kn);
+        return *q && *k && *v ? 1 : (cli_fail("demo", "out of memory"), 0);
+    }
+    eval_workload_params wp = {g->batch * g->heads, g->q_len, g->head_dim, 1, EVAL_DEFAULT_JITTER};
+    eval_data e = {0};
+    baatt_status s = eval_workload_make(d->workload, &wp, &e);
+    if (s) return cli_fail("demo", "unknown --workload '%s' (see --help)", d->workload), 0;
+    void **dst[3] = {q, k, v};
+    const float *src[3] = {e.q, e.k, e.v};
+    size_t n[3] = {qn, kn, kn};
+    for (int t = 0; t < 3; t++) {
+        *dst[t] = malloc(n[t] * baatt_dtype_size(g->dtype) + 1);
+        if (*dst[t]) for (size_t i = 0; i < n[t]; i++) baatt_store(*dst[t], g->dtype, i, src[t][i]);
+    }
+    eval_data_free(&e);
+    return *q && *k && *v ? 1 : (cli_fail("demo", "out of memory"), 0);
+}
+
 static void free_run(run *r)
 {
     free(r->o);
@@ -162,16 +196,15 @@ int cmd_demo(int argc, char **argv)
     printf("device : %s\n", line);
     printf("shape  : batch %u, heads %u (kv %u), seq %u, head_dim %u, %s\n", g->batch, g->heads, g->kv_heads, g->q_len,
            g->head_dim, baatt_dtype_name(g->dtype));
+    printf("inputs : %s\n", d.workload);
     printf("BA-Att : block %u, keep %.2f, norm sort on, covariance on\n", g->block_size, (double)g->keep_ratio);
     fflush(stdout);
-    unsigned long long seed = 0x9E3779B97F4A7C15ull;
-    size_t qn = (size_t)g->batch * g->heads * g->q_len * g->head_dim, kn = (size_t)g->batch * g->kv_heads * g->kv_len * g->head_dim;
-    void *q = cli_random(&seed, g->dtype, qn), *k = cli_random(&seed, g->dtype, kn), *v = cli_random(&seed, g->dtype, kn);
+    void *q = NULL, *k = NULL, *v = NULL;
     run sp = {0}, dn = {0};
     baatt_config gd = *g;
     gd.dense = 1;
     int rc = 1;
-    if (!q || !k || !v) { cli_fail("demo", "out of memory"); goto done; }
+    if (!make_inputs(&d, &q, &k, &v)) goto done;
     if (!gpu_run(ctx, &gd, q, k, v, &dn) || !gpu_run(ctx, g, q, k, v, &sp)) goto done;
     double e_dense, e_sparse, l1, cs;
     fprintf(stderr, "checking against the CPU reference...\n");
