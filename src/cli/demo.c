@@ -59,6 +59,9 @@ static int parse(int argc, char **argv, demo *d)
         } else return cli_fail(c, "unknown option '%s' (try --help)", a), 0;
         if (!ok) return 0;
     }
+    int known = !strcmp(d->workload, "random");
+    for (const char *const *w = eval_workload_names(); *w && !known; w++) known = !strcmp(*w, d->workload);
+    if (!known) return cli_fail(c, "unknown --workload '%s' (see --help)", d->workload), 0;
     return 1;
 }
 
