@@ -423,8 +423,10 @@ def reading(ix, bounds, fails, fails_nj):
         "blockings on mixed heads (mixture without jitter: %.3f vs %.3f sorted, %.3f unsorted). It sorted %.0f%% "
         "of the real heads at 50%%. Choosing from the estimated maps alone does not work: a sorted blocking's "
         "estimate looks more concentrated than its true map, and that rule kept sorting on real heads where it "
-        "loses. The library's GPU plan does not implement the per-head choice yet (it needs identity "
-        "permutations per head, which its kernels already accept)."
+        "loses. The library's GPU plan makes the same choice with `norm_sort = BAATT_SORT_AUTO` "
+        "(`baatt attention --sort auto`): the same 64 sampled rows, decided per kv head (the query heads of "
+        "a GQA group decide together; ties keep sorting); on the H100 it adds about 3 ms at 32K x 32 heads "
+        "(bench/NOTES.md)."
         % (rl("baatt_auto"), rl("meanpool"), v("rotary_nojitter", "baatt_auto"), v("rotary_nojitter", "meanpool"),
            v("mixture_nojitter", "baatt_auto"), v("mixture_nojitter", "baatt"), v("mixture_nojitter", "baatt_cov"),
            100 * ix.get("real", "baatt_auto")["sorted_heads"]))

@@ -181,6 +181,20 @@ typedef enum baatt_select_mode {
     BAATT_SELECT_MASS_THRESHOLD = 1, /* shortest prefix of the sorted block map with mass >= threshold */
 } baatt_select_mode;
 
+/* Blocking of Q and K (SPEC step 1), the values of baatt_config.norm_sort. */
+typedef enum baatt_sort_mode {
+    BAATT_SORT_OFF = 0,  /* blocks are contiguous runs of the original order */
+    BAATT_SORT_NORM = 1, /* blocks of the L2-norm-sorted order (SPEC step 1; the default) */
+    /* Per kv head, whichever of the two blockings recalls more: both are estimated and selected,
+     * then S = min(64, q_len) evenly spaced query rows (row s*q_len/S) of every query head get
+     * exact attention over all keys, and each blocking's recall is the attention mass those rows
+     * put on the key blocks selected for their query block. The query heads of a GQA group decide
+     * together (their recalls are summed), because K's permutation belongs to the kv head.
+     * Ties keep the sorted blocking. Costs about S/q_len of dense attention plus a second
+     * estimate and selection. baatt_plan_read_head_sorted says which blocking each head got. */
+    BAATT_SORT_AUTO = 2,
+} baatt_sort_mode;
+
 typedef struct baatt_config {
     uint32_t batch, heads, kv_heads;
     uint32_t q_len, kv_len, head_dim; /* head_dim: 64 or 128 */
@@ -189,7 +203,8 @@ typedef struct baatt_config {
     int dense;                        /* 1: exact dense attention; the BA-Att fields are ignored */
     /* BA-Att (see docs/SPEC.md) */
     uint32_t block_size;              /* 32, 64 (default) or 128 */
-    int norm_sort;                    /* 1 (default): sort Q and K by L2 norm before blocking */
+    int norm_sort;                    /* a baatt_sort_mode: 1 (default) sort Q and K by L2 norm
+                                         before blocking, 0 do not, 2 choose per kv head */
     int covariance;                   /* 1 (default): lambda = 1 in the block logit */
     baatt_select_mode select_mode;
     float keep_ratio;                 /* default 0.5 */
@@ -270,6 +285,11 @@ baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
  * sorting is off or the plan is dense). Either pointer may be NULL. */
 baatt_status baatt_plan_read_perms(baatt_plan *plan, int32_t *perm_q, int32_t *perm_k);
 
+/* Which blocking each kv head got in the last run: uint8 [batch, kv_heads], 1 = norm-sorted,
+ * 0 = original order. All ones with norm_sort = BAATT_SORT_NORM, all zeros with BAATT_SORT_OFF or
+ * a dense plan; the per-head choice with BAATT_SORT_AUTO (its query heads share it). */
+baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *sorted);
+
 /* ---------------------------------------------------------------------------------------------
  * CPU reference (the oracle for every GPU test). Inputs in cfg->dtype; outputs in fp32/fp64
  * as stated. Accumulation is in fp64. All functions validate cfg like baatt_config_check.
@@ -282,7 +302,7 @@ baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, c
 /* Stable argsort of token L2 norms, descending (ties: lower index first), per head.
  * x: [batch, nheads, len, head_dim] in cfg->dtype; perm: int32 [batch, nheads, len].
  * Norms are computed in fp64 and rounded to fp32 before sorting (what the GPU compares).
- * With cfg->norm_sort == 0, perm is the identity. */
+ * With cfg->norm_sort == 0, perm is the identity; with BAATT_SORT_AUTO it is the sorted candidate. */
 baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
                                   uint32_t len, int32_t *perm);
 
@@ -309,8 +329,15 @@ baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const voi
                                               const int32_t *perm_q, const int32_t *perm_k,
                                               const uint8_t *mask, float *o);
 
+/* The BAATT_SORT_AUTO choice (see baatt_sort_mode) for every kv head, whatever cfg->norm_sort
+ * says: sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in
+ * fp64, so near-equal recalls may be decided differently from the GPU's fp32 sums. */
+baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
+                                         uint8_t *sorted);
+
 /* The whole BA-Att forward pass (cfg->dense == 1: dense attention). Any of mask, perm_q, perm_k
- * may be NULL. */
+ * may be NULL. With norm_sort == BAATT_SORT_AUTO the perms and mask rows of each kv head (and its
+ * query heads) are those of the blocking baatt_reference_auto_sorted chose. */
 baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
                                    const void *v, float *o, uint8_t *mask, int32_t *perm_q,
                                    int32_t *perm_k);

@@ -24,7 +24,10 @@ layout(push_constant) uniform Push {
     uint mode, keep, min_blocks, max_blocks;  // select: 0 keep-ratio (keep blocks), 1 threshold
     float threshold;
     float scale, cov;              // t and lambda * t^2 / 2
-    uint identity;                 // sort_perm: write the identity (sorting off)
+    uint identity;                 // sort_perm: write the identity (sorting off);
+                                   // stats: read the original order, not through the perms
+    uint slot;                     // select: 0 writes MASK/COUNTS slot 0 (what attention reads),
+                                   // 1 the original-order slot that auto sort compares against
 } pc;
 
 // Buffer bindings (set 0), one layout for every pipeline; see src/runtime.h.
@@ -44,6 +47,7 @@ layout(push_constant) uniform Push {
 #define BIND_KS 13
 #define BIND_VS 14
 #define BIND_OS 15
+#define BIND_AUTO 16 // auto sort: sampled recalls [heads][S][2] f32, then sorted flags [kv heads] u32
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
 uint kv_of(uint hd) {

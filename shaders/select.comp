@@ -164,7 +164,7 @@ void main() {
     }
     barrier();
     uint cut = sh_cut;
-    uint row = hd * pc.nq + I;
+    uint row = pc.slot * pc.batch * pc.heads * pc.nq + hd * pc.nq + I;   // slot: see common.glsl
     uint tokens = 0;
     for (uint w = tid; w < pc.words; w += WG) {
         uint bits = 0;

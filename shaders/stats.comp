@@ -1,6 +1,7 @@
 #version 450
-// Stage 2: per block of the sorted order, mean m and diagonal variance v over its valid tokens,
-// written straight into the scoring features (SPEC step 3's concatenated GEMM operands):
+// Stage 2: per block of the sorted order (of the original order when pc.identity is set), mean m
+// and diagonal variance v over its valid tokens, written straight into the scoring features
+// (SPEC step 3's concatenated GEMM operands):
 //   Q side: [t*m | c*v | c*m^2]     K side: [m | v + m^2 | v]      (c = lambda * t^2 / 2)
 // features: float [heads of side, blocks, 3*D]. One workgroup per block, one thread per dim.
 // Grid: (blocks, heads of this side).
@@ -15,7 +16,8 @@ layout(set = 0, binding = BIND_QFEAT) writeonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) writeonly buffer KF { float kfeat[]; };
 
 float load(uint hd, uint len, uint p, uint a) {
-    uint row = uint(pc.which == 0 ? perm_q[hd * len + p] : perm_k[hd * len + p]);
+    // pc.identity: the original-order blocking, whatever the perms hold (auto sort's second pass)
+    uint row = pc.identity != 0 ? p : uint(pc.which == 0 ? perm_q[hd * len + p] : perm_k[hd * len + p]);
     uint i = (hd * len + row) * D + a;
     return pc.which == 0 ? float(q[i]) : float(k[i]);
 }

@@ -114,6 +114,9 @@ baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
     if (c->block_size != 32 && c->block_size != 64 && c->block_size != 128)
         return fail(msg, n, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size %u is not supported (32, 64 or 128)",
                     c->block_size);
+    if (c->norm_sort != BAATT_SORT_OFF && c->norm_sort != BAATT_SORT_NORM && c->norm_sort != BAATT_SORT_AUTO)
+        return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+                    "norm_sort %d is not a baatt_sort_mode (0 off, 1 norm, 2 auto)", c->norm_sort);
     if (c->select_mode == BAATT_SELECT_KEEP_RATIO) {
         if (!(c->keep_ratio > 0.0f && c->keep_ratio <= 1.0f))
             return fail(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]", (double)c->keep_ratio);

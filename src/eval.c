@@ -27,8 +27,9 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 /* Query rows per QK tile: each key row is then read once per tile, not once per query. */
 #define TILE 8
 #define MAX_OWNED 64 /* allocations of one head_ctx (about 45 used) */
-/* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows. */
-#define AUTO_ROWS 64
+/* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows, the same
+ * rows as the GPU plan's BAATT_SORT_AUTO (internal.h). */
+#define AUTO_ROWS BAATT_AUTO_ROWS
 
 typedef struct run run;
 typedef struct head_ctx head_ctx;
@@ -662,10 +663,10 @@ static void fill_slot(head_ctx *c, uint32_t mi, uint32_t t, int b, const float *
 static uint32_t sample_rows(head_ctx *c, double *p)
 {
     const run *r = c->r;
-    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, d = r->cfg.head_dim, n = ql < AUTO_ROWS ? ql : AUTO_ROWS;
+    uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, d = r->cfg.head_dim, n = baatt_auto_samples(ql);
     double t = baatt_config_scale(&r->cfg);
     for (uint32_t s = 0; s < n; s++) {
-        uint64_t i = (uint64_t)s * ql / n;
+        uint64_t i = baatt_auto_row(s, n, ql);
         double *row = p + (uint64_t)s * kl;
         for (uint32_t j = 0; j < kl; j++) row[j] = t * dot(c->qd + i * d, c->kd + (uint64_t)j * d, d);
         softmax(row, kl);
@@ -681,7 +682,7 @@ static double sampled_recall(head_ctx *c, int b, const int32_t *order, uint32_t 
     uint32_t ql = r->cfg.q_len, kl = r->cfg.kv_len, nk = r->nk;
     double total = 0;
     for (uint32_t s = 0; s < n; s++) {
-        uint32_t I = c->qblk[b][(uint64_t)s * ql / n], keep = row_budget(r, t, c->h, I);
+        uint32_t I = c->qblk[b][baatt_auto_row(s, n, ql)], keep = row_budget(r, t, c->h, I);
         const double *row = c->sample + (uint64_t)s * kl;
         memset(c->mass, 0, sizeof(double) * nk);
         for (uint32_t j = 0; j < kl; j++) c->mass[c->kblk[b][j]] += row[j];

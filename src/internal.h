@@ -7,6 +7,19 @@
 /* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
 uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);
 
+/* Per-head blocking choice (BAATT_SORT_AUTO, and eval's baatt_auto): at most this many query rows
+ * per head get exact attention, evenly spaced: sample s of n sits at original row s * q_len / n.
+ * The GPU plan passes BAATT_AUTO_ROWS to its shaders, so this is the one place it is set. */
+#define BAATT_AUTO_ROWS 64
+static inline uint32_t baatt_auto_samples(uint32_t q_len)
+{
+    return q_len < BAATT_AUTO_ROWS ? q_len : BAATT_AUTO_ROWS;
+}
+static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
+{
+    return (uint32_t)((uint64_t)s * q_len / n);
+}
+
 /* Element i of a host tensor in dtype, as float. */
 static inline float baatt_load(const void *p, baatt_dtype dt, uint64_t i)
 {

@@ -1,6 +1,7 @@
 /* Plans: validation, scratch sizing, pipeline choice and the recording of the BA-Att stages
  *   sort (norms -> keys -> bitonic sort -> permutations) -> block statistics ->
- *   [score -> select] per logit chunk -> block-sparse (or dense) attention
+ *   [score -> select] per logit chunk -> (auto sort: the same on the original order, sampled
+ *   recalls, per-kv-head choice) -> block-sparse (or dense) attention
  * into a command buffer, plus the host-array convenience path and result read-back. */
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@ typedef struct baatt_push {
     uint32_t head0, nheads_chunk, row0, rows;
     uint32_t mode, keep, min_blocks, max_blocks;
     float threshold, scale, cov;
-    uint32_t identity;
+    uint32_t identity, slot;
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
@@ -36,6 +37,13 @@ struct baatt_plan {
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
+    /* Auto sort (cfg.norm_sort == BAATT_SORT_AUTO): MASK and COUNTS hold two slots (slot 0 the
+     * sorted selection, then the chosen one; slot 1 the original-order selection) and AUTO the
+     * sampled recalls [bh][samples][2] and the choices [bhkv]. */
+    int auto_sort;
+    uint32_t samples;
+    baatt_buffer autob;
+    VkPipeline p_recall, p_choose;
     baatt_buffer tq, tk, tv, to, staging; /* run_host only, created on first use */
     VkDescriptorPool dpool;
     VkDescriptorSet set;
@@ -210,7 +218,9 @@ static baatt_status create_scratch(baatt_plan *p)
     BAATT_TRY(scratch(p, &p->qfeat, sparse ? f * p->bh * b->nq : 4, "query block features"));
     BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
     BAATT_TRY(scratch(p, &p->logits, sparse ? 4ull * p->chunk_heads * p->chunk_rows * b->nk : 4, "block logits"));
-    BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * p->bh * b->nq * b->words : 4, "selection mask"));
+    uint64_t slots = p->auto_sort ? 2 : 1;
+    BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * slots * p->bh * b->nq * b->words : 4, "selection mask"));
+    BAATT_TRY(scratch(p, &p->autob, p->auto_sort ? 4ull * (2ull * p->bh * p->samples + p->bhkv) : 4, "auto sort recalls"));
     int sorted = sparse && p->attn_cm2;
     uint64_t es = baatt_dtype_size(p->cfg.dtype);
     uint64_t qbytes = es * p->bh * b->q_len * b->head_dim, kbytes = es * p->bhkv * b->kv_len * b->head_dim;
@@ -218,7 +228,7 @@ static baatt_status create_scratch(baatt_plan *p)
     BAATT_TRY(scratch(p, &p->ks, sorted ? kbytes : 16, "sorted K"));
     BAATT_TRY(scratch(p, &p->vs, sorted ? kbytes : 16, "sorted V"));
     BAATT_TRY(scratch(p, &p->os, sorted ? qbytes : 16, "sorted O"));
-    return scratch(p, &p->counts, sparse ? 4ull * p->bh * b->nq : 4, "selection counts");
+    return scratch(p, &p->counts, sparse ? 4ull * slots * p->bh * b->nq : 4, "selection counts");
 }
 
 static baatt_status create_pipelines(baatt_plan *p)
@@ -251,7 +261,12 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
     BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
     uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
-    return baatt_pipeline_get(ctx, "select", sel, 2, &p->p_select);
+    BAATT_TRY(baatt_pipeline_get(ctx, "select", sel, 2, &p->p_select));
+    if (!p->auto_sort) return BAATT_OK;
+    uint32_t rec[2] = {d, BAATT_AUTO_ROWS}, rows = BAATT_AUTO_ROWS;
+    snprintf(name, sizeof name, "auto_recall_%s", io);
+    BAATT_TRY(baatt_pipeline_get(ctx, name, rec, 2, &p->p_recall));
+    return baatt_pipeline_get(ctx, "auto_choose", &rows, 1, &p->p_choose);
 }
 
 static baatt_status create_descriptors(baatt_plan *p)
@@ -282,6 +297,8 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     p->ctx = ctx;
     p->cfg = *cfg;
     p->sort_wg = ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
+    p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
+    p->samples = baatt_auto_samples(cfg->q_len);
     p->select_wg = 256;
     s = fill_push(p);
     if (!s) s = check_device(p);
@@ -303,7 +320,8 @@ void baatt_plan_destroy(baatt_plan *p)
     if (!p) return;
     baatt_context *ctx = p->ctx;
     baatt_buffer *bufs[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask,
-                            &p->counts, &p->qs, &p->ks, &p->vs, &p->os, &p->tq, &p->tk, &p->tv, &p->to, &p->staging};
+                            &p->counts, &p->qs, &p->ks, &p->vs, &p->os, &p->autob, &p->tq, &p->tk, &p->tv, &p->to,
+                            &p->staging};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) baatt_buffer_destroy(ctx, bufs[i]);
     if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
@@ -314,7 +332,7 @@ uint64_t baatt_plan_scratch_bytes(const baatt_plan *p)
 {
     if (!p) return 0;
     const baatt_buffer *b[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
-                               &p->qs, &p->ks, &p->vs, &p->os};
+                               &p->qs, &p->ks, &p->vs, &p->os, &p->autob};
     uint64_t n = 0;
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) n += b[i]->size;
     return n;
@@ -379,21 +397,24 @@ static void record_sort_side(rec *r, uint32_t which)
     dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
 }
 
-static void record_stats(rec *r)
+/* identity: statistics of the original-order blocks, whatever the perms hold (auto sort). */
+static void record_stats(rec *r, uint32_t identity)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
+    pc.identity = identity;
     for (uint32_t which = 0; which < 2; which++) {
         pc.which = which;
         dispatch(r, p->p_stats, &pc, which ? pc.nk : pc.nq, which ? p->bhkv : p->bh, 1);
     }
 }
 
-/* Score and select, chunk by chunk through the bounded logit scratch. */
-static void record_score_select(rec *r)
+/* Score and select, chunk by chunk through the bounded logit scratch, into mask slot `slot`. */
+static void record_score_select(rec *r, uint32_t slot)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
+    pc.slot = slot;
     for (uint32_t h0 = 0; h0 < p->bh; h0 += p->chunk_heads) {
         pc.head0 = h0;
         pc.nheads_chunk = p->bh - h0 < p->chunk_heads ? p->bh - h0 : p->chunk_heads;
@@ -408,6 +429,30 @@ static void record_score_select(rec *r)
             mark(r, BAATT_STAGE_SELECT);
         }
     }
+}
+
+/* Auto sort, after the sorted blocking's selection (mask slot 0): the original-order blocking's
+ * statistics, logits and selection (slot 1, reusing the feature and logit scratch), the sampled
+ * recalls of both, and the per-kv-head choice, which rewrites the perms and slot 0 of the heads
+ * that keep the original order. Timed as STATS, SCORE and SELECT (recall and choice). */
+static void record_auto(rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    record_stats(r, 1);
+    barrier(r);
+    mark(r, BAATT_STAGE_STATS);
+    record_score_select(r, 1);
+    dispatch(r, p->p_recall, &pc, (p->samples + 7) / 8, p->bh, 1);   /* 8 rows a workgroup (RPW) */
+    barrier(r);
+    /* enough workgroups per kv head to rewrite its rows in parallel; each re-sums the recalls */
+    uint32_t g = pc.heads / pc.kv_heads, work = pc.kv_len;
+    if (g * pc.q_len > work) work = g * pc.q_len;
+    if (g * pc.nq * pc.words > work) work = g * pc.nq * pc.words;
+    uint32_t chunks = (work + 255) / 256;
+    dispatch(r, p->p_choose, &pc, chunks < 1024 ? chunks : 1024, p->bhkv, 1);
+    barrier(r);
+    mark(r, BAATT_STAGE_SELECT);
 }
 
 /* Row gather (which 0: Q, 1: K and V) or scatter (2: O) through the permutations. */
@@ -450,7 +495,7 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     VkDeviceSize tsz[4] = {qn, kn, kn, qn};
     baatt_buffer *own[BIND_COUNT] = {NULL,     NULL,      NULL,      NULL,    &p->perm_q, &p->perm_k,
                                      &p->keys, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
-                                     &p->qs,   &p->ks,    &p->vs,    &p->os};
+                                     &p->qs,   &p->ks,    &p->vs,    &p->os, &p->autob};
     VkDescriptorBufferInfo bi[BIND_COUNT];
     VkWriteDescriptorSet w[BIND_COUNT];
     for (uint32_t i = 0; i < BIND_COUNT; i++) {
@@ -477,10 +522,11 @@ static void record_stages(rec *r)
         record_sort_side(r, 1);
         barrier(r);
         mark(r, BAATT_STAGE_SORT);
-        record_stats(r);
+        record_stats(r, 0);
         barrier(r);
         mark(r, BAATT_STAGE_STATS);
-        record_score_select(r);
+        record_score_select(r, 0);
+        if (p->auto_sort) record_auto(r);
     }
     record_attention(r);
     mark(r, BAATT_STAGE_ATTEND);
@@ -561,20 +607,25 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
 /* ------------------------------------------------------------------------------------------ */
 /* results                                                                                    */
 
-/* Copies n bytes of a device buffer into dst through a temporary staging buffer. */
-static baatt_status download(baatt_plan *p, const baatt_buffer *src, void *dst, uint64_t n)
+/* Copies n bytes at offset `at` of a device buffer into dst through a temporary staging buffer. */
+static baatt_status download_at(baatt_plan *p, const baatt_buffer *src, uint64_t at, void *dst, uint64_t n)
 {
     baatt_buffer st;
     BAATT_TRY(baatt_buffer_create(p->ctx, n, 1, &st));
     rec r = {p, VK_NULL_HANDLE};
     baatt_status s = baatt_cmd_begin(p->ctx, &r.cmd);
     if (!s) {
-        copy(&r, src->buffer, 0, st.buffer, 0, n);
+        copy(&r, src->buffer, at, st.buffer, 0, n);
         s = baatt_cmd_submit_wait(p->ctx, r.cmd);
     }
     if (!s) memcpy(dst, st.mapped, n);
     baatt_buffer_destroy(p->ctx, &st);
     return s;
+}
+
+static baatt_status download(baatt_plan *p, const baatt_buffer *src, void *dst, uint64_t n)
+{
+    return download_at(p, src, 0, dst, n);
 }
 
 static baatt_status require_run(baatt_plan *p)
@@ -668,6 +719,22 @@ baatt_status baatt_plan_read_perms(baatt_plan *p, int32_t *perm_q, int32_t *perm
     if (perm_q) BAATT_TRY(download(p, &p->perm_q, perm_q, 4ull * p->bh * c->q_len));
     if (perm_k) BAATT_TRY(download(p, &p->perm_k, perm_k, 4ull * p->bhkv * c->kv_len));
     return BAATT_OK;
+}
+
+baatt_status baatt_plan_read_head_sorted(baatt_plan *p, uint8_t *sorted)
+{
+    BAATT_TRY(require_run(p));
+    if (!sorted) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "sorted is NULL");
+    if (!p->auto_sort) {
+        memset(sorted, !p->cfg.dense && p->cfg.norm_sort == BAATT_SORT_NORM, p->bhkv);
+        return BAATT_OK;
+    }
+    uint32_t *flags = malloc(4ull * p->bhkv);
+    if (!flags) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    baatt_status s = download_at(p, &p->autob, 8ull * p->bh * p->samples, flags, 4ull * p->bhkv);
+    for (uint32_t i = 0; !s && i < p->bhkv; i++) sorted[i] = flags[i] != 0;
+    free(flags);
+    return s;
 }
 
 const char *baatt_stage_name(int stage)

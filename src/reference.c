@@ -601,6 +601,138 @@ static baatt_status dense_run(const baatt_config *c, const void *q, const void *
     return s;
 }
 
+/* Steps 1-4 on one blocking (c->norm_sort: sorted unless 0): perms, statistics, logits, mask. */
+static baatt_status estimate(const baatt_config *c, const void *q, const void *k, run_buf *r)
+{
+    baatt_status s = baatt_reference_sort(c, q, c->heads, c->q_len, r->perm_q);
+    if (s == BAATT_OK) s = baatt_reference_sort(c, k, c->kv_heads, c->kv_len, r->perm_k);
+    if (s == BAATT_OK) s = baatt_reference_block_stats(c, q, c->heads, c->q_len, r->perm_q, r->qmean, r->qvar);
+    if (s == BAATT_OK) s = baatt_reference_block_stats(c, k, c->kv_heads, c->kv_len, r->perm_k, r->kmean, r->kvar);
+    if (s == BAATT_OK) s = baatt_reference_block_logits(c, r->qmean, r->qvar, r->kmean, r->kvar, r->logits);
+    if (s == BAATT_OK) s = baatt_reference_select(c, r->logits, r->mask);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * BAATT_SORT_AUTO: the per-kv-head choice between the sorted and the original blocking.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sorted position of original row i in perm (len entries). */
+static uint32_t position_of(const int32_t *perm, uint32_t len, uint32_t i)
+{
+    uint32_t p = 0;
+    while (p < len && (uint32_t)perm[p] != i) p++;
+    return p;
+}
+
+/* Adds to rec[0] (sorted blocking: query positions pq, key blocks kblk, mask ms) and rec[1]
+ * (original order, mask mi) the exact attention mass that the sampled rows of one query head put
+ * on the key blocks selected for their query block. h holds the head's Q and its kv head's K. */
+static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, const uint32_t *kblk,
+                        const uint8_t *ms, const uint8_t *mi, double rec[2])
+{
+    uint32_t n = baatt_auto_samples(c->q_len), nk = baatt_config_k_blocks(c), bs = c->block_size;
+    for (uint32_t s = 0; s < n; s++) {
+        uint32_t i = baatt_auto_row(s, n, c->q_len);
+        const uint8_t *rs = ms + (uint64_t)(position_of(pq, c->q_len, i) / bs) * nk;
+        const uint8_t *ri = mi + (uint64_t)(i / bs) * nk;
+        attend_tile(h, &i, 1, h->k, h->v, c->kv_len, 0); /* one exact row, original key order */
+        for (uint32_t j = 0; j < c->kv_len; j++) {
+            if (rs[kblk[j]]) rec[0] += h->scores[j];
+            if (ri[j / bs]) rec[1] += h->scores[j];
+        }
+    }
+}
+
+/* sorted[b, kv head] = 1 if the sorted blocking (rs) recalls at least as much of the sampled rows
+ * of the group's query heads as the original one (ri). kblk: kv_len entries of scratch. */
+static void auto_choice(const baatt_config *c, const void *q, const void *k, const run_buf *rs,
+                        const run_buf *ri, head_buf *h, uint32_t *kblk, uint8_t *sorted)
+{
+    uint32_t g = gqa_group(c), nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c);
+    for (uint32_t b = 0; b < c->batch; b++) {
+        for (uint32_t kh = 0; kh < c->kv_heads; kh++) {
+            uint64_t bk = (uint64_t)b * c->kv_heads + kh;
+            load_rows(k, c->dtype, bk * c->kv_len, c->kv_len, c->head_dim, h->k);
+            const int32_t *pk = rs->perm_k + bk * c->kv_len;
+            for (uint32_t t = 0; t < c->kv_len; t++) kblk[pk[t]] = t / c->block_size;
+            double rec[2] = {0, 0};
+            for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
+                uint64_t bh = (uint64_t)b * c->heads + qh;
+                load_q(c, q, b, qh, h);
+                sample_head(c, h, rs->perm_q + bh * c->q_len, kblk, rs->mask + bh * nq * nk, ri->mask + bh * nq * nk,
+                            rec);
+            }
+            sorted[bk] = !(rec[1] > rec[0]); /* ties keep the sorted blocking (as auto_choose.comp) */
+        }
+    }
+}
+
+/* Replaces the perms and mask rows of every kv head that chose the original order (and of its
+ * query heads) in r by those of the identity run ri. */
+static void auto_merge(const baatt_config *c, run_buf *r, const run_buf *ri, const uint8_t *sorted)
+{
+    uint32_t g = gqa_group(c);
+    uint64_t mrow = (uint64_t)baatt_config_q_blocks(c) * baatt_config_k_blocks(c);
+    for (uint64_t bk = 0; bk < (uint64_t)c->batch * c->kv_heads; bk++) {
+        if (sorted[bk]) continue;
+        memcpy(r->perm_k + bk * c->kv_len, ri->perm_k + bk * c->kv_len, sizeof(int32_t) * c->kv_len);
+        for (uint64_t bh = bk * g; bh < (bk + 1) * g; bh++) { /* (b * kv_heads + kh) * g = b * heads + kh * g */
+            memcpy(r->perm_q + bh * c->q_len, ri->perm_q + bh * c->q_len, sizeof(int32_t) * c->q_len);
+            memcpy(r->mask + bh * mrow, ri->mask + bh * mrow, mrow);
+        }
+    }
+}
+
+/* Both blockings estimated and selected (sorted into r, original order into ri), and the choice. */
+static baatt_status auto_estimate(const baatt_config *c, const void *q, const void *k, run_buf *r, run_buf *ri,
+                                  uint8_t *sorted)
+{
+    baatt_config cs = *c, ci = *c;
+    cs.norm_sort = BAATT_SORT_NORM, ci.norm_sort = BAATT_SORT_OFF;
+    head_buf h = {0};
+    uint32_t *kblk = malloc(sizeof(uint32_t) * c->kv_len);
+    baatt_status s = run_alloc(&ci, ri, NULL, NULL, NULL);
+    if (s == BAATT_OK && !kblk) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == BAATT_OK) s = head_alloc(c, &h, 0); /* frees what it got on failure */
+    if (s == BAATT_OK) {
+        s = estimate(&cs, q, k, r);
+        if (s == BAATT_OK) s = estimate(&ci, q, k, ri);
+        if (s == BAATT_OK) auto_choice(c, q, k, r, ri, &h, kblk, sorted);
+        head_free(&h);
+    }
+    free(kblk);
+    return s;
+}
+
+baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
+                                         uint8_t *sorted)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (c.dense || !q || !k || !sorted) return BAATT_ERROR_INVALID_ARGUMENT;
+    run_buf r = {0}, ri = {0};
+    s = run_alloc(&c, &r, NULL, NULL, NULL);
+    if (s == BAATT_OK) s = auto_estimate(&c, q, k, &r, &ri, sorted);
+    run_free(&r);
+    run_free(&ri);
+    return s;
+}
+
+/* Steps 1-4 as c->norm_sort says: one blocking, or both and the per-kv-head choice. */
+static baatt_status select_blocks(const baatt_config *c, const void *q, const void *k, run_buf *r)
+{
+    if (c->norm_sort != BAATT_SORT_AUTO) return estimate(c, q, k, r);
+    run_buf ri = {0};
+    uint8_t *sorted = malloc((size_t)c->batch * c->kv_heads);
+    baatt_status s = sorted ? auto_estimate(c, q, k, r, &ri, sorted) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == BAATT_OK) auto_merge(c, r, &ri, sorted);
+    run_free(&ri);
+    free(sorted);
+    return s;
+}
+
 baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
                                    const void *v, float *o, uint8_t *mask, int32_t *perm_q,
                                    int32_t *perm_k)
@@ -612,14 +744,7 @@ baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const
     if (c.dense) return dense_run(&c, q, k, v, o, mask, perm_q, perm_k);
     run_buf r = {0};
     s = run_alloc(&c, &r, mask, perm_q, perm_k);
-    if (s == BAATT_OK) s = baatt_reference_sort(&c, q, c.heads, c.q_len, r.perm_q);
-    if (s == BAATT_OK) s = baatt_reference_sort(&c, k, c.kv_heads, c.kv_len, r.perm_k);
-    if (s == BAATT_OK)
-        s = baatt_reference_block_stats(&c, q, c.heads, c.q_len, r.perm_q, r.qmean, r.qvar);
-    if (s == BAATT_OK)
-        s = baatt_reference_block_stats(&c, k, c.kv_heads, c.kv_len, r.perm_k, r.kmean, r.kvar);
-    if (s == BAATT_OK) s = baatt_reference_block_logits(&c, r.qmean, r.qvar, r.kmean, r.kvar, r.logits);
-    if (s == BAATT_OK) s = baatt_reference_select(&c, r.logits, r.mask);
+    if (s == BAATT_OK) s = select_blocks(&c, q, k, &r);
     if (s == BAATT_OK) s = baatt_reference_sparse_attention(&c, q, k, v, r.perm_q, r.perm_k, r.mask, o);
     run_free(&r);
     return s;

@@ -15,6 +15,7 @@ enum {
     BIND_PERM_Q, BIND_PERM_K, BIND_KEYS, BIND_QFEAT, BIND_KFEAT,
     BIND_LOGITS, BIND_MASK, BIND_COUNTS,
     BIND_QS, BIND_KS, BIND_VS, BIND_OS,   /* norm-sorted copies (cooperative-matrix-2 sparse path) */
+    BIND_AUTO,                            /* auto sort: sampled recalls and per-kv-head choices */
     BIND_COUNT
 };
 #define BAATT_PUSH_BYTES 128

@@ -5,7 +5,9 @@
  *   stats   -> block features vs reference means/variances on the GPU permutation
  *   score   -> logits vs reference logits from the reference stats
  *   select  -> mask identical to the reference selection applied to the GPU logits
- *   attend  -> output vs reference sparse attention with the GPU permutation and mask */
+ *   attend  -> output vs reference sparse attention with the GPU permutation and mask
+ * Auto sort (norm_sort = BAATT_SORT_AUTO) is checked against the reference's per-kv-head choice and
+ * against the GPU's own fixed-blocking runs (sort on, sort off) on the same inputs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "helpers.h"
 #include "internal.h"
+#include "workloads.h"
 
 static baatt_context *g_ctx;
 
@@ -33,7 +36,7 @@ static int teardown(void **state)
 typedef struct gpu_result {
     baatt_config cfg;
     void *q, *k, *v, *o;
-    uint8_t *mask;
+    uint8_t *mask, *sorted; /* sorted: [batch, kv_heads] blocking each kv head got */
     int32_t *pq, *pk;
     float *qfeat, *kfeat, *logits;
     baatt_run_stats st;
@@ -63,17 +66,31 @@ static void *inputs(uint64_t *rng, const baatt_config *c, size_t n, int is_q)
     return x;
 }
 
-static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
+static void result_init(const baatt_config *cfg, gpu_result *r)
 {
     memset(r, 0, sizeof *r);
     r->cfg = *cfg;
-    uint64_t rng = th_seed() ^ ((uint64_t)cfg->q_len * 7919u) ^ ((uint64_t)cfg->block_size << 40) ^ cfg->kv_len;
     r->qn = (size_t)cfg->batch * cfg->heads * cfg->q_len * cfg->head_dim;
     r->kn = (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len * cfg->head_dim;
     r->nq = baatt_config_q_blocks(cfg), r->nk = baatt_config_k_blocks(cfg);
+}
+
+static baatt_status run_plan(gpu_result *r);
+
+static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
+{
+    result_init(cfg, r);
+    uint64_t rng = th_seed() ^ ((uint64_t)cfg->q_len * 7919u) ^ ((uint64_t)cfg->block_size << 40) ^ cfg->kv_len;
     r->q = inputs(&rng, cfg, r->qn, 1);
     r->k = inputs(&rng, cfg, r->kn, 0);
     r->v = th_random_tensor(&rng, cfg->dtype, r->kn, 1.0f);
+    return run_plan(r);
+}
+
+/* The plan of r->cfg on r's inputs; outputs poisoned first, then read back. */
+static baatt_status run_plan(gpu_result *r)
+{
+    const baatt_config *cfg = &r->cfg;
     r->o = malloc(r->qn * baatt_dtype_size(cfg->dtype));
     th_poison(r->o, cfg->dtype, r->qn);
     size_t rows = (size_t)cfg->batch * cfg->heads * r->nq;
@@ -90,6 +107,8 @@ static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
     assert_int_equal(baatt_plan_read_mask(plan, r->mask), BAATT_OK);
     assert_int_equal(baatt_plan_read_perms(plan, r->pq, r->pk), BAATT_OK);
     assert_int_equal(baatt_plan_stats(plan, &r->st), BAATT_OK);
+    r->sorted = malloc((size_t)cfg->batch * cfg->kv_heads);
+    assert_int_equal(baatt_plan_read_head_sorted(plan, r->sorted), BAATT_OK);
     size_t f = 3 * (size_t)cfg->head_dim;
     r->qfeat = malloc(4 * f * cfg->batch * cfg->heads * r->nq);
     r->kfeat = malloc(4 * f * cfg->batch * cfg->kv_heads * r->nk);
@@ -105,7 +124,7 @@ static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
 
 static void free_result(gpu_result *r)
 {
-    free(r->q), free(r->k), free(r->v), free(r->o), free(r->mask), free(r->pq), free(r->pk);
+    free(r->q), free(r->k), free(r->v), free(r->o), free(r->mask), free(r->sorted), free(r->pq), free(r->pk);
     free(r->qfeat), free(r->kfeat), free(r->logits);
 }
 
@@ -248,6 +267,22 @@ static void check_counts(const gpu_result *r)
     assert_true(fabs(sp - r->st.sparsity) < 1e-9);
 }
 
+/* Every stage of a fixed-blocking run (norm_sort 0 or 1) against the reference. */
+static void check_stages(const gpu_result *r)
+{
+    const baatt_config *c = &r->cfg;
+    for (uint32_t i = 0; i < c->batch * c->kv_heads; i++) assert_int_equal(r->sorted[i], c->norm_sort == BAATT_SORT_NORM);
+    check_perm(r, r->q, c->heads, c->q_len, r->pq);
+    check_perm(r, r->k, c->kv_heads, c->kv_len, r->pk);
+    float *qm, *qv, *km, *kv;
+    check_stats(r, r->q, c->heads, c->q_len, r->pq, r->qfeat, 1, &qm, &qv);
+    check_stats(r, r->k, c->kv_heads, c->kv_len, r->pk, r->kfeat, 0, &km, &kv);
+    check_logits(r, qm, qv, km, kv);
+    check_counts(r);
+    check_attention(r);
+    free(qm), free(qv), free(km), free(kv);
+}
+
 static void check_all(baatt_config c)
 {
     gpu_result r;
@@ -257,15 +292,7 @@ static void check_all(baatt_config c)
         skip();
     }
     assert_int_equal(s, BAATT_OK);
-    check_perm(&r, r.q, c.heads, c.q_len, r.pq);
-    check_perm(&r, r.k, c.kv_heads, c.kv_len, r.pk);
-    float *qm, *qv, *km, *kv;
-    check_stats(&r, r.q, c.heads, c.q_len, r.pq, r.qfeat, 1, &qm, &qv);
-    check_stats(&r, r.k, c.kv_heads, c.kv_len, r.pk, r.kfeat, 0, &km, &kv);
-    check_logits(&r, qm, qv, km, kv);
-    check_counts(&r);
-    check_attention(&r);
-    free(qm), free(qv), free(km), free(kv);
+    check_stages(&r);
     free_result(&r);
 }
 
@@ -344,6 +371,214 @@ static void baatt_keep_one_is_dense(void **s)
     free_result(&r);
 }
 
+/* ---- auto sort ---------------------------------------------------------------------------- */
+
+static void *copy_tensor(const void *x, size_t n, baatt_dtype dt)
+{
+    void *y = malloc(n * baatt_dtype_size(dt));
+    memcpy(y, x, n * baatt_dtype_size(dt));
+    return y;
+}
+
+/* A run of src's config with norm_sort = mode on a copy of src's inputs. */
+static baatt_status run_mode(const gpu_result *src, int mode, gpu_result *r)
+{
+    baatt_config c = src->cfg;
+    c.norm_sort = mode;
+    result_init(&c, r);
+    r->q = copy_tensor(src->q, r->qn, c.dtype);
+    r->k = copy_tensor(src->k, r->kn, c.dtype);
+    r->v = copy_tensor(src->v, r->kn, c.dtype);
+    return run_plan(r);
+}
+
+/* Inputs of workload `name` (src/workloads.h, q_len == kv_len): the K and V of kv head kh are
+ * those of workload head kh * group, so a GQA group shares them. */
+static void workload_inputs(const char *name, float jitter, const baatt_config *c, gpu_result *r)
+{
+    result_init(c, r);
+    eval_workload_params wp = {c->batch * c->heads, c->q_len, c->head_dim, th_seed(), jitter};
+    eval_data d;
+    assert_int_equal(eval_workload_make(name, &wp, &d), BAATT_OK);
+    size_t es = baatt_dtype_size(c->dtype), row = (size_t)c->kv_len * c->head_dim, g = c->heads / c->kv_heads;
+    r->q = malloc(r->qn * es), r->k = malloc(r->kn * es), r->v = malloc(r->kn * es);
+    for (size_t i = 0; i < r->qn; i++) baatt_store(r->q, c->dtype, i, d.q[i]);
+    for (size_t i = 0; i < r->kn; i++) {
+        size_t src = (i / row) * g * row + i % row;
+        baatt_store(r->k, c->dtype, i, d.k[src]);
+        baatt_store(r->v, c->dtype, i, d.v[src]);
+    }
+    eval_data_free(&d);
+}
+
+/* Each kv head of the auto run a has exactly the perms and mask rows (and so the counts and the
+ * output) of the fixed run of the blocking it chose: s (sorted) or u (original order). */
+static void check_auto_matches(const gpu_result *a, const gpu_result *s, const gpu_result *u)
+{
+    const baatt_config *c = &a->cfg;
+    uint32_t g = c->heads / c->kv_heads;
+    size_t mrow = (size_t)a->nq * a->nk;
+    for (uint32_t bk = 0; bk < c->batch * c->kv_heads; bk++) {
+        const gpu_result *w = a->sorted[bk] ? s : u;
+        assert_memory_equal(a->pk + (size_t)bk * c->kv_len, w->pk + (size_t)bk * c->kv_len, 4ull * c->kv_len);
+        for (uint32_t bh = bk * g; bh < (bk + 1) * g; bh++) {
+            assert_memory_equal(a->pq + (size_t)bh * c->q_len, w->pq + (size_t)bh * c->q_len, 4ull * c->q_len);
+            assert_memory_equal(a->mask + bh * mrow, w->mask + bh * mrow, mrow);
+        }
+    }
+}
+
+/* Sampled recall (the BAATT_SORT_AUTO rule, in fp64) of one query head bh on the blocking of
+ * fixed run r, from r's own perms and mask: sum over sampled rows of the exact attention mass on
+ * the key blocks selected for the row's query block. kblk: kv_len entries of scratch. */
+static double sampled_recall(const gpu_result *r, uint32_t bh, uint32_t *kblk, double *p)
+{
+    const baatt_config *c = &r->cfg;
+    uint32_t kvh = bh / (c->heads / c->kv_heads), d = c->head_dim, n = baatt_auto_samples(c->q_len);
+    const int32_t *pq = r->pq + (size_t)bh * c->q_len, *pk = r->pk + (size_t)kvh * c->kv_len;
+    for (uint32_t t = 0; t < c->kv_len; t++) kblk[pk[t]] = t / c->block_size;
+    double total = 0, scale = baatt_config_scale(c);
+    for (uint32_t s = 0; s < n; s++) {
+        uint32_t i = baatt_auto_row(s, n, c->q_len), pos = 0;
+        while ((uint32_t)pq[pos] != i) pos++;
+        const uint8_t *m = r->mask + ((size_t)bh * r->nq + pos / c->block_size) * r->nk;
+        double mx = -INFINITY, sum = 0, sel = 0;
+        for (uint32_t j = 0; j < c->kv_len; j++) {
+            double l = 0;
+            for (uint32_t a = 0; a < d; a++)
+                l += (double)baatt_load(r->q, c->dtype, ((size_t)bh * c->q_len + i) * d + a) *
+                     baatt_load(r->k, c->dtype, ((size_t)kvh * c->kv_len + j) * d + a);
+            p[j] = scale * l;
+            mx = p[j] > mx ? p[j] : mx;
+        }
+        for (uint32_t j = 0; j < c->kv_len; j++) sum += p[j] = exp(p[j] - mx);
+        for (uint32_t j = 0; j < c->kv_len; j++) sel += m[kblk[j]] ? p[j] : 0;
+        total += sel / sum;
+    }
+    return total;
+}
+
+/* Per kv head: the GPU's choice must follow the rule applied in fp64 to the GPU's own selections
+ * (fixed runs s and u), unless the two recalls are within fp32 summation error; and it must equal
+ * the reference's choice wherever the recalls differ by more than 1% of their maximum (the
+ * reference selects from fp64 logits, so a near-tie logit may flip one of its blocks). */
+static void check_choice(const gpu_result *a, const gpu_result *s, const gpu_result *u, const uint8_t *want)
+{
+    const baatt_config *c = &a->cfg;
+    uint32_t g = c->heads / c->kv_heads, n = baatt_auto_samples(c->q_len);
+    uint32_t *kblk = malloc(4ull * c->kv_len);
+    double *p = malloc(8ull * c->kv_len);
+    for (uint32_t bk = 0; bk < c->batch * c->kv_heads; bk++) {
+        double margin = 0;
+        for (uint32_t bh = bk * g; bh < (bk + 1) * g; bh++)
+            margin += sampled_recall(s, bh, kblk, p) - sampled_recall(u, bh, kblk, p);
+        if (fabs(margin) > 1e-4 * g * n) assert_int_equal(a->sorted[bk], margin >= 0);
+        if (fabs(margin) > 1e-2 * g * n) assert_int_equal(a->sorted[bk], want[bk]);
+    }
+    free(kblk), free(p);
+}
+
+/* 1 if perm (len entries) equals want, or the identity when want is NULL. */
+static int perm_is(const int32_t *perm, const int32_t *want, uint32_t len)
+{
+    for (uint32_t i = 0; i < len; i++)
+        if (perm[i] != (want ? want[i] : (int32_t)i)) return 0;
+    return 1;
+}
+
+/* The reference's own auto pass keeps the norm-sorted perms on the heads it chose to sort and the
+ * identity on the others. */
+static void check_reference_auto(const gpu_result *a, const uint8_t *choice)
+{
+    const baatt_config *c = &a->cfg;
+    baatt_config cs = *c;
+    cs.norm_sort = BAATT_SORT_NORM;
+    size_t nq = (size_t)c->batch * c->heads * c->q_len, nk = (size_t)c->batch * c->kv_heads * c->kv_len;
+    int32_t *pq = malloc(4 * nq), *pk = malloc(4 * nk), *sq = malloc(4 * nq), *sk = malloc(4 * nk);
+    float *o = malloc(4 * a->qn);
+    assert_int_equal(baatt_reference_baatt(c, a->q, a->k, a->v, o, NULL, pq, pk), BAATT_OK);
+    assert_int_equal(baatt_reference_sort(&cs, a->q, c->heads, c->q_len, sq), BAATT_OK);
+    assert_int_equal(baatt_reference_sort(&cs, a->k, c->kv_heads, c->kv_len, sk), BAATT_OK);
+    uint32_t g = c->heads / c->kv_heads;
+    for (uint32_t bk = 0; bk < c->batch * c->kv_heads; bk++) {
+        size_t ko = (size_t)bk * c->kv_len;
+        assert_true(perm_is(pk + ko, choice[bk] ? sk + ko : NULL, c->kv_len));
+        for (size_t qo = (size_t)bk * g * c->q_len; qo < (size_t)(bk + 1) * g * c->q_len; qo += c->q_len)
+            assert_true(perm_is(pq + qo, choice[bk] ? sq + qo : NULL, c->q_len));
+    }
+    free(pq), free(pk), free(sq), free(sk), free(o);
+}
+
+/* a: an auto-sort config with inputs. expect: 1 every kv head should sort, 0 none, -1 either.
+ * The GPU's choice must equal the reference's; the fixed runs pass every stage check. */
+static void check_auto(gpu_result *a, int expect)
+{
+    const baatt_config *c = &a->cfg;
+    baatt_status st = run_plan(a);
+    if (st == BAATT_ERROR_MISSING_FEATURE && c->dtype == BAATT_DTYPE_F16) {
+        free_result(a);
+        skip();
+    }
+    assert_int_equal(st, BAATT_OK);
+    gpu_result s, u;
+    assert_int_equal(run_mode(a, BAATT_SORT_NORM, &s), BAATT_OK);
+    assert_int_equal(run_mode(a, BAATT_SORT_OFF, &u), BAATT_OK);
+    check_stages(&s);
+    check_stages(&u);
+    uint32_t bk = c->batch * c->kv_heads;
+    uint8_t *want = malloc(bk);
+    assert_int_equal(baatt_reference_auto_sorted(c, a->q, a->k, want), BAATT_OK);
+    check_choice(a, &s, &u, want);
+    for (uint32_t i = 0; i < bk && expect >= 0; i++) assert_int_equal(a->sorted[i], expect);
+    check_auto_matches(a, &s, &u);
+    check_counts(a);
+    check_attention(a);
+    check_reference_auto(a, want);
+    free(want);
+    free_result(&s), free_result(&u), free_result(a);
+}
+
+/* Random-norm inputs (attention follows key norms): sorting wins on every head. */
+static void auto_sort_wins(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 4, 2, 256, 320, 64, 32, 0.3f);
+    c.norm_sort = BAATT_SORT_AUTO;
+    gpu_result a;
+    uint64_t rng = th_seed() ^ 0x5eedu;
+    result_init(&c, &a);
+    a.q = inputs(&rng, &c, a.qn, 1), a.k = inputs(&rng, &c, a.kn, 0);
+    a.v = th_random_tensor(&rng, c.dtype, a.kn, 1.0f);
+    check_auto(&a, 1);
+}
+
+/* Rotary positional heads with equal token norms (no jitter): attention is local and the norm
+ * order is noise, so sorting destroys the locality and the original order wins. (With norm jitter
+ * the norms predict attention and sorting wins even here.) */
+static void auto_sort_loses(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 512, 512, 64, 32, 0.25f);
+    c.norm_sort = BAATT_SORT_AUTO;
+    gpu_result a;
+    workload_inputs("rotary", 0.0f, &c, &a);
+    setenv("BAATT_LOGITS_MIB", "0.0002", 1); /* both passes chunked: a few rows per chunk */
+    check_auto(&a, 0);
+    unsetenv("BAATT_LOGITS_MIB");
+}
+
+/* fp16, GQA, threshold selection, a mixture of head kinds: the choice can differ per kv head. */
+static void auto_mixed_f16_gqa(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 8, 4, 384, 384, 128, 64, 0.5f);
+    c.dtype = BAATT_DTYPE_F16, c.norm_sort = BAATT_SORT_AUTO;
+    c.select_mode = BAATT_SELECT_MASS_THRESHOLD, c.mass_threshold = 0.8f;
+    gpu_result a;
+    workload_inputs("mixture", EVAL_DEFAULT_JITTER, &c, &a);
+    check_auto(&a, -1);
+}
+
 static void expect_error(baatt_config c, baatt_status want, const char *fragment)
 {
     baatt_plan *plan = NULL;
@@ -374,6 +609,10 @@ static void bad_baatt_configs(void **s)
     expect_error(z, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks");
     z = c, z.select_mode = (baatt_select_mode)9;
     expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "select_mode");
+    z = c, z.norm_sort = 3;
+    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort 3");
+    z = c, z.norm_sort = -1;
+    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort -1");
 }
 
 int main(void)
@@ -384,7 +623,8 @@ int main(void)
         cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_keep_one_is_dense),
-        cmocka_unit_test(bad_baatt_configs),
+        cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
+        cmocka_unit_test(auto_mixed_f16_gqa),    cmocka_unit_test(bad_baatt_configs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

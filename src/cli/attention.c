@@ -23,7 +23,10 @@ static const char USAGE[] =
     "  --keep R            keep ratio of key blocks per query block, in (0, 1] (default 0.5)\n"
     "  --threshold T       select by block-map mass >= T instead of a keep ratio\n"
     "  --block B           block size 32, 64 (default) or 128\n"
-    "  --no-sort           do not sort Q and K by norm\n"
+    "  --sort M            blocking: norm (default) sorts Q and K by L2 norm; off keeps the\n"
+    "                      original order; auto chooses per kv head by the recall of 64 sampled\n"
+    "                      exact query rows (costs ~64/q_len of dense attention)\n"
+    "  --no-sort           same as --sort off\n"
     "  --no-cov            no covariance correction (plain mean pooling)\n"
     "  --min-blocks N, --max-blocks N   per-row limits on selected key blocks\n"
     "  --scale S           softmax scale (default 1/sqrt(head_dim))\n"
@@ -32,6 +35,17 @@ static const char USAGE[] =
     "  --perm-k-out f.npy  int32 [batch, kv_heads, kv_len]\n"
     "  --device D          device index or name substring (default: BAATT_DEVICE, else best GPU)\n"
     "  --json              print device, timings and sparsity as one JSON object\n";
+
+static const char *const SORT_NAMES[] = {"off", "norm", "auto"}; /* indexed by baatt_sort_mode */
+
+static int parse_sort(int argc, char **argv, int *i, int *mode)
+{
+    const char *v;
+    if (!cli_arg_str("attention", argc, argv, i, &v)) return 0;
+    for (int m = BAATT_SORT_OFF; m <= BAATT_SORT_AUTO; m++)
+        if (!strcmp(v, SORT_NAMES[m])) return *mode = m, 1;
+    return cli_fail("attention", "--sort %s: expected auto, norm or off", v), 0;
+}
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -51,7 +65,8 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--perm-k-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_out);
         else if (!strcmp(a, "--dense")) o->cfg.dense = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
-        else if (!strcmp(a, "--no-sort")) o->cfg.norm_sort = 0;
+        else if (!strcmp(a, "--no-sort")) o->cfg.norm_sort = BAATT_SORT_OFF;
+        else if (!strcmp(a, "--sort")) ok = parse_sort(argc, argv, &i, &o->cfg.norm_sort);
         else if (!strcmp(a, "--no-cov")) o->cfg.covariance = 0;
         else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &o->cfg.keep_ratio);
         else if (!strcmp(a, "--threshold")) {
@@ -148,7 +163,9 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
     return ok;
 }
 
-static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st, const char *kernel)
+/* sorted_heads: kv heads (over the batch) that got the norm-sorted blocking. */
+static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st, const char *kernel,
+                   uint32_t sorted_heads)
 {
     const baatt_config *g = &o->cfg;
     char line[900];
@@ -161,7 +178,8 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         if (!g->dense) {
             printf(" (");
             for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
-            printf(")\nsparsity: %.4f", st->sparsity);
+            printf(")\nsparsity: %.4f\nsort: %s, sorted kv heads: %u of %u", st->sparsity, SORT_NAMES[g->norm_sort],
+                   sorted_heads, g->batch * g->kv_heads);
         }
         printf("\n");
         return;
@@ -175,7 +193,9 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
            g->dense ? "dense" : "baatt", g->batch, g->heads, g->kv_heads, g->q_len, g->kv_len, g->head_dim,
            baatt_dtype_name(g->dtype), kernel, st->gpu_ms);
     if (!g->dense) {
-        printf(", \"block\": %u, \"sort\": %s, \"covariance\": %s, ", g->block_size, g->norm_sort ? "true" : "false",
+        /* "sort" stays a boolean (sorting enabled) for existing readers; "sort_mode" says which */
+        printf(", \"block\": %u, \"sort\": %s, \"sort_mode\": \"%s\", \"sorted_heads\": %u, \"covariance\": %s, ",
+               g->block_size, g->norm_sort ? "true" : "false", SORT_NAMES[g->norm_sort], sorted_heads,
                g->covariance ? "true" : "false");
         if (g->select_mode == BAATT_SELECT_KEEP_RATIO) printf("\"keep\": %g", (double)g->keep_ratio);
         else printf("\"threshold\": %g", (double)g->mass_threshold);
@@ -184,6 +204,19 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         printf("}");
     }
     printf("}\n");
+}
+
+static int count_sorted(baatt_plan *plan, const baatt_config *g, baatt_context *ctx, uint32_t *n)
+{
+    uint32_t heads = g->batch * g->kv_heads;
+    uint8_t *sorted = malloc(heads);
+    if (!sorted) return cli_fail("attention", "out of memory"), 0;
+    baatt_status s = baatt_plan_read_head_sorted(plan, sorted);
+    *n = 0;
+    for (uint32_t i = 0; !s && i < heads; i++) *n += sorted[i];
+    free(sorted);
+    if (s) cli_fail_status("attention", s, ctx, "cannot read the per-head blocking");
+    return !s;
 }
 
 int cmd_attention(int argc, char **argv)
@@ -212,9 +245,11 @@ int cmd_attention(int argc, char **argv)
     s = baatt_plan_stats(plan, &st);
     if (s) { cli_fail_status("attention", s, ctx, "cannot read results"); goto done; }
     if (!write_outputs(&o, plan, &q, out)) goto done;
+    uint32_t sorted_heads;
+    if (!count_sorted(plan, &o.cfg, ctx, &sorted_heads)) goto done;
     baatt_device_info dev;
     baatt_context_device_info(ctx, &dev);
-    report(&o, &dev, &st, baatt_plan_attention_path(plan));
+    report(&o, &dev, &st, baatt_plan_attention_path(plan), sorted_heads);
     rc = 0;
 done:
     free(out);
