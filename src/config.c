@@ -74,7 +74,9 @@ baatt_config baatt_config_default(void)
     return c;
 }
 
-static baatt_status fail(char *msg, size_t n, baatt_status s, const char *fmt, ...)
+/* Writes a printf-style message into msg (when given) and returns s; shared by every function
+ * that reports into a caller's message buffer (config checks, .npy I/O, evaluation). */
+baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ...)
 {
     if (msg && n) {
         va_list ap;
@@ -88,48 +90,48 @@ static baatt_status fail(char *msg, size_t n, baatt_status s, const char *fmt, .
 baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
 {
     if (msg && n) msg[0] = 0;
-    if (!c) return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "config is NULL");
+    if (!c) return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "config is NULL");
     if (!c->batch || !c->heads || !c->kv_heads || !c->q_len || !c->kv_len || !c->head_dim)
-        return fail(msg, n, BAATT_ERROR_BAD_SHAPE,
+        return baatt_msgf(msg, n, BAATT_ERROR_BAD_SHAPE,
                     "every size must be > 0 (batch=%u heads=%u kv_heads=%u q_len=%u kv_len=%u head_dim=%u)",
                     c->batch, c->heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim);
     if (c->heads % c->kv_heads)
-        return fail(msg, n, BAATT_ERROR_GQA_MISMATCH, "heads (%u) is not a multiple of kv_heads (%u)",
+        return baatt_msgf(msg, n, BAATT_ERROR_GQA_MISMATCH, "heads (%u) is not a multiple of kv_heads (%u)",
                     c->heads, c->kv_heads);
     if (c->head_dim != 64 && c->head_dim != 128)
-        return fail(msg, n, BAATT_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim %u is not supported (64 or 128)",
+        return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim %u is not supported (64 or 128)",
                     c->head_dim);
     if (c->dtype != BAATT_DTYPE_F32 && c->dtype != BAATT_DTYPE_F16 && c->dtype != BAATT_DTYPE_BF16)
-        return fail(msg, n, BAATT_ERROR_UNSUPPORTED_DTYPE, "dtype %d is not f32, f16 or bf16", (int)c->dtype);
+        return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_DTYPE, "dtype %d is not f32, f16 or bf16", (int)c->dtype);
     if (!isfinite(c->scale) || c->scale < 0)
-        return fail(msg, n, BAATT_ERROR_BAD_SCALE, "scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
+        return baatt_msgf(msg, n, BAATT_ERROR_BAD_SCALE, "scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
                     (double)c->scale);
     /* Element counts must stay addressable by 32-bit shader indices (per tensor). */
     uint64_t qn = (uint64_t)c->batch * c->heads * c->q_len * c->head_dim;
     uint64_t kn = (uint64_t)c->batch * c->kv_heads * c->kv_len * c->head_dim;
     if (qn > 0x7fffffffull || kn > 0x7fffffffull)
-        return fail(msg, n, BAATT_ERROR_TOO_LARGE, "a tensor has more than 2^31-1 elements (Q %llu, K %llu)",
+        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE, "a tensor has more than 2^31-1 elements (Q %llu, K %llu)",
                     (unsigned long long)qn, (unsigned long long)kn);
     if (c->dense) return BAATT_OK;
     if (c->block_size != 32 && c->block_size != 64 && c->block_size != 128)
-        return fail(msg, n, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size %u is not supported (32, 64 or 128)",
+        return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size %u is not supported (32, 64 or 128)",
                     c->block_size);
     if (c->norm_sort != BAATT_SORT_OFF && c->norm_sort != BAATT_SORT_NORM && c->norm_sort != BAATT_SORT_AUTO)
-        return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+        return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
                     "norm_sort %d is not a baatt_sort_mode (0 off, 1 norm, 2 auto)", c->norm_sort);
     if (c->select_mode == BAATT_SELECT_KEEP_RATIO) {
         if (!(c->keep_ratio > 0.0f && c->keep_ratio <= 1.0f))
-            return fail(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]", (double)c->keep_ratio);
+            return baatt_msgf(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]", (double)c->keep_ratio);
     } else if (c->select_mode == BAATT_SELECT_MASS_THRESHOLD) {
         if (!(c->mass_threshold > 0.0f && c->mass_threshold <= 1.0f))
-            return fail(msg, n, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold %g is outside (0, 1]",
+            return baatt_msgf(msg, n, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold %g is outside (0, 1]",
                         (double)c->mass_threshold);
     } else {
-        return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "select_mode %d is not a baatt_select_mode",
+        return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "select_mode %d is not a baatt_select_mode",
                     (int)c->select_mode);
     }
     if (c->max_blocks && c->min_blocks > c->max_blocks)
-        return fail(msg, n, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks (%u) exceeds max_blocks (%u)", c->min_blocks,
+        return baatt_msgf(msg, n, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks (%u) exceeds max_blocks (%u)", c->min_blocks,
                     c->max_blocks);
     return BAATT_OK;
 }

@@ -123,18 +123,6 @@ static uint32_t block_len(uint32_t len, uint32_t b, uint32_t j)
     return len - start < b ? len - start : b;
 }
 
-/* d is 64 or 128: four partial sums break the add-latency chain at no cost in accuracy. */
-static double dot(const double *a, const double *b, uint32_t n)
-{
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (uint32_t i = 0; i < n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    return (s0 + s1) + (s2 + s3);
-}
 
 static void softmax(double *p, uint32_t n)
 {
@@ -143,33 +131,6 @@ static void softmax(double *p, uint32_t n)
         if (p[j] > mx) mx = p[j];
     for (uint32_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
     for (uint32_t j = 0; j < n; j++) p[j] /= sum;
-}
-
-/* Stable argsort, descending (ties: lower index first) - the order SPEC step 4 and
- * baatt_reference_select rank blocks in. Bottom-up merge sort; tmp: n entries. */
-static void argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp)
-{
-    for (uint32_t i = 0; i < n; i++) idx[i] = (int32_t)i;
-    for (uint32_t w = 1; w < n; w *= 2) {
-        for (uint32_t lo = 0; lo < n; lo += 2 * w) {
-            uint32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-            uint32_t a = lo, b = mid, o = lo;
-            while (a < mid && b < hi) tmp[o++] = key[idx[b]] > key[idx[a]] ? idx[b++] : idx[a++];
-            while (a < mid) tmp[o++] = idx[a++];
-            while (b < hi) tmp[o++] = idx[b++];
-        }
-        memcpy(idx, tmp, n * sizeof *idx);
-    }
-}
-
-static void fail_msg(char *msg, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail_msg(char *msg, size_t n, const char *fmt, ...)
-{
-    if (!msg || !n) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, n, fmt, ap);
-    va_end(ap);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -223,7 +184,7 @@ static baatt_status score_antidiag(head_ctx *c, const method *m, float *scores)
             double sum = 0;
             for (uint32_t i = 0; i < S; i++) {
                 uint64_t qi = (uint64_t)u * S + S - 1 - i, kj = (uint64_t)v * S + i;
-                if (qi < ql && kj < kl) sum += dot(c->qd + qi * d, c->kd + kj * d, d);
+                if (qi < ql && kj < kl) sum += baatt_dot_f64(c->qd + qi * d, c->kd + kj * d, d);
             }
             a[v] = t * sum;
         }
@@ -251,7 +212,7 @@ static void probe_profiles(head_ctx *c, double *vcol, double *slash)
     uint8_t *seen = calloc(L, 1);
     for (uint32_t p = 0; p < np; p++) {
         uint32_t i = ql - np + p;
-        for (uint32_t j = 0; j < kl; j++) c->sg[j] = t * dot(c->qd + (uint64_t)i * d, c->kd + (uint64_t)j * d, d);
+        for (uint32_t j = 0; j < kl; j++) c->sg[j] = t * baatt_dot_f64(c->qd + (uint64_t)i * d, c->kd + (uint64_t)j * d, d);
         softmax(c->sg, kl);
         for (uint32_t j = 0; j < kl; j++) {
             vcol[j] += c->sg[j] / np;
@@ -469,7 +430,7 @@ static void qk_tile(head_ctx *c, uint32_t i0, uint32_t nr)
     double t = baatt_config_scale(&c->r->cfg);
     for (uint32_t j = 0; j < kl; j++) {
         const double *kr = c->kd + (uint64_t)j * d;
-        for (uint32_t r = 0; r < nr; r++) c->s[(uint64_t)r * kl + j] = t * dot(c->qd + (uint64_t)(i0 + r) * d, kr, d);
+        for (uint32_t r = 0; r < nr; r++) c->s[(uint64_t)r * kl + j] = t * baatt_dot_f64(c->qd + (uint64_t)(i0 + r) * d, kr, d);
     }
 }
 
@@ -615,7 +576,7 @@ static baatt_status rank_on(head_ctx *c, const method *m, int b, float *scores, 
     c->auto_blk = b;
     baatt_status s = m->score(c, m, scores);
     for (uint32_t I = 0; s == BAATT_OK && I < r->nq; I++)
-        argsort_desc(scores + (uint64_t)I * r->nk, r->nk, order + (uint64_t)I * r->nk, c->tmp);
+        baatt_argsort_desc(scores + (uint64_t)I * r->nk, r->nk, order + (uint64_t)I * r->nk, c->tmp);
     return s;
 }
 
@@ -668,7 +629,7 @@ static uint32_t sample_rows(head_ctx *c, double *p)
     for (uint32_t s = 0; s < n; s++) {
         uint64_t i = baatt_auto_row(s, n, ql);
         double *row = p + (uint64_t)s * kl;
-        for (uint32_t j = 0; j < kl; j++) row[j] = t * dot(c->qd + i * d, c->kd + (uint64_t)j * d, d);
+        for (uint32_t j = 0; j < kl; j++) row[j] = t * baatt_dot_f64(c->qd + i * d, c->kd + (uint64_t)j * d, d);
         softmax(row, kl);
     }
     return n;
@@ -863,8 +824,9 @@ static baatt_status check_targets(run *r, char *msg, size_t n)
         const eval_target *tg = &r->o->targets[t];
         double v = tg->value;
         int ok = tg->kind == EVAL_SPARSITY ? v >= 0 && v < 1 : tg->kind == EVAL_KEEP || tg->kind == EVAL_THRESHOLD ? v > 0 && v <= 1 : 0;
-        if (!ok) return fail_msg(msg, n, "target %u (kind %d) has value %g outside its range", t, (int)tg->kind, v),
-                      BAATT_ERROR_INVALID_ARGUMENT;
+        if (!ok)
+            return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "target %u (kind %d) has value %g outside its range", t,
+                              (int)tg->kind, v);
         if (tg->kind == EVAL_SPARSITY) r->k_avg[t] = (1 - v) * r->nk;
         baatt_config c = r->cfg;
         c.keep_ratio = (float)v;
@@ -900,7 +862,7 @@ static baatt_status run_init(run *r, const eval_data *d, const eval_options *o, 
     r->need[BLK_IDENTITY] = 1; /* the dense output is combined on it */
     for (uint32_t m = 0; m < r->nm; m++) {
         if (!(r->methods[m] = find_method(names[m])))
-            return fail_msg(msg, n, "unknown method '%s'", names[m]), BAATT_ERROR_INVALID_ARGUMENT;
+            return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "unknown method '%s'", names[m]);
         if (r->methods[m]->blocking == BLK_AUTO) r->need[BLK_IDENTITY] = r->need[BLK_SORTED] = r->need_sample = 1;
         else r->need[r->methods[m]->blocking] = 1;
     }
@@ -979,7 +941,7 @@ baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **r
         *records = rec;
         *count = r.ns;
     }
-    if (s != BAATT_OK && msg && msg_size && !msg[0]) fail_msg(msg, msg_size, "%s", baatt_status_string(s));
+    if (s != BAATT_OK && msg && msg_size && !msg[0]) baatt_msgf(msg, msg_size, s, "%s", baatt_status_string(s));
     run_free(&r);
     return s;
 }

@@ -4,6 +4,29 @@
 
 #include "baatt.h"
 
+/* Formats a message into msg (if msg && n) and returns s. */
+baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Stable argsort, descending (ties: lower index first): idx[p] = index of the p-th largest key.
+ * tmp: n entries of scratch. The order SPEC steps 1 and 4 rank tokens and blocks in. */
+void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp);
+
+/* Dot product of fp64 rows with four partial sums (n a multiple of 4: head_dim is 64 or 128):
+ * splitting the sum costs nothing in accuracy and breaks the add-latency chain of the CPU
+ * reference's and evaluator's QK loops, which dominate their run time. */
+static inline double baatt_dot_f64(const double *a, const double *b, size_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
 /* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
 uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);
 

@@ -15,6 +15,7 @@
  * Messages are single lines that start with the path; nothing here prints. */
 #define _POSIX_C_SOURCE 200809L /* fileno, fstat under a strict -std=c11 */
 #include "baatt.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -32,19 +33,7 @@
 #define NPY_MAX_HEADER 65536u
 #define NPY_MAX_DIM 0x7fffffffffffffffull /* NumPy dimensions are signed 64-bit (npy_intp) */
 
-static baatt_status fail(char *msg, size_t n, baatt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static baatt_status fail(char *msg, size_t n, baatt_status s, const char *fmt, ...)
-{
-    if (msg && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, n, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
+#define fail baatt_msgf /* message into the caller's buffer, status returned */
 
 /* The data bytes are copied as they are, so a big-endian host would silently byte-swap
  * everything: refuse instead. The compiler folds this to a constant. */

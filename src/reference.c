@@ -50,20 +50,6 @@ static void load_rows(const void *x, baatt_dtype dt, uint64_t first, uint32_t ro
     for (uint64_t i = 0; i < n; i++) out[i] = baatt_load(x, dt, first * d + i);
 }
 
-/* Dot product with four partial sums: the rows are double already, so splitting the sum costs
- * nothing in accuracy and breaks the add-latency chain (the QK loop dominates run time).
- * n is head_dim, a multiple of 4 (64 or 128). */
-static double dot(const double *a, const double *b, size_t n)
-{
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    return (s0 + s1) + (s2 + s3);
-}
 
 /* out += p * v over n = head_dim elements (a multiple of 4), unrolled for the same reason. */
 static void axpy(double *out, double p, const double *v, size_t n)
@@ -104,7 +90,7 @@ static baatt_status check_perms(const int32_t *perm, uint64_t rows, uint32_t len
  * index first. A bottom-up merge sort, stable by construction (the right run wins only when
  * strictly greater), so the result is deterministic and never reads out of bounds even with NaN
  * keys. tmp: n entries of scratch. */
-static void argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp)
+void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp)
 {
     for (uint32_t i = 0; i < n; i++) idx[i] = (int32_t)i;
     for (uint32_t w = 1; w < n; w *= 2) {
@@ -189,7 +175,7 @@ static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const do
     for (uint32_t j = 0; j < n; j++) {
         const double *kr = k + (uint64_t)j * d;
         for (uint32_t r = 0; r < nr; r++)
-            h->scores[(uint64_t)r * n + j] = h->scale * dot(h->q + (uint64_t)rows[r] * d, kr, d);
+            h->scores[(uint64_t)r * n + j] = h->scale * baatt_dot_f64(h->q + (uint64_t)rows[r] * d, kr, d);
     }
     for (uint32_t r = 0; r < nr; r++) softmax(h->scores + (uint64_t)r * n, n);
     if (!want_out) return;
@@ -300,7 +286,7 @@ baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32
             continue;
         }
         head_norms(&c, x, r * len, len, norm);
-        argsort_desc(norm, len, p, tmp);
+        baatt_argsort_desc(norm, len, p, tmp);
     }
     free(norm);
     free(tmp);
@@ -441,7 +427,7 @@ baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits
     for (uint64_t r = 0; r < rows; r++) {
         const float *l = logits + r * nk;
         uint8_t *m = mask + r * nk;
-        argsort_desc(l, nk, order, tmp); /* (l descending, J ascending) */
+        baatt_argsort_desc(l, nk, order, tmp); /* (l descending, J ascending) */
         uint32_t keep = c.select_mode == BAATT_SELECT_KEEP_RATIO
                             ? baatt_config_keep_blocks(&c)
                             : baatt_config_clamp_blocks(&c, mass_prefix(l, order, nk, c.mass_threshold,

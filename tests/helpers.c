@@ -99,6 +99,22 @@ void th_context_done(baatt_context *ctx)
     assert_int_equal(msgs, 0);
 }
 
+baatt_context *th_ctx;
+
+int th_group_setup(void **state)
+{
+    (void)state;
+    th_ctx = th_context();
+    return 0;
+}
+
+int th_group_teardown(void **state)
+{
+    (void)state;
+    th_context_done(th_ctx);
+    return 0;
+}
+
 const char *th_tmp_path(char *buf, size_t n, const char *name)
 {
     const char *dir = getenv("BAATT_TEST_TMP");

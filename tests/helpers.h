@@ -33,6 +33,11 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
 baatt_context *th_context(void);
 void th_context_done(baatt_context *ctx);
 
+/* Group fixtures for GPU test files: th_ctx is the shared context (th_context / th_context_done). */
+extern baatt_context *th_ctx;
+int th_group_setup(void **state);
+int th_group_teardown(void **state);
+
 /* A scratch path under BAATT_TEST_TMP (or /tmp), unique per process: th_tmp_path(buf, "q.npy"). */
 const char *th_tmp_path(char *buf, size_t n, const char *name);
 #endif

@@ -7,21 +7,6 @@
 
 #include "helpers.h"
 
-static baatt_context *g_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ctx = th_context();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    th_context_done(g_ctx);
-    return 0;
-}
 
 /* fp32: the kernel and the fp64 reference differ by fp32 rounding of dot products and of the
  * online softmax: ~1e-6 relative; 2e-5 leaves room for long rows. fp16 inputs are exact in both;
@@ -38,7 +23,7 @@ static void check_dense(baatt_config cfg)
     float *ref = malloc(qn * sizeof *ref);
     th_poison(o, cfg.dtype, qn);
     baatt_plan *plan = NULL;
-    baatt_status s = baatt_plan_create(g_ctx, &cfg, &plan);
+    baatt_status s = baatt_plan_create(th_ctx, &cfg, &plan);
     if (s == BAATT_ERROR_MISSING_FEATURE && cfg.dtype == BAATT_DTYPE_F16) {
         baatt_plan_destroy(plan);
         free(q), free(k), free(v), free(o), free(ref);
@@ -88,9 +73,9 @@ static void dense_custom_scale(void **s)
 static void expect_plan_error(baatt_config c, baatt_status want, const char *fragment)
 {
     baatt_plan *plan = (baatt_plan *)0x1;
-    assert_int_equal(baatt_plan_create(g_ctx, &c, &plan), want);
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), want);
     assert_null(plan);
-    const char *msg = baatt_context_error(g_ctx);
+    const char *msg = baatt_context_error(th_ctx);
     if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
     assert_non_null(strstr(msg, fragment));
 }
@@ -115,7 +100,7 @@ static void bad_configs(void **s)
     z = c, z.heads = z.kv_heads = 32, z.q_len = z.kv_len = 1u << 20, z.head_dim = 128;
     expect_plan_error(z, BAATT_ERROR_TOO_LARGE, "2^31-1");
     baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(g_ctx, NULL, &plan), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(baatt_plan_create(th_ctx, NULL, &plan), BAATT_ERROR_INVALID_ARGUMENT);
     assert_int_equal(baatt_plan_create(NULL, &c, &plan), BAATT_ERROR_INVALID_ARGUMENT);
 }
 
@@ -125,20 +110,20 @@ static void too_large_for_device(void **s)
 {
     (void)s;
     baatt_device_info dev;
-    assert_int_equal(baatt_context_device_info(g_ctx, &dev), BAATT_OK);
+    assert_int_equal(baatt_context_device_info(th_ctx, &dev), BAATT_OK);
     baatt_config c = shape(1, 16, 16, 1u << 16, 1u << 16, 64, BAATT_DTYPE_F32);
     uint64_t bytes = 4ull * c.heads * c.q_len * c.head_dim;
     if (bytes <= dev.max_storage_buffer_range) skip(); /* the device takes it: nothing to refuse */
     c.dense = 0;
     baatt_plan *plan = NULL;
-    baatt_status st = baatt_plan_create(g_ctx, &c, &plan);
+    baatt_status st = baatt_plan_create(th_ctx, &c, &plan);
     if (st == BAATT_OK) { /* scratch fits: the tensors themselves are refused at the first run */
         float one = 0;
         st = baatt_plan_run_host(plan, &one, &one, &one, &one);
         baatt_plan_destroy(plan);
     }
     assert_int_equal(st, BAATT_ERROR_TOO_LARGE);
-    assert_non_null(strstr(baatt_context_error(g_ctx), "buffer limit"));
+    assert_non_null(strstr(baatt_context_error(th_ctx), "buffer limit"));
 }
 
 static void results_before_run(void **s)
@@ -146,7 +131,7 @@ static void results_before_run(void **s)
     (void)s;
     baatt_config c = shape(1, 1, 1, 64, 64, 64, BAATT_DTYPE_F32);
     baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(g_ctx, &c, &plan), BAATT_OK);
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
     baatt_run_stats st;
     assert_int_equal(baatt_plan_stats(plan, &st), BAATT_ERROR_NOT_READY);
     uint8_t m[1];
@@ -164,5 +149,5 @@ int main(void)
         cmocka_unit_test(dense_custom_scale), cmocka_unit_test(bad_configs),
         cmocka_unit_test(results_before_run), cmocka_unit_test(too_large_for_device),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

@@ -17,21 +17,6 @@
 #include "internal.h"
 #include "workloads.h"
 
-static baatt_context *g_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ctx = th_context();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    th_context_done(g_ctx);
-    return 0;
-}
 
 typedef struct gpu_result {
     baatt_config cfg;
@@ -101,7 +86,7 @@ static baatt_status run_plan(gpu_result *r)
     memset(r->pq, 0xff, 4 * (size_t)cfg->batch * cfg->heads * cfg->q_len);
     memset(r->pk, 0xff, 4 * (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len);
     baatt_plan *plan = NULL;
-    baatt_status s = baatt_plan_create(g_ctx, cfg, &plan);
+    baatt_status s = baatt_plan_create(th_ctx, cfg, &plan);
     if (s) return s;
     assert_int_equal(baatt_plan_run_host(plan, r->q, r->k, r->v, r->o), BAATT_OK);
     assert_int_equal(baatt_plan_read_mask(plan, r->mask), BAATT_OK);
@@ -582,9 +567,9 @@ static void auto_mixed_f16_gqa(void **s)
 static void expect_error(baatt_config c, baatt_status want, const char *fragment)
 {
     baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(g_ctx, &c, &plan), want);
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), want);
     assert_null(plan);
-    const char *msg = baatt_context_error(g_ctx);
+    const char *msg = baatt_context_error(th_ctx);
     if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
     assert_non_null(strstr(msg, fragment));
 }
@@ -626,5 +611,5 @@ int main(void)
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
         cmocka_unit_test(auto_mixed_f16_gqa),    cmocka_unit_test(bad_baatt_configs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }
