@@ -15,10 +15,12 @@ layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_QFEAT) writeonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) writeonly buffer KF { float kfeat[]; };
 
-float load(uint hd, uint len, uint p, uint a) {
-    // pc.identity: the original-order blocking, whatever the perms hold (auto sort's second pass)
-    uint row = pc.identity != 0 ? p : uint(pc.which == 0 ? perm_q[hd * len + p] : perm_k[hd * len + p]);
-    uint i = (hd * len + row) * D + a;
+// Source rows of the block's tokens, read once per workgroup (both passes and every dimension
+// use them). pc.identity: the original-order blocking whatever the perms hold (auto sort).
+shared uint rows[128];
+
+float load(uint hd, uint len, uint t, uint a) {
+    uint i = (hd * len + rows[t]) * D + a;
     return pc.which == 0 ? float(q[i]) : float(k[i]);
 }
 
@@ -27,11 +29,14 @@ void main() {
     uint len = pc.which == 0 ? pc.q_len : pc.kv_len;
     uint nb = pc.which == 0 ? pc.nq : pc.nk;
     uint s0 = blk * pc.block, n = min(pc.block, len - s0);
+    for (uint t = a; t < n; t += D)
+        rows[t] = pc.identity != 0 ? s0 + t : uint(pc.which == 0 ? perm_q[hd * len + s0 + t] : perm_k[hd * len + s0 + t]);
+    barrier();
     float sum = 0.0;
-    for (uint t = 0; t < n; t++) sum += load(hd, len, s0 + t, a);
+    for (uint t = 0; t < n; t++) sum += load(hd, len, t, a);
     float m = sum / float(n);
     float var = 0.0;  // two passes: no cancellation for tokens far from the origin
-    for (uint t = 0; t < n; t++) { float d = load(hd, len, s0 + t, a) - m; var += d * d; }
+    for (uint t = 0; t < n; t++) { float d = load(hd, len, t, a) - m; var += d * d; }
     var /= float(n);
     uint o = (hd * nb + blk) * 3 * D;
     if (pc.which == 0) {
