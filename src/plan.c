@@ -22,8 +22,6 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
-#define MAX_TIMESTAMPS 4096
-
 struct baatt_plan {
     baatt_context *ctx;
     baatt_config cfg;
@@ -48,8 +46,9 @@ struct baatt_plan {
     VkDescriptorPool dpool;
     VkDescriptorSet set;
     VkQueryPool qpool;
+    uint32_t max_ts;                    /* queries in qpool: every mark one recording writes */
     uint32_t nts;                       /* timestamps written by the last recording */
-    int8_t ts_stage[MAX_TIMESTAMPS];    /* stage of the interval ending at timestamp i */
+    int8_t *ts_stage;                   /* [max_ts] stage of the interval ending at timestamp i */
     VkPipeline p_keys, p_local, p_global, p_perm, p_stats, p_score, p_select, p_attn;
     int ran;
 };
@@ -95,11 +94,11 @@ static int choose_cm2(baatt_plan *p)
     p->attn_cm2 = 1;
     p->attn_br = t;
     p->attn_bc = t;
+    p->attn_wg = 128;
     /* Experiment knob (bench/NOTES.md): key-tile width for dense plans and 128-token blocks. */
     const char *bc = getenv("BAATT_CM2_BC"), *br = getenv("BAATT_CM2_BR");
     if (bc && atoi(bc) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_bc = 128;
     if (br && atoi(br) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_br = 128, p->attn_wg = 256;
-    p->attn_wg = 128;
     return 1;
 }
 
@@ -195,6 +194,12 @@ static baatt_status check_device(baatt_plan *p)
     if ((c->q_len + 15) / 16 > maxg || p->bh > ctx->limits.maxComputeWorkGroupCount[1] || p->base.nq > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
                           c->q_len, p->bh);
+    /* The K side's stages (sort, statistics) dispatch one workgroup per key block and at most
+     * one per 128 keys for the sort; nk bounds them all. */
+    if (!c->dense && p->base.nk > maxg)
+        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
+                          "kv_len %u in blocks of %u gives %u key blocks, over the device's workgroup-count limit (%u)",
+                          c->kv_len, p->base.block, p->base.nk, maxg);
     return BAATT_OK;
 }
 
@@ -280,8 +285,18 @@ static baatt_status create_descriptors(baatt_plan *p)
                                       .descriptorSetCount = 1, .pSetLayouts = &ctx->set_layout};
     BAATT_VK(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &p->set));
     if (!ctx->info.timestamp_period_ns) return BAATT_OK;
+    /* One timestamp per mark() of record_stages: start, sort, stats, score and select per logit
+     * chunk, attention; auto sort adds stats, the second pass's chunks and the choice. */
+    uint64_t chunks = p->cfg.dense ? 0
+                                   : (uint64_t)((p->bh + p->chunk_heads - 1) / p->chunk_heads) *
+                                         ((p->base.nq + p->chunk_rows - 1) / p->chunk_rows);
+    uint64_t marks = 4 + 2 * chunks + (p->auto_sort ? 2 + 2 * chunks : 0);
+    if (marks > UINT32_MAX) marks = UINT32_MAX;
+    p->max_ts = (uint32_t)marks;
+    p->ts_stage = calloc(p->max_ts, 1);
+    if (!p->ts_stage) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
-                                .queryCount = MAX_TIMESTAMPS};
+                                .queryCount = p->max_ts};
     return baatt_vk(ctx, ctx->vk.vkCreateQueryPool(ctx->device, &qi, NULL, &p->qpool), "vkCreateQueryPool");
 }
 
@@ -325,6 +340,7 @@ void baatt_plan_destroy(baatt_plan *p)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) baatt_buffer_destroy(ctx, bufs[i]);
     if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
+    free(p->ts_stage);
     free(p);
 }
 
@@ -360,7 +376,7 @@ static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
 static void mark(rec *r, int stage)
 {
     baatt_plan *p = r->p;
-    if (!p->qpool || p->nts >= MAX_TIMESTAMPS) return;
+    if (!p->qpool || p->nts >= p->max_ts) return;
     p->ts_stage[p->nts] = (int8_t)stage;
     p->ctx->vk.vkCmdWriteTimestamp(r->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, p->nts++);
 }
@@ -513,7 +529,7 @@ static void record_stages(rec *r)
     baatt_plan *p = r->p;
     baatt_context *ctx = p->ctx;
     p->nts = 0;
-    if (p->qpool) ctx->vk.vkCmdResetQueryPool(r->cmd, p->qpool, 0, MAX_TIMESTAMPS);
+    if (p->qpool) ctx->vk.vkCmdResetQueryPool(r->cmd, p->qpool, 0, p->max_ts);
     ctx->vk.vkCmdBindDescriptorSets(r->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1, &p->set, 0, NULL);
     barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
     mark(r, -1);
@@ -551,6 +567,14 @@ baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_t
     BAATT_TRY(check_tensor(p, &t->k, "k"));
     BAATT_TRY(check_tensor(p, &t->v, "v"));
     BAATT_TRY(check_tensor(p, &t->o, "o"));
+    /* Each tensor is bound as one storage-buffer range (run_host's own buffers are checked the
+     * same way when they are created). */
+    const baatt_config *c = &p->cfg;
+    uint64_t es = baatt_dtype_size(c->dtype), limit = p->ctx->info.max_storage_buffer_range;
+    uint64_t qn = es * p->bh * c->q_len * c->head_dim, kn = es * p->bhkv * c->kv_len * c->head_dim;
+    if (qn > limit || kn > limit)
+        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "tensor %s needs %.1f MiB, over this device's %.1f MiB buffer limit",
+                          qn > limit ? "q" : "k", (qn > limit ? qn : kn) / 1048576.0, limit / 1048576.0);
     bind_tensors(p, t);
     rec r = {p, cmd};
     record_stages(&r);
@@ -563,12 +587,14 @@ baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_t
 
 static baatt_status ensure_host_buffers(baatt_plan *p, uint64_t qn, uint64_t kn)
 {
-    if (p->staging.buffer) return BAATT_OK;
-    BAATT_TRY(scratch(p, &p->tq, qn, "Q"));
-    BAATT_TRY(scratch(p, &p->tk, kn, "K"));
-    BAATT_TRY(scratch(p, &p->tv, kn, "V"));
-    BAATT_TRY(scratch(p, &p->to, qn, "O"));
-    return baatt_buffer_create(p->ctx, 2 * qn + 2 * kn, 1, &p->staging);
+    /* Each buffer on its own: a call that failed part-way (too large, out of memory) keeps what
+     * it made, and a retry must not create those again over the live handles. */
+    if (!p->tq.buffer) BAATT_TRY(scratch(p, &p->tq, qn, "Q"));
+    if (!p->tk.buffer) BAATT_TRY(scratch(p, &p->tk, kn, "K"));
+    if (!p->tv.buffer) BAATT_TRY(scratch(p, &p->tv, kn, "V"));
+    if (!p->to.buffer) BAATT_TRY(scratch(p, &p->to, qn, "O"));
+    if (!p->staging.buffer) BAATT_TRY(baatt_buffer_create(p->ctx, 2 * qn + 2 * kn, 1, &p->staging));
+    return BAATT_OK;
 }
 
 static void copy(rec *r, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof, VkDeviceSize n)
@@ -637,16 +663,21 @@ static baatt_status require_run(baatt_plan *p)
 
 static void read_timestamps(baatt_plan *p, baatt_run_stats *st)
 {
-    uint64_t ts[MAX_TIMESTAMPS];
     if (!p->qpool || p->nts < 2) return;
-    VkResult r = p->ctx->vk.vkGetQueryPoolResults(p->ctx->device, p->qpool, 0, p->nts, sizeof ts, ts, sizeof ts[0],
-                                                  VK_QUERY_RESULT_64_BIT);
-    if (r != VK_SUCCESS) return;
+    uint64_t *ts = malloc(sizeof *ts * p->nts);
+    if (!ts) return;
+    VkResult r = p->ctx->vk.vkGetQueryPoolResults(p->ctx->device, p->qpool, 0, p->nts, sizeof *ts * p->nts, ts,
+                                                  sizeof ts[0], VK_QUERY_RESULT_64_BIT);
+    if (r != VK_SUCCESS) {
+        free(ts);
+        return;
+    }
     double ns = p->ctx->info.timestamp_period_ns;
     for (uint32_t i = 1; i < p->nts; i++)
         if (p->ts_stage[i] >= 0) st->stage_ms[p->ts_stage[i]] += (double)(ts[i] - ts[i - 1]) * ns * 1e-6;
     st->gpu_ms = (double)(ts[p->nts - 1] - ts[0]) * ns * 1e-6;
     st->timed = 1;
+    free(ts);
 }
 
 baatt_status baatt_plan_stats(baatt_plan *p, baatt_run_stats *st)

@@ -340,6 +340,42 @@ static void baatt_chunked_logits(void **s)
     unsetenv("BAATT_LOGITS_MIB");
 }
 
+/* Every stage is timed however many logit chunks the run records: a tiny budget gives one chunk
+ * per query-block row (8 heads x 256 rows = 2048 chunks, two timestamps each), and the attention
+ * stage, recorded last, must still get its interval. */
+static void baatt_many_chunks_timed(void **s)
+{
+    (void)s;
+    baatt_device_info dev;
+    assert_int_equal(baatt_context_device_info(th_ctx, &dev), BAATT_OK);
+    if (!dev.timestamp_period_ns) skip();
+    baatt_config c = make(1, 8, 8, 8192, 64, 64, 32, 0.5f);
+    size_t qn = (size_t)c.heads * c.q_len * c.head_dim, kn = (size_t)c.kv_heads * c.kv_len * c.head_dim;
+    uint64_t rng = th_seed() ^ 0x71AE5;
+    float *q = th_random_tensor(&rng, c.dtype, qn, 1.0f), *k = th_random_tensor(&rng, c.dtype, kn, 1.0f);
+    float *v = th_random_tensor(&rng, c.dtype, kn, 1.0f), *o = malloc(4 * qn);
+    setenv("BAATT_LOGITS_MIB", "0.000001", 1); /* ~1 byte: one query-block row per chunk */
+    baatt_plan *plan = NULL;
+    baatt_status st = baatt_plan_create(th_ctx, &c, &plan);
+    unsetenv("BAATT_LOGITS_MIB");
+    assert_int_equal(st, BAATT_OK);
+    uint32_t ch, cr;
+    baatt_plan_debug_chunks(plan, &ch, &cr);
+    assert_true(ch == 1 && cr == 1);
+    assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
+    baatt_run_stats rs;
+    assert_int_equal(baatt_plan_stats(plan, &rs), BAATT_OK);
+    baatt_plan_destroy(plan);
+    free(q), free(k), free(v), free(o);
+    assert_true(rs.timed);
+    double sum = 0;
+    for (int i = 0; i < BAATT_STAGE_COUNT; i++) sum += rs.stage_ms[i];
+    fprintf(stderr, "many chunks: gpu %.3f ms, attend %.3f ms, stages sum %.3f ms\n", rs.gpu_ms,
+            rs.stage_ms[BAATT_STAGE_ATTEND], sum);
+    assert_true(rs.stage_ms[BAATT_STAGE_ATTEND] > 0.0);
+    assert_true(rs.stage_ms[BAATT_STAGE_SELECT] > 0.0 && rs.stage_ms[BAATT_STAGE_SCORE] > 0.0);
+}
+
 /* keep_ratio = 1 selects everything: BA-Att equals dense attention to rounding. */
 static void baatt_keep_one_is_dense(void **s)
 {
@@ -607,7 +643,7 @@ int main(void)
         cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa),
         cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
-        cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_keep_one_is_dense),
+        cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
         cmocka_unit_test(auto_mixed_f16_gqa),    cmocka_unit_test(bad_baatt_configs),
     };

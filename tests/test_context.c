@@ -495,6 +495,113 @@ static void embedded_record(void **s)
     embed_close(&e);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* device limits and host-path resources (review fixes)                                       */
+
+/* A plan whose K tensor alone exceeds the device's largest storage buffer: dense (no K-sized
+ * scratch), so creation succeeds; returns 0 (and skips) when the device has no such size. */
+static int k_over_buffer_limit(baatt_config *c)
+{
+    uint64_t range = g_ctx->info.max_storage_buffer_range;
+    uint64_t kv_len = range / (4 * 64) + 1;
+    if (kv_len * 64 > 0x7fffffffull) return 0;
+    *c = baatt_config_default();
+    c->q_len = 64;
+    c->kv_len = (uint32_t)kv_len;
+    c->head_dim = 64;
+    c->dense = 1;
+    return 1;
+}
+
+/* baatt_plan_record binds each caller tensor as one storage-buffer range: one over
+ * maxStorageBufferRange is refused (as run_host refuses its own), not written into the set. */
+static void record_tensor_over_buffer_limit(void **s)
+{
+    (void)s;
+    baatt_config c;
+    if (!k_over_buffer_limit(&c)) skip();
+    baatt_plan *plan = NULL;
+    assert_int_equal(baatt_plan_create(g_ctx, &c, &plan), BAATT_OK);
+    baatt_buffer b;
+    assert_int_equal(baatt_buffer_create(g_ctx, 64, 0, &b), BAATT_OK);
+    baatt_tensors t = {{b.buffer, 0}, {b.buffer, 0}, {b.buffer, 0}, {b.buffer, 0}};
+    VkCommandBuffer cmd;
+    assert_int_equal(baatt_cmd_begin(g_ctx, &cmd), BAATT_OK);
+    baatt_status st = baatt_plan_record(plan, cmd, &t);
+    g_ctx->vk.vkEndCommandBuffer(cmd); /* never submitted */
+    g_ctx->vk.vkFreeCommandBuffers(g_ctx->device, g_ctx->pool, 1, &cmd);
+    baatt_plan_destroy(plan);
+    baatt_buffer_destroy(g_ctx, &b);
+    assert_int_equal(st, BAATT_ERROR_TOO_LARGE);
+    expect_message(baatt_context_error(g_ctx), "buffer limit");
+}
+
+/* Live VkBuffers of g_ctx, counted through its device table. */
+static PFN_vkCreateBuffer g_real_create_buffer;
+static PFN_vkDestroyBuffer g_real_destroy_buffer;
+static int g_live_buffers;
+
+static VKAPI_ATTR VkResult VKAPI_CALL counting_create_buffer(VkDevice d, const VkBufferCreateInfo *ci,
+                                                            const VkAllocationCallbacks *a, VkBuffer *out)
+{
+    VkResult r = g_real_create_buffer(d, ci, a, out);
+    if (r == VK_SUCCESS) g_live_buffers++;
+    return r;
+}
+
+static VKAPI_ATTR void VKAPI_CALL counting_destroy_buffer(VkDevice d, VkBuffer b, const VkAllocationCallbacks *a)
+{
+    if (b) g_live_buffers--;
+    g_real_destroy_buffer(d, b, a);
+}
+
+/* run_host creates its tensor buffers on first use; when that fails part-way (Q made, K too
+ * large), a second call must not create Q again over the live handle, and destroying the plan
+ * must leave no buffer behind. */
+static void run_host_retry_leaks_nothing(void **s)
+{
+    (void)s;
+    baatt_config c;
+    if (!k_over_buffer_limit(&c)) skip();
+    g_real_create_buffer = g_ctx->vk.vkCreateBuffer;
+    g_real_destroy_buffer = g_ctx->vk.vkDestroyBuffer;
+    g_live_buffers = 0;
+    g_ctx->vk.vkCreateBuffer = counting_create_buffer;
+    g_ctx->vk.vkDestroyBuffer = counting_destroy_buffer;
+    baatt_plan *plan = NULL;
+    baatt_status st = baatt_plan_create(g_ctx, &c, &plan);
+    float dummy = 0; /* never read: the K buffer is refused before any upload */
+    baatt_status r1 = st ? st : baatt_plan_run_host(plan, &dummy, &dummy, &dummy, &dummy);
+    baatt_status r2 = st ? st : baatt_plan_run_host(plan, &dummy, &dummy, &dummy, &dummy);
+    baatt_plan_destroy(plan);
+    g_ctx->vk.vkCreateBuffer = g_real_create_buffer;
+    g_ctx->vk.vkDestroyBuffer = g_real_destroy_buffer;
+    assert_int_equal(st, BAATT_OK);
+    assert_int_equal(r1, BAATT_ERROR_TOO_LARGE);
+    assert_int_equal(r2, BAATT_ERROR_TOO_LARGE);
+    assert_int_equal(g_live_buffers, 0);
+}
+
+/* The K side's sort and statistics dispatch one workgroup per key block along x: a kv_len with
+ * more key blocks than maxComputeWorkGroupCount[0] is refused at plan creation. */
+static void kv_blocks_over_workgroup_limit(void **s)
+{
+    (void)s;
+    uint64_t maxg = g_ctx->limits.maxComputeWorkGroupCount[0];
+    uint64_t kv_len = (maxg + 1) * 32;
+    if (kv_len * 64 > 0x7fffffffull) skip(); /* the element cap comes first on this device */
+    baatt_config c = baatt_config_default();
+    c.q_len = 64;
+    c.kv_len = (uint32_t)kv_len;
+    c.head_dim = 64;
+    c.block_size = 32;
+    baatt_plan *plan = (baatt_plan *)0x1;
+    baatt_status st = baatt_plan_create(g_ctx, &c, &plan);
+    if (st == BAATT_OK) baatt_plan_destroy(plan);
+    assert_int_equal(st, BAATT_ERROR_TOO_LARGE);
+    expect_message(baatt_context_error(g_ctx), "key blocks");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +618,9 @@ int main(void)
         cmocka_unit_test(wrap_invalid),
         cmocka_unit_test(buffer_round_trip),
         cmocka_unit_test(embedded_record),
+        cmocka_unit_test(record_tensor_over_buffer_limit),
+        cmocka_unit_test(run_host_retry_leaks_nothing),
+        cmocka_unit_test(kv_blocks_over_workgroup_limit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

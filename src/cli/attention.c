@@ -135,6 +135,14 @@ static int save(const char *path, baatt_npy_dtype dt, uint32_t rank, const uint6
     return 1;
 }
 
+/* Reads a result back; a failure (or no memory) prints why. */
+static int read_back(baatt_status s, const void *buf, const char *what)
+{
+    if (!buf) return cli_fail("attention", "out of memory for the %s", what), 0;
+    if (s) return cli_fail("attention", "cannot read the %s: %s", what, baatt_status_string(s)), 0;
+    return 1;
+}
+
 static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, const void *out)
 {
     const baatt_config *g = &o->cfg;
@@ -146,7 +154,8 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
         if (g->dense && !valid) nq = (g->q_len + 63) / 64, nk = (g->kv_len + 63) / 64;
         uint64_t shape[4] = {g->batch, g->heads, nq, nk};
         uint8_t *m = malloc(shape[0] * shape[1] * nq * nk + 1);
-        int ok = m && !baatt_plan_read_mask(plan, m) && save(o->mask_out, BAATT_NPY_U8, 4, shape, m);
+        int ok = read_back(m ? baatt_plan_read_mask(plan, m) : BAATT_OK, m, "selection mask") &&
+                 save(o->mask_out, BAATT_NPY_U8, 4, shape, m);
         free(m);
         if (!ok) return 0;
     }
@@ -154,7 +163,8 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
     if (o->pq_out) pq = malloc(4ull * g->batch * g->heads * g->q_len);
     if (o->pk_out) pk = malloc(4ull * g->batch * g->kv_heads * g->kv_len);
     int ok = (!o->pq_out || pq) && (!o->pk_out || pk);
-    if (ok && (pq || pk)) ok = !baatt_plan_read_perms(plan, pq, pk);
+    if (!ok) cli_fail("attention", "out of memory for the permutations");
+    if (ok && (pq || pk)) ok = read_back(baatt_plan_read_perms(plan, pq, pk), "", "permutations");
     uint64_t sq[3] = {g->batch, g->heads, g->q_len}, sk[3] = {g->batch, g->kv_heads, g->kv_len};
     if (ok && pq) ok = save(o->pq_out, BAATT_NPY_I32, 3, sq, pq);
     if (ok && pk) ok = save(o->pk_out, BAATT_NPY_I32, 3, sk, pk);

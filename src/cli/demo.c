@@ -162,7 +162,7 @@ static int make_inputs(const demo *d, void **q, void **k, void **v)
     eval_workload_params wp = {g->batch * g->heads, g->q_len, g->head_dim, 1, EVAL_DEFAULT_JITTER};
     eval_data e = {0};
     baatt_status s = eval_workload_make(d->workload, &wp, &e);
-    if (s) return cli_fail("demo", "unknown --workload '%s' (see --help)", d->workload), 0;
+    if (s) return cli_fail("demo", "cannot generate workload '%s': %s", d->workload, baatt_status_string(s)), 0;
     void **dst[3] = {q, k, v};
     const float *src[3] = {e.q, e.k, e.v};
     size_t n[3] = {qn, kn, kn};
