@@ -38,8 +38,8 @@ void process_tile(uint kvhd, uint s0) {
         if (s < pc.kv_len) {
             uint row = SPARSE != 0 ? uint(perm_k[kvhd * pc.kv_len + s]) : s;
             uint i = (kvhd * pc.kv_len + row) * D + a;
-            kx = float(k[i]);
-            vx = float(v[i]);
+            kx = LOAD(k[i]);
+            vx = LOAD(v[i]);
         }
         Ks[c * KS + a] = kx;
         Vs[c * D + a] = vx;
@@ -80,7 +80,7 @@ void main() {
         float x = 0.0;
         if (p < pc.q_len) {
             uint row = SPARSE != 0 ? uint(perm_q[hd * pc.q_len + p]) : p;
-            x = float(q[(hd * pc.q_len + row) * D + a]);
+            x = LOAD(q[(hd * pc.q_len + row) * D + a]);
         }
         Qs[e] = x;
     }
@@ -105,6 +105,6 @@ void main() {
         uint e = tid + i * WG, r = e / D, a = e % D, p = p0 + r;
         if (p >= pc.q_len) continue;
         uint row = SPARSE != 0 ? uint(perm_q[hd * pc.q_len + p]) : p;
-        o[(hd * pc.q_len + row) * D + a] = ELEM(acc[i] / row_l[r]);
+        o[(hd * pc.q_len + row) * D + a] = STORE(acc[i] / row_l[r]);
     }
 }

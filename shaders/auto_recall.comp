@@ -29,6 +29,11 @@ const uint PV = 8;   // elements per 16-byte vector
 void unpack8(uvec4 w, out float x[8]) {
     for (uint j = 0; j < 4; j++) { vec2 h = unpackHalf2x16(w[j]); x[2 * j] = h.x; x[2 * j + 1] = h.y; }
 }
+#elif defined(IN_BF16)
+const uint PV = 8;
+void unpack8(uvec4 w, out float x[8]) {
+    for (uint j = 0; j < 4; j++) { x[2 * j] = uintBitsToFloat(w[j] << 16); x[2 * j + 1] = uintBitsToFloat(w[j] & 0xffff0000u); }
+}
 #else
 const uint PV = 4;
 void unpack8(uvec4 w, out float x[8]) {
@@ -62,7 +67,7 @@ void main() {
     uint rows[RPW];
     for (uint r = 0; r < RPW; r++) rows[r] = min(s0 + r, S - 1) * pc.q_len / S;  // spare lanes repeat the last row
     for (uint e = tid; e < RPW * D; e += WG)
-        qrows[e] = float(q[(hd * pc.q_len + rows[e / D]) * D + e % D]) * pc.scale;
+        qrows[e] = LOAD(q[(hd * pc.q_len + rows[e / D]) * D + e % D]) * pc.scale;
     if (tid < RPW) sh_pos[tid] = 0;   // defined even if perm_q were not a permutation
     barrier();
     for (uint p = tid; p < pc.q_len; p += WG) {

@@ -3,11 +3,28 @@
 #ifndef BAATT_COMMON_GLSL
 #define BAATT_COMMON_GLSL
 
-#ifdef IN_F16
+// Element type of Q/K/V/O and its conversions. bf16 is the top half of an fp32: loads shift it
+// up, stores round to nearest even (NaN kept quiet); no bf16 extension needed.
+#if defined(IN_F16)
 #extension GL_EXT_shader_16bit_storage : require
 #define ELEM float16_t
+#define LOAD(x) float(x)
+#define STORE(v) float16_t(v)
+#elif defined(IN_BF16)
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+#define ELEM uint16_t
+#define LOAD(x) uintBitsToFloat(uint(x) << 16)
+#define STORE(v) uint16_t(bf16_bits(v))
+uint bf16_bits(float f) {
+    uint u = floatBitsToUint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
 #else
 #define ELEM float
+#define LOAD(x) (x)
+#define STORE(v) (v)
 #endif
 
 // Per-dispatch geometry. Tensor layouts: Q,O [batch, heads, q_len, head_dim];

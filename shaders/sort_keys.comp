@@ -15,6 +15,16 @@ float sumsq(uvec4 w) {
     for (uint j = 0; j < 4; j++) { vec2 h = unpackHalf2x16(w[j]); s += h.x * h.x + h.y * h.y; }
     return s;
 }
+#elif defined(IN_BF16)
+const uint PER_VEC = 8;
+float sumsq(uvec4 w) {
+    float s = 0.0;
+    for (uint j = 0; j < 4; j++) {
+        float lo = uintBitsToFloat(w[j] << 16), hi = uintBitsToFloat(w[j] & 0xffff0000u);
+        s += lo * lo + hi * hi;
+    }
+    return s;
+}
 #else
 const uint PER_VEC = 4;
 float sumsq(uvec4 w) { vec4 f = uintBitsToFloat(w); return dot(f, f); }

@@ -21,7 +21,7 @@ shared uint rows[128];
 
 float load(uint hd, uint len, uint t, uint a) {
     uint i = (hd * len + rows[t]) * D + a;
-    return pc.which == 0 ? float(q[i]) : float(k[i]);
+    return pc.which == 0 ? LOAD(q[i]) : LOAD(k[i]);
 }
 
 void main() {

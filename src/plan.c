@@ -181,12 +181,10 @@ static baatt_status check_device(baatt_plan *p)
 {
     baatt_context *ctx = p->ctx;
     const baatt_config *c = &p->cfg;
-    if (c->dtype == BAATT_DTYPE_BF16)
-        return baatt_fail(ctx, BAATT_ERROR_UNSUPPORTED_DTYPE, "bf16 tensors are not supported by the GPU path yet");
-    if (c->dtype == BAATT_DTYPE_F16 && !(ctx->features & BAATT_FEATURE_FP16_STORAGE))
+    if (c->dtype != BAATT_DTYPE_F32 && !(ctx->features & BAATT_FEATURE_FP16_STORAGE))
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE,
-                          "fp16 tensors need storageBuffer16BitAccess, which %s lacks (or which was not enabled)",
-                          ctx->info.name);
+                          "%s tensors need storageBuffer16BitAccess, which %s lacks (or which was not enabled)",
+                          baatt_dtype_name(c->dtype), ctx->info.name);
     if (ctx->info.max_workgroup_invocations < 256)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u invocations per workgroup; baatt needs 256",
                           ctx->info.name, ctx->info.max_workgroup_invocations);
@@ -239,7 +237,7 @@ static baatt_status create_scratch(baatt_plan *p)
 static baatt_status create_pipelines(baatt_plan *p)
 {
     baatt_context *ctx = p->ctx;
-    const char *io = p->cfg.dtype == BAATT_DTYPE_F16 ? "f16" : "f32";
+    const char *io = baatt_dtype_name(p->cfg.dtype); /* variant suffix: f32, f16 or bf16 */
     char name[48];
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {

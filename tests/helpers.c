@@ -99,6 +99,12 @@ void th_context_done(baatt_context *ctx)
     assert_int_equal(msgs, 0);
 }
 
+void th_tolerance(baatt_dtype dt, double *atol, double *rtol)
+{
+    *atol = dt == BAATT_DTYPE_BF16 ? 8e-3 : dt == BAATT_DTYPE_F16 ? 1e-3 : 2e-5;
+    *rtol = dt == BAATT_DTYPE_BF16 ? 8e-3 : dt == BAATT_DTYPE_F16 ? 2e-3 : 2e-5;
+}
+
 baatt_context *th_ctx;
 
 int th_group_setup(void **state)

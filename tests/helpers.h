@@ -28,6 +28,12 @@ float *th_to_float(const void *p, baatt_dtype dt, size_t n);
  * worst element on failure when label != NULL. */
 double th_compare(const float *a, const float *b, size_t n, double atol, double rtol, const char *label);
 
+/* Output tolerances of a GPU attention result against the fp64 reference, by dtype:
+ * fp32: rounding of fp32 dot products and of the online softmax, ~1e-6 relative; 2e-5 leaves room.
+ * fp16: inputs exact in both; output rounding 2^-11 (4.9e-4) relative plus fp32 accumulation.
+ * bf16: inputs exact in both; output rounding 2^-8 (3.9e-3) relative. */
+void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
+
 /* A context for GPU tests, with validation; skips (exit 77) if no Vulkan device exists.
  * th_context_done asserts there were no validation messages, then destroys the context. */
 baatt_context *th_context(void);

@@ -222,8 +222,9 @@ static void check_attention(const gpu_result *r)
     float *ref = malloc(4 * r->qn);
     assert_int_equal(baatt_reference_sparse_attention(c, r->q, r->k, r->v, r->pq, r->pk, r->mask, ref), BAATT_OK);
     float *got = th_to_float(r->o, c->dtype, r->qn);
-    int f16 = c->dtype == BAATT_DTYPE_F16;
-    assert_true(th_compare(got, ref, r->qn, f16 ? 1e-3 : 2e-5, f16 ? 2e-3 : 2e-5, "sparse attention") <= 1.0);
+    double atol, rtol;
+    th_tolerance(c->dtype, &atol, &rtol);
+    assert_true(th_compare(got, ref, r->qn, atol, rtol, "sparse attention") <= 1.0);
     free(got), free(ref);
 }
 
@@ -272,7 +273,7 @@ static void check_all(baatt_config c)
 {
     gpu_result r;
     baatt_status s = run_gpu(&c, &r);
-    if (s == BAATT_ERROR_MISSING_FEATURE && c.dtype == BAATT_DTYPE_F16) {
+    if (s == BAATT_ERROR_MISSING_FEATURE && c.dtype != BAATT_DTYPE_F32) {
         free_result(&r);
         skip();
     }
@@ -284,6 +285,15 @@ static void check_all(baatt_config c)
 static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256, 64, 64, 0.5f)); }
 static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
 static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
+
+/* bf16 (top half of fp32): the portable kernel on every device, partial blocks, GQA. */
+static void baatt_bf16_gqa(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 4, 2, 150, 230, 128, 64, 0.5f);
+    c.dtype = BAATT_DTYPE_BF16;
+    check_all(c);
+}
 
 static void baatt_f16_gqa(void **s)
 {
@@ -640,7 +650,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
-        cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa),
+        cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
         cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
