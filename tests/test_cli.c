@@ -399,6 +399,25 @@ static void json_output(void **s)
     assert_int_equal(count_char(r->out, '\n'), 1); /* one line, so it can be appended to a .jsonl */
     expect_contains(r->out, "\"sparsity\"");
     expect_contains(r->out, "\"stages_ms\"");
+    expect_contains(r->out, "\"sort_mode\": \"norm\"");
+    free(r);
+}
+
+/* --sort auto: the plan picks a blocking per kv head and says how many were sorted. */
+static void sort_auto(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], io[IO_MAX];
+    run_cli(r, "attention %s --sort auto --json", io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")));
+    expect_ok(r);
+    unlink(op);
+    expect_contains(r->out, "\"sort_mode\": \"auto\"");
+    expect_contains(r->out, "\"sorted_heads\": ");
+    run_cli(r, "attention %s --sort auto", io);
+    expect_ok(r);
+    unlink(op);
+    expect_contains(r->out, "sort: auto, sorted kv heads: ");
     free(r);
 }
 
@@ -435,6 +454,8 @@ static void bad_options(void **s)
     expect_failure(r, 0, "1.5");
     run_cli(r, "attention %s --block 48", io);
     expect_failure(r, 0, "48");
+    run_cli(r, "attention %s --sort sideways", io);
+    expect_failure(r, 0, "sideways");
     run_cli(r, "nosuchcmd");
     expect_failure(r, 2, "nosuchcmd");
     assert_int_equal(access(op, F_OK), -1); /* no failed run leaves an output behind */
@@ -482,6 +503,7 @@ int main(void)
         cmocka_unit_test(dense_side_outputs),
         cmocka_unit_test(baatt_default_f32), cmocka_unit_test(baatt_default_f16),
         cmocka_unit_test(baatt_threshold_no_sort), cmocka_unit_test(json_output),
+        cmocka_unit_test(sort_auto),
         cmocka_unit_test(bad_options),       cmocka_unit_test(bad_inputs),
         cmocka_unit_test(demo),
     };
