@@ -78,6 +78,11 @@ float mass_ge(uint T) {
     return reduce_sum(m);
 }
 
+// Measures of {key > T}: empty when T is the largest key value (a row of NaN logits), where T + 1
+// would wrap to 0 and count everything.
+uint count_gt(uint T) { return T == 0xffffffffu ? 0u : count_ge(T + 1u); }
+float mass_gt(uint T) { return T == 0xffffffffu ? 0.0 : mass_ge(T + 1u); }
+
 // Largest T with count(key >= T) >= k (the k-th largest key). Key 0 marks padding (no real
 // logit maps to 0: that would be a negative NaN).
 uint select_count(uint k) {
@@ -130,8 +135,8 @@ void main() {
         T = select_mass(target);
         // m = blocks above T plus the ties at T needed (in J order) to reach the target; the
         // serial scan runs only when several blocks share T's logit exactly.
-        float above = mass_ge(T + 1u);
-        uint m = count_ge(T + 1u);
+        float above = mass_gt(T);
+        uint m = count_gt(T);
         uint tied = count_ge(T) - m;
         if (tid == 0) {
             uint need = 1;
@@ -150,7 +155,7 @@ void main() {
         if (k != m) T = select_count(k);
     }
     // Ties at T: take the lowest J first until k blocks are selected.
-    uint above_n = count_ge(T + 1u);
+    uint above_n = count_gt(T);
     uint ties = count_ge(T) - above_n;
     uint need = k - above_n;
     if (tid == 0) {

@@ -553,7 +553,18 @@ baatt_status baatt_cmd_begin(baatt_context *ctx, VkCommandBuffer *cmd)
     BAATT_VK(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &ai, cmd));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    return baatt_vk(ctx, ctx->vk.vkBeginCommandBuffer(*cmd, &bi), "vkBeginCommandBuffer");
+    baatt_status s = baatt_vk(ctx, ctx->vk.vkBeginCommandBuffer(*cmd, &bi), "vkBeginCommandBuffer");
+    if (s) ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, cmd);
+    return s;
+}
+
+void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd)
+{
+    /* Device writes (the final copies into staging) made visible to host reads after the fence. */
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
+                                 NULL);
 }
 
 baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd)

@@ -622,6 +622,7 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
     bind_tensors(p, &t);
     record_stages(&r);
     copy(&r, p->to.buffer, 0, p->staging.buffer, qn + 2 * kn, qn);
+    baatt_cmd_host_barrier(p->ctx, r.cmd);
     BAATT_TRY(baatt_cmd_submit_wait(p->ctx, r.cmd));
     memcpy(o, st + qn + 2 * kn, qn);
     p->ran = 1;
@@ -640,6 +641,7 @@ static baatt_status download_at(baatt_plan *p, const baatt_buffer *src, uint64_t
     baatt_status s = baatt_cmd_begin(p->ctx, &r.cmd);
     if (!s) {
         copy(&r, src->buffer, at, st.buffer, 0, n);
+        baatt_cmd_host_barrier(p->ctx, r.cmd);
         s = baatt_cmd_submit_wait(p->ctx, r.cmd);
     }
     if (!s) memcpy(dst, st.mapped, n);

@@ -80,6 +80,8 @@ void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b);
 baatt_status baatt_cmd_begin(baatt_context *ctx, VkCommandBuffer *cmd);
 /* Ends, submits and waits for cmd (BAATT_TIMEOUT_S, default 600 s), then frees it. */
 baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd);
+/* Transfer-write -> host-read barrier: record after the last copy into a staging buffer. */
+void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 /* Compute-write -> compute/transfer-read memory barrier. */
 void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 
