@@ -46,6 +46,7 @@ typedef struct bresult {
     double sparsity, speedup, check_err; /* NAN when not measured */
     unsigned reps;
     int gpu_timer;                       /* 0: host wall clock (device without timestamps) */
+    const char *kernel;                  /* attention kernel the plan chose (static string) */
     char error[512];
 } bresult;
 
@@ -626,6 +627,7 @@ static void json_record(FILE *f, const bench *b, const bresult *r)
         fprintf(f, "%s\"%s\": %.6f", k ? ", " : "{", baatt_stage_name(k), r->stage_ms[k]);
     fputs(isnan(r->ms) ? "" : "}", f);
     if (r->error[0]) fputs(", \"error\": ", f), cli_json_string(f, r->error);
+    if (r->kernel) fputs(", \"kernel\": ", f), cli_json_string(f, r->kernel);
     fputs(", \"device\": ", f), cli_json_string(f, b->dev.name);
     fputs(", \"driver\": ", f), cli_json_string(f, b->dev.driver_info);
     fputs("}", f);
@@ -677,6 +679,7 @@ static bresult *bench_config(bench *b, const baatt_config *g, const inputs *in, 
     double t0 = cli_now_ms();
     baatt_plan *plan = NULL;
     baatt_status s = baatt_plan_create(b->ctx, g, &plan);
+    if (!s) r->kernel = baatt_plan_attention_path(plan);
     if (!s) s = time_runs(b, plan, in, r);
     if (!s) fprintf(stderr, "  %u reps, median %.3f ms (%.1f s)\n", r->reps, r->ms, (cli_now_ms() - t0) * 1e-3);
     if (!s) s = after_timing(b, plan, in, r);
