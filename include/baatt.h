@@ -141,7 +141,6 @@ enum {
     BAATT_FEATURE_FP16_STORAGE = 1u << 0,   /* storageBuffer16BitAccess */
     BAATT_FEATURE_FP16_ARITH = 1u << 1,     /* shaderFloat16 */
     BAATT_FEATURE_COOPMAT_NV = 1u << 2,     /* VK_NV_cooperative_matrix + vulkanMemoryModel */
-    BAATT_FEATURE_SUBGROUP_SIZE_CONTROL = 1u << 3,
     BAATT_FEATURE_COOPMAT2_NV = 1u << 4,    /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
                                                (workgroup scope, flexible dimensions, reductions,
                                                conversions, per-element ops, tensor addressing);
