@@ -124,15 +124,6 @@ static uint32_t block_len(uint32_t len, uint32_t b, uint32_t j)
 }
 
 
-static void softmax(double *p, uint32_t n)
-{
-    double mx = -INFINITY, sum = 0;
-    for (uint32_t j = 0; j < n; j++)
-        if (p[j] > mx) mx = p[j];
-    for (uint32_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
-    for (uint32_t j = 0; j < n; j++) p[j] /= sum;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Scorers.
  * ------------------------------------------------------------------------------------------- */
@@ -188,7 +179,7 @@ static baatt_status score_antidiag(head_ctx *c, const method *m, float *scores)
             }
             a[v] = t * sum;
         }
-        softmax(a, nv);
+        baatt_softmax_f64(a, nv);
         double *row = mass + (uint64_t)(u * S / B) * r->nk;
         for (uint32_t v = 0; v < nv; v++) row[v * S / B] += a[v];
     }
@@ -213,7 +204,7 @@ static void probe_profiles(head_ctx *c, double *vcol, double *slash)
     for (uint32_t p = 0; p < np; p++) {
         uint32_t i = ql - np + p;
         for (uint32_t j = 0; j < kl; j++) c->sg[j] = t * baatt_dot_f64(c->qd + (uint64_t)i * d, c->kd + (uint64_t)j * d, d);
-        softmax(c->sg, kl);
+        baatt_softmax_f64(c->sg, kl);
         for (uint32_t j = 0; j < kl; j++) {
             vcol[j] += c->sg[j] / np;
             slash[j + ql - 1 - i] += c->sg[j] / np;
@@ -444,7 +435,7 @@ static void pass_pooled(head_ctx *c)
         qk_tile(c, i0, nr);
         for (uint32_t t = 0; t < nr; t++) {
             double *p = c->s + (uint64_t)t * kl;
-            softmax(p, kl);
+            baatt_softmax_f64(p, kl);
             for (int b = 0; b < BLK_COUNT; b++) {
                 if (!r->need[b]) continue;
                 double *row = c->pooled[b] + (uint64_t)c->qblk[b][i0 + t] * r->nk;
@@ -630,7 +621,7 @@ static uint32_t sample_rows(head_ctx *c, double *p)
         uint64_t i = baatt_auto_row(s, n, ql);
         double *row = p + (uint64_t)s * kl;
         for (uint32_t j = 0; j < kl; j++) row[j] = t * baatt_dot_f64(c->qd + i * d, c->kd + (uint64_t)j * d, d);
-        softmax(row, kl);
+        baatt_softmax_f64(row, kl);
     }
     return n;
 }

@@ -154,8 +154,7 @@ static baatt_status head_alloc(const baatt_config *c, head_buf *h, int gather)
     return BAATT_ERROR_OUT_OF_HOST_MEMORY;
 }
 
-/* In place: p[j] = exp(p[j] - max) / sum, in double. */
-static void softmax(double *p, uint32_t n)
+void baatt_softmax_f64(double *p, uint32_t n)
 {
     double mx = -INFINITY, sum = 0;
     for (uint32_t j = 0; j < n; j++)
@@ -177,7 +176,7 @@ static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const do
         for (uint32_t r = 0; r < nr; r++)
             h->scores[(uint64_t)r * n + j] = h->scale * baatt_dot_f64(h->q + (uint64_t)rows[r] * d, kr, d);
     }
-    for (uint32_t r = 0; r < nr; r++) softmax(h->scores + (uint64_t)r * n, n);
+    for (uint32_t r = 0; r < nr; r++) baatt_softmax_f64(h->scores + (uint64_t)r * n, n);
     if (!want_out) return;
     memset(h->out, 0, sizeof(double) * nr * d);
     for (uint32_t j = 0; j < n; j++)
