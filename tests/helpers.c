@@ -121,6 +121,16 @@ int th_group_teardown(void **state)
     return 0;
 }
 
+void th_expect_plan_error(baatt_config c, baatt_status want, const char *fragment)
+{
+    baatt_plan *plan = (baatt_plan *)0x1; /* must be reset to NULL on failure */
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), want);
+    assert_null(plan);
+    const char *msg = baatt_context_error(th_ctx);
+    if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
+    assert_non_null(strstr(msg, fragment));
+}
+
 const char *th_tmp_path(char *buf, size_t n, const char *name)
 {
     const char *dir = getenv("BAATT_TEST_TMP");

@@ -44,6 +44,10 @@ extern baatt_context *th_ctx;
 int th_group_setup(void **state);
 int th_group_teardown(void **state);
 
+/* Asserts that creating a plan for c on th_ctx fails with `want`, sets the plan to NULL, and
+ * leaves a context message containing `fragment`. */
+void th_expect_plan_error(baatt_config c, baatt_status want, const char *fragment);
+
 /* A scratch path under BAATT_TEST_TMP (or /tmp), unique per process: th_tmp_path(buf, "q.npy"). */
 const char *th_tmp_path(char *buf, size_t n, const char *name);
 #endif

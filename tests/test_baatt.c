@@ -610,40 +610,30 @@ static void auto_mixed_f16_gqa(void **s)
     check_auto(&a, -1);
 }
 
-static void expect_error(baatt_config c, baatt_status want, const char *fragment)
-{
-    baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), want);
-    assert_null(plan);
-    const char *msg = baatt_context_error(th_ctx);
-    if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
-    assert_non_null(strstr(msg, fragment));
-}
-
 static void bad_baatt_configs(void **s)
 {
     (void)s;
     baatt_config c = make(1, 2, 2, 64, 64, 64, 64, 0.5f), z;
     z = c, z.keep_ratio = 0.0f;
-    expect_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
+    th_expect_plan_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
     z = c, z.keep_ratio = 1.5f;
-    expect_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
+    th_expect_plan_error(z, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio");
     z = c, z.select_mode = BAATT_SELECT_MASS_THRESHOLD, z.mass_threshold = 0.0f;
-    expect_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
+    th_expect_plan_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
     z = c, z.select_mode = BAATT_SELECT_MASS_THRESHOLD, z.mass_threshold = NAN;
-    expect_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
+    th_expect_plan_error(z, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold");
     z = c, z.block_size = 48;
-    expect_error(z, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size 48");
+    th_expect_plan_error(z, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size 48");
     z = c, z.heads = 3;
-    expect_error(z, BAATT_ERROR_GQA_MISMATCH, "kv_heads");
+    th_expect_plan_error(z, BAATT_ERROR_GQA_MISMATCH, "kv_heads");
     z = c, z.min_blocks = 4, z.max_blocks = 2;
-    expect_error(z, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks");
+    th_expect_plan_error(z, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks");
     z = c, z.select_mode = (baatt_select_mode)9;
-    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "select_mode");
+    th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "select_mode");
     z = c, z.norm_sort = 3;
-    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort 3");
+    th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort 3");
     z = c, z.norm_sort = -1;
-    expect_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort -1");
+    th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort -1");
 }
 
 int main(void)
