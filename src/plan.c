@@ -695,22 +695,16 @@ baatt_status baatt_plan_stats(baatt_plan *p, baatt_run_stats *st)
     if (!cnt) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     baatt_status s = download(p, &p->counts, cnt, 4 * rows);
     if (!s) {
-        uint64_t tokens = 0;
+        /* Only the last key block can be partial, so a row's selected blocks are
+         * ceil(tokens / block): no need to read the mask back. */
+        uint64_t tokens = 0, B = p->base.block;
         for (uint64_t i = 0; i < rows; i++) {
             tokens += cnt[i];
+            st->selected_blocks += (cnt[i] + B - 1) / B;
         }
         st->sparsity = 1.0 - (double)tokens / ((double)rows * p->cfg.kv_len);
     }
     free(cnt);
-    if (!s) {
-        /* selected blocks from the mask bits (the counts hold tokens) */
-        uint64_t words = rows * p->base.words;
-        uint32_t *m = malloc(4 * words);
-        if (!m) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        s = download(p, &p->mask, m, 4 * words);
-        for (uint64_t i = 0; !s && i < words; i++) st->selected_blocks += (uint64_t)__builtin_popcount(m[i]);
-        free(m);
-    }
     return s;
 }
 
