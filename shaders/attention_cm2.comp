@@ -24,6 +24,14 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint D = 128;
 layout(constant_id = 2) const uint BR = 64;
 layout(constant_id = 3) const uint BC = 64;
+// Tuning variants (bench/NOTES.md), chosen at pipeline creation:
+// PV16: each tile's P V product accumulates in fp16 (BC terms of P <= 1), then joins O in fp32.
+// QSCALE: Q is multiplied once by scale * log2(e) in fp16, so S is already in exp2 units and the
+//         softmax needs no per-element multiply.
+layout(constant_id = 4) const bool PV16 = false;
+layout(constant_id = 5) const bool QSCALE = false;
+// PREFETCH (dense only): the next K^T tile and this tile's V are loaded before the softmax.
+layout(constant_id = 6) const bool PREFETCH = false;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -52,7 +60,8 @@ const float LOW = -3.0e38;
 float max_op(const in float a, const in float b) { return max(a, b); }
 float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
-float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
+float sl2;   // scale * log2(e): the softmax in exp2 units (unused with QSCALE)
+float exp_scaled(const in uint r, const in uint c, const in float x) { return QSCALE ? exp2(x) : exp2(x * sl2); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
 }
@@ -65,18 +74,29 @@ RACC M, L;   // row max and row sum, each row's value repeated over 16 columns
 tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> tq, tk;
 tensorLayoutNV<2> tqu, tku;
 
-// One tile of BC keys at sorted/original position s0. The softmax scale is folded into the
-// exponent (max is scale-invariant); per-row statistics live in narrow BR x 16 matrices and are
-// smeared into the S and O shapes where needed; row sums come from a product with a ones matrix
-// (tensor cores, not a reduction).
-void process_tile(uint kv_base, uint s0) {
-    bool full = s0 + BC <= pc.kv_len;
-    coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
-    if (full) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
+#define KTMAT coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB>
+#define VMAT coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB>
+
+// K^T (through a transposing view) and V tiles of BC keys at sorted/original position s0.
+KTMAT load_kt(uint kv_base, uint s0) {
+    KTMAT kt;
+    if (s0 + BC <= pc.kv_len) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     else coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
-    SACC S = SACC(0.0);
-    S = coopMatMulAdd(qm, kt, S);
-    if (!full) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
+    return kt;
+}
+VMAT load_v(uint kv_base, uint s0) {
+    VMAT vm;
+    if (s0 + BC <= pc.kv_len) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
+    else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
+    return vm;
+}
+
+// Online-softmax step for the scores S of the tile at s0: updates M and L, returns P in fp16
+// and the rescale factor of O smeared into O's shape. Per-row statistics live in narrow BR x 16
+// matrices and are smeared into the S and O shapes where needed; row sums come from a product
+// with a ones matrix (tensor cores, not a reduction).
+PMAT softmax_step(SACC S, uint s0, out OACC em_o) {
+    if (s0 + BC > pc.kv_len) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
     RACC rowmax, mold = M, em;
     coopMatReduceNV(rowmax, S, gl_CooperativeMatrixReduceRowNV, max_op);
     coopMatPerElementNV(M, rowmax, max_el, mold);
@@ -89,13 +109,42 @@ void process_tile(uint kv_base, uint s0) {
     RACC rowsum = RACC(0.0);
     rowsum = coopMatMulAdd(pa, ones, rowsum);
     L = em * L + rowsum;
-    OACC em_o;
     coopMatReduceNV(em_o, em, gl_CooperativeMatrixReduceRowNV, first_op);
-    O = O * em_o;
-    coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB> vm;
-    if (full) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
-    else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
-    O = coopMatMulAdd(pa, vm, O);
+    return pa;
+}
+
+// O = O * em_o + P V.
+void accumulate(PMAT pa, OACC em_o, VMAT vm) {
+    if (PV16) {
+        coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> pv =
+            coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(0.0);
+        pv = coopMatMulAdd(pa, vm, pv);
+        O = O * em_o + OACC(pv);
+    } else {
+        O = O * em_o;
+        O = coopMatMulAdd(pa, vm, O);
+    }
+}
+
+void process_tile(uint kv_base, uint s0) {
+    SACC S = coopMatMulAdd(qm, load_kt(kv_base, s0), SACC(0.0));
+    OACC em_o;
+    PMAT pa = softmax_step(S, s0, em_o);
+    accumulate(pa, em_o, load_v(kv_base, s0));
+}
+
+// Dense loop with the next K^T tile and this tile's V issued before the softmax (PREFETCH), so
+// their loads can overlap the softmax arithmetic.
+void dense_prefetch(uint kv_base) {
+    KTMAT kt = load_kt(kv_base, 0);
+    [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) {
+        SACC S = coopMatMulAdd(qm, kt, SACC(0.0));
+        VMAT vm = load_v(kv_base, s0);
+        if (s0 + BC < pc.kv_len) kt = load_kt(kv_base, s0 + BC);
+        OACC em_o;
+        PMAT pa = softmax_step(S, s0, em_o);
+        accumulate(pa, em_o, vm);
+    }
 }
 
 void main() {
@@ -112,6 +161,8 @@ void main() {
     bool qfull = p0 + BR <= pc.q_len;
     if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+    sl2 = pc.scale * 1.4426950408889634;
+    if (QSCALE) qm = qm * float16_t(sl2);
     O = OACC(0.0);
     L = RACC(0.0);
     M = RACC(LOW);
@@ -127,7 +178,10 @@ void main() {
         }
     }
 #else
-    [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0);
+    if (PREFETCH) dense_prefetch(kv_base);
+    else {
+        [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0);
+    }
 #endif
     OACC lo;
     coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, first_op);

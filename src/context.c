@@ -385,7 +385,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
-    const char *exts[3];
+    const char *exts[4];
     uint32_t next = 0;
     void **tail = &e12.pNext;
     e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
@@ -406,6 +406,17 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_KHR_cooperative_matrix";
         exts[next++] = "VK_NV_cooperative_matrix2";
         ctx->features |= BAATT_FEATURE_COOPMAT2_NV;
+    }
+    /* Developer diagnostic: BAATT_PIPELINE_STATS=1 prints the driver's statistics (registers,
+     * spills, shared memory) for every pipeline built (pipelines.c). */
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE};
+    if (env_flag("BAATT_PIPELINE_STATS") && has_device_ext(ctx->phys, "VK_KHR_pipeline_executable_properties")) {
+        *tail = &pe;
+        tail = &pe.pNext;
+        exts[next++] = "VK_KHR_pipeline_executable_properties";
+        ctx->pipeline_stats = 1;
     }
     if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV)) {
         e12.vulkanMemoryModel = VK_TRUE;

@@ -53,6 +53,38 @@ static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const 
     return NULL;
 }
 
+/* BAATT_PIPELINE_STATS diagnostic: one stderr line per pipeline executable with the driver's
+ * statistics (on NVIDIA: registers, local memory, shared memory), for kernel tuning. */
+static void print_stats(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, VkPipeline pl)
+{
+    VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pl};
+    VkPipelineExecutablePropertiesKHR props[4];
+    uint32_t ne = 4;
+    for (uint32_t i = 0; i < ne; i++) props[i] = (VkPipelineExecutablePropertiesKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
+    if (ctx->vk.vkGetPipelineExecutablePropertiesKHR(ctx->device, &pi, &ne, props) < 0) return;
+    for (uint32_t e = 0; e < ne; e++) {
+        VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = pl,
+                                          .executableIndex = e};
+        VkPipelineExecutableStatisticKHR st[32];
+        uint32_t ns = 32;
+        for (uint32_t i = 0; i < ns; i++) st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+        if (ctx->vk.vkGetPipelineExecutableStatisticsKHR(ctx->device, &ei, &ns, st) < 0) continue;
+        fprintf(stderr, "baatt: pipeline %s spec[", name);
+        for (uint32_t i = 0; i < nspec; i++) fprintf(stderr, i ? ",%u" : "%u", spec[i]);
+        fprintf(stderr, "]");
+        for (uint32_t i = 0; i < ns; i++) {
+            fprintf(stderr, " | %s=", st[i].name);
+            switch (st[i].format) {
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR: fprintf(stderr, "%u", st[i].value.b32); break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR: fprintf(stderr, "%lld", (long long)st[i].value.i64); break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR: fprintf(stderr, "%llu", (unsigned long long)st[i].value.u64); break;
+            default: fprintf(stderr, "%g", st[i].value.f64); break;
+            }
+        }
+        fprintf(stderr, "\n");
+    }
+}
+
 static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, const uint32_t *spec, uint32_t nspec,
                           VkPipeline *out)
 {
@@ -68,12 +100,14 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
-        .layout = ctx->pipeline_layout};
+        .layout = ctx->pipeline_layout,
+        .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
     VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &ci, NULL, out);
     ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
     if (r != VK_SUCCESS)
         return baatt_fail(ctx, BAATT_ERROR_VULKAN, "vkCreateComputePipelines(%s) failed: %s", sh->name,
                           baatt_vkresult_name(r));
+    if (ctx->pipeline_stats) print_stats(ctx, sh->name, spec, nspec, *out);
     return BAATT_OK;
 }
 

@@ -32,6 +32,7 @@ struct baatt_plan {
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp) */
+    uint32_t cm2_pv16, cm2_qscale, cm2_prefetch; /* attention_cm2.comp variants (spec constants 4-6) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
@@ -84,6 +85,12 @@ static int choose_nvcm(baatt_plan *p)
 /* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, the variants built in
  * (they need glslang >= 15), 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles
  * a query or key block), 128 invocations. */
+static int env_int(const char *name, int fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : fallback;
+}
+
 static int choose_cm2(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
@@ -95,10 +102,15 @@ static int choose_cm2(baatt_plan *p)
     p->attn_br = t;
     p->attn_bc = t;
     p->attn_wg = 128;
-    /* Experiment knob (bench/NOTES.md): key-tile width for dense plans and 128-token blocks. */
-    const char *bc = getenv("BAATT_CM2_BC"), *br = getenv("BAATT_CM2_BR");
-    if (bc && atoi(bc) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_bc = 128;
-    if (br && atoi(br) == 128 && (p->cfg.dense || p->base.block == 128)) p->attn_br = 128, p->attn_wg = 256;
+    /* Experiment knobs (bench/NOTES.md): tile shape (128 only for dense plans and 128-token
+     * blocks; 32 anywhere) and the shader's variants. */
+    int bc = env_int("BAATT_CM2_BC", 0), br = env_int("BAATT_CM2_BR", 0), wide = p->cfg.dense || p->base.block == 128;
+    if (bc == 32 || (bc == 128 && wide)) p->attn_bc = (uint32_t)bc;
+    if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
+    if (br == 32) p->attn_br = 32, p->attn_wg = 64;
+    p->cm2_pv16 = (uint32_t)env_int("BAATT_CM2_PV16", 0);
+    p->cm2_qscale = (uint32_t)env_int("BAATT_CM2_QSCALE", 0);
+    p->cm2_prefetch = (uint32_t)env_int("BAATT_CM2_PREFETCH", 0);
     return 1;
 }
 
@@ -241,9 +253,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     char name[48];
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
-        uint32_t cm[4] = {p->attn_wg, d, p->attn_br, p->attn_bc};
+        uint32_t cm[7] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cm2_pv16 != 0, p->cm2_qscale != 0,
+                          p->cm2_prefetch != 0};
         uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
-        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 4,
+        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 7,
                                      &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {

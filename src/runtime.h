@@ -38,6 +38,7 @@ struct baatt_context {
     VkDebugUtilsMessengerEXT messenger;
     uint32_t validation_messages;
     uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
+    int pipeline_stats;               /* BAATT_PIPELINE_STATS: print driver statistics per pipeline */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
