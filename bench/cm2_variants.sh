@@ -45,4 +45,4 @@ if os.path.exists(bench):
               f'{"-" if e is None else f"{e:.2e}"}\t{r["kernel"]}')
 PY
 done
-column -t -s $'\t' "$TSV"
+cat "$TSV"

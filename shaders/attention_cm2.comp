@@ -24,14 +24,16 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint D = 128;
 layout(constant_id = 2) const uint BR = 64;
 layout(constant_id = 3) const uint BC = 64;
-// Tuning variants (bench/NOTES.md), chosen at pipeline creation:
-// PV16: each tile's P V product accumulates in fp16 (BC terms of P <= 1), then joins O in fp32.
-// QSCALE: Q is multiplied once by scale * log2(e) in fp16, so S is already in exp2 units and the
-//         softmax needs no per-element multiply.
-layout(constant_id = 4) const bool PV16 = false;
-layout(constant_id = 5) const bool QSCALE = false;
-// PREFETCH (dense only): the next K^T tile and this tile's V are loaded before the softmax.
-layout(constant_id = 6) const bool PREFETCH = false;
+// PV16: each tile's P V product accumulates in an fp16 matrix (BC terms, P <= 1), then joins O
+// in fp32. On the H100 this is what keeps the kernel out of local memory (bench/NOTES.md #10).
+layout(constant_id = 4) const bool PV16 = true;
+// SPLIT: full key tiles run in a loop with no bounds code; the partial last tile runs once after.
+layout(constant_id = 5) const bool SPLIT = false;
+// TPB (SORTED build): key tiles per key block (block / BC), so the per-block loop unrolls.
+layout(constant_id = 6) const uint TPB = 0;
+// QRELOAD: Q is re-read (from cache) for every key tile instead of held in registers.
+layout(constant_id = 7) const bool QRELOAD = false;
+layout(constant_id = 8) const bool STAIL = false;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -60,8 +62,7 @@ const float LOW = -3.0e38;
 float max_op(const in float a, const in float b) { return max(a, b); }
 float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
-float sl2;   // scale * log2(e): the softmax in exp2 units (unused with QSCALE)
-float exp_scaled(const in uint r, const in uint c, const in float x) { return QSCALE ? exp2(x) : exp2(x * sl2); }
+float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
 }
@@ -73,30 +74,27 @@ RACC M, L;   // row max and row sum, each row's value repeated over 16 columns
 // unclamped ones, whose loads need no bounds checks.
 tensorLayoutNV<2, gl_CooperativeMatrixClampModeConstantNV> tq, tk;
 tensorLayoutNV<2> tqu, tku;
+uint q_base, p0;   // this workgroup's query rows
+bool qfull;
 
-#define KTMAT coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB>
-#define VMAT coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB>
-
-// K^T (through a transposing view) and V tiles of BC keys at sorted/original position s0.
-KTMAT load_kt(uint kv_base, uint s0) {
-    KTMAT kt;
-    if (s0 + BC <= pc.kv_len) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
+// One tile of BC keys at sorted/original position s0. The softmax scale is folded into the
+// exponent (max is scale-invariant); per-row statistics live in narrow BR x 16 matrices and are
+// smeared into the S and O shapes where needed; row sums come from a product with a ones matrix
+// (tensor cores, not a reduction).
+void process_tile(uint kv_base, uint s0, bool full) {
+    coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
+    if (full) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     else coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
-    return kt;
-}
-VMAT load_v(uint kv_base, uint s0) {
-    VMAT vm;
-    if (s0 + BC <= pc.kv_len) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
-    else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
-    return vm;
-}
-
-// Online-softmax step for the scores S of the tile at s0: updates M and L, returns P in fp16
-// and the rescale factor of O smeared into O's shape. Per-row statistics live in narrow BR x 16
-// matrices and are smeared into the S and O shapes where needed; row sums come from a product
-// with a ones matrix (tensor cores, not a reduction).
-PMAT softmax_step(SACC S, uint s0, out OACC em_o) {
-    if (s0 + BC > pc.kv_len) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
+    SACC S = SACC(0.0);
+    if (QRELOAD) {
+        coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qt;
+        if (qfull) coopMatLoadTensorNV(qt, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+        else coopMatLoadTensorNV(qt, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+        S = coopMatMulAdd(qt, kt, S);
+    } else {
+        S = coopMatMulAdd(qm, kt, S);
+    }
+    if (!full) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
     RACC rowmax, mold = M, em;
     coopMatReduceNV(rowmax, S, gl_CooperativeMatrixReduceRowNV, max_op);
     coopMatPerElementNV(M, rowmax, max_el, mold);
@@ -109,12 +107,11 @@ PMAT softmax_step(SACC S, uint s0, out OACC em_o) {
     RACC rowsum = RACC(0.0);
     rowsum = coopMatMulAdd(pa, ones, rowsum);
     L = em * L + rowsum;
+    OACC em_o;
     coopMatReduceNV(em_o, em, gl_CooperativeMatrixReduceRowNV, first_op);
-    return pa;
-}
-
-// O = O * em_o + P V.
-void accumulate(PMAT pa, OACC em_o, VMAT vm) {
+    coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB> vm;
+    if (full) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
+    else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
     if (PV16) {
         coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> pv =
             coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(0.0);
@@ -126,30 +123,11 @@ void accumulate(PMAT pa, OACC em_o, VMAT vm) {
     }
 }
 
-void process_tile(uint kv_base, uint s0) {
-    SACC S = coopMatMulAdd(qm, load_kt(kv_base, s0), SACC(0.0));
-    OACC em_o;
-    PMAT pa = softmax_step(S, s0, em_o);
-    accumulate(pa, em_o, load_v(kv_base, s0));
-}
-
-// Dense loop with the next K^T tile and this tile's V issued before the softmax (PREFETCH), so
-// their loads can overlap the softmax arithmetic.
-void dense_prefetch(uint kv_base) {
-    KTMAT kt = load_kt(kv_base, 0);
-    [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) {
-        SACC S = coopMatMulAdd(qm, kt, SACC(0.0));
-        VMAT vm = load_v(kv_base, s0);
-        if (s0 + BC < pc.kv_len) kt = load_kt(kv_base, s0 + BC);
-        OACC em_o;
-        PMAT pa = softmax_step(S, s0, em_o);
-        accumulate(pa, em_o, vm);
-    }
-}
-
 void main() {
-    uint hd = gl_WorkGroupID.y, p0 = gl_WorkGroupID.x * BR;
-    uint q_base = hd * pc.q_len * D, kv_base = kv_of(hd) * pc.kv_len * D;
+    uint hd = gl_WorkGroupID.y;
+    p0 = gl_WorkGroupID.x * BR;
+    q_base = hd * pc.q_len * D;
+    uint kv_base = kv_of(hd) * pc.kv_len * D;
     tq = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
     tq = setTensorLayoutDimensionNV(tq, pc.q_len, D);
     tk = createTensorLayoutNV(2, gl_CooperativeMatrixClampModeConstantNV);
@@ -158,29 +136,43 @@ void main() {
     tqu = setTensorLayoutDimensionNV(tqu, pc.q_len, D);
     tku = createTensorLayoutNV(2);
     tku = setTensorLayoutDimensionNV(tku, pc.kv_len, D);
-    bool qfull = p0 + BR <= pc.q_len;
-    if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    qfull = p0 + BR <= pc.q_len;
+    if (QRELOAD) {
+    } else if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
-    sl2 = pc.scale * 1.4426950408889634;
-    if (QSCALE) qm = qm * float16_t(sl2);
     O = OACC(0.0);
     L = RACC(0.0);
     M = RACC(LOW);
 #ifdef SORTED
-    uint mrow = hd * pc.nq + p0 / pc.block;
+    uint mrow = hd * pc.nq + p0 / pc.block, tail = ~0u;
     [[dont_unroll]] for (uint w = 0; w < pc.words; w++) {
         uint bits = mask[mrow * pc.words + w];
         while (bits != 0u) {
             uint J = w * 32 + uint(findLSB(bits));
             bits &= bits - 1u;
-            uint end = min((J + 1) * pc.block, pc.kv_len);
-            for (uint s0 = J * pc.block; s0 < end; s0 += BC) process_tile(kv_base, s0);
+            if (TPB > 0) {
+                // Only the last key block can be partial, and only in its last tile: with
+                // STAIL that tile waits until after the loop (online softmax is order-free).
+                [[unroll]] for (uint t = 0; t < TPB; t++) {
+                    uint s0 = J * pc.block + t * BC;
+                    if (s0 + BC <= pc.kv_len) process_tile(kv_base, s0, true);
+                    else if (STAIL) tail = s0 < pc.kv_len ? s0 : tail;
+                    else if (s0 < pc.kv_len) process_tile(kv_base, s0, false);
+                }
+            } else {
+                uint end = min((J + 1) * pc.block, pc.kv_len);
+                for (uint s0 = J * pc.block; s0 < end; s0 += BC) process_tile(kv_base, s0, s0 + BC <= pc.kv_len);
+            }
         }
     }
+    if (STAIL && tail != ~0u) process_tile(kv_base, tail, false);
 #else
-    if (PREFETCH) dense_prefetch(kv_base);
-    else {
-        [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0);
+    if (SPLIT) {
+        uint nfull = pc.kv_len / BC * BC;
+        [[dont_unroll]] for (uint s0 = 0; s0 < nfull; s0 += BC) process_tile(kv_base, s0, true);
+        if (nfull < pc.kv_len) process_tile(kv_base, nfull, false);
+    } else {
+        [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0, s0 + BC <= pc.kv_len);
     }
 #endif
     OACC lo;
