@@ -122,7 +122,7 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
                                    .pCode = sh->code};
     VkShaderModule mod;
     BAATT_VK(ctx, ctx->vk.vkCreateShaderModule(ctx->device, &mi, NULL, &mod));
-    VkSpecializationMapEntry map[8];
+    VkSpecializationMapEntry map[BAATT_MAX_SPEC];
     for (uint32_t i = 0; i < nspec; i++)
         map[i] = (VkSpecializationMapEntry){.constantID = i, .offset = i * 4, .size = 4};
     VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = map, .dataSize = nspec * 4, .pData = spec};
@@ -146,7 +146,7 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 VkPipeline *out)
 {
-    if (nspec > 8) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
+    if (nspec > BAATT_MAX_SPEC) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
     baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
     if (e) {
         *out = e->pipeline;

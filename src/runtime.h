@@ -19,10 +19,11 @@ enum {
     BIND_COUNT
 };
 #define BAATT_PUSH_BYTES 128
+#define BAATT_MAX_SPEC 12               /* specialization constants per pipeline */
 
 typedef struct baatt_pipeline_entry {
     char name[48];
-    uint32_t spec[8];
+    uint32_t spec[BAATT_MAX_SPEC];
     uint32_t nspec;
     VkPipeline pipeline;
 } baatt_pipeline_entry;
