@@ -26,7 +26,7 @@ layout(constant_id = 2) const uint BR = 64;
 layout(constant_id = 3) const uint BC = 64;
 // PV16: each tile's P V product accumulates in an fp16 matrix (BC terms, P <= 1), then joins O
 // in fp32. On the H100 this is what keeps the kernel out of local memory (bench/NOTES.md #10).
-layout(constant_id = 4) const bool PV16 = true;
+layout(constant_id = 4) const bool PV16 = false;
 // SPLIT: full key tiles run in a loop with no bounds code; the partial last tile runs once after.
 layout(constant_id = 5) const bool SPLIT = false;
 // TPB (SORTED build): key tiles per key block (block / BC), so the per-block loop unrolls.
@@ -34,6 +34,8 @@ layout(constant_id = 6) const uint TPB = 0;
 // QRELOAD: Q is re-read (from cache) for every key tile instead of held in registers.
 layout(constant_id = 7) const bool QRELOAD = false;
 layout(constant_id = 8) const bool STAIL = false;
+// EXP2: the softmax as exp2 with scale * log2(e) folded into one multiplier.
+layout(constant_id = 9) const bool EXP2 = false;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -62,7 +64,9 @@ const float LOW = -3.0e38;
 float max_op(const in float a, const in float b) { return max(a, b); }
 float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
-float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
+float exp_scaled(const in uint r, const in uint c, const in float x) {
+    return EXP2 ? exp2(x * (pc.scale * 1.4426950408889634)) : exp(x * pc.scale);
+}
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
 }

@@ -32,7 +32,7 @@ struct baatt_plan {
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp) */
-    uint32_t cm2_pv16, cm2_split, cm2_tpb, cm2_qreload, cm2_stail; /* attention_cm2.comp variants (spec constants 4-8) */
+    uint32_t cm2_pv16, cm2_split, cm2_tpb, cm2_qreload, cm2_stail, cm2_exp2; /* attention_cm2.comp variants (spec constants 4-9) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
@@ -108,10 +108,11 @@ static int choose_cm2(baatt_plan *p)
     if (bc == 32 || (bc == 128 && wide)) p->attn_bc = (uint32_t)bc;
     if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
     if (br == 32) p->attn_br = 32, p->attn_wg = 64;
-    p->cm2_pv16 = (uint32_t)env_int("BAATT_CM2_PV16", 1);
+    p->cm2_pv16 = (uint32_t)env_int("BAATT_CM2_PV16", 0);
     p->cm2_split = (uint32_t)env_int("BAATT_CM2_SPLIT", 1);
     p->cm2_qreload = (uint32_t)env_int("BAATT_CM2_QRELOAD", 0);
     p->cm2_stail = (uint32_t)env_int("BAATT_CM2_STAIL", 0);
+    p->cm2_exp2 = (uint32_t)env_int("BAATT_CM2_EXP2", 0);
     p->cm2_tpb = env_int("BAATT_CM2_TPB", 1) && !p->cfg.dense ? p->base.block / p->attn_bc : 0;
     return 1;
 }
@@ -255,10 +256,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     char name[48];
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
-        uint32_t cm[9] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cm2_pv16 != 0, p->cm2_split != 0, p->cm2_tpb,
-                          p->cm2_qreload != 0, p->cm2_stail != 0};
+        uint32_t cm[10] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cm2_pv16 != 0, p->cm2_split != 0, p->cm2_tpb,
+                          p->cm2_qreload != 0, p->cm2_stail != 0, p->cm2_exp2 != 0};
         uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
-        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 9,
+        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 10,
                                      &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
