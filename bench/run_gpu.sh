@@ -7,14 +7,16 @@
 #   3 fa_baseline.py --check-baatt build/baatt  6 report.py: h100.md, h100.json, speedup.png
 # Every step has a time budget (the defaults add up to under 9 minutes) and a failed step is
 # recorded and the run goes on. Outputs in OUTDIR (argument 1, else $OUT, else
-# bench/results/raw): h100.md, h100.json, speedup.png and raw.tar.gz (every log and raw JSON),
+# bench/results/raw): h100.md, h100.json, speedup.png and h100_raw.tar.gz (every log and raw JSON),
 # few files because the device tool returns at most 8. The summary is printed last.
 #
 # Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_REPS
 # BENCH_WARMUP BENCH_MAX_SECONDS BENCH_DENSE_MAX_N BENCH_CHECK(1/0) FA_REPS FA_MAX_SECONDS FA_DEVICE
 # CHECK_ARGS (extra fa_baseline.py --check-* options), T_INFO T_TESTS T_CHECK T_BENCH T_FA T_REPORT
 # (seconds per step), T_TEST_EACH (seconds per test executable), BAATT_BUILD (build directory,
-# default build), PYTHON, BAATT_COMMIT (the commit to report when .git is absent).
+# default build), PYTHON, BAATT_COMMIT (the commit to report when .git is absent), BENCH_STEPS
+# (the steps to run, default "info tests check bench fa"), REPORT_NAME (the report's file names,
+# default h100: NAME.md, NAME.json, NAME_raw.tar.gz, and speedup.png or NAME_speedup.png).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -46,6 +48,8 @@ FA_DEVICE=${FA_DEVICE:-cuda}
 CHECK_ARGS=${CHECK_ARGS:-}
 T_INFO=${T_INFO:-20} T_TESTS=${T_TESTS:-90} T_CHECK=${T_CHECK:-60}
 T_BENCH=${T_BENCH:-170} T_FA=${T_FA:-140} T_REPORT=${T_REPORT:-30}
+BENCH_STEPS=${BENCH_STEPS:-info tests check bench fa}
+REPORT_NAME=${REPORT_NAME:-h100}
 
 if [ -n "${BAATT_COMMIT:-}" ]; then COMMIT=$BAATT_COMMIT
 elif git rev-parse HEAD >/dev/null 2>&1; then
@@ -64,6 +68,7 @@ say() { echo "[run_gpu $(($(date +%s) - START))s] $*"; }
 step() {
   local name=$1 budget=$2 note=$3 t0 rc
   shift 3
+  case " $BENCH_STEPS " in *" $name "*) ;; *) say "$name: skipped (BENCH_STEPS)"; return 0 ;; esac
   t0=$(date +%s)
   say "$name (budget ${budget}s): $*"
   if declare -F "$1" >/dev/null; then # a function of this script: timeout needs a program
@@ -137,6 +142,8 @@ step fa "$T_FA" "flex on baatt's masks" "$PY" bench/fa_baseline.py --device "$FA
   --out "$RAW/fa.json"
 
 # ---- 6: the report (its own failure can only be printed) ----
+SPEEDUP_PNG=speedup.png
+[ "$REPORT_NAME" = h100 ] || SPEEDUP_PNG=${REPORT_NAME}_speedup.png
 RPY=$PY # report.py needs only the standard library; the first python with matplotlib also plots
 for c in "$PY" python3 /usr/bin/python3; do
   if command -v "$c" >/dev/null && "$c" -c 'import matplotlib' 2>/dev/null; then RPY=$c && break; fi
@@ -145,9 +152,9 @@ say "report ($RPY)"
 timeout -k 5 "$T_REPORT" "$RPY" bench/report.py --bench "$RAW/bench.json" --fa "$RAW/fa.json" \
   --check "$RAW/check.json" --smi "$RAW/smi.txt" --info "$RAW/info.txt" --steps "$RAW/steps.tsv" \
   --tests "$RAW/tests.txt" --commit "$COMMIT" --command "$COMMAND" \
-  --out-md "$OUTDIR/h100.md" --out-json "$OUTDIR/h100.json" --out-png "$OUTDIR/speedup.png" \
+  --out-md "$OUTDIR/$REPORT_NAME.md" --out-json "$OUTDIR/$REPORT_NAME.json" --out-png "$OUTDIR/$SPEEDUP_PNG" \
   >"$RAW/report.log" 2>&1 || say "report FAILED: $(tail -n 5 "$RAW/report.log")"
-tar -C "$RAW" -czf "$OUTDIR/raw.tar.gz" . 2>/dev/null || say "could not write raw.tar.gz"
+tar -C "$RAW" -czf "$OUTDIR/${REPORT_NAME}_raw.tar.gz" . 2>/dev/null || say "could not write ${REPORT_NAME}_raw.tar.gz"
 rm -rf "$MASKS"
 
 # ---- summary, last so that it ends the device tool's output tail ----

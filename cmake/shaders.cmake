@@ -37,19 +37,24 @@ function(baatt_shader_with name src compiler target)
 endfunction()
 
 # Builds the variant only if a glslc we have compiles it (tried once at configure time): first the
-# default one, then BAATT_GLSLC_NEW (e.g. from scripts/fetch-glslc.sh) targeting Vulkan 1.3.
+# default one, then BAATT_GLSLC_NEW and BAATT_GLSLC_NEXT (scripts/fetch-glslc.sh) targeting Vulkan 1.3.
 set(baatt_glslc_new_default "")
 if(EXISTS ${CMAKE_SOURCE_DIR}/.glslc/glslc)   # left there by scripts/setup-debian.sh
   set(baatt_glslc_new_default ${CMAKE_SOURCE_DIR}/.glslc/glslc)
 endif()
 set(BAATT_GLSLC_NEW "${baatt_glslc_new_default}" CACHE FILEPATH "newer glslc for optional shader variants (scripts/fetch-glslc.sh)")
+set(baatt_glslc_next_default "")
+if(EXISTS ${CMAKE_SOURCE_DIR}/.glslc-next/glslc)   # glslang >= 16 (bf16 cooperative matrices)
+  set(baatt_glslc_next_default ${CMAKE_SOURCE_DIR}/.glslc-next/glslc)
+endif()
+set(BAATT_GLSLC_NEXT "${baatt_glslc_next_default}" CACHE FILEPATH "a still newer glslc, tried last (SUITE=forky scripts/fetch-glslc.sh .glslc-next)")
 function(baatt_shader_optional name src)
   if(NOT EXISTS ${BAATT_SHADER_DIR}/${src})
     return()
   endif()
-  foreach(compiler ${GLSLC} ${BAATT_GLSLC_NEW})
+  foreach(compiler ${GLSLC} ${BAATT_GLSLC_NEW} ${BAATT_GLSLC_NEXT})
     set(target ${BAATT_GLSLC_TARGET})
-    if(compiler STREQUAL BAATT_GLSLC_NEW OR NOT compiler STREQUAL GLSLC)
+    if(NOT compiler STREQUAL GLSLC)
       set(target vulkan1.3)
     endif()
     execute_process(

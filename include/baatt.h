@@ -145,6 +145,9 @@ enum {
                                                (workgroup scope, flexible dimensions, reductions,
                                                conversions, per-element ops, tensor addressing);
                                                device API >= 1.3 */
+    BAATT_FEATURE_BF16_COOPMAT = 1u << 5,   /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
+                                               shaderBFloat16CooperativeMatrix (with COOPMAT2_NV:
+                                               bf16 tensors on the tensor cores) */
 };
 typedef struct baatt_external_device {
     PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: load libvulkan.so.1 */

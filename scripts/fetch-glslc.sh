@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches a newer glslc (Debian trixie's shaderc/glslang, or sid's with SUITE=sid) from Debian's
+# Fetches a newer glslc (Debian trixie's shaderc/glslang, or testing's with SUITE=forky) from Debian's
 # own registry into PREFIX (default .glslc) without installing anything system-wide, and writes
 # PREFIX/glslc, a wrapper that runs it through trixie's own dynamic loader on Debian 12.
 # Needed for the optional shader variants (e.g. NV cooperative matrix 2) that Debian 12's

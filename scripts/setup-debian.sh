@@ -23,10 +23,13 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   cmake make gcc libc6-dev libvulkan-dev libvulkan1 libvulkan-volk-dev glslc glslang-tools spirv-tools \
   vulkan-tools vulkan-validationlayers libcmocka-dev ca-certificates >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers >/dev/null
-# A newer glslc (Debian trixie's, into .glslc/, nothing installed system-wide) for the optional
-# tensor-core shader variants that Debian 12's glslang cannot compile; CMake picks it up from
-# there. Not fatal: without it those variants are skipped and the others still build.
+# Newer glslc builds (nothing installed system-wide) for the optional tensor-core shader variants
+# that Debian 12's glslang cannot compile; CMake picks them up from there: Debian trixie's
+# (glslang 15: cooperative matrix 2) into .glslc/ and Debian testing's (glslang >= 16: bf16
+# cooperative matrices) into .glslc-next/. Not fatal: without them those variants are skipped.
 here=$(cd "$(dirname "$0")/.." && pwd)
 bash "$here/scripts/fetch-glslc.sh" "$here/.glslc" >/dev/null 2>&1 \
-  || echo "setup-debian: could not fetch a newer glslc; optional shader variants will be skipped"
+  || echo "setup-debian: could not fetch trixie's glslc; the cooperative-matrix-2 variants will be skipped"
+SUITE=forky bash "$here/scripts/fetch-glslc.sh" "$here/.glslc-next" >/dev/null 2>&1 \
+  || echo "setup-debian: could not fetch testing's glslc; the bf16 cooperative-matrix variants will be skipped"
 echo "setup-debian: $(dpkg-query -W -f='mesa-vulkan-drivers ${Version}, ' mesa-vulkan-drivers)$(glslc --version | head -1)"

@@ -17,6 +17,12 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_control_flow_attributes : require
+#ifdef IN_BF16
+#extension GL_EXT_bfloat16 : require
+#define ELT bfloat16_t   // Q/K/V/O and the P operand; needs glslang >= 16
+#else
+#define ELT float16_t
+#endif
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -24,18 +30,8 @@ layout(constant_id = 0) const uint WG = 128;
 layout(constant_id = 1) const uint D = 128;
 layout(constant_id = 2) const uint BR = 64;
 layout(constant_id = 3) const uint BC = 64;
-// PV16: each tile's P V product accumulates in an fp16 matrix (BC terms, P <= 1), then joins O
-// in fp32. On the H100 this is what keeps the kernel out of local memory (bench/NOTES.md #10).
-layout(constant_id = 4) const bool PV16 = false;
-// SPLIT: full key tiles run in a loop with no bounds code; the partial last tile runs once after.
-layout(constant_id = 5) const bool SPLIT = false;
-// TPB (SORTED build): key tiles per key block (block / BC), so the per-block loop unrolls.
-layout(constant_id = 6) const uint TPB = 0;
-// QRELOAD: Q is re-read (from cache) for every key tile instead of held in registers.
-layout(constant_id = 7) const bool QRELOAD = false;
-layout(constant_id = 8) const bool STAIL = false;
-// EXP2: the softmax as exp2 with scale * log2(e) folded into one multiplier.
-layout(constant_id = 9) const bool EXP2 = false;
+// TPB (SORTED build): key tiles per key block (block / BC, at least 1), so that loop unrolls.
+layout(constant_id = 4) const uint TPB = 1;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -48,15 +44,15 @@ layout(constant_id = 9) const bool EXP2 = false;
 #define SRC_V BIND_V
 #define DST_O BIND_O
 #endif
-layout(set = 0, binding = SRC_Q) readonly buffer QB { float16_t q[]; };
-layout(set = 0, binding = SRC_K) readonly buffer KB { float16_t k[]; };
-layout(set = 0, binding = SRC_V) readonly buffer VB { float16_t v[]; };
-layout(set = 0, binding = DST_O) writeonly buffer OB { float16_t o[]; };
+layout(set = 0, binding = SRC_Q) readonly buffer QB { ELT q[]; };
+layout(set = 0, binding = SRC_K) readonly buffer KB { ELT k[]; };
+layout(set = 0, binding = SRC_V) readonly buffer VB { ELT v[]; };
+layout(set = 0, binding = DST_O) writeonly buffer OB { ELT o[]; };
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
 
 #define SACC coopmat<float, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseAccumulator>
 #define OACC coopmat<float, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>
-#define PMAT coopmat<float16_t, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA>
+#define PMAT coopmat<ELT, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseA>
 #define RACC coopmat<float, gl_ScopeWorkgroup, BR, 16, gl_MatrixUseAccumulator>   // per-row values
 // A large finite "minus infinity": M_old - M stays finite, so exp needs no special case.
 const float LOW = -3.0e38;
@@ -64,14 +60,12 @@ const float LOW = -3.0e38;
 float max_op(const in float a, const in float b) { return max(a, b); }
 float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
-float exp_scaled(const in uint r, const in uint c, const in float x) {
-    return EXP2 ? exp2(x * (pc.scale * 1.4426950408889634)) : exp(x * pc.scale);
-}
+float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
 }
 
-coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qm;
+coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qm;
 OACC O;
 RACC M, L;   // row max and row sum, each row's value repeated over 16 columns
 // Clamped layouts (zeros past the end) only for the last, partial tiles; full tiles use
@@ -86,18 +80,11 @@ bool qfull;
 // smeared into the S and O shapes where needed; row sums come from a product with a ones matrix
 // (tensor cores, not a reduction).
 void process_tile(uint kv_base, uint s0, bool full) {
-    coopmat<float16_t, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
+    coopmat<ELT, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^ELT: a transposing view
     if (full) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     else coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     SACC S = SACC(0.0);
-    if (QRELOAD) {
-        coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qt;
-        if (qfull) coopMatLoadTensorNV(qt, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
-        else coopMatLoadTensorNV(qt, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
-        S = coopMatMulAdd(qt, kt, S);
-    } else {
-        S = coopMatMulAdd(qm, kt, S);
-    }
+    S = coopMatMulAdd(qm, kt, S);
     if (!full) coopMatPerElementNV(S, S, mask_el, pc.kv_len - s0);
     RACC rowmax, mold = M, em;
     coopMatReduceNV(rowmax, S, gl_CooperativeMatrixReduceRowNV, max_op);
@@ -107,24 +94,17 @@ void process_tile(uint kv_base, uint s0, bool full) {
     coopMatReduceNV(ms, M, gl_CooperativeMatrixReduceRowNV, first_op);
     coopMatPerElementNV(P, S - ms, exp_scaled);
     PMAT pa = PMAT(P);
-    coopmat<float16_t, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB> ones = coopmat<float16_t, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB>(1.0);
+    coopmat<ELT, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB> ones = coopmat<ELT, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB>(1.0);
     RACC rowsum = RACC(0.0);
     rowsum = coopMatMulAdd(pa, ones, rowsum);
     L = em * L + rowsum;
     OACC em_o;
     coopMatReduceNV(em_o, em, gl_CooperativeMatrixReduceRowNV, first_op);
-    coopmat<float16_t, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB> vm;
+    coopmat<ELT, gl_ScopeWorkgroup, BC, D, gl_MatrixUseB> vm;
     if (full) coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D));
     else coopMatLoadTensorNV(vm, v, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D));
-    if (PV16) {
-        coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> pv =
-            coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(0.0);
-        pv = coopMatMulAdd(pa, vm, pv);
-        O = O * em_o + OACC(pv);
-    } else {
-        O = O * em_o;
-        O = coopMatMulAdd(pa, vm, O);
-    }
+    O = O * em_o;
+    O = coopMatMulAdd(pa, vm, O);
 }
 
 void main() {
@@ -141,49 +121,36 @@ void main() {
     tku = createTensorLayoutNV(2);
     tku = setTensorLayoutDimensionNV(tku, pc.kv_len, D);
     qfull = p0 + BR <= pc.q_len;
-    if (QRELOAD) {
-    } else if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
     O = OACC(0.0);
     L = RACC(0.0);
     M = RACC(LOW);
 #ifdef SORTED
-    uint mrow = hd * pc.nq + p0 / pc.block, tail = ~0u;
+    uint mrow = hd * pc.nq + p0 / pc.block;
     [[dont_unroll]] for (uint w = 0; w < pc.words; w++) {
         uint bits = mask[mrow * pc.words + w];
         while (bits != 0u) {
             uint J = w * 32 + uint(findLSB(bits));
             bits &= bits - 1u;
-            if (TPB > 0) {
-                // Only the last key block can be partial, and only in its last tile: with
-                // STAIL that tile waits until after the loop (online softmax is order-free).
-                [[unroll]] for (uint t = 0; t < TPB; t++) {
-                    uint s0 = J * pc.block + t * BC;
-                    if (s0 + BC <= pc.kv_len) process_tile(kv_base, s0, true);
-                    else if (STAIL) tail = s0 < pc.kv_len ? s0 : tail;
-                    else if (s0 < pc.kv_len) process_tile(kv_base, s0, false);
-                }
-            } else {
-                uint end = min((J + 1) * pc.block, pc.kv_len);
-                for (uint s0 = J * pc.block; s0 < end; s0 += BC) process_tile(kv_base, s0, s0 + BC <= pc.kv_len);
+            // Only the last key block can be partial, and only in its last tile.
+            [[unroll]] for (uint t = 0; t < TPB; t++) {
+                uint s0 = J * pc.block + t * BC;
+                if (s0 + BC <= pc.kv_len) process_tile(kv_base, s0, true);
+                else if (s0 < pc.kv_len) process_tile(kv_base, s0, false);
             }
         }
     }
-    if (STAIL && tail != ~0u) process_tile(kv_base, tail, false);
 #else
-    if (SPLIT) {
-        uint nfull = pc.kv_len / BC * BC;
-        [[dont_unroll]] for (uint s0 = 0; s0 < nfull; s0 += BC) process_tile(kv_base, s0, true);
-        if (nfull < pc.kv_len) process_tile(kv_base, nfull, false);
-    } else {
-        [[dont_unroll]] for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kv_base, s0, s0 + BC <= pc.kv_len);
-    }
+    // Full tiles in a loop with no bounds code (measured 14% faster, NOTES.md #11), then the tail.
+    uint nfull = pc.kv_len / BC * BC;
+    [[dont_unroll]] for (uint s0 = 0; s0 < nfull; s0 += BC) process_tile(kv_base, s0, true);
+    if (nfull < pc.kv_len) process_tile(kv_base, nfull, false);
 #endif
     OACC lo;
     coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, first_op);
     O = O / lo;
-    coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> o16 =
-        coopmat<float16_t, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(O);
+    coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> o16 = coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(O);
     if (qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 }

@@ -24,6 +24,13 @@ typedef struct baatt_coopmat2_nv_features {
     VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
         tensorAddressing, blockLoads;
 } baatt_coopmat2_nv_features;
+/* VK_KHR_shader_bfloat16 (not in the 1.3.239 headers either). */
+typedef struct baatt_bf16_features {
+    VkStructureType sType; /* 1000141000 */
+    void *pNext;
+    VkBool32 shaderBFloat16Type, shaderBFloat16DotProduct, shaderBFloat16CooperativeMatrix;
+} baatt_bf16_features;
+#define STYPE_BF16_FEATURES ((VkStructureType)1000141000)
 #define STYPE_COOPMAT_KHR_FEATURES ((VkStructureType)1000506000)
 #define STYPE_COOPMAT2_NV_FEATURES ((VkStructureType)1000593000)
 
@@ -365,6 +372,18 @@ static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_fea
     return ok;
 }
 
+/* bf16 cooperative matrices (the cm2 kernel's bf16 variant): VK_KHR_shader_bfloat16 with its
+ * type and cooperative-matrix features, on top of cooperative matrix 2. */
+static int want_bf16_coopmat(baatt_context *ctx, baatt_bf16_features *bf)
+{
+    if (!ctx->info.bf16 || env_flag("BAATT_NO_BF16_COOPMAT")) return 0;
+    *bf = (baatt_bf16_features){.sType = STYPE_BF16_FEATURES};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = bf};
+    vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+    bf->shaderBFloat16DotProduct = VK_FALSE;
+    return bf->shaderBFloat16Type && bf->shaderBFloat16CooperativeMatrix;
+}
+
 /* Enables what baatt can use and the device offers: 16-bit storage and fp16 arithmetic for fp16
  * tensors; the Vulkan memory model with NV cooperative matrices (subgroup scope) and/or
  * cooperative matrix 2 (workgroup scope) for the tensor-core paths. */
@@ -385,7 +404,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
-    const char *exts[4];
+    const char *exts[5];
     uint32_t next = 0;
     void **tail = &e12.pNext;
     e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
@@ -406,6 +425,13 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_KHR_cooperative_matrix";
         exts[next++] = "VK_NV_cooperative_matrix2";
         ctx->features |= BAATT_FEATURE_COOPMAT2_NV;
+    }
+    baatt_bf16_features bf;
+    if ((ctx->features & BAATT_FEATURE_COOPMAT2_NV) && want_bf16_coopmat(ctx, &bf)) {
+        *tail = &bf;
+        tail = &bf.pNext;
+        exts[next++] = "VK_KHR_shader_bfloat16";
+        ctx->features |= BAATT_FEATURE_BF16_COOPMAT;
     }
     /* Developer diagnostic: BAATT_PIPELINE_STATS=1 prints the driver's statistics (registers,
      * spills, shared memory) for every pipeline built (pipelines.c). */

@@ -32,7 +32,7 @@ struct baatt_plan {
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp) */
-    uint32_t cm2_pv16, cm2_split, cm2_tpb, cm2_qreload, cm2_stail, cm2_exp2; /* attention_cm2.comp variants (spec constants 4-9) */
+    char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
@@ -82,38 +82,36 @@ static int choose_nvcm(baatt_plan *p)
     return 1;
 }
 
-/* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, the variants built in
- * (they need glslang >= 15), 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles
- * a query or key block), 128 invocations. */
 static int env_int(const char *name, int fallback)
 {
     const char *v = getenv(name);
     return v && *v ? atoi(v) : fallback;
 }
 
+/* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, or bf16 where the device
+ * has bf16 cooperative matrices; the variants built in (they need glslang >= 15, bf16 >= 16).
+ * 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles a query or key block),
+ * 128 invocations. */
 static int choose_cm2(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
-    const char *variant = p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16";
-    if (p->cfg.dtype != BAATT_DTYPE_F16 || !(ctx->features & BAATT_FEATURE_COOPMAT2_NV)) return 0;
-    if (!baatt_shader_available(variant) || !baatt_shader_available("permute")) return 0;
+    int bf16 = p->cfg.dtype == BAATT_DTYPE_BF16;
+    if (!(ctx->features & BAATT_FEATURE_COOPMAT2_NV)) return 0;
+    if (p->cfg.dtype != BAATT_DTYPE_F16 && !(bf16 && (ctx->features & BAATT_FEATURE_BF16_COOPMAT))) return 0;
+    snprintf(p->attn_variant, sizeof p->attn_variant, "attention_cm2%s_%s", p->cfg.dense ? "" : "_sorted",
+             baatt_dtype_name(p->cfg.dtype));
+    if (!baatt_shader_available(p->attn_variant) || !baatt_shader_available("permute")) return 0;
     uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
     p->attn_cm2 = 1;
     p->attn_br = t;
     p->attn_bc = t;
     p->attn_wg = 128;
     /* Experiment knobs (bench/NOTES.md): tile shape (128 only for dense plans and 128-token
-     * blocks; 32 anywhere) and the shader's variants. */
+     * blocks; 32 anywhere). */
     int bc = env_int("BAATT_CM2_BC", 0), br = env_int("BAATT_CM2_BR", 0), wide = p->cfg.dense || p->base.block == 128;
     if (bc == 32 || (bc == 128 && wide)) p->attn_bc = (uint32_t)bc;
     if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
     if (br == 32) p->attn_br = 32, p->attn_wg = 64;
-    p->cm2_pv16 = (uint32_t)env_int("BAATT_CM2_PV16", 0);
-    p->cm2_split = (uint32_t)env_int("BAATT_CM2_SPLIT", 1);
-    p->cm2_qreload = (uint32_t)env_int("BAATT_CM2_QRELOAD", 0);
-    p->cm2_stail = (uint32_t)env_int("BAATT_CM2_STAIL", 0);
-    p->cm2_exp2 = (uint32_t)env_int("BAATT_CM2_EXP2", 0);
-    p->cm2_tpb = env_int("BAATT_CM2_TPB", 1) && !p->cfg.dense ? p->base.block / p->attn_bc : 0;
     return 1;
 }
 
@@ -256,11 +254,9 @@ static baatt_status create_pipelines(baatt_plan *p)
     char name[48];
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
-        uint32_t cm[10] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cm2_pv16 != 0, p->cm2_split != 0, p->cm2_tpb,
-                          p->cm2_qreload != 0, p->cm2_stail != 0, p->cm2_exp2 != 0};
+        uint32_t cm[5] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc};
         uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
-        BAATT_TRY(baatt_pipeline_get(ctx, p->cfg.dense ? "attention_cm2_f16" : "attention_cm2_sorted_f16", cm, 10,
-                                     &p->p_attn));
+        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 5, &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};

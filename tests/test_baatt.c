@@ -286,7 +286,8 @@ static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256,
 static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
 static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
 
-/* bf16 (top half of fp32): the portable kernel on every device, partial blocks, GQA. */
+/* bf16 (top half of fp32), partial blocks, GQA: the cooperative-matrix-2 kernel where the device
+ * has bf16 cooperative matrices (H100), else the portable kernel. */
 static void baatt_bf16_gqa(void **s)
 {
     (void)s;
