@@ -83,7 +83,7 @@ static const char USAGE[] =
     "  --dim D             head_dim, 64 or 128 (default 128 on a GPU, 64 on a CPU device)\n"
     "  --block B           BA-Att block size (default 64)\n"
     "  --reps R            timed repetitions (default 10)\n"
-    "  --warmup W          untimed warm-up runs (default 2)\n"
+    "  --warmup W          untimed warm-up runs (default 2; at least 0.3 s of them)\n"
     "  --rotate S          input sets the repetitions rotate among (default 2, at most 8)\n"
     "  --max-seconds T     stop repeating a configuration once T seconds have passed, after at\n"
     "                      least 3 repetitions (default 30); the table reports the count\n"
@@ -408,6 +408,8 @@ static double median(double *v, unsigned n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+#define WARMUP_MS 300.0
+
 /* Warm-up (pipelines, clocks, caches of the driver), then up to --reps timed runs, ending early
  * after --max-seconds once 3 runs are in. Fills ms, min_ms, stage_ms, reps, sparsity. */
 static baatt_status time_runs(bench *b, baatt_plan *plan, const inputs *in, bresult *r)
@@ -418,8 +420,10 @@ static baatt_status time_runs(bench *b, baatt_plan *plan, const inputs *in, bres
     if (!ms) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     baatt_run_stats st = {0};
     baatt_status s = BAATT_OK;
-    /* a warm-up that already took a quarter of the budget has done its job */
-    for (unsigned w = 0; !s && w < o->warmup && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
+    /* At least --warmup runs and at least WARMUP_MS of them, so that the clocks have ramped up
+     * after the idle input upload (short configurations measured 2.5x slow without it; a warm-up
+     * that already took a quarter of the budget has done its job). */
+    for (unsigned w = 0; !s && (w < o->warmup || cli_now_ms() - t0 < WARMUP_MS) && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
         s = run_once(b, plan, in, w % in->nsets, &st);
     for (; !s && n < cap && (n < min_reps || cli_now_ms() - t0 < limit); n++) {
         s = run_once(b, plan, in, n % in->nsets, &st);
