@@ -611,6 +611,31 @@ static void auto_mixed_f16_gqa(void **s)
     check_auto(&a, -1);
 }
 
+/* Where the device has cooperative matrix 2 (and bf16 cooperative matrices for bf16) and the
+ * variant was built, dense and sparse fp16/bf16 plans must run it, not fall back silently to the
+ * portable kernel (~50x slower on the H100). Skipped elsewhere. */
+static void tensor_core_path_chosen(void **s)
+{
+    (void)s;
+    uint32_t f = baatt_context_enabled_features(th_ctx);
+    if (!(f & BAATT_FEATURE_COOPMAT2_NV) || !baatt_shader_available("attention_cm2_f16")) skip();
+    const baatt_dtype dts[2] = {BAATT_DTYPE_F16, BAATT_DTYPE_BF16};
+    for (int i = 0; i < 2; i++) {
+        int want = dts[i] == BAATT_DTYPE_F16 ||
+                   ((f & BAATT_FEATURE_BF16_COOPMAT) && baatt_shader_available("attention_cm2_bf16"));
+        for (int dense = 0; dense < 2; dense++) {
+            baatt_config c = make(1, 2, 2, 256, 256, 128, 64, 0.5f);
+            c.dtype = dts[i];
+            c.dense = dense;
+            baatt_plan *plan = NULL;
+            assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
+            print_message("dtype %d dense %d: %s\n", (int)dts[i], dense, baatt_plan_attention_path(plan));
+            if (want) assert_string_equal(baatt_plan_attention_path(plan), "nv-coopmat2");
+            baatt_plan_destroy(plan);
+        }
+    }
+}
+
 static void bad_baatt_configs(void **s)
 {
     (void)s;
@@ -647,6 +672,7 @@ int main(void)
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
         cmocka_unit_test(auto_mixed_f16_gqa),    cmocka_unit_test(bad_baatt_configs),
+        cmocka_unit_test(tensor_core_path_chosen),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }
