@@ -1,17 +1,22 @@
 #version 450
-// Stage 5 (NVIDIA cooperative matrix 2 path, fp16): FlashAttention-2 with workgroup-scope
-// cooperative matrices. The driver tiles the BR x BC and BR x D products across the workgroup's
-// subgroups and stages operands itself; rows and columns are addressed with tensor layouts, and
-// the online softmax runs on the accumulators with row reductions and per-element operations, so
-// nothing goes through our own shared memory.
+// Stage 5 (NVIDIA cooperative matrix 2 path, fp16 or bf16 with IN_BF16): FlashAttention-2 with
+// workgroup-scope cooperative matrices. The driver tiles the BR x BC and BR x D products across
+// the workgroup's subgroups and stages operands itself; rows and columns are addressed with
+// tensor layouts, and the online softmax runs on the accumulators with row reductions and
+// per-element operations, so nothing goes through our own shared memory. Accumulators are fp32;
+// P is rounded to the input type for the P V product, as FlashAttention does.
 // Dense (default build): Q, K, V, O in the caller's layout. SORTED build: the sparse path, where
 // Q, K, V were gathered into norm-sorted copies by permute.comp (blocks are then contiguous
 // rows) and O is written in sorted order for permute.comp to scatter back.
-// Row statistics (max M, sum L, rescale alpha) live in the BR x BC accumulator shape, where P
-// is made; alpha reaches the BR x D output through a row reduction into that shape (per-element
-// operations only take extra matrices of the operand's own type). The softmax scale is folded
+// Row statistics (max M, sum L, rescale alpha) live in narrow BR x 16 accumulators; they reach
+// the BR x BC and BR x D shapes through row reductions that smear a row's value (per-element
+// operations only take extra matrices of the operand's own shape). The softmax scale is folded
 // into the exponent: max is scale-invariant for scale > 0.
-// Grid: (ceil(q_len / BR), batch * heads). Needs glslang >= 15 (built only where it compiles).
+// Register pressure rules this kernel (240-255 registers on the H100, bench/NOTES.md #10-#15):
+// code that looks free (helper functions, a prefetch, 32 rows per subgroup) spills and costs
+// 20-100%; check BAATT_PIPELINE_STATS=1 after any change.
+// Grid: (ceil(q_len / BR), batch * heads). Needs glslang >= 15, >= 16 for bf16 (built only where
+// it compiles).
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -80,7 +85,7 @@ bool qfull;
 // smeared into the S and O shapes where needed; row sums come from a product with a ones matrix
 // (tensor cores, not a reduction).
 void process_tile(uint kv_base, uint s0, bool full) {
-    coopmat<ELT, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^ELT: a transposing view
+    coopmat<ELT, gl_ScopeWorkgroup, D, BC, gl_MatrixUseB> kt;   // K^T: a transposing view
     if (full) coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tku, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     else coopMatLoadTensorNV(kt, k, kv_base, sliceTensorLayoutNV(tk, s0, BC, 0, D), createTensorViewNV(2, false, 1, 0));
     SACC S = SACC(0.0);
