@@ -7,6 +7,11 @@
 // Threshold mode first finds the prefix length m that way, clamps it by min/max blocks, and
 // re-selects by count only if the clamp changed it. One workgroup per row;
 // grid: (rows, nheads_chunk). PER = ceil(nk / WG) logits per thread held in registers.
+// Two builds: select_sg (subgroup arithmetic, where the device has it) and select.
+#ifdef SG_OPS
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 256;
@@ -24,6 +29,40 @@ uint okey(float l) {
     return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
 }
 
+#ifdef SG_OPS
+// Subgroup reductions, then one shared slot per subgroup (any subgroup size): 2 barriers per
+// reduction instead of log2(WG) + 1; the 32-step bisection below makes ~70 of them per row.
+float reduce_sum(float v) {
+    v = subgroupAdd(v);
+    if (subgroupElect()) red_f[gl_SubgroupID] = v;
+    barrier();
+    float r = 0.0;
+    for (uint i = 0; i < gl_NumSubgroups; i++) r += red_f[i];
+    barrier();
+    return r;
+}
+
+float reduce_max(float v) {
+    v = subgroupMax(v);
+    if (subgroupElect()) red_f[gl_SubgroupID] = v;
+    barrier();
+    float r = red_f[0];
+    for (uint i = 1; i < gl_NumSubgroups; i++) r = max(r, red_f[i]);
+    barrier();
+    return r;
+}
+
+uint reduce_count(uint v) {
+    v = subgroupAdd(v);
+    if (subgroupElect()) red_u[gl_SubgroupID] = v;
+    barrier();
+    uint r = 0;
+    for (uint i = 0; i < gl_NumSubgroups; i++) r += red_u[i];
+    barrier();
+    return r;
+}
+#else
+// Shared-memory tree reductions (devices without subgroup arithmetic in compute shaders).
 float reduce_sum(float v) {
     uint t = gl_LocalInvocationID.x;
     red_f[t] = v;
@@ -62,6 +101,7 @@ uint reduce_count(uint v) {
     barrier();
     return r;
 }
+#endif
 
 uint keys[PER];
 float mass[PER];   // exp(l - max): unnormalised block map

@@ -457,9 +457,14 @@ static baatt_status create_device(baatt_context *ctx)
 /* Everything after the VkDevice exists, common to owned and wrapped devices. */
 static baatt_status finish_setup(baatt_context *ctx)
 {
-    VkPhysicalDeviceProperties p;
-    vkGetPhysicalDeviceProperties(ctx->phys, &p);
+    VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+    vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
+    const VkPhysicalDeviceProperties p = p2.properties;
     ctx->limits = p.limits;
+    VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
+    ctx->subgroup_arith = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub.supportedOperations & ops) == ops &&
+                          !env_flag("BAATT_NO_SUBGROUP_OPS");
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
                           ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);

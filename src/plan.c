@@ -276,7 +276,7 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
     BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
     uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
-    BAATT_TRY(baatt_pipeline_get(ctx, "select", sel, 2, &p->p_select));
+    BAATT_TRY(baatt_pipeline_get(ctx, ctx->subgroup_arith ? "select_sg" : "select", sel, 2, &p->p_select));
     if (!p->auto_sort) return BAATT_OK;
     uint32_t rec[2] = {d, BAATT_AUTO_ROWS}, rows = BAATT_AUTO_ROWS;
     snprintf(name, sizeof name, "auto_recall_%s", io);

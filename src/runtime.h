@@ -40,6 +40,8 @@ struct baatt_context {
     uint32_t validation_messages;
     uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
     int pipeline_stats;               /* BAATT_PIPELINE_STATS: print driver statistics per pipeline */
+    int subgroup_arith;               /* subgroup arithmetic in compute shaders (and not
+                                         BAATT_NO_SUBGROUP_OPS): the select_sg variant */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
