@@ -315,6 +315,10 @@ static void baatt_f16_d128_block64(void **s)
 }
 
 /* Beyond one sort chunk (2 x 512 keys): the global bitonic steps and padding. */
+/* More than one 128 x 128 logit tile each way, both partial (score.comp), and rows of more than
+ * one selection word. */
+static void baatt_many_blocks(void **s) { (void)s; check_all(make(1, 1, 1, 4200, 4300, 64, 32, 0.3f)); }
+
 static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 2500, 1500, 64, 64, 0.25f)); }
 
 static void baatt_no_sort_no_cov(void **s)
@@ -667,7 +671,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
