@@ -2,19 +2,17 @@
 // Stage 3: corrected block logits, one (rows x 3D) by (3D x nk) product per head (SPEC step 3):
 //   l[I][J] = qfeat[I] . kfeat[J] + ln(n_J)
 // for query blocks I = row0 .. row0+rows-1 of heads head0 .. head0+nheads_chunk-1, into the
-// chunk's scratch logits [nheads_chunk][rows][nk]. TILE x TILE output tile per workgroup of 256,
-// (TILE/16)^2 per thread (rows ty+16i, cols tx+16j: conflict-free shared reads), K-steps of 16
-// through shared memory. TILE = 128 (8x8 per thread: 4 FMAs per shared load, was 2 at 64).
-// Grid: (ceil(nk / TILE), ceil(rows / TILE), nheads_chunk).
+// chunk's scratch logits [nheads_chunk][rows][nk]. 64x64 output tile per workgroup, 4x4 per thread
+// (rows ty+16i, cols tx+16j: conflict-free shared reads), K-steps of 16 through shared memory.
+// Grid: (ceil(nk / 64), ceil(rows / 64), nheads_chunk).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint D = 64;
-layout(constant_id = 1) const uint TILE = 128;
 layout(set = 0, binding = BIND_QFEAT) readonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) readonly buffer KF { float kfeat[]; };
 layout(set = 0, binding = BIND_LOGITS) writeonly buffer LG { float logits[]; };
 
-const uint TK = 16, F = 3 * D, PT = TILE / 16;   // PT x PT outputs per thread
+const uint TILE = 64, TK = 16, F = 3 * D;
 shared float As[TK][TILE];
 shared float Bs[TK][TILE];
 
@@ -22,8 +20,8 @@ void main() {
     uint tid = gl_LocalInvocationID.x, tx = tid % 16, ty = tid / 16;
     uint hl = gl_WorkGroupID.z, hd = pc.head0 + hl, kvhd = kv_of(hd);
     uint r0 = gl_WorkGroupID.y * TILE, c0 = gl_WorkGroupID.x * TILE;
-    float acc[PT][PT];
-    for (uint i = 0; i < PT; i++) for (uint j = 0; j < PT; j++) acc[i][j] = 0.0;
+    float acc[4][4];
+    for (uint i = 0; i < 4; i++) for (uint j = 0; j < 4; j++) acc[i][j] = 0.0;
     for (uint kk = 0; kk < F; kk += TK) {
         for (uint e = tid; e < TK * TILE; e += 256) {
             uint r = e / TK, c = e % TK;   // consecutive threads read consecutive features
@@ -33,16 +31,16 @@ void main() {
         }
         barrier();
         for (uint c = 0; c < TK; c++) {
-            float a[PT], b[PT];
-            for (uint i = 0; i < PT; i++) { a[i] = As[c][ty + 16 * i]; b[i] = Bs[c][tx + 16 * i]; }
-            for (uint i = 0; i < PT; i++) for (uint j = 0; j < PT; j++) acc[i][j] += a[i] * b[j];
+            float a[4], b[4];
+            for (uint i = 0; i < 4; i++) { a[i] = As[c][ty + 16 * i]; b[i] = Bs[c][tx + 16 * i]; }
+            for (uint i = 0; i < 4; i++) for (uint j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
         }
         barrier();
     }
-    for (uint i = 0; i < PT; i++) {
+    for (uint i = 0; i < 4; i++) {
         uint r = r0 + ty + 16 * i;
         if (r >= pc.rows) continue;
-        for (uint j = 0; j < PT; j++) {
+        for (uint j = 0; j < 4; j++) {
             uint J = c0 + tx + 16 * j;
             if (J >= pc.nk) continue;
             float nJ = float(min(pc.block, pc.kv_len - J * pc.block));

@@ -82,9 +82,6 @@ static int choose_nvcm(baatt_plan *p)
     return 1;
 }
 
-/* Output tile of score.comp (spec constant 1): 128 x 128 logits per workgroup, 8 x 8 per thread. */
-#define BAATT_SCORE_TILE 128
-
 static int env_int(const char *name, int fallback)
 {
     const char *v = getenv(name);
@@ -277,8 +274,7 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
-    uint32_t score[2] = {d, BAATT_SCORE_TILE};
-    BAATT_TRY(baatt_pipeline_get(ctx, "score", score, 2, &p->p_score));
+    BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
     uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
     BAATT_TRY(baatt_pipeline_get(ctx, ctx->subgroup_arith ? "select_sg" : "select", sel, 2, &p->p_select));
     if (!p->auto_sort) return BAATT_OK;
@@ -451,8 +447,7 @@ static void record_score_select(rec *r, uint32_t slot)
         for (uint32_t r0 = 0; r0 < pc.nq; r0 += p->chunk_rows) {
             pc.row0 = r0;
             pc.rows = pc.nq - r0 < p->chunk_rows ? pc.nq - r0 : p->chunk_rows;
-            dispatch(r, p->p_score, &pc, (pc.nk + BAATT_SCORE_TILE - 1) / BAATT_SCORE_TILE,
-                     (pc.rows + BAATT_SCORE_TILE - 1) / BAATT_SCORE_TILE, pc.nheads_chunk);
+            dispatch(r, p->p_score, &pc, (pc.nk + 63) / 64, (pc.rows + 63) / 64, pc.nheads_chunk);
             barrier(r);
             mark(r, BAATT_STAGE_SCORE);
             dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);

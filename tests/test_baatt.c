@@ -315,7 +315,7 @@ static void baatt_f16_d128_block64(void **s)
 }
 
 /* Beyond one sort chunk (2 x 512 keys): the global bitonic steps and padding. */
-/* More than one 128 x 128 logit tile each way, both partial (score.comp), and rows of more than
+/* Several 64 x 64 logit tiles each way, the last ones partial (score.comp), and rows of more than
  * one selection word. */
 static void baatt_many_blocks(void **s) { (void)s; check_all(make(1, 1, 1, 4200, 4300, 64, 32, 0.3f)); }
 
