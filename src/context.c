@@ -100,10 +100,17 @@ static baatt_status load_vulkan(baatt_context *ctx)
     return BAATT_OK;
 }
 
+/* Environment switches: a flag is set by any value but "" and "0"; numbers parse with atoi. */
 static int env_flag(const char *name)
 {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
+}
+
+int baatt_env_int(const char *name, int fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : fallback;
 }
 
 static int has_layer(const char *name)

@@ -82,12 +82,6 @@ static int choose_nvcm(baatt_plan *p)
     return 1;
 }
 
-static int env_int(const char *name, int fallback)
-{
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : fallback;
-}
-
 /* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, or bf16 where the device
  * has bf16 cooperative matrices; the variants built in (they need glslang >= 15, bf16 >= 16).
  * 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles a query or key block),
@@ -108,7 +102,7 @@ static int choose_cm2(baatt_plan *p)
     p->attn_wg = 128;
     /* Experiment knobs (bench/NOTES.md): tile shape (128 only for dense plans and 128-token
      * blocks; 32 anywhere). */
-    int bc = env_int("BAATT_CM2_BC", 0), br = env_int("BAATT_CM2_BR", 0), wide = p->cfg.dense || p->base.block == 128;
+    int bc = baatt_env_int("BAATT_CM2_BC", 0), br = baatt_env_int("BAATT_CM2_BR", 0), wide = p->cfg.dense || p->base.block == 128;
     if (bc == 32 || (bc == 128 && wide)) p->attn_bc = (uint32_t)bc;
     if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
     if (br == 32) p->attn_br = 32, p->attn_wg = 64;
