@@ -55,35 +55,6 @@ static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const 
 
 /* BAATT_PIPELINE_STATS diagnostic: one stderr line per pipeline executable with the driver's
  * statistics (on NVIDIA: registers, local memory, shared memory), for kernel tuning. */
-/* BAATT_PIPELINE_IR=DIR: also writes the driver's internal representations (where it offers
- * any: on NVIDIA, possibly its assembly) as DIR/<name>_<spec...>_<i>.txt. */
-static void dump_ir(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
-                    const VkPipelineExecutableInfoKHR *ei)
-{
-    const char *dir = getenv("BAATT_PIPELINE_IR");
-    VkPipelineExecutableInternalRepresentationKHR ir[8];
-    uint32_t n = 8;
-    if (!dir) return;
-    for (uint32_t i = 0; i < n; i++) ir[i] = (VkPipelineExecutableInternalRepresentationKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR};
-    if (ctx->vk.vkGetPipelineExecutableInternalRepresentationsKHR(ctx->device, ei, &n, ir) < 0) return;
-    for (uint32_t i = 0; i < n; i++) ir[i].pData = malloc(ir[i].dataSize + 1);
-    if (ctx->vk.vkGetPipelineExecutableInternalRepresentationsKHR(ctx->device, ei, &n, ir) >= 0) {
-        for (uint32_t i = 0; i < n; i++) {
-            char path[512];
-            int len = snprintf(path, sizeof path, "%s/%s", dir, name);
-            for (uint32_t j = 0; j < nspec && len > 0 && len < (int)sizeof path; j++)
-                len += snprintf(path + len, sizeof path - len, "_%u", spec[j]);
-            if (len > 0 && len < (int)sizeof path) snprintf(path + len, sizeof path - len, "_%u.txt", i);
-            FILE *f = ir[i].pData ? fopen(path, "wb") : NULL;
-            if (!f) continue;
-            fprintf(f, "# %s: %s (%s)\n", ir[i].name, ir[i].description, ir[i].isText ? "text" : "binary");
-            fwrite(ir[i].pData, 1, ir[i].dataSize, f);
-            fclose(f);
-        }
-    }
-    for (uint32_t i = 0; i < n; i++) free(ir[i].pData);
-}
-
 static void print_stats(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, VkPipeline pl)
 {
     VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pl};
@@ -97,7 +68,6 @@ static void print_stats(baatt_context *ctx, const char *name, const uint32_t *sp
         VkPipelineExecutableStatisticKHR st[32];
         uint32_t ns = 32;
         for (uint32_t i = 0; i < ns; i++) st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
-        dump_ir(ctx, name, spec, nspec, &ei);
         if (ctx->vk.vkGetPipelineExecutableStatisticsKHR(ctx->device, &ei, &ns, st) < 0) continue;
         fprintf(stderr, "baatt: pipeline %s spec[", name);
         for (uint32_t i = 0; i < nspec; i++) fprintf(stderr, i ? ",%u" : "%u", spec[i]);
@@ -131,9 +101,7 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
         .layout = ctx->pipeline_layout,
-        .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR |
-                                           (getenv("BAATT_PIPELINE_IR") ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR : 0)
-                                     : 0};
+        .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
     VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &ci, NULL, out);
     ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
     if (r != VK_SUCCESS)
