@@ -85,6 +85,34 @@ static void print_stats(baatt_context *ctx, const char *name, const uint32_t *sp
     }
 }
 
+/* BAATT_PIPELINE_CACHE_DIR=DIR: each pipeline is created through its own pipeline cache, whose
+ * data (the driver's compiled binary, in its own format) goes to DIR/NAME.bin for offline
+ * inspection of what the driver made of a shader. */
+static VkPipelineCache dump_cache_begin(baatt_context *ctx)
+{
+    VkPipelineCache c = VK_NULL_HANDLE;
+    if (!getenv("BAATT_PIPELINE_CACHE_DIR")) return c;
+    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    if (ctx->vk.vkCreatePipelineCache(ctx->device, &ci, NULL, &c) != VK_SUCCESS) return VK_NULL_HANDLE;
+    return c;
+}
+
+static void dump_cache_end(baatt_context *ctx, VkPipelineCache c, const char *name)
+{
+    if (!c) return;
+    size_t n = 0;
+    void *data = NULL;
+    if (ctx->vk.vkGetPipelineCacheData(ctx->device, c, &n, NULL) == VK_SUCCESS && n && (data = malloc(n)) &&
+        ctx->vk.vkGetPipelineCacheData(ctx->device, c, &n, data) == VK_SUCCESS) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s.bin", getenv("BAATT_PIPELINE_CACHE_DIR"), name);
+        FILE *f = fopen(path, "wb");
+        if (f) fwrite(data, 1, n, f), fclose(f);
+    }
+    free(data);
+    ctx->vk.vkDestroyPipelineCache(ctx->device, c, NULL);
+}
+
 static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, const uint32_t *spec, uint32_t nspec,
                           VkPipeline *out)
 {
@@ -102,7 +130,9 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
                   .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
         .layout = ctx->pipeline_layout,
         .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
-    VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &ci, NULL, out);
+    VkPipelineCache cache = dump_cache_begin(ctx);
+    VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, cache, 1, &ci, NULL, out);
+    dump_cache_end(ctx, cache, sh->name);
     ctx->vk.vkDestroyShaderModule(ctx->device, mod, NULL);
     if (r != VK_SUCCESS)
         return baatt_fail(ctx, BAATT_ERROR_VULKAN, "vkCreateComputePipelines(%s) failed: %s", sh->name,

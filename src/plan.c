@@ -31,7 +31,8 @@ struct baatt_plan {
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
     uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
-    int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp) */
+    int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
+    int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
     char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
@@ -82,21 +83,45 @@ static int choose_nvcm(baatt_plan *p)
     return 1;
 }
 
-/* Workgroup-scope cooperative matrices (cooperative matrix 2): fp16, or bf16 where the device
- * has bf16 cooperative matrices; the variants built in (they need glslang >= 15, bf16 >= 16).
- * 64 x 64 tiles (32 x 32 for 32-token blocks: a tile never straddles a query or key block),
- * 128 invocations. */
+/* Subgroup-scope tensor-core kernel (attention_sg.comp, FlashAttention-2's shape: 32 query rows
+ * per subgroup, K/V tiles staged by the kernel), opt-in with BAATT_SG=1 while it is slower than
+ * the workgroup-scope kernel (bench/NOTES.md #18): head_dim 128, 32-wide subgroups, 48 KiB of
+ * shared memory; 128 x 32 tiles dense, 64 x 64 sparse, whose query blocks must be whole
+ * multiples of 64 rows. */
+static int choose_sg(baatt_plan *p)
+{
+    const baatt_context *ctx = p->ctx;
+    if (!baatt_env_int("BAATT_SG", 0) || p->cfg.head_dim != 128 || ctx->info.subgroup_size != 32 ||
+        ctx->info.max_shared_memory < 48 * 1024 || (!p->cfg.dense && p->base.block % 64))
+        return 0;
+    uint32_t br = p->cfg.dense ? 128 : 64;
+    snprintf(p->attn_variant, sizeof p->attn_variant, "attention_sg%u%s_%s", br, p->cfg.dense ? "" : "_sorted",
+             baatt_dtype_name(p->cfg.dtype));
+    if (!baatt_shader_available(p->attn_variant)) return 0;
+    p->attn_sg = 1;
+    p->attn_br = br;
+    p->attn_bc = br == 128 ? 32 : 64;
+    p->attn_wg = br; /* 32 invocations per 32 rows */
+    return 1;
+}
+
+/* Cooperative matrix 2 (fp16, or bf16 where the device has bf16 cooperative matrices; the variants
+ * need glslang >= 15, bf16 >= 16): the workgroup-scope kernel with 64 x 64 tiles (32 x 32 for
+ * 32-token blocks: a tile never straddles a query or key block) and 128 invocations, or, opted
+ * in, the subgroup-scope one. */
 static int choose_cm2(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
     int bf16 = p->cfg.dtype == BAATT_DTYPE_BF16;
     if (!(ctx->features & BAATT_FEATURE_COOPMAT2_NV)) return 0;
     if (p->cfg.dtype != BAATT_DTYPE_F16 && !(bf16 && (ctx->features & BAATT_FEATURE_BF16_COOPMAT))) return 0;
+    if (!baatt_shader_available("permute")) return 0;
+    p->attn_cm2 = 1;
+    if (choose_sg(p)) return 1;
     snprintf(p->attn_variant, sizeof p->attn_variant, "attention_cm2%s_%s", p->cfg.dense ? "" : "_sorted",
              baatt_dtype_name(p->cfg.dtype));
-    if (!baatt_shader_available(p->attn_variant) || !baatt_shader_available("permute")) return 0;
+    if (!baatt_shader_available(p->attn_variant)) return p->attn_cm2 = 0;
     uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
-    p->attn_cm2 = 1;
     p->attn_br = t;
     p->attn_bc = t;
     p->attn_wg = 128;
@@ -787,7 +812,7 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
 
 const char *baatt_plan_attention_path(const baatt_plan *p)
 {
-    return p->attn_cm2 ? "nv-coopmat2" : p->attn_nvcm ? "nv-coopmat" : "scalar";
+    return p->attn_sg ? "nv-coopmat2-subgroup" : p->attn_cm2 ? "nv-coopmat2" : p->attn_nvcm ? "nv-coopmat" : "scalar";
 }
 
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows)

@@ -107,6 +107,20 @@ void th_tolerance(baatt_dtype dt, double *atol, double *rtol)
 
 baatt_context *th_ctx;
 
+int th_subgroup_kernel_begin(baatt_dtype dt)
+{
+    uint32_t f = baatt_context_enabled_features(th_ctx);
+    int bf16 = dt == BAATT_DTYPE_BF16;
+    if (!(f & BAATT_FEATURE_COOPMAT2_NV) || (bf16 && !(f & BAATT_FEATURE_BF16_COOPMAT))) return 0;
+    if (!baatt_shader_available(bf16 ? "attention_sg128_bf16" : "attention_sg128_f16") ||
+        !baatt_shader_available(bf16 ? "attention_sg64_sorted_bf16" : "attention_sg64_sorted_f16"))
+        return 0;
+    setenv("BAATT_SG", "1", 1);
+    return 1;
+}
+
+void th_subgroup_kernel_end(void) { unsetenv("BAATT_SG"); }
+
 int th_group_setup(void **state)
 {
     (void)state;

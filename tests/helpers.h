@@ -44,6 +44,11 @@ extern baatt_context *th_ctx;
 int th_group_setup(void **state);
 int th_group_teardown(void **state);
 
+/* Opts plans into the subgroup-scope tensor-core kernel (BAATT_SG=1) if th_ctx's device and this
+ * build can run it for dtype; returns whether they can. th_subgroup_kernel_end opts out again. */
+int th_subgroup_kernel_begin(baatt_dtype dt);
+void th_subgroup_kernel_end(void);
+
 /* Asserts that creating a plan for c on th_ctx fails with `want`, sets the plan to NULL, and
  * leaves a context message containing `fragment`. */
 void th_expect_plan_error(baatt_config c, baatt_status want, const char *fragment);

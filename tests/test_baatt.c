@@ -286,6 +286,16 @@ static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256,
 static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
 static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
 
+/* fp16, 128-token blocks: two key tiles per block in the cooperative-matrix-2 kernels, partial
+ * query and key blocks at the ends. */
+static void baatt_f16_d128_block128(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 1, 300, 520, 128, 128, 0.5f);
+    c.dtype = BAATT_DTYPE_F16;
+    check_all(c);
+}
+
 /* bf16 (top half of fp32), partial blocks, GQA: the cooperative-matrix-2 kernel where the device
  * has bf16 cooperative matrices (H100), else the portable kernel. */
 static void baatt_bf16_gqa(void **s)
@@ -640,6 +650,35 @@ static void tensor_core_path_chosen(void **s)
     }
 }
 
+/* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp) on the sparse path: 64- and
+ * 128-token blocks (one and two key tiles per block), partial blocks, GQA, bf16; its plans must
+ * report it. Skipped where the device or the build cannot run it. */
+static void baatt_subgroup_kernel(void **s)
+{
+    (void)s;
+    if (!th_subgroup_kernel_begin(BAATT_DTYPE_F16)) skip();
+    baatt_config c = make(1, 2, 2, 300, 260, 128, 64, 0.5f);
+    c.dtype = BAATT_DTYPE_F16;
+    for (int dense = 0; dense < 2; dense++) {
+        baatt_plan *plan = NULL;
+        baatt_config d = c;
+        d.dense = dense;
+        assert_int_equal(baatt_plan_create(th_ctx, &d, &plan), BAATT_OK);
+        assert_string_equal(baatt_plan_attention_path(plan), "nv-coopmat2-subgroup");
+        baatt_plan_destroy(plan);
+    }
+    check_all(c);
+    c = make(1, 2, 1, 300, 520, 128, 128, 0.5f);
+    c.dtype = BAATT_DTYPE_F16;
+    check_all(c);
+    if (th_subgroup_kernel_begin(BAATT_DTYPE_BF16)) {
+        c = make(1, 4, 2, 150, 230, 128, 64, 0.5f);
+        c.dtype = BAATT_DTYPE_BF16;
+        check_all(c);
+    }
+    th_subgroup_kernel_end();
+}
+
 static void bad_baatt_configs(void **s)
 {
     (void)s;
@@ -670,7 +709,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
-        cmocka_unit_test(baatt_d128_block128),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
+        cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
         cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
