@@ -1,5 +1,5 @@
 #version 450
-// Stage 1c: one global bitonic compare-exchange step (stage sort_k, distance sort_j >= 2*WG of
+// Stage 1c: one global bitonic compare-exchange step (stage sort_k, distance sort_j >= the chunk of
 // sort_local). Grid: (ceil(padded / 2 / 256), heads of this side).
 #include "common.glsl"
 layout(local_size_x = 256) in;

@@ -1,5 +1,7 @@
 #version 450
-// Stage 1b: bitonic sort inside shared memory, n = min(2*WG, padded) keys per workgroup.
+// Stage 1b: bitonic sort inside shared memory, n = min(N, padded) keys per workgroup (N >= 2 WG,
+// both powers of two; 4096 keys where shared memory allows: each global step it saves is a pass
+// over all keys in device memory, bench/NOTES.md #19).
 // sort_k == 0: sort each chunk completely (stages k = 2..n). sort_k > 0: the tail of global
 // stage k, steps j = n/2..1 (the global steps j >= n ran before, in sort_global).
 // Directions use the position inside the head, so chunks of one head merge correctly later.
@@ -7,12 +9,13 @@
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 512;
+layout(constant_id = 1) const uint N = 1024;
 layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
-shared uvec2 sh[2 * WG];
+shared uvec2 sh[N];
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
-    uint n = min(2 * WG, pc.padded);
+    uint n = min(N, pc.padded);
     uint lbase = gl_WorkGroupID.x * n;
     uint base = pc.key_offset + gl_WorkGroupID.y * pc.padded + lbase;
     for (uint t = tid; t < n; t += WG) sh[t] = keys[base + t];

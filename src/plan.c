@@ -29,7 +29,7 @@ struct baatt_plan {
     uint32_t bh, bhkv;                  /* flattened (batch, head) counts of each side */
     uint32_t pq, pk;                    /* per-head lengths padded to powers of two (sort) */
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
-    uint32_t sort_wg, select_wg, attn_wg, attn_br, attn_bc;
+    uint32_t sort_wg, sort_chunk, select_wg, attn_wg, attn_br, attn_bc;
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
@@ -288,7 +288,8 @@ static baatt_status create_pipelines(baatt_plan *p)
     if (p->cfg.dense) return BAATT_OK;
     snprintf(name, sizeof name, "sort_keys_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
-    BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", &p->sort_wg, 1, &p->p_local));
+    uint32_t sl[2] = {p->sort_wg, p->sort_chunk};
+    BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", sl, 2, &p->p_local));
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", NULL, 0, &p->p_global));
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
@@ -340,7 +341,9 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     if (!p) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     p->ctx = ctx;
     p->cfg = *cfg;
-    p->sort_wg = ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
+    /* Local sort chunks of 4096 keys (32 KiB) where the device allows, else 2 keys per invocation. */
+    p->sort_wg = ctx->info.max_workgroup_invocations >= 1024 ? 1024 : ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
+    p->sort_chunk = ctx->info.max_shared_memory >= 8 * 4096 && p->sort_wg == 1024 ? 4096 : 2 * p->sort_wg;
     p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
     p->samples = baatt_auto_samples(cfg->q_len);
     p->select_wg = 256;
@@ -422,7 +425,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.key_offset = which ? p->bh * p->pq : 0;
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
-        uint32_t n = 2 * p->sort_wg < pc.padded ? 2 * p->sort_wg : pc.padded;
+        uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
         dispatch(r, p->p_keys, &pc, (pc.padded + 255) / 256, heads, 1);
         barrier(r);
         pc.sort_k = 0;
@@ -466,7 +469,7 @@ static void record_score_select(rec *r, uint32_t slot)
         for (uint32_t r0 = 0; r0 < pc.nq; r0 += p->chunk_rows) {
             pc.row0 = r0;
             pc.rows = pc.nq - r0 < p->chunk_rows ? pc.nq - r0 : p->chunk_rows;
-            dispatch(r, p->p_score, &pc, (pc.nk + 63) / 64, (pc.rows + 63) / 64, pc.nheads_chunk);
+            dispatch(r, p->p_score, &pc, (pc.nk + 127) / 128, (pc.rows + 127) / 128, pc.nheads_chunk); /* 128 x 128 tiles */
             barrier(r);
             mark(r, BAATT_STAGE_SCORE);
             dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);
