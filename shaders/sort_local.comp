@@ -1,7 +1,7 @@
 #version 450
 // Stage 1b: bitonic sort inside shared memory, n = min(N, padded) keys per workgroup (N >= 2 WG,
 // both powers of two; 4096 keys where shared memory allows: each global step it saves is a pass
-// over all keys in device memory, bench/NOTES.md #19).
+// over all keys in device memory; bench/NOTES.md #19 has what it measured).
 // sort_k == 0: sort each chunk completely (stages k = 2..n). sort_k > 0: the tail of global
 // stage k, steps j = n/2..1 (the global steps j >= n ran before, in sort_global).
 // Directions use the position inside the head, so chunks of one head merge correctly later.

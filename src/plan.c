@@ -469,7 +469,7 @@ static void record_score_select(rec *r, uint32_t slot)
         for (uint32_t r0 = 0; r0 < pc.nq; r0 += p->chunk_rows) {
             pc.row0 = r0;
             pc.rows = pc.nq - r0 < p->chunk_rows ? pc.nq - r0 : p->chunk_rows;
-            dispatch(r, p->p_score, &pc, (pc.nk + 127) / 128, (pc.rows + 127) / 128, pc.nheads_chunk); /* 128 x 128 tiles */
+            dispatch(r, p->p_score, &pc, (pc.nk + 63) / 64, (pc.rows + 63) / 64, pc.nheads_chunk);
             barrier(r);
             mark(r, BAATT_STAGE_SCORE);
             dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);

@@ -324,7 +324,7 @@ static void baatt_f16_d128_block64(void **s)
     check_all(c);
 }
 
-/* Several 128 x 128 logit tiles each way, the last ones partial (score.comp), rows of more than one
+/* Several 64 x 64 logit tiles each way, the last ones partial (score.comp), rows of more than one
  * selection word, and more keys than one local sort chunk (4096, or 1024 on smaller devices). */
 static void baatt_many_blocks(void **s) { (void)s; check_all(make(1, 1, 1, 4200, 4300, 64, 32, 0.3f)); }
 
