@@ -43,7 +43,11 @@
 #define BC 32          // keys per tile
 #endif
 #define HD 128         // head_dim
-#define BR (32 * NSG)  // query rows per workgroup
+#ifndef RS
+#define RS 32          // query rows per subgroup: 16 or 32
+#endif
+#define MF (RS / 16)   // row fragments per subgroup
+#define BR (RS * NSG)  // query rows per workgroup
 #define WG (32 * NSG)
 #define NF (BC / 16)   // key fragments of a tile
 #define DF (HD / 16)   // head_dim fragments
@@ -90,12 +94,12 @@ float mask_el(const in uint r, const in uint c, const in float x, const in int v
     return int(c) < valid ? x : LOW;
 }
 
-SF O[2][DF];       // this subgroup's 32 x HD output rows
+SF O[MF][DF];      // this subgroup's RS x HD output rows
 // Running row max M, repeated over the columns (row reductions return it in that shape, so no
 // reduction is needed to smear it), and per-element partial row sums L, whose columns are added
 // up once at the end instead of a sum reduction per tile (as FlashAttention-2 does).
-SF M[2], L[2];
-AF P[2][NF];       // this tile's probabilities, rounded to the input type
+SF M[MF], L[MF];
+AF P[MF][NF];       // this tile's probabilities, rounded to the input type
 uint sg;           // subgroup index: rows sg*32 .. sg*32+31 of the workgroup
 
 // Invocation's share of the tile's rows [row0, row0 + ROWS) of a [*, HD] tensor (16-byte vectors
@@ -119,20 +123,20 @@ void sync() {
 // S = Q K^T for the staged key tile, then the online softmax: P, and M, L and O rescaled.
 // `valid` of its BC keys are real.
 void scores(int valid) {
-    SF S[2][NF];
-    [[unroll]] for (uint m = 0; m < 2; m++)
+    SF S[MF][NF];
+    [[unroll]] for (uint m = 0; m < MF; m++)
         [[unroll]] for (uint n = 0; n < NF; n++) S[m][n] = SF(0.0);
     [[unroll]] for (uint c = 0; c < DF; c++) {
-        AF qa[2];
-        [[unroll]] for (uint m = 0; m < 2; m++)
-            coopMatLoad(qa[m], qsh, (c * BR + sg * 32 + m * 16) * 2, 2, gl_CooperativeMatrixLayoutRowMajor);
+        AF qa[MF];
+        [[unroll]] for (uint m = 0; m < MF; m++)
+            coopMatLoad(qa[m], qsh, (c * BR + sg * RS + m * 16) * 2, 2, gl_CooperativeMatrixLayoutRowMajor);
         [[unroll]] for (uint n = 0; n < NF; n++) {
             BF kb;   // K^T fragment: key rows of the blocked tile read column-major
             coopMatLoad(kb, ksh, (c * BC + n * 16) * 2, 2, gl_CooperativeMatrixLayoutColumnMajor);
-            [[unroll]] for (uint m = 0; m < 2; m++) S[m][n] = coopMatMulAdd(qa[m], kb, S[m][n]);
+            [[unroll]] for (uint m = 0; m < MF; m++) S[m][n] = coopMatMulAdd(qa[m], kb, S[m][n]);
         }
     }
-    [[unroll]] for (uint m = 0; m < 2; m++) {
+    [[unroll]] for (uint m = 0; m < MF; m++) {
         if (valid < BC)
             [[unroll]] for (uint n = 0; n < NF; n++)
                 coopMatPerElementNV(S[m][n], S[m][n], mask_el, valid - int(n * 16));
@@ -165,7 +169,7 @@ void values() {
         [[unroll]] for (uint d = 0; d < DF; d++) {
             BF vb;
             coopMatLoad(vb, vsh, (d * BC + n * 16) * 2, 2, gl_CooperativeMatrixLayoutRowMajor);
-            [[unroll]] for (uint m = 0; m < 2; m++) O[m][d] = coopMatMulAdd(P[m][n], vb, O[m][d]);
+            [[unroll]] for (uint m = 0; m < MF; m++) O[m][d] = coopMatMulAdd(P[m][n], vb, O[m][d]);
         }
 }
 
@@ -206,7 +210,7 @@ void main() {
     uint hd = gl_WorkGroupID.y, p0 = gl_WorkGroupID.x * BR;
     sg = gl_LocalInvocationIndex / 32;
     uint qb = (hd * pc.q_len + p0) * RV, kvb = kv_of(hd) * pc.kv_len * RV;
-    [[unroll]] for (uint m = 0; m < 2; m++) {
+    [[unroll]] for (uint m = 0; m < MF; m++) {
         M[m] = SF(LOW);
         L[m] = SF(0.0);
         [[unroll]] for (uint d = 0; d < DF; d++) O[m][d] = SF(0.0);
@@ -244,21 +248,21 @@ void main() {
         s0 = s1;
     }
     // O / L, rounded to the input type, through this subgroup's rows of shared memory (row-major
-    // [32][HD] at vector sg * 32 * RV) so the global stores are whole 16-byte vectors.
-    [[unroll]] for (uint m = 0; m < 2; m++) {
+    // [RS][HD] at vector sg * RS * RV) so the global stores are whole 16-byte vectors.
+    [[unroll]] for (uint m = 0; m < MF; m++) {
         SF l16;
         coopMatReduceNV(l16, L[m], gl_CooperativeMatrixReduceRowNV, add_op);
         [[unroll]] for (uint d = 0; d < DF; d++) {
             coopmat<ELT, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> o16 =
                 coopmat<ELT, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(O[m][d] / l16);
-            coopMatStore(o16, qsh, (sg * 32 + m * 16) * RV + d * 2, RV, gl_CooperativeMatrixLayoutRowMajor);
+            coopMatStore(o16, qsh, (sg * RS + m * 16) * RV + d * 2, RV, gl_CooperativeMatrixLayoutRowMajor);
         }
     }
     subgroupMemoryBarrierShared();
     subgroupBarrier();
-    uint lane = gl_LocalInvocationIndex % 32, rows = min(32u, pc.q_len - min(pc.q_len, p0 + sg * 32));
-    [[unroll]] for (uint j = 0; j < RV; j++) {   // 32 rows x RV vectors, one row per 16 lanes
+    uint lane = gl_LocalInvocationIndex % 32, rows = min(uint(RS), pc.q_len - min(pc.q_len, p0 + sg * RS));
+    [[unroll]] for (uint j = 0; j < RS * RV / 32; j++) {   // RS rows x RV vectors, one row per 16 lanes
         uint i = j * 32 + lane, r = i / RV;
-        if (r < rows) o4[qb + (sg * 32 + r) * RV + i % RV] = qsh[sg * 32 * RV + i];
+        if (r < rows) o4[qb + (sg * RS + r) * RV + i % RV] = qsh[sg * RS * RV + i];
     }
 }

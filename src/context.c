@@ -411,7 +411,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
-    const char *exts[5];
+    const char *exts[8];
     uint32_t next = 0;
     void **tail = &e12.pNext;
     e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
@@ -450,6 +450,18 @@ static baatt_status create_device(baatt_context *ctx)
         tail = &pe.pNext;
         exts[next++] = "VK_KHR_pipeline_executable_properties";
         ctx->pipeline_stats = 1;
+    }
+    /* Our shaders bound-check every access themselves; VK_EXT_pipeline_robustness lets the
+     * pipelines say so (pipelines.c): the NVIDIA driver otherwise guards every buffer load
+     * against the descriptor's size (seen in the SASS), which cost the sparse path 2% on the H100
+     * (bench/NOTES.md #20). BAATT_ROBUST=1 keeps the driver's default. */
+    VkPhysicalDevicePipelineRobustnessFeaturesEXT rb = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_ROBUSTNESS_FEATURES_EXT, .pipelineRobustness = VK_TRUE};
+    if (!env_flag("BAATT_ROBUST") && has_device_ext(ctx->phys, "VK_EXT_pipeline_robustness")) {
+        *tail = &rb;
+        tail = &rb.pNext;
+        exts[next++] = "VK_EXT_pipeline_robustness";
+        ctx->no_robustness = 1;
     }
     if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV)) {
         e12.vulkanMemoryModel = VK_TRUE;

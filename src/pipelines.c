@@ -130,6 +130,13 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
                   .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
         .layout = ctx->pipeline_layout,
         .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
+    VkPipelineRobustnessCreateInfoEXT rb = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_ROBUSTNESS_CREATE_INFO_EXT,
+        .storageBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
+        .uniformBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
+        .vertexInputs = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DEVICE_DEFAULT_EXT,
+        .images = VK_PIPELINE_ROBUSTNESS_IMAGE_BEHAVIOR_DEVICE_DEFAULT_EXT};
+    if (ctx->no_robustness) ci.pNext = &rb;
     VkPipelineCache cache = dump_cache_begin(ctx);
     VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, cache, 1, &ci, NULL, out);
     dump_cache_end(ctx, cache, sh->name);

@@ -40,6 +40,7 @@ struct baatt_context {
     uint32_t validation_messages;
     uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
     int pipeline_stats;               /* BAATT_PIPELINE_STATS: print driver statistics per pipeline */
+    int no_robustness;                /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
     int subgroup_arith;               /* subgroup arithmetic in compute shaders (and not
                                          BAATT_NO_SUBGROUP_OPS): the select_sg variant */
     baatt_device_info info;
