@@ -108,6 +108,7 @@ static void dump_cache_end(baatt_context *ctx, VkPipelineCache c, const char *na
         snprintf(path, sizeof path, "%s/%s.bin", getenv("BAATT_PIPELINE_CACHE_DIR"), name);
         FILE *f = fopen(path, "wb");
         if (f) fwrite(data, 1, n, f), fclose(f);
+        else fprintf(stderr, "baatt: BAATT_PIPELINE_CACHE_DIR: cannot write %s\n", path);
     }
     free(data);
     ctx->vk.vkDestroyPipelineCache(ctx->device, c, NULL);
