@@ -116,11 +116,11 @@ static int choose_cm2(baatt_plan *p)
     if (!(ctx->features & BAATT_FEATURE_COOPMAT2_NV)) return 0;
     if (p->cfg.dtype != BAATT_DTYPE_F16 && !(bf16 && (ctx->features & BAATT_FEATURE_BF16_COOPMAT))) return 0;
     if (!baatt_shader_available("permute")) return 0;
-    p->attn_cm2 = 1;
-    if (choose_sg(p)) return 1;
+    if (choose_sg(p)) return p->attn_cm2 = 1;
     snprintf(p->attn_variant, sizeof p->attn_variant, "attention_cm2%s_%s", p->cfg.dense ? "" : "_sorted",
              baatt_dtype_name(p->cfg.dtype));
-    if (!baatt_shader_available(p->attn_variant)) return p->attn_cm2 = 0;
+    if (!baatt_shader_available(p->attn_variant)) return 0;
+    p->attn_cm2 = 1;
     uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
     p->attn_br = t;
     p->attn_bc = t;

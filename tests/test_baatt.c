@@ -282,6 +282,13 @@ static void check_all(baatt_config c)
     free_result(&r);
 }
 
+/* check_all with 16-bit tensors (make() leaves fp32). */
+static void check_typed(baatt_config c, baatt_dtype dt)
+{
+    c.dtype = dt;
+    check_all(c);
+}
+
 static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256, 64, 64, 0.5f)); }
 static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
 static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
@@ -291,9 +298,7 @@ static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300
 static void baatt_f16_d128_block128(void **s)
 {
     (void)s;
-    baatt_config c = make(1, 2, 1, 300, 520, 128, 128, 0.5f);
-    c.dtype = BAATT_DTYPE_F16;
-    check_all(c);
+    check_typed(make(1, 2, 1, 300, 520, 128, 128, 0.5f), BAATT_DTYPE_F16);
 }
 
 /* bf16 (top half of fp32), partial blocks, GQA: the cooperative-matrix-2 kernel where the device
@@ -301,17 +306,13 @@ static void baatt_f16_d128_block128(void **s)
 static void baatt_bf16_gqa(void **s)
 {
     (void)s;
-    baatt_config c = make(1, 4, 2, 150, 230, 128, 64, 0.5f);
-    c.dtype = BAATT_DTYPE_BF16;
-    check_all(c);
+    check_typed(make(1, 4, 2, 150, 230, 128, 64, 0.5f), BAATT_DTYPE_BF16);
 }
 
 static void baatt_f16_gqa(void **s)
 {
     (void)s;
-    baatt_config c = make(2, 4, 2, 130, 190, 64, 32, 0.3f);
-    c.dtype = BAATT_DTYPE_F16;
-    check_all(c);
+    check_typed(make(2, 4, 2, 130, 190, 64, 32, 0.3f), BAATT_DTYPE_F16);
 }
 
 /* fp16, head_dim 128, block 64: on NVIDIA this runs the cooperative-matrix kernel with 4
@@ -319,9 +320,7 @@ static void baatt_f16_gqa(void **s)
 static void baatt_f16_d128_block64(void **s)
 {
     (void)s;
-    baatt_config c = make(1, 2, 2, 300, 260, 128, 64, 0.5f);
-    c.dtype = BAATT_DTYPE_F16;
-    check_all(c);
+    check_typed(make(1, 2, 2, 300, 260, 128, 64, 0.5f), BAATT_DTYPE_F16);
 }
 
 /* Several 64 x 64 logit tiles each way, the last ones partial (score.comp), rows of more than one
@@ -669,14 +668,8 @@ static void baatt_subgroup_kernel(void **s)
         baatt_plan_destroy(plan);
     }
     check_all(c);
-    c = make(1, 2, 1, 300, 520, 128, 128, 0.5f);
-    c.dtype = BAATT_DTYPE_F16;
-    check_all(c);
-    if (th_subgroup_kernel_begin(BAATT_DTYPE_BF16)) {
-        c = make(1, 4, 2, 150, 230, 128, 64, 0.5f);
-        c.dtype = BAATT_DTYPE_BF16;
-        check_all(c);
-    }
+    check_typed(make(1, 2, 1, 300, 520, 128, 128, 0.5f), BAATT_DTYPE_F16);
+    if (th_subgroup_kernel_begin(BAATT_DTYPE_BF16)) check_typed(make(1, 4, 2, 150, 230, 128, 64, 0.5f), BAATT_DTYPE_BF16);
     th_subgroup_kernel_end();
 }
 
