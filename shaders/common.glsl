@@ -16,16 +16,18 @@
 #define ELEM uint16_t
 #define LOAD(x) uintBitsToFloat(uint(x) << 16)
 #define STORE(v) uint16_t(bf16_bits(v))
-uint bf16_bits(float f) {
-    uint u = floatBitsToUint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
 #else
 #define ELEM float
 #define LOAD(x) (x)
 #define STORE(v) (v)
 #endif
+
+// fp32 -> bf16 bits, round to nearest even (NaN kept quiet); bf16 is the top half of an fp32.
+uint bf16_bits(float f) {
+    uint u = floatBitsToUint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
 
 // Per-dispatch geometry. Tensor layouts: Q,O [batch, heads, q_len, head_dim];
 // K,V [batch, kv_heads, kv_len, head_dim]; "hd" below is a flattened (batch, head) index.
@@ -65,6 +67,8 @@ layout(push_constant) uniform Push {
 #define BIND_VS 14
 #define BIND_OS 15
 #define BIND_AUTO 16 // auto sort: sampled recalls [heads][S][2] f32, then sorted flags [kv heads] u32
+#define BIND_QSPLIT 17 // block features as bf16 hi/lo parts (tensor-core scoring, split.comp)
+#define BIND_KSPLIT 18
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
 uint kv_of(uint hd) {

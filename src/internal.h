@@ -77,6 +77,8 @@ void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *row
 /* Which attention kernel the plan uses: "nv-coopmat2" or "nv-coopmat" (tensor cores) or
  * "scalar" (portable). */
 const char *baatt_plan_attention_path(const baatt_plan *p);
+/* "nv-coopmat2-bf16-split" (score_cm2.comp) or "scalar-fp32" (score.comp). */
+const char *baatt_plan_score_path(const baatt_plan *p);
 /* The BAATT_FEATURE_* bits the context's device was created (or wrapped) with, and whether a
  * shader variant was built into the library (tests: a tensor-core path that exists must run). */
 uint32_t baatt_context_enabled_features(const baatt_context *ctx);

@@ -36,6 +36,9 @@ struct baatt_plan {
     char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
+    uint32_t score_t, score_kc;         /* logit tile; feature step of the tensor-core score (0: scalar) */
+    baatt_buffer qsplit, ksplit;        /* bf16 hi/lo block features (tensor-core score only) */
+    VkPipeline p_split;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
     /* Auto sort (cfg.norm_sort == BAATT_SORT_AUTO): MASK and COUNTS hold two slots (slot 0 the
      * sorted selection, then the chosen one; slot 1 the original-order selection) and AUTO the
@@ -132,6 +135,24 @@ static int choose_cm2(baatt_plan *p)
     if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
     if (br == 32) p->attn_br = 32, p->attn_wg = 64;
     return 1;
+}
+
+/* Tensor-core logit product (score_cm2.comp on the bf16 hi/lo parts of split.comp; ~2^-16
+ * relative error per term) where the device has bf16 cooperative matrix 2 and the variants were
+ * built; else, or with BAATT_SCORE_CM2=0, the fp32 scalar product (score.comp, 64 x 64 tiles).
+ * Experiment knobs: BAATT_SCORE_T (output tile, 64 or 128), BAATT_SCORE_KC (feature step). */
+static void choose_score(baatt_plan *p)
+{
+    const baatt_context *ctx = p->ctx;
+    uint32_t need = BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_BF16_COOPMAT;
+    p->score_t = 64;
+    p->score_kc = 0;
+    if (p->cfg.dense || !baatt_env_int("BAATT_SCORE_CM2", 1) || (ctx->features & need) != need ||
+        !baatt_shader_available("score_cm2") || !baatt_shader_available("split"))
+        return;
+    int kc = baatt_env_int("BAATT_SCORE_KC", 64);
+    p->score_kc = kc == 16 || kc == 32 ? (uint32_t)kc : 64; /* all divide 3 x head_dim (64 or 128) */
+    if (baatt_env_int("BAATT_SCORE_T", 64) == 128) p->score_t = 128;
 }
 
 static baatt_status choose_attention_tiles(baatt_plan *p)
@@ -252,6 +273,9 @@ static baatt_status create_scratch(baatt_plan *p)
                       "sort keys"));
     BAATT_TRY(scratch(p, &p->qfeat, sparse ? f * p->bh * b->nq : 4, "query block features"));
     BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
+    uint64_t split = p->score_kc ? 2 * f : 0; /* two bf16 parts per fp32 feature: as many bytes */
+    BAATT_TRY(scratch(p, &p->qsplit, split ? split / 2 * p->bh * b->nq : 4, "query block features (bf16 parts)"));
+    BAATT_TRY(scratch(p, &p->ksplit, split ? split / 2 * p->bhkv * b->nk : 4, "key block features (bf16 parts)"));
     BAATT_TRY(scratch(p, &p->logits, sparse ? 4ull * p->chunk_heads * p->chunk_rows * b->nk : 4, "block logits"));
     uint64_t slots = p->auto_sort ? 2 : 1;
     BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * slots * p->bh * b->nq * b->words : 4, "selection mask"));
@@ -273,9 +297,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     char name[48];
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
-        uint32_t cm[5] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc};
+        uint32_t pad = (uint32_t)baatt_env_int("BAATT_CM2_PAD", 0); /* occupancy probe, bytes */
+        uint32_t cm[6] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad};
         uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
-        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 5, &p->p_attn));
+        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 6, &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};
@@ -294,7 +319,12 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
-    BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
+    if (p->score_kc) {
+        uint32_t sc[4] = {2 * p->score_t, d, p->score_t, p->score_kc}; /* 4 or 8 subgroups */
+        BAATT_TRY(baatt_pipeline_get(ctx, "split", &d, 1, &p->p_split));
+        BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
+    } else
+        BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
     uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
     BAATT_TRY(baatt_pipeline_get(ctx, ctx->subgroup_arith ? "select_sg" : "select", sel, 2, &p->p_select));
     if (!p->auto_sort) return BAATT_OK;
@@ -350,7 +380,7 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     s = fill_push(p);
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
-    if (!s) choose_chunks(p);
+    if (!s) choose_chunks(p), choose_score(p);
     if (!s) s = create_scratch(p);
     if (!s) s = create_pipelines(p);
     if (!s) s = create_descriptors(p);
@@ -362,14 +392,26 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     return BAATT_OK;
 }
 
+/* The plan's own device buffers (what baatt_plan_scratch_bytes counts); the host path's
+ * staging buffers are apart. */
+enum { N_SCRATCH = 15 };
+static int scratch_list(baatt_plan *p, baatt_buffer *out[N_SCRATCH])
+{
+    baatt_buffer *b[N_SCRATCH] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat,  &p->kfeat,
+                                  &p->logits, &p->mask, &p->counts, &p->qs,     &p->ks,
+                                  &p->vs,   &p->os,     &p->autob,  &p->qsplit, &p->ksplit};
+    memcpy(out, b, sizeof b);
+    return N_SCRATCH;
+}
+
 void baatt_plan_destroy(baatt_plan *p)
 {
     if (!p) return;
     baatt_context *ctx = p->ctx;
-    baatt_buffer *bufs[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask,
-                            &p->counts, &p->qs, &p->ks, &p->vs, &p->os, &p->autob, &p->tq, &p->tk, &p->tv, &p->to,
-                            &p->staging};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) baatt_buffer_destroy(ctx, bufs[i]);
+    baatt_buffer *bufs[N_SCRATCH];
+    for (int i = 0, n = scratch_list(p, bufs); i < n; i++) baatt_buffer_destroy(ctx, bufs[i]);
+    baatt_buffer *host[] = {&p->tq, &p->tk, &p->tv, &p->to, &p->staging};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) baatt_buffer_destroy(ctx, host[i]);
     if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
     free(p->ts_stage);
@@ -379,11 +421,10 @@ void baatt_plan_destroy(baatt_plan *p)
 uint64_t baatt_plan_scratch_bytes(const baatt_plan *p)
 {
     if (!p) return 0;
-    const baatt_buffer *b[] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
-                               &p->qs, &p->ks, &p->vs, &p->os, &p->autob};
-    uint64_t n = 0;
-    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) n += b[i]->size;
-    return n;
+    baatt_buffer *b[N_SCRATCH];
+    uint64_t bytes = 0;
+    for (int i = 0, n = scratch_list((baatt_plan *)p, b); i < n; i++) bytes += b[i]->size;
+    return bytes;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -455,6 +496,13 @@ static void record_stats(rec *r, uint32_t identity)
         pc.which = which;
         dispatch(r, p->p_stats, &pc, which ? pc.nk : pc.nq, which ? p->bhkv : p->bh, 1);
     }
+    if (!p->score_kc) return;
+    barrier(r);
+    for (uint32_t which = 0; which < 2; which++) {
+        pc.which = which;
+        uint32_t pairs = (which ? pc.nk : pc.nq) * 3 * pc.head_dim / 2;
+        dispatch(r, p->p_split, &pc, (pairs + 255) / 256, which ? p->bhkv : p->bh, 1);
+    }
 }
 
 /* Score and select, chunk by chunk through the bounded logit scratch, into mask slot `slot`. */
@@ -469,7 +517,8 @@ static void record_score_select(rec *r, uint32_t slot)
         for (uint32_t r0 = 0; r0 < pc.nq; r0 += p->chunk_rows) {
             pc.row0 = r0;
             pc.rows = pc.nq - r0 < p->chunk_rows ? pc.nq - r0 : p->chunk_rows;
-            dispatch(r, p->p_score, &pc, (pc.nk + 63) / 64, (pc.rows + 63) / 64, pc.nheads_chunk);
+            uint32_t t = p->score_t;
+            dispatch(r, p->p_score, &pc, (pc.nk + t - 1) / t, (pc.rows + t - 1) / t, pc.nheads_chunk);
             barrier(r);
             mark(r, BAATT_STAGE_SCORE);
             dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);
@@ -543,7 +592,7 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     VkDeviceSize tsz[4] = {qn, kn, kn, qn};
     baatt_buffer *own[BIND_COUNT] = {NULL,     NULL,      NULL,      NULL,    &p->perm_q, &p->perm_k,
                                      &p->keys, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
-                                     &p->qs,   &p->ks,    &p->vs,    &p->os, &p->autob};
+                                     &p->qs,   &p->ks,    &p->vs,    &p->os, &p->autob, &p->qsplit, &p->ksplit};
     VkDescriptorBufferInfo bi[BIND_COUNT];
     VkWriteDescriptorSet w[BIND_COUNT];
     for (uint32_t i = 0; i < BIND_COUNT; i++) {
@@ -811,6 +860,11 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
     const baatt_buffer *b = what == BAATT_DEBUG_QFEAT ? &p->qfeat : what == BAATT_DEBUG_KFEAT ? &p->kfeat : &p->logits;
     if (bytes > b->size) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "debug read past the buffer");
     return download(p, b, dst, bytes);
+}
+
+const char *baatt_plan_score_path(const baatt_plan *p)
+{
+    return p->score_kc ? "nv-coopmat2-bf16-split" : "scalar-fp32";
 }
 
 const char *baatt_plan_attention_path(const baatt_plan *p)

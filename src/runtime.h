@@ -16,6 +16,7 @@ enum {
     BIND_LOGITS, BIND_MASK, BIND_COUNTS,
     BIND_QS, BIND_KS, BIND_VS, BIND_OS,   /* norm-sorted copies (cooperative-matrix-2 sparse path) */
     BIND_AUTO,                            /* auto sort: sampled recalls and per-kv-head choices */
+    BIND_QSPLIT, BIND_KSPLIT,             /* bf16 hi/lo block features (tensor-core scoring) */
     BIND_COUNT
 };
 #define BAATT_PUSH_BYTES 128

@@ -627,13 +627,15 @@ static void auto_mixed_f16_gqa(void **s)
 
 /* Where the device has cooperative matrix 2 (and bf16 cooperative matrices for bf16) and the
  * variant was built, dense and sparse fp16/bf16 plans must run it, not fall back silently to the
- * portable kernel (~50x slower on the H100). Skipped elsewhere. */
+ * portable kernel (~50x slower on the H100), and sparse plans must score on the tensor cores
+ * where bf16 cooperative matrices exist. Skipped elsewhere. */
 static void tensor_core_path_chosen(void **s)
 {
     (void)s;
     uint32_t f = baatt_context_enabled_features(th_ctx);
     if (!(f & BAATT_FEATURE_COOPMAT2_NV) || !baatt_shader_available("attention_cm2_f16")) skip();
     const baatt_dtype dts[2] = {BAATT_DTYPE_F16, BAATT_DTYPE_BF16};
+    int score_cm2 = (f & BAATT_FEATURE_BF16_COOPMAT) && baatt_shader_available("score_cm2");
     for (int i = 0; i < 2; i++) {
         int want = dts[i] == BAATT_DTYPE_F16 ||
                    ((f & BAATT_FEATURE_BF16_COOPMAT) && baatt_shader_available("attention_cm2_bf16"));
@@ -643,8 +645,12 @@ static void tensor_core_path_chosen(void **s)
             c.dense = dense;
             baatt_plan *plan = NULL;
             assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
-            print_message("dtype %d dense %d: %s\n", (int)dts[i], dense, baatt_plan_attention_path(plan));
+            print_message("dtype %d dense %d: %s, score %s\n", (int)dts[i], dense, baatt_plan_attention_path(plan),
+                          baatt_plan_score_path(plan));
             if (want) assert_string_equal(baatt_plan_attention_path(plan), "nv-coopmat2");
+            /* the logit product's path depends on the device, not on the dtype of Q/K/V */
+            if (!dense && score_cm2)
+                assert_string_equal(baatt_plan_score_path(plan), "nv-coopmat2-bf16-split");
             baatt_plan_destroy(plan);
         }
     }

@@ -47,6 +47,7 @@ typedef struct bresult {
     unsigned reps;
     int gpu_timer;                       /* 0: host wall clock (device without timestamps) */
     const char *kernel;                  /* attention kernel the plan chose (static string) */
+    const char *score_kernel;            /* its block-logit product (BA-Att plans; static string) */
     char error[512];
 } bresult;
 
@@ -632,6 +633,7 @@ static void json_record(FILE *f, const bench *b, const bresult *r)
     fputs(isnan(r->ms) ? "" : "}", f);
     if (r->error[0]) fputs(", \"error\": ", f), cli_json_string(f, r->error);
     if (r->kernel) fputs(", \"kernel\": ", f), cli_json_string(f, r->kernel);
+    if (r->score_kernel) fputs(", \"score_kernel\": ", f), cli_json_string(f, r->score_kernel);
     fputs(", \"device\": ", f), cli_json_string(f, b->dev.name);
     fputs(", \"driver\": ", f), cli_json_string(f, b->dev.driver_info);
     fputs("}", f);
@@ -684,6 +686,7 @@ static bresult *bench_config(bench *b, const baatt_config *g, const inputs *in, 
     baatt_plan *plan = NULL;
     baatt_status s = baatt_plan_create(b->ctx, g, &plan);
     if (!s) r->kernel = baatt_plan_attention_path(plan);
+    if (!s && !g->dense) r->score_kernel = baatt_plan_score_path(plan);
     if (!s) s = time_runs(b, plan, in, r);
     if (!s) fprintf(stderr, "  %u reps, median %.3f ms (%.1f s)\n", r->reps, r->ms, (cli_now_ms() - t0) * 1e-3);
     if (!s) s = after_timing(b, plan, in, r);
