@@ -4,8 +4,8 @@
 // so that score_cm2.comp can form the logit product on bf16 tensor cores as
 //   q.k ~ hi_q.hi_k + hi_q.lo_k + lo_q.hi_k
 // with a relative error of ~2^-16 per term (the dropped lo.lo term and the rounding of lo) where
-// fp32 has 2^-24: far below what moves a top-k block choice, and checked against the fp64
-// reference logits by the tests. bf16, not fp16: the features' range is fp32's.
+// fp32 has 2^-24; the tests check the logits against the CPU reference's (double accumulation,
+// 1e-4 relative). bf16, not fp16: the features' range is fp32's.
 // In:  QFEAT / KFEAT  float [heads of side][blocks][F]        (F = 3 D, stats.comp)
 // Out: QSPLIT / KSPLIT bf16 [heads of side][blocks][2][F]     (the hi row, then the lo row),
 // written as packed pairs so no 16-bit storage is needed. One invocation per feature pair.
