@@ -123,13 +123,21 @@ float mass_ge(uint T) {
 uint count_gt(uint T) { return T == 0xffffffffu ? 0u : count_ge(T + 1u); }
 float mass_gt(uint T) { return T == 0xffffffffu ? 0.0 : mass_ge(T + 1u); }
 
-// Largest T with count(key >= T) >= k (the k-th largest key). Key 0 marks padding (no real
-// logit maps to 0: that would be a negative NaN).
-uint select_count(uint k) {
+// Largest T with count(key >= T) >= k (the k-th largest key), or, as soon as a candidate has
+// exactly k keys at or above it, that candidate: {key >= T} is then the top k with no tie to
+// break, and the remaining steps (about a third of them on random logits) are skipped. exact is
+// set in that case. Key 0 marks padding (no real logit maps to 0: that would be a negative NaN).
+uint select_count(uint k, out bool exact) {
     uint T = 0;
+    exact = false;
     for (int bit = 31; bit >= 0; bit--) {
         uint cand = T | (1u << uint(bit));
-        if (count_ge(cand) >= k) T = cand;
+        uint c = count_ge(cand);   // the same value in every invocation: uniform control flow
+        if (c >= k) T = cand;
+        if (c == k) {
+            exact = true;
+            break;
+        }
     }
     return T;
 }
@@ -157,9 +165,10 @@ void main() {
     lo = min(lo, hi);
 
     uint k, T;
+    bool exact = false;
     if (pc.mode == 0u) {
         k = pc.keep;
-        T = select_count(k);
+        T = select_count(k, exact);
     } else {
         float mx = -1.0 / 0.0;
         for (uint i = 0; i < PER; i++) {
@@ -192,15 +201,15 @@ void main() {
         m += sh_cut;
         barrier();
         k = clamp(m, lo, hi);
-        if (k != m) T = select_count(k);
+        if (k != m) T = select_count(k, exact);
     }
-    // Ties at T: take the lowest J first until k blocks are selected.
-    uint above_n = count_gt(T);
-    uint ties = count_ge(T) - above_n;
+    // Ties at T: take the lowest J first until k blocks are selected (exact: none to break).
+    uint above_n = exact ? 0u : count_gt(T);
+    uint ties = exact ? 0u : count_ge(T) - above_n;
     uint need = k - above_n;
     if (tid == 0) {
         uint cut = pc.nk;
-        if (need < ties) {
+        if (!exact && need < ties) {
             uint seen = 0;
             for (uint J = 0; J < pc.nk; J++)
                 if (okey(logits[lbase + J]) == T && ++seen == need) { cut = J; break; }
