@@ -555,7 +555,9 @@ static void check_reference_auto(const gpu_result *a, const uint8_t *choice)
     free(pq), free(pk), free(sq), free(sk), free(o);
 }
 
-/* a: an auto-sort config with inputs. expect: 1 every kv head should sort, 0 none, -1 either.
+/* a: an auto-sort config with inputs. expect: 1 every kv head should sort, 0 most should not (on
+ * the rotary workload the sampled-recall margin is about -12 +- 6 of 64 rows per head, so a
+ * single head picks sorting now and then: ~5% of seeds had one of two heads do so), -1 either.
  * The GPU's choice must equal the reference's; the fixed runs pass every stage check. */
 static void check_auto(gpu_result *a, int expect)
 {
@@ -575,7 +577,10 @@ static void check_auto(gpu_result *a, int expect)
     uint8_t *want = malloc(bk);
     assert_int_equal(baatt_reference_auto_sorted(c, a->q, a->k, want), BAATT_OK);
     check_choice(a, &s, &u, want);
-    for (uint32_t i = 0; i < bk && expect >= 0; i++) assert_int_equal(a->sorted[i], expect);
+    uint32_t nsorted = 0;
+    for (uint32_t i = 0; i < bk; i++) nsorted += a->sorted[i] != 0;
+    if (expect == 1) assert_int_equal(nsorted, bk);
+    if (expect == 0) assert_true(2 * nsorted < bk);
     check_auto_matches(a, &s, &u);
     check_counts(a);
     check_attention(a);
@@ -599,12 +604,13 @@ static void auto_sort_wins(void **s)
 }
 
 /* Rotary positional heads with equal token norms (no jitter): attention is local and the norm
- * order is noise, so sorting destroys the locality and the original order wins. (With norm jitter
- * the norms predict attention and sorting wins even here.) */
+ * order is noise, so sorting destroys the locality and the original order wins (on most of the 4
+ * heads: see check_auto). (With norm jitter the norms predict attention and sorting wins even
+ * here.) */
 static void auto_sort_loses(void **s)
 {
     (void)s;
-    baatt_config c = make(1, 2, 2, 512, 512, 64, 32, 0.25f);
+    baatt_config c = make(1, 4, 4, 512, 512, 64, 32, 0.25f);
     c.norm_sort = BAATT_SORT_AUTO;
     gpu_result a;
     workload_inputs("rotary", 0.0f, &c, &a);
