@@ -54,6 +54,13 @@ struct baatt_plan {
     uint32_t max_ts;                    /* queries in qpool: every mark one recording writes */
     uint32_t nts;                       /* timestamps written by the last recording */
     int8_t *ts_stage;                   /* [max_ts] stage of the interval ending at timestamp i */
+    uint8_t *ts_kind;                   /* BAATT_PROFILE: [max_ts] pipeline kind of a dispatch mark */
+    int profile;                        /* BAATT_PROFILE=1: a timestamp after every dispatch */
+    uint32_t recorded, profiled;        /* recordings made; the last one whose marks were summed */
+    uint32_t prof_runs;                 /* runs summed into prof_ms */
+    uint32_t prof_marks;                /* dispatch marks in the current recording */
+    double prof_ms[12];                 /* per pipeline kind (prof_names), summed over runs */
+    uint32_t prof_n[12];
     VkPipeline p_keys, p_local, p_global, p_perm, p_stats, p_score, p_select, p_attn;
     int ran;
 };
@@ -228,6 +235,37 @@ static baatt_status fill_push(baatt_plan *p)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* dispatch profile (BAATT_PROFILE=1, a developer diagnostic)                                 */
+
+/* A timestamp after every dispatch (at most PROF_MAX_MARKS a recording), summed per pipeline
+ * kind over the plan's runs and printed to stderr when the plan is destroyed: it splits a stage
+ * into its dispatches (the sort's local and global passes, the permutations inside "attend").
+ * Dispatches recorded without a barrier between them overlap; the later one gets the overlap. */
+enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
+static const char *const prof_names[12] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats", "split",
+                                          "score", "select", "auto_recall", "auto_choose", "permute", "attention"};
+
+static int prof_kind(const baatt_plan *p, VkPipeline pipe)
+{
+    const VkPipeline k[12] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
+                              p->p_score, p->p_select, p->p_recall, p->p_choose, p->p_permute, p->p_attn};
+    for (int i = 0; i < 12; i++)
+        if (k[i] == pipe) return i;
+    return 0;
+}
+
+static void prof_print(const baatt_plan *p)
+{
+    uint32_t runs = p->prof_runs;
+    if (!p->profile || !runs) return;
+    fprintf(stderr, "baatt: dispatch profile, mean of %u run(s) (BAATT_PROFILE):\n", runs);
+    for (int i = 0; i < 12; i++)
+        if (p->prof_n[i])
+            fprintf(stderr, "  %-12s %9.3f ms  %6.1f dispatches\n", prof_names[i], p->prof_ms[i] / runs,
+                    (double)p->prof_n[i] / runs);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* creation                                                                                   */
 
 static baatt_status check_device(baatt_plan *p)
@@ -350,11 +388,12 @@ static baatt_status create_descriptors(baatt_plan *p)
     uint64_t chunks = p->cfg.dense ? 0
                                    : (uint64_t)((p->bh + p->chunk_heads - 1) / p->chunk_heads) *
                                          ((p->base.nq + p->chunk_rows - 1) / p->chunk_rows);
-    uint64_t marks = 4 + 2 * chunks + (p->auto_sort ? 2 + 2 * chunks : 0);
+    uint64_t marks = 4 + 2 * chunks + (p->auto_sort ? 2 + 2 * chunks : 0) + (p->profile ? PROF_MAX_MARKS : 0);
     if (marks > UINT32_MAX) marks = UINT32_MAX;
     p->max_ts = (uint32_t)marks;
     p->ts_stage = calloc(p->max_ts, 1);
-    if (!p->ts_stage) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    p->ts_kind = calloc(p->max_ts, 1);
+    if (!p->ts_stage || !p->ts_kind) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
                                 .queryCount = p->max_ts};
     return baatt_vk(ctx, ctx->vk.vkCreateQueryPool(ctx->device, &qi, NULL, &p->qpool), "vkCreateQueryPool");
@@ -377,6 +416,7 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
     p->samples = baatt_auto_samples(cfg->q_len);
     p->select_wg = 256;
+    p->profile = baatt_env_int("BAATT_PROFILE", 0);
     s = fill_push(p);
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
@@ -414,7 +454,9 @@ void baatt_plan_destroy(baatt_plan *p)
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) baatt_buffer_destroy(ctx, host[i]);
     if (p->qpool) ctx->vk.vkDestroyQueryPool(ctx->device, p->qpool, NULL);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
+    prof_print(p);
     free(p->ts_stage);
+    free(p->ts_kind);
     free(p);
 }
 
@@ -435,24 +477,29 @@ typedef struct rec {
     VkCommandBuffer cmd;
 } rec;
 
+/* Closes the interval of `stage` with a timestamp (PROF_MARK: of dispatch kind `kind`). */
+static void mark_kind(rec *r, int stage, int kind)
+{
+    baatt_plan *p = r->p;
+    if (!p->qpool || p->nts >= p->max_ts) return;
+    if (stage == PROF_MARK && p->prof_marks++ >= PROF_MAX_MARKS) return; /* stage marks keep their room */
+    p->ts_stage[p->nts] = (int8_t)stage;
+    p->ts_kind[p->nts] = (uint8_t)kind;
+    p->ctx->vk.vkCmdWriteTimestamp(r->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, p->nts++);
+}
+
+static void mark(rec *r, int stage) { mark_kind(r, stage, 0); }
+
 static void dispatch(rec *r, VkPipeline pipe, const baatt_push *pc, uint32_t x, uint32_t y, uint32_t z)
 {
     baatt_context *ctx = r->p->ctx;
     ctx->vk.vkCmdBindPipeline(r->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
     ctx->vk.vkCmdPushConstants(r->cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *pc, pc);
     ctx->vk.vkCmdDispatch(r->cmd, x, y, z);
+    if (r->p->profile) mark_kind(r, PROF_MARK, prof_kind(r->p, pipe));
 }
 
 static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
-
-/* Closes the interval of `stage` with a timestamp. */
-static void mark(rec *r, int stage)
-{
-    baatt_plan *p = r->p;
-    if (!p->qpool || p->nts >= p->max_ts) return;
-    p->ts_stage[p->nts] = (int8_t)stage;
-    p->ctx->vk.vkCmdWriteTimestamp(r->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, p->nts++);
-}
 
 /* Norm keys, bitonic sort (local chunks, then global merge steps with local tails) and the
  * permutation of one side (which = 0: Q, 1: K). */
@@ -610,6 +657,8 @@ static void record_stages(rec *r)
     baatt_plan *p = r->p;
     baatt_context *ctx = p->ctx;
     p->nts = 0;
+    p->prof_marks = 0;
+    p->recorded++;
     if (p->qpool) ctx->vk.vkCmdResetQueryPool(r->cmd, p->qpool, 0, p->max_ts);
     ctx->vk.vkCmdBindDescriptorSets(r->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1, &p->set, 0, NULL);
     barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
@@ -756,8 +805,16 @@ static void read_timestamps(baatt_plan *p, baatt_run_stats *st)
         return;
     }
     double ns = p->ctx->info.timestamp_period_ns;
-    for (uint32_t i = 1; i < p->nts; i++)
-        if (p->ts_stage[i] >= 0) st->stage_ms[p->ts_stage[i]] += (double)(ts[i] - ts[i - 1]) * ns * 1e-6;
+    /* interval i (ending at timestamp i) belongs to the stage of the first stage mark at or after
+     * it; dispatch marks (BAATT_PROFILE) only split it */
+    int stage = -1, sum = p->profile && p->profiled != p->recorded;
+    for (uint32_t i = p->nts - 1; i >= 1; i--) {
+        double ms = (double)(ts[i] - ts[i - 1]) * ns * 1e-6;
+        if (p->ts_stage[i] != PROF_MARK) stage = p->ts_stage[i];
+        else if (sum) p->prof_ms[p->ts_kind[i]] += ms, p->prof_n[p->ts_kind[i]]++;
+        if (stage >= 0) st->stage_ms[stage] += ms;
+    }
+    if (sum) p->profiled = p->recorded, p->prof_runs++;
     st->gpu_ms = (double)(ts[p->nts - 1] - ts[0]) * ns * 1e-6;
     st->timed = 1;
     free(ts);

@@ -367,7 +367,8 @@ static void baatt_chunked_logits(void **s)
 
 /* Every stage is timed however many logit chunks the run records: a tiny budget gives one chunk
  * per query-block row (8 heads x 256 rows = 2048 chunks, two timestamps each), and the attention
- * stage, recorded last, must still get its interval. */
+ * stage, recorded last, must still get its interval. Under the dispatch profile (BAATT_PROFILE,
+ * more dispatch marks than it keeps) the stage times must still cover the whole run. */
 static void baatt_many_chunks_timed(void **s)
 {
     (void)s;
@@ -380,9 +381,11 @@ static void baatt_many_chunks_timed(void **s)
     float *q = th_random_tensor(&rng, c.dtype, qn, 1.0f), *k = th_random_tensor(&rng, c.dtype, kn, 1.0f);
     float *v = th_random_tensor(&rng, c.dtype, kn, 1.0f), *o = malloc(4 * qn);
     setenv("BAATT_LOGITS_MIB", "0.000001", 1); /* ~1 byte: one query-block row per chunk */
+    setenv("BAATT_PROFILE", "1", 1);            /* more dispatch marks than it has room for */
     baatt_plan *plan = NULL;
     baatt_status st = baatt_plan_create(th_ctx, &c, &plan);
     unsetenv("BAATT_LOGITS_MIB");
+    unsetenv("BAATT_PROFILE");
     assert_int_equal(st, BAATT_OK);
     uint32_t ch, cr;
     baatt_plan_debug_chunks(plan, &ch, &cr);
@@ -399,6 +402,8 @@ static void baatt_many_chunks_timed(void **s)
             rs.stage_ms[BAATT_STAGE_ATTEND], sum);
     assert_true(rs.stage_ms[BAATT_STAGE_ATTEND] > 0.0);
     assert_true(rs.stage_ms[BAATT_STAGE_SELECT] > 0.0 && rs.stage_ms[BAATT_STAGE_SCORE] > 0.0);
+    /* every interval belongs to a stage, dispatch marks (BAATT_PROFILE) included */
+    assert_true(fabs(sum - rs.gpu_ms) <= 1e-6 * rs.gpu_ms);
 }
 
 /* keep_ratio = 1 selects everything: BA-Att equals dense attention to rounding. */
