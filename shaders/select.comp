@@ -7,7 +7,12 @@
 // Threshold mode first finds the prefix length m that way, clamps it by min/max blocks, and
 // re-selects by count only if the clamp changed it. One workgroup per row;
 // grid: (rows, nheads_chunk). PER = ceil(nk / WG) logits per thread held in registers.
-// Two builds: select_sg (subgroup arithmetic, where the device has it) and select.
+// Three builds: select_sg (subgroup arithmetic, where the device has it), select, and select_row
+// (SG_ROW: one 32-wide subgroup per row, keep-ratio mode; see main below).
+#ifdef SG_ROW
+#define SG_OPS
+#extension GL_KHR_shader_subgroup_ballot : require
+#endif
 #ifdef SG_OPS
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -151,6 +156,7 @@ uint select_mass(float target) {
     return T;
 }
 
+#ifndef SG_ROW
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint r = gl_WorkGroupID.x, hl = gl_WorkGroupID.y;
@@ -236,3 +242,84 @@ void main() {
     tokens = reduce_count(tokens);
     if (tid == 0) counts[row] = tokens;
 }
+#else
+// select_row: one subgroup per row (WG / SG rows per workgroup), keep-ratio mode only; the same
+// bisection (with its early exit) as select_count, on subgroup sums with no workgroup barrier
+// (the workgroup-wide version spends most of its time on its reductions, bench/NOTES.md #25).
+// SG: the subgroup size the host was told (fixed for the SPIR-V 1.5 this builds to). Key J lives
+// in lane J % SG at index J / SG (PER = ceil(nk / SG)), so the mask bits of index i are one
+// ballot: 32 / SG indices per mask word below 32 lanes, SG / 32 words per index above.
+// Grid: (ceil(rows / (WG / SG)), nheads_chunk).
+layout(constant_id = 2) const uint SG = 32;
+
+uint row_count(uint T, bool above) {   // keys >= T (above: > T); key 0 is padding
+    uint c = 0;
+    for (uint i = 0; i < PER; i++) c += (above ? keys[i] > T : keys[i] >= T) && keys[i] != 0u ? 1u : 0u;
+    return subgroupAdd(c);
+}
+
+// Position J of the need-th (1-based) key equal to T in J order (index-major, then lane).
+uint nth_tie(uint T, uint need) {
+    uint seen = 0;
+    for (uint i = 0; i < PER; i++) {
+        uvec4 b = subgroupBallot(keys[i] == T);
+        for (uint w = 0; w < (SG + 31u) / 32u; w++) {
+            uint n = bitCount(b[w]);
+            if (seen + n >= need) {
+                uint x = b[w];
+                for (uint m = need - seen; m > 1u; m--) x &= x - 1u;   // drop all but the need-th
+                return SG * i + 32u * w + uint(findLSB(x));
+            }
+            seen += n;
+        }
+    }
+    return pc.nk;
+}
+
+void main() {
+    uint lane = gl_SubgroupInvocationID;
+    uint r = gl_WorkGroupID.x * (WG / SG) + gl_SubgroupID, hl = gl_WorkGroupID.y;
+    if (r >= pc.rows) return;   // the whole subgroup
+    uint I = pc.row0 + r, hd = pc.head0 + hl;
+    uint lbase = (hl * pc.rows + r) * pc.nk;
+    for (uint i = 0; i < PER; i++) {
+        uint J = lane + SG * i;
+        keys[i] = J < pc.nk ? okey(logits[lbase + J]) : 0u;
+    }
+    uint k = pc.keep, T = 0;
+    bool exact = false;
+    for (int bit = 31; bit >= 0; bit--) {
+        uint cand = T | (1u << uint(bit));
+        uint c = row_count(cand, false);
+        if (c >= k) T = cand;
+        if (c == k) {
+            exact = true;
+            break;
+        }
+    }
+    // Ties at T: the lowest J first; cut is the last tied J taken.
+    uint cut = pc.nk;
+    if (!exact) {
+        uint above = row_count(T, true), need = k - above;
+        if (need < row_count(T, false) - above) cut = nth_tie(T, need);
+    }
+    uint row = pc.slot * pc.batch * pc.heads * pc.nq + hd * pc.nq + I;   // slot: see common.glsl
+    uint tokens = 0, word = 0;
+    for (uint i = 0; i < PER; i++) {
+        uint J = lane + SG * i;
+        bool take = J < pc.nk && (keys[i] > T || (keys[i] == T && J <= cut));
+        if (take) tokens += min(pc.block, pc.kv_len - J * pc.block);
+        uvec4 b = subgroupBallot(take);
+        if (SG >= 32u) {
+            for (uint w = 0; w < SG / 32u; w++)
+                if (lane == w && (SG * i) / 32u + w < pc.words) mask[row * pc.words + (SG * i) / 32u + w] = b[w];
+        } else {
+            word |= b.x << ((SG * i) % 32u);
+            if (lane == 0u && ((SG * (i + 1u)) % 32u == 0u || i + 1u == PER)) mask[row * pc.words + (SG * i) / 32u] = word;
+            if ((SG * (i + 1u)) % 32u == 0u) word = 0u;
+        }
+    }
+    tokens = subgroupAdd(tokens);
+    if (lane == 0u) counts[row] = tokens;
+}
+#endif

@@ -484,6 +484,7 @@ static baatt_status finish_setup(baatt_context *ctx)
     VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
     ctx->subgroup_arith = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub.supportedOperations & ops) == ops &&
                           !env_flag("BAATT_NO_SUBGROUP_OPS");
+    ctx->subgroup_ballot = ctx->subgroup_arith && (sub.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
                           ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);

@@ -78,6 +78,7 @@ void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *row
  * "scalar" (portable). */
 const char *baatt_plan_attention_path(const baatt_plan *p);
 /* "nv-coopmat2-bf16-split" (score_cm2.comp) or "scalar-fp32" (score.comp). */
+const char *baatt_plan_select_path(const baatt_plan *p);   /* select_row, select_sg or select */
 const char *baatt_plan_score_path(const baatt_plan *p);
 /* The BAATT_FEATURE_* bits the context's device was created (or wrapped) with, and whether a
  * shader variant was built into the library (tests: a tensor-core path that exists must run). */

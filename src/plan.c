@@ -33,6 +33,7 @@ struct baatt_plan {
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
+    uint32_t select_rows;               /* select_row: rows per workgroup (one per subgroup); 0: one per workgroup */
     char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
@@ -160,6 +161,21 @@ static void choose_score(baatt_plan *p)
     int kc = baatt_env_int("BAATT_SCORE_KC", 64);
     p->score_kc = kc == 16 || kc == 32 ? (uint32_t)kc : 64; /* all divide 3 x head_dim (64 or 128) */
     if (baatt_env_int("BAATT_SCORE_T", 64) == 128) p->score_t = 128;
+}
+
+/* Selection: one subgroup per row (select_row: no workgroup barriers) in keep-ratio mode where
+ * the device has subgroup arithmetic and ballots and a row is at most 128 keys per lane; else a
+ * workgroup per row (select_sg, or select with shared-memory reductions). BAATT_SELECT_ROW=0
+ * forces the latter. */
+static void choose_select(baatt_plan *p)
+{
+    const baatt_context *ctx = p->ctx;
+    uint32_t sg = ctx->info.subgroup_size;
+    p->select_wg = 256;
+    p->select_rows = 0;
+    if (ctx->subgroup_ballot && p->base.mode == 0 && sg >= 4 && sg <= p->select_wg && (p->base.nk + sg - 1) / sg <= 128 &&
+        baatt_env_int("BAATT_SELECT_ROW", 1))
+        p->select_rows = p->select_wg / sg;
 }
 
 static baatt_status choose_attention_tiles(baatt_plan *p)
@@ -363,8 +379,13 @@ static baatt_status create_pipelines(baatt_plan *p)
         BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
     } else
         BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
-    uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
-    BAATT_TRY(baatt_pipeline_get(ctx, ctx->subgroup_arith ? "select_sg" : "select", sel, 2, &p->p_select));
+    if (p->select_rows) {
+        uint32_t sg = ctx->info.subgroup_size, sel[3] = {p->select_wg, (p->base.nk + sg - 1) / sg, sg};
+        BAATT_TRY(baatt_pipeline_get(ctx, "select_row", sel, 3, &p->p_select));
+    } else {
+        uint32_t sel[2] = {p->select_wg, (p->base.nk + p->select_wg - 1) / p->select_wg};
+        BAATT_TRY(baatt_pipeline_get(ctx, ctx->subgroup_arith ? "select_sg" : "select", sel, 2, &p->p_select));
+    }
     if (!p->auto_sort) return BAATT_OK;
     uint32_t rec[2] = {d, BAATT_AUTO_ROWS}, rows = BAATT_AUTO_ROWS;
     snprintf(name, sizeof name, "auto_recall_%s", io);
@@ -415,12 +436,11 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     p->sort_chunk = ctx->info.max_shared_memory >= 8 * 4096 && p->sort_wg == 1024 ? 4096 : 2 * p->sort_wg;
     p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
     p->samples = baatt_auto_samples(cfg->q_len);
-    p->select_wg = 256;
     p->profile = baatt_env_int("BAATT_PROFILE", 0);
     s = fill_push(p);
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
-    if (!s) choose_chunks(p), choose_score(p);
+    if (!s) choose_chunks(p), choose_score(p), choose_select(p);
     if (!s) s = create_scratch(p);
     if (!s) s = create_pipelines(p);
     if (!s) s = create_descriptors(p);
@@ -568,7 +588,8 @@ static void record_score_select(rec *r, uint32_t slot)
             dispatch(r, p->p_score, &pc, (pc.nk + t - 1) / t, (pc.rows + t - 1) / t, pc.nheads_chunk);
             barrier(r);
             mark(r, BAATT_STAGE_SCORE);
-            dispatch(r, p->p_select, &pc, pc.rows, pc.nheads_chunk, 1);
+            uint32_t rpw = p->select_rows ? p->select_rows : 1;
+            dispatch(r, p->p_select, &pc, (pc.rows + rpw - 1) / rpw, pc.nheads_chunk, 1);
             barrier(r);
             mark(r, BAATT_STAGE_SELECT);
         }
@@ -917,6 +938,11 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
     const baatt_buffer *b = what == BAATT_DEBUG_QFEAT ? &p->qfeat : what == BAATT_DEBUG_KFEAT ? &p->kfeat : &p->logits;
     if (bytes > b->size) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "debug read past the buffer");
     return download(p, b, dst, bytes);
+}
+
+const char *baatt_plan_select_path(const baatt_plan *p)
+{
+    return p->select_rows ? "select_row" : p->ctx->subgroup_arith ? "select_sg" : "select";
 }
 
 const char *baatt_plan_score_path(const baatt_plan *p)

@@ -44,6 +44,7 @@ struct baatt_context {
     int no_robustness;                /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
     int subgroup_arith;               /* subgroup arithmetic in compute shaders (and not
                                          BAATT_NO_SUBGROUP_OPS): the select_sg variant */
+    int subgroup_ballot;              /* ... and ballots (select_row) */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
