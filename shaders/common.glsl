@@ -22,6 +22,29 @@
 #define STORE(v) (v)
 #endif
 
+// A 16-byte vector of Q/K/V elements as floats: VEC_N of them (8 for the 16-bit types, 4 for
+// fp32), in order, in lo then hi (hi is zero for fp32). Stages that read whole rows use these
+// vector loads: one 2-byte load per invocation and row is bound by load instructions.
+#if defined(IN_F16)
+const uint VEC_N = 8;
+void unpack_vec(uvec4 w, out vec4 lo, out vec4 hi) {
+    lo = vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+    hi = vec4(unpackHalf2x16(w.z), unpackHalf2x16(w.w));
+}
+#elif defined(IN_BF16)
+const uint VEC_N = 8;
+void unpack_vec(uvec4 w, out vec4 lo, out vec4 hi) {
+    lo = uintBitsToFloat(uvec4(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u));
+    hi = uintBitsToFloat(uvec4(w.z << 16, w.z & 0xffff0000u, w.w << 16, w.w & 0xffff0000u));
+}
+#else
+const uint VEC_N = 4;
+void unpack_vec(uvec4 w, out vec4 lo, out vec4 hi) {
+    lo = uintBitsToFloat(w);
+    hi = vec4(0.0);
+}
+#endif
+
 // fp32 -> bf16 bits, round to nearest even (NaN kept quiet); bf16 is the top half of an fp32.
 uint bf16_bits(float f) {
     uint u = floatBitsToUint(f);

@@ -164,7 +164,7 @@ static void choose_score(baatt_plan *p)
 }
 
 /* Selection: one subgroup per row (select_row: no workgroup barriers) in keep-ratio mode where
- * the device has subgroup arithmetic and ballots and a row is at most 128 keys per lane; else a
+ * the device has subgroup arithmetic and ballots and a row is at most 64 keys per lane (at 128 it was no faster on the H100, 256K); else a
  * workgroup per row (select_sg, or select with shared-memory reductions). BAATT_SELECT_ROW=0
  * forces the latter. */
 static void choose_select(baatt_plan *p)
@@ -173,7 +173,7 @@ static void choose_select(baatt_plan *p)
     uint32_t sg = ctx->info.subgroup_size;
     p->select_wg = 256;
     p->select_rows = 0;
-    if (ctx->subgroup_ballot && p->base.mode == 0 && sg >= 4 && sg <= p->select_wg && (p->base.nk + sg - 1) / sg <= 128 &&
+    if (ctx->subgroup_ballot && p->base.mode == 0 && sg >= 4 && sg <= p->select_wg && (p->base.nk + sg - 1) / sg <= 64 &&
         baatt_env_int("BAATT_SELECT_ROW", 1))
         p->select_rows = p->select_wg / sg;
 }
@@ -534,7 +534,8 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
         uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
-        dispatch(r, p->p_keys, &pc, (pc.padded + 255) / 256, heads, 1);
+        uint32_t rows = 256 / (pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16); /* sort_keys' R */
+        dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
         pc.sort_k = 0;
         dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
