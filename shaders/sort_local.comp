@@ -13,6 +13,15 @@ layout(constant_id = 1) const uint N = 1024;
 layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
 shared uvec2 sh[N];
 
+// Orders a pair: ascending if up.
+void exchange(inout uvec2 a, inout uvec2 b, bool up) {
+    if (key_less(b, a) == up) {
+        uvec2 t = a;
+        a = b;
+        b = t;
+    }
+}
+
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint n = min(N, pc.padded);
@@ -23,12 +32,30 @@ void main() {
     uint k0 = pc.sort_k == 0 ? 2 : pc.sort_k;
     uint k1 = pc.sort_k == 0 ? n : pc.sort_k;
     for (uint k = k0; k <= k1; k <<= 1) {
-        for (uint j = min(k, n) >> 1; j > 0; j >>= 1) {
+        uint j = min(k, n) >> 1;
+        // Steps j and j/2 together, one barrier for both: the four keys x, x + j/2, x + j,
+        // x + 3j/2 of a 2j-block only meet each other in those two steps (halves the barriers,
+        // which bound this kernel).
+        for (; j >= 2; j >>= 2) {
+            uint h = j >> 1;
+            for (uint t = tid; t < n / 4; t += WG) {
+                uint i = 2 * j * (t / h) + (t % h);
+                bool up = ((lbase + i) & k) == 0;   // k >= 2j: one direction for the 2j-block
+                uvec2 a = sh[i], b = sh[i + h], c = sh[i + j], d = sh[i + j + h];
+                exchange(a, c, up);
+                exchange(b, d, up);
+                exchange(a, b, up);
+                exchange(c, d, up);
+                sh[i] = a, sh[i + h] = b, sh[i + j] = c, sh[i + j + h] = d;
+            }
+            barrier();
+        }
+        if (j == 1) {
             for (uint t = tid; t < n / 2; t += WG) {
-                uint i = 2 * j * (t / j) + (t % j);
-                bool up = ((lbase + i) & k) == 0;
-                uvec2 a = sh[i], b = sh[i + j];
-                if (key_less(b, a) == up) { sh[i] = b; sh[i + j] = a; }
+                bool up = ((lbase + 2 * t) & k) == 0;
+                uvec2 a = sh[2 * t], b = sh[2 * t + 1];
+                exchange(a, b, up);
+                sh[2 * t] = a, sh[2 * t + 1] = b;
             }
             barrier();
         }
