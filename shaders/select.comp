@@ -286,9 +286,17 @@ void main() {
         uint J = lane + SG * i;
         keys[i] = J < pc.nk ? okey(logits[lbase + J]) : 0u;
     }
-    uint k = pc.keep, T = 0;
+    // The k-th largest key lies between the row's smallest and largest real keys, so T shares the
+    // bits above their highest differing bit: the bisection starts below it (the leading steps
+    // only walked down the sign and exponent bits).
+    uint lo = 0xffffffffu, hi = 0u;
+    for (uint i = 0; i < PER; i++)
+        if (keys[i] != 0u) lo = min(lo, keys[i]), hi = max(hi, keys[i]);
+    lo = subgroupMin(lo), hi = subgroupMax(hi);
+    int top = findMSB(lo ^ hi);   // -1 when every key is equal: T = hi, no step
+    uint k = pc.keep, T = top < 0 ? hi : top == 31 ? 0u : hi & ~((2u << uint(top)) - 1u);
     bool exact = false;
-    for (int bit = 31; bit >= 0; bit--) {
+    for (int bit = top; bit >= 0; bit--) {
         uint cand = T | (1u << uint(bit));
         uint c = row_count(cand, false);
         if (c >= k) T = cand;
