@@ -11,12 +11,18 @@
 // load instructions, NOTES.md #26).
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint D = 64;
+// COPY (the cooperative-matrix-2 sparse path with a fixed blocking): the first pass also writes
+// the rows it reads, in sorted order, to the side's sorted copy (QS or KS), so permute.comp
+// gathers only V.
+layout(constant_id = 1) const bool COPY = false;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_QFEAT) writeonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) writeonly buffer KF { float kfeat[]; };
+layout(set = 0, binding = BIND_QS) writeonly buffer QSB { uvec4 qs4[]; };
+layout(set = 0, binding = BIND_KS) writeonly buffer KSB { uvec4 ks4[]; };
 
 const uint RV = D / VEC_N, G = 256 / RV;
 // Source rows of the block's tokens, read once per workgroup (both passes use them).
@@ -26,13 +32,17 @@ shared float part[G * D];   // [row group][dim] partial sums
 shared float mean_sh[D];
 
 // Sum over this invocation's rows (t = g, g + G, ...) of its VEC_N dims, minus m, to the power p
-// (1 or 2), reduced over the row groups: dimension d's total lands in part[d].
-void block_sums(uint hd, uint len, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square) {
+// (1 or 2), reduced over the row groups: dimension d's total lands in part[d]. copy: also write
+// the rows to the sorted copy (block row s0 + t).
+void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy) {
     vec4 slo = vec4(0.0), shi = vec4(0.0);
     for (uint t = g; t < n; t += G) {
-        uint v = (hd * len + rows[t]) * RV + a;
+        uint v = (hd * len + rows[t]) * RV + a, c = (hd * len + s0 + t) * RV + a;
+        uvec4 w = pc.which == 0 ? q4[v] : k4[v];
+        if (copy && pc.which == 0) qs4[c] = w;
+        if (copy && pc.which != 0) ks4[c] = w;
         vec4 lo, hi;
-        unpack_vec(pc.which == 0 ? q4[v] : k4[v], lo, hi);
+        unpack_vec(w, lo, hi);
         lo -= mlo, hi -= mhi;
         slo += square ? lo * lo : lo;
         shi += square ? hi * hi : hi;
@@ -59,14 +69,14 @@ void main() {
         rows[t] = pc.identity != 0 ? s0 + t : uint(pc.which == 0 ? perm_q[hd * len + s0 + t] : perm_k[hd * len + s0 + t]);
     barrier();
     uint g = tid / RV, a = tid % RV;
-    block_sums(hd, len, n, g, a, vec4(0.0), vec4(0.0), false);
+    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.identity == 0u);
     if (tid < D) mean_sh[tid] = part[tid] / float(n);
     barrier();
     // two passes: no cancellation for tokens far from the origin
     vec4 mlo, mhi = vec4(0.0);
     for (uint e = 0; e < 4; e++) mlo[e] = mean_sh[a * VEC_N + e];
     for (uint e = 4; e < VEC_N; e++) mhi[e - 4] = mean_sh[a * VEC_N + e];
-    block_sums(hd, len, n, g, a, mlo, mhi, true);
+    block_sums(hd, len, s0, n, g, a, mlo, mhi, true, false);
     if (tid >= D) return;
     float m = mean_sh[tid], var = part[tid] / float(n);
     uint o = (hd * nb + blk) * 3 * D;

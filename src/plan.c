@@ -33,6 +33,7 @@ struct baatt_plan {
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
+    int stats_copy;                     /* stats.comp writes the sorted Q/K copies (its COPY) */
     uint32_t select_rows;               /* select_row: rows per workgroup (one per subgroup); 0: one per workgroup */
     char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
@@ -372,9 +373,11 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", NULL, 0, &p->p_global));
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
-    BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_stats));
+    uint32_t st[2] = {d, (uint32_t)p->stats_copy};
+    BAATT_TRY(baatt_pipeline_get(ctx, name, st, 2, &p->p_stats));
     if (p->score_kc) {
-        uint32_t sc[4] = {2 * p->score_t, d, p->score_t, p->score_kc}; /* 4 or 8 subgroups */
+        uint32_t wg = (uint32_t)baatt_env_int("BAATT_SCORE_WG", 0); /* experiment knob: 2T or 4T invocations */
+        uint32_t sc[4] = {wg == 4 * p->score_t ? wg : 2 * p->score_t, d, p->score_t, p->score_kc};
         BAATT_TRY(baatt_pipeline_get(ctx, "split", &d, 1, &p->p_split));
         BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
     } else
@@ -441,6 +444,9 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
     if (!s) choose_chunks(p), choose_score(p), choose_select(p);
+    /* Statistics write the sorted Q/K copies as they read them, unless auto sort may still
+     * rewrite the perms after them (then permute.comp copies). BAATT_STATS_COPY=0: permute.comp. */
+    p->stats_copy = !s && !cfg->dense && p->attn_cm2 && !p->auto_sort && baatt_env_int("BAATT_STATS_COPY", 1);
     if (!s) s = create_scratch(p);
     if (!s) s = create_pipelines(p);
     if (!s) s = create_descriptors(p);
@@ -621,14 +627,15 @@ static void record_auto(rec *r)
     mark(r, BAATT_STAGE_SELECT);
 }
 
-/* Row gather (which 0: Q, 1: K and V) or scatter (2: O) through the permutations. */
+/* Row gather (which 0: Q, 1: K and V, 3: V only) or scatter (2: O) through the permutations. */
 static void record_permute(rec *r, uint32_t which)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
     pc.which = which;
     uint32_t rv = pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
-    uint32_t len = which == 1 ? pc.kv_len : pc.q_len, heads = which == 1 ? p->bhkv : p->bh;
+    int kv = which == 1 || which == 3;
+    uint32_t len = kv ? pc.kv_len : pc.q_len, heads = kv ? p->bhkv : p->bh;
     dispatch(r, p->p_permute, &pc, (len * rv + 255) / 256, heads, 1);
 }
 
@@ -640,8 +647,8 @@ static void record_attention(rec *r)
     baatt_push pc = p->base;
     int sorted = p->attn_cm2 && !p->cfg.dense;
     if (sorted) {
-        record_permute(r, 0);
-        record_permute(r, 1);
+        if (!p->stats_copy) record_permute(r, 0);
+        record_permute(r, p->stats_copy ? 3 : 1);
         barrier(r);
     }
     dispatch(r, p->p_attn, &pc, (pc.q_len + p->attn_br - 1) / p->attn_br, p->bh, 1);
