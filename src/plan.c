@@ -376,8 +376,7 @@ static baatt_status create_pipelines(baatt_plan *p)
     uint32_t st[2] = {d, (uint32_t)p->stats_copy};
     BAATT_TRY(baatt_pipeline_get(ctx, name, st, 2, &p->p_stats));
     if (p->score_kc) {
-        uint32_t wg = (uint32_t)baatt_env_int("BAATT_SCORE_WG", 0); /* experiment knob: 2T or 4T invocations */
-        uint32_t sc[4] = {wg == 4 * p->score_t ? wg : 2 * p->score_t, d, p->score_t, p->score_kc};
+        uint32_t sc[4] = {2 * p->score_t, d, p->score_t, p->score_kc}; /* 4 or 8 subgroups (NOTES #21, #30) */
         BAATT_TRY(baatt_pipeline_get(ctx, "split", &d, 1, &p->p_split));
         BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
     } else
