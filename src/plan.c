@@ -300,12 +300,19 @@ static baatt_status check_device(baatt_plan *p)
     if ((c->q_len + 15) / 16 > maxg || p->bh > ctx->limits.maxComputeWorkGroupCount[1] || p->base.nq > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
                           c->q_len, p->bh);
-    /* The K side's stages (sort, statistics) dispatch one workgroup per key block and at most
-     * one per 128 keys for the sort; nk bounds them all. */
+    /* The K side's statistics dispatch one workgroup per key block; the norm keys and the row
+     * permutations one per 256 / (head_dim * element size / 16) rows of the padded length (8 rows
+     * for fp32 at head_dim 128), which bounds the sort's other passes too. */
     if (!c->dense && p->base.nk > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
                           "kv_len %u in blocks of %u gives %u key blocks, over the device's workgroup-count limit (%u)",
                           c->kv_len, p->base.block, p->base.nk, maxg);
+    uint32_t rows = 256 / (c->head_dim * (uint32_t)baatt_dtype_size(c->dtype) / 16), longest = p->pq > p->pk ? p->pq : p->pk;
+    if (!c->dense && (longest + rows - 1) / rows > maxg)
+        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
+                          "sequence length %u (padded to %u) needs %u workgroups of %u rows for the norm keys, over the "
+                          "device's workgroup-count limit (%u)",
+                          c->q_len > c->kv_len ? c->q_len : c->kv_len, longest, (longest + rows - 1) / rows, rows, maxg);
     return BAATT_OK;
 }
 
@@ -539,7 +546,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
         uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
-        uint32_t rows = 256 / (pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16); /* sort_keys' R */
+        uint32_t rows = 256 / (pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16); /* sort_keys' R (check_device) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
         pc.sort_k = 0;

@@ -714,6 +714,16 @@ static void bad_baatt_configs(void **s)
     th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort 3");
     z = c, z.norm_sort = -1;
     th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort -1");
+    /* fp32 at head_dim 128 reads 8 rows per norm-key workgroup: 2^19 rows need 65536 workgroups,
+     * one past the smallest maxComputeWorkGroupCount[0] Vulkan allows (lavapipe's). Devices with
+     * a larger limit must create the plan. */
+    z = make(1, 1, 1, 1u << 19, 1u << 19, 128, 64, 0.5f);
+    z.dtype = BAATT_DTYPE_F32;
+    baatt_plan *plan = NULL;
+    baatt_status st = baatt_plan_create(th_ctx, &z, &plan);
+    if (st == BAATT_ERROR_TOO_LARGE) assert_non_null(strstr(baatt_context_error(th_ctx), "norm keys"));
+    else assert_int_equal(st, BAATT_OK);
+    baatt_plan_destroy(plan);
 }
 
 int main(void)
