@@ -167,7 +167,9 @@ static void choose_score(baatt_plan *p)
 /* Selection: one subgroup per row (select_row: no workgroup barriers) in keep-ratio mode where
  * the device has subgroup arithmetic and ballots and a row is at most 64 keys per lane (at 128 it was no faster on the H100, 256K); else a
  * workgroup per row (select_sg, or select with shared-memory reductions). BAATT_SELECT_ROW=0
- * forces the latter. */
+ * forces the latter. select_row relies on subgroups of exactly the reported size, which holds for
+ * the SPIR-V 1.5 of the default build target (vulkan1.2); a vulkan1.3 target (SPIR-V 1.6) would
+ * let a driver vary it, and needs a required subgroup size on the pipeline first. */
 static void choose_select(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
