@@ -406,6 +406,28 @@ static void baatt_many_chunks_timed(void **s)
     assert_true(fabs(sum - rs.gpu_ms) <= 1e-6 * rs.gpu_ms);
 }
 
+/* Tokens far from the origin (a common offset of 100 on unit-spread values, fp32): the block
+ * variance must come out to fp32 accuracy relative to the spread, not to the offset (a naive
+ * E[x^2] - E[x]^2 loses ~1e4 x 6e-8 here; stats.comp shifts by the block's first token). */
+static void baatt_stats_offset(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 200, 330, 64, 64, 0.5f);
+    gpu_result r;
+    result_init(&c, &r);
+    uint64_t rng = th_seed() ^ 0x0FF5E7u;
+    r.q = inputs(&rng, &c, r.qn, 1), r.k = inputs(&rng, &c, r.kn, 0);
+    r.v = th_random_tensor(&rng, c.dtype, r.kn, 1.0f);
+    for (size_t i = 0; i < r.qn; i++) ((float *)r.q)[i] += 100.0f;
+    for (size_t i = 0; i < r.kn; i++) ((float *)r.k)[i] += 100.0f;
+    assert_int_equal(run_plan(&r), BAATT_OK);
+    float *qm, *qv, *km, *kv;
+    check_stats(&r, r.q, c.heads, c.q_len, r.pq, r.qfeat, 1, &qm, &qv);
+    check_stats(&r, r.k, c.kv_heads, c.kv_len, r.pk, r.kfeat, 0, &km, &kv);
+    free(qm), free(qv), free(km), free(kv);
+    free_result(&r);
+}
+
 /* keep_ratio = 1 selects everything: BA-Att equals dense attention to rounding. */
 static void baatt_keep_one_is_dense(void **s)
 {
@@ -731,7 +753,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
