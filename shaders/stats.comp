@@ -25,21 +25,17 @@ layout(set = 0, binding = BIND_QS) writeonly buffer QSB { uvec4 qs4[]; };
 layout(set = 0, binding = BIND_KS) writeonly buffer KSB { uvec4 ks4[]; };
 
 const uint RV = D / VEC_N, G = 256 / RV;
-// Source rows of the block's tokens, read once per workgroup.
+// Source rows of the block's tokens, read once per workgroup (both passes use them).
 // pc.identity: the original-order blocking whatever the perms hold (auto sort).
 shared uint rows[128];
-shared float part1[G * D], part2[G * D];   // [row group][dim] partial sums of d and d^2
+shared float part[G * D];   // [row group][dim] partial sums
+shared float mean_sh[D];
 
-// One pass over the block, on the data shifted by its first token x0 (d = x - x0): the mean is
-// x0 + S1 / n and the variance S2 / n - (S1 / n)^2, which only cancels on the scale of the
-// spread, not of the tokens' distance from the origin (the reason the previous kernel read the
-// block twice). Invocation (g, a) sums rows g, g + G, ... of its VEC_N dims; dimension d's totals
-// land in part1[d], part2[d]. copy: also write the rows to the sorted copy (block row s0 + t).
-void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, bool copy) {
-    uint v0 = (hd * len + rows[0]) * RV + a;
-    vec4 xlo, xhi;
-    unpack_vec(pc.which == 0 ? q4[v0] : k4[v0], xlo, xhi);
-    vec4 s1lo = vec4(0.0), s1hi = vec4(0.0), s2lo = vec4(0.0), s2hi = vec4(0.0);
+// Sum over this invocation's rows (t = g, g + G, ...) of its VEC_N dims, minus m, to the power p
+// (1 or 2), reduced over the row groups: dimension d's total lands in part[d]. copy: also write
+// the rows to the sorted copy (block row s0 + t).
+void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy) {
+    vec4 slo = vec4(0.0), shi = vec4(0.0);
     for (uint t = g; t < n; t += G) {
         uint v = (hd * len + rows[t]) * RV + a, c = (hd * len + s0 + t) * RV + a;
         uvec4 w = pc.which == 0 ? q4[v] : k4[v];
@@ -47,13 +43,20 @@ void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, bool copy) {
         if (copy && pc.which != 0) ks4[c] = w;
         vec4 lo, hi;
         unpack_vec(w, lo, hi);
-        lo -= xlo, hi -= xhi;
-        s1lo += lo, s1hi += hi;
-        s2lo += lo * lo, s2hi += hi * hi;
+        lo -= mlo, hi -= mhi;
+        slo += square ? lo * lo : lo;
+        shi += square ? hi * hi : hi;
     }
     uint o = g * D + a * VEC_N;
-    for (uint e = 0; e < 4; e++) part1[o + e] = s1lo[e], part2[o + e] = s2lo[e];
-    for (uint e = 4; e < VEC_N; e++) part1[o + e] = s1hi[e - 4], part2[o + e] = s2hi[e - 4];
+    for (uint e = 0; e < 4; e++) part[o + e] = slo[e];
+    for (uint e = 4; e < VEC_N; e++) part[o + e] = shi[e - 4];
+    barrier();
+    uint d = gl_LocalInvocationID.x;
+    if (d < D) {
+        float s = 0.0;
+        for (uint h = 0; h < G; h++) s += part[h * D + d];
+        part[d] = s;   // row group 0's slot: read only by d itself above
+    }
     barrier();
 }
 
@@ -65,16 +68,17 @@ void main() {
     for (uint t = tid; t < n; t += 256)
         rows[t] = pc.identity != 0 ? s0 + t : uint(pc.which == 0 ? perm_q[hd * len + s0 + t] : perm_k[hd * len + s0 + t]);
     barrier();
-    block_sums(hd, len, s0, n, tid / RV, tid % RV, COPY && pc.identity == 0u);
+    uint g = tid / RV, a = tid % RV;
+    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.identity == 0u);
+    if (tid < D) mean_sh[tid] = part[tid] / float(n);
+    barrier();
+    // two passes: no cancellation for tokens far from the origin
+    vec4 mlo, mhi = vec4(0.0);
+    for (uint e = 0; e < 4; e++) mlo[e] = mean_sh[a * VEC_N + e];
+    for (uint e = 4; e < VEC_N; e++) mhi[e - 4] = mean_sh[a * VEC_N + e];
+    block_sums(hd, len, s0, n, g, a, mlo, mhi, true, false);
     if (tid >= D) return;
-    float s1 = 0.0, s2 = 0.0;
-    for (uint h = 0; h < G; h++) s1 += part1[h * D + tid], s2 += part2[h * D + tid];
-    uint v0 = (hd * len + rows[0]) * RV + tid / VEC_N;
-    vec4 xlo, xhi;
-    unpack_vec(pc.which == 0 ? q4[v0] : k4[v0], xlo, xhi);
-    uint e = tid % VEC_N;
-    float x0 = e < 4 ? xlo[e] : xhi[e - 4], dm = s1 / float(n);
-    float m = x0 + dm, var = max(s2 / float(n) - dm * dm, 0.0);
+    float m = mean_sh[tid], var = part[tid] / float(n);
     uint o = (hd * nb + blk) * 3 * D;
     if (pc.which == 0) {
         qfeat[o + tid] = pc.scale * m;

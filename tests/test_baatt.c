@@ -408,7 +408,8 @@ static void baatt_many_chunks_timed(void **s)
 
 /* Tokens far from the origin (a common offset of 100 on unit-spread values, fp32): the block
  * variance must come out to fp32 accuracy relative to the spread, not to the offset (a naive
- * E[x^2] - E[x]^2 loses ~1e4 x 6e-8 here; stats.comp shifts by the block's first token). */
+ * E[x^2] - E[x]^2 loses ~1e4 x 6e-8 here and fails this test; stats.comp's second pass
+ * subtracts the block mean). */
 static void baatt_stats_offset(void **s)
 {
     (void)s;
