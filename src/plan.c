@@ -22,6 +22,8 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
+enum { PROF_KINDS = 12 }; /* pipeline kinds of the dispatch profile (prof_names) */
+
 struct baatt_plan {
     baatt_context *ctx;
     baatt_config cfg;
@@ -61,8 +63,8 @@ struct baatt_plan {
     uint32_t recorded, profiled;        /* recordings made; the last one whose marks were summed */
     uint32_t prof_runs;                 /* runs summed into prof_ms */
     uint32_t prof_marks;                /* dispatch marks in the current recording */
-    double prof_ms[12];                 /* per pipeline kind (prof_names), summed over runs */
-    uint32_t prof_n[12];
+    double prof_ms[PROF_KINDS];         /* per pipeline kind (prof_names), summed over runs */
+    uint32_t prof_n[PROF_KINDS];
     VkPipeline p_keys, p_local, p_global, p_perm, p_stats, p_score, p_select, p_attn;
     int ran;
 };
@@ -165,9 +167,9 @@ static void choose_score(baatt_plan *p)
 }
 
 /* Selection: one subgroup per row (select_row: no workgroup barriers) in keep-ratio mode where
- * the device has subgroup arithmetic and ballots and a row is at most 64 keys per lane (at 128 it was no faster on the H100, 256K); else a
- * workgroup per row (select_sg, or select with shared-memory reductions). BAATT_SELECT_ROW=0
- * forces the latter. select_row relies on subgroups of exactly the reported size, which holds for
+ * the device has subgroup arithmetic and ballots and a row is at most 64 keys per lane (at 128,
+ * 256K on the H100, it was no faster); else a workgroup per row (select_sg, or select with
+ * shared-memory reductions). BAATT_SELECT_ROW=0 forces the latter. select_row relies on subgroups of exactly the reported size, which holds for
  * the SPIR-V 1.5 of the default build target (vulkan1.2); a vulkan1.3 target (SPIR-V 1.6) would
  * let a driver vary it, and needs a required subgroup size on the pipeline first. */
 static void choose_select(baatt_plan *p)
@@ -261,14 +263,14 @@ static baatt_status fill_push(baatt_plan *p)
  * into its dispatches (the sort's local and global passes, the permutations inside "attend").
  * Dispatches recorded without a barrier between them overlap; the later one gets the overlap. */
 enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
-static const char *const prof_names[12] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats", "split",
+static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats", "split",
                                           "score", "select", "auto_recall", "auto_choose", "permute", "attention"};
 
 static int prof_kind(const baatt_plan *p, VkPipeline pipe)
 {
-    const VkPipeline k[12] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
+    const VkPipeline k[PROF_KINDS] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
                               p->p_score, p->p_select, p->p_recall, p->p_choose, p->p_permute, p->p_attn};
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < PROF_KINDS; i++)
         if (k[i] == pipe) return i;
     return 0;
 }
@@ -278,7 +280,7 @@ static void prof_print(const baatt_plan *p)
     uint32_t runs = p->prof_runs;
     if (!p->profile || !runs) return;
     fprintf(stderr, "baatt: dispatch profile, mean of %u run(s) (BAATT_PROFILE):\n", runs);
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < PROF_KINDS; i++)
         if (p->prof_n[i])
             fprintf(stderr, "  %-12s %9.3f ms  %6.1f dispatches\n", prof_names[i], p->prof_ms[i] / runs,
                     (double)p->prof_n[i] / runs);
@@ -337,9 +339,9 @@ static baatt_status create_scratch(baatt_plan *p)
                       "sort keys"));
     BAATT_TRY(scratch(p, &p->qfeat, sparse ? f * p->bh * b->nq : 4, "query block features"));
     BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
-    uint64_t split = p->score_kc ? 2 * f : 0; /* two bf16 parts per fp32 feature: as many bytes */
-    BAATT_TRY(scratch(p, &p->qsplit, split ? split / 2 * p->bh * b->nq : 4, "query block features (bf16 parts)"));
-    BAATT_TRY(scratch(p, &p->ksplit, split ? split / 2 * p->bhkv * b->nk : 4, "key block features (bf16 parts)"));
+    int split = p->score_kc != 0; /* two bf16 parts per fp32 feature: as many bytes as the features */
+    BAATT_TRY(scratch(p, &p->qsplit, split ? f * p->bh * b->nq : 4, "query block features (bf16 parts)"));
+    BAATT_TRY(scratch(p, &p->ksplit, split ? f * p->bhkv * b->nk : 4, "key block features (bf16 parts)"));
     BAATT_TRY(scratch(p, &p->logits, sparse ? 4ull * p->chunk_heads * p->chunk_rows * b->nk : 4, "block logits"));
     uint64_t slots = p->auto_sort ? 2 : 1;
     BAATT_TRY(scratch(p, &p->mask, sparse ? 4ull * slots * p->bh * b->nq * b->words : 4, "selection mask"));
