@@ -22,7 +22,7 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
-enum { PROF_KINDS = 12 }; /* pipeline kinds of the dispatch profile (prof_names) */
+enum { PROF_KINDS = 13 }; /* pipeline kinds of the dispatch profile (prof_names) */
 
 struct baatt_plan {
     baatt_context *ctx;
@@ -71,6 +71,11 @@ struct baatt_plan {
 
 /* ------------------------------------------------------------------------------------------ */
 /* geometry                                                                                   */
+
+/* 16-byte vectors in a row of Q/K/V, and rows per 256-invocation workgroup of the stages that
+ * read rows as such vectors (sort_keys, permute: one vector per invocation). */
+static uint32_t row_vectors(const baatt_config *c) { return c->head_dim * (uint32_t)baatt_dtype_size(c->dtype) / 16; }
+static uint32_t vector_rows_per_wg(const baatt_config *c) { return 256 / row_vectors(c); }
 
 static uint32_t pow2_at_least(uint32_t n)
 {
@@ -264,15 +269,15 @@ static baatt_status fill_push(baatt_plan *p)
  * Dispatches recorded without a barrier between them overlap; the later one gets the overlap. */
 enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
 static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats", "split",
-                                          "score", "select", "auto_recall", "auto_choose", "permute", "attention"};
+                                          "score", "select", "auto_recall", "auto_choose", "permute", "attention", "other"};
 
 static int prof_kind(const baatt_plan *p, VkPipeline pipe)
 {
-    const VkPipeline k[PROF_KINDS] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
+    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
                               p->p_score, p->p_select, p->p_recall, p->p_choose, p->p_permute, p->p_attn};
-    for (int i = 0; i < PROF_KINDS; i++)
+    for (int i = 0; i < PROF_KINDS - 1; i++)
         if (k[i] == pipe) return i;
-    return 0;
+    return PROF_KINDS - 1;
 }
 
 static void prof_print(const baatt_plan *p)
@@ -311,7 +316,7 @@ static baatt_status check_device(baatt_plan *p)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
                           "kv_len %u in blocks of %u gives %u key blocks, over the device's workgroup-count limit (%u)",
                           c->kv_len, p->base.block, p->base.nk, maxg);
-    uint32_t rows = 256 / (c->head_dim * (uint32_t)baatt_dtype_size(c->dtype) / 16), longest = p->pq > p->pk ? p->pq : p->pk;
+    uint32_t rows = vector_rows_per_wg(c), longest = p->pq > p->pk ? p->pq : p->pk;
     if (!c->dense && (longest + rows - 1) / rows > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
                           "sequence length %u (padded to %u) needs %u workgroups of %u rows for the norm keys, over the "
@@ -365,7 +370,7 @@ static baatt_status create_pipelines(baatt_plan *p)
     if (p->attn_cm2) {
         uint32_t pad = (uint32_t)baatt_env_int("BAATT_CM2_PAD", 0); /* occupancy probe, bytes */
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad};
-        uint32_t rv = d * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
+        uint32_t rv = row_vectors(&p->cfg);
         BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 6, &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
@@ -550,7 +555,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
         uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
-        uint32_t rows = 256 / (pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16); /* sort_keys' R (check_device) */
+        uint32_t rows = vector_rows_per_wg(&p->cfg); /* sort_keys' R */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
         pc.sort_k = 0;
@@ -643,10 +648,10 @@ static void record_permute(rec *r, uint32_t which)
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
     pc.which = which;
-    uint32_t rv = pc.head_dim * (uint32_t)baatt_dtype_size(p->cfg.dtype) / 16;
     int kv = which == 1 || which == 3;
     uint32_t len = kv ? pc.kv_len : pc.q_len, heads = kv ? p->bhkv : p->bh;
-    dispatch(r, p->p_permute, &pc, (len * rv + 255) / 256, heads, 1);
+    uint32_t rows = vector_rows_per_wg(&p->cfg);
+    dispatch(r, p->p_permute, &pc, (len + rows - 1) / rows, heads, 1);
 }
 
 /* The attention stage; the cooperative-matrix-2 sparse path reads norm-sorted copies of Q, K, V
