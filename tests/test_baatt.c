@@ -690,6 +690,33 @@ static void tensor_core_path_chosen(void **s)
     }
 }
 
+/* Which selection build a plan runs: one subgroup per row only in keep-ratio mode and not when
+ * BAATT_SELECT_ROW=0 forces a workgroup per row (CI runs every selection test that way too). */
+static const char *select_path_of(baatt_config c)
+{
+    baatt_plan *plan = NULL;
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
+    static char path[32];
+    snprintf(path, sizeof path, "%s", baatt_plan_select_path(plan));
+    baatt_plan_destroy(plan);
+    return path;
+}
+
+static void select_path_rules(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f);
+    print_message("keep ratio: %s\n", select_path_of(c));
+    baatt_config t = c;
+    t.select_mode = BAATT_SELECT_MASS_THRESHOLD, t.mass_threshold = 0.9f;
+    assert_string_not_equal(select_path_of(t), "select_row");
+    const char *saved = getenv("BAATT_SELECT_ROW");
+    setenv("BAATT_SELECT_ROW", "0", 1);
+    assert_string_not_equal(select_path_of(c), "select_row");
+    if (saved) setenv("BAATT_SELECT_ROW", saved, 1);
+    else unsetenv("BAATT_SELECT_ROW");
+}
+
 /* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp) on the sparse path: 64- and
  * 128-token blocks (one and two key tiles per block), partial blocks, GQA, bf16; its plans must
  * report it. Skipped where the device or the build cannot run it. */
@@ -754,7 +781,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
