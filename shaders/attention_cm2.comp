@@ -41,6 +41,8 @@ layout(constant_id = 4) const uint TPB = 1;
 // driver allocates for its own operand staging.
 layout(constant_id = 5) const uint PAD = 0;
 shared uint pad_sh[PAD / 4 + 1];
+// SORTED build: write O back to its original rows in the epilogue (else permute.comp does it).
+layout(constant_id = 6) const bool SCATTER = true;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -56,7 +58,18 @@ shared uint pad_sh[PAD / 4 + 1];
 layout(set = 0, binding = SRC_Q) readonly buffer QB { ELT q[]; };
 layout(set = 0, binding = SRC_K) readonly buffer KB { ELT k[]; };
 layout(set = 0, binding = SRC_V) readonly buffer VB { ELT v[]; };
+#ifdef SORTED
+// The sorted output is stored to OS, read back as 16-byte vectors by the whole workgroup and
+// written to its original rows of O here, in the epilogue: a separate scatter pass would read all
+// of OS back from device memory (NOTES.md #34). coherent: the workgroup's stores to OS must be
+// visible to its loads after the barrier.
+layout(set = 0, binding = DST_O) coherent writeonly buffer OB { ELT o[]; };
+layout(set = 0, binding = BIND_OS) coherent readonly buffer OSV { uvec4 os4[]; };
+layout(set = 0, binding = BIND_O) writeonly buffer OV { uvec4 o4[]; };
+layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
+#else
 layout(set = 0, binding = DST_O) writeonly buffer OB { ELT o[]; };
+#endif
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
 
 #define SACC coopmat<float, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseAccumulator>
@@ -70,6 +83,10 @@ float max_op(const in float a, const in float b) { return max(a, b); }
 float first_op(const in float a, const in float b) { return a; }   // smear a row's value
 float max_el(const in uint r, const in uint c, const in float a, const in float b) { return max(a, b); }
 float exp_scaled(const in uint r, const in uint c, const in float x) { return exp(x * pc.scale); }
+// P's exp((x - m) * scale) as one FMA and an exp2, m pre-multiplied by scale * log2(e) in the
+// narrow row matrix (was a subtract and two multiplies per element: -0.5% at 128K, NOTES.md #33).
+const float L2E = 1.4426950408889634;
+float exp_fma(const in uint r, const in uint c, const in float x, const in float m) { return exp2(fma(x, pc.scale * L2E, -m)); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
 }
@@ -100,8 +117,8 @@ void process_tile(uint kv_base, uint s0, bool full) {
     coopMatPerElementNV(M, rowmax, max_el, mold);
     coopMatPerElementNV(em, mold - M, exp_scaled);
     SACC ms, P;
-    coopMatReduceNV(ms, M, gl_CooperativeMatrixReduceRowNV, first_op);
-    coopMatPerElementNV(P, S - ms, exp_scaled);
+    coopMatReduceNV(ms, M * (pc.scale * L2E), gl_CooperativeMatrixReduceRowNV, first_op);
+    coopMatPerElementNV(P, S, exp_fma, ms);
     PMAT pa = PMAT(P);
     coopmat<ELT, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB> ones = coopmat<ELT, gl_ScopeWorkgroup, BC, 16, gl_MatrixUseB>(1.0);
     RACC rowsum = RACC(0.0);
@@ -167,4 +184,15 @@ void main() {
     }
     if (qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+#ifdef SORTED
+    if (!SCATTER) return;
+    memoryBarrierBuffer();
+    barrier();
+    const uint RV = D / 8;   // 16-byte vectors per row of 16-bit elements
+    uint qrow = hd * pc.q_len, n = min(BR, pc.q_len - p0);
+    for (uint e = gl_LocalInvocationID.x; e < n * RV; e += WG) {
+        uint r = p0 + e / RV, a = e % RV;
+        o4[(qrow + uint(perm_q[qrow + r])) * RV + a] = os4[(qrow + r) * RV + a];
+    }
+#endif
 }

@@ -102,4 +102,13 @@ uint kv_of(uint hd) {
 // Bitonic sort key: descending norm, ties by ascending index, as one ascending (hi, lo) pair.
 bool key_less(uvec2 a, uvec2 b) { return a.x < b.x || (a.x == b.x && a.y < b.y); }
 
+// Orders a pair of sort keys: ascending if up.
+void exchange(inout uvec2 a, inout uvec2 b, bool up) {
+    if (key_less(b, a) == up) {
+        uvec2 t = a;
+        a = b;
+        b = t;
+    }
+}
+
 #endif

@@ -5,7 +5,6 @@
 //   which 0: QS[hd][p] = Q[hd][perm_q[p]]
 //   which 1: KS[hd][p] = K[hd][perm_k[p]], VS likewise
 //   which 2: O[hd][perm_q[p]] = OS[hd][p]        (scatter the sorted output back)
-//   which 3: VS only (stats.comp wrote QS and KS)
 // Grid: (ceil(len * RV / 256), heads of the side).
 #include "common.glsl"
 layout(local_size_x = 256) in;
@@ -23,13 +22,13 @@ layout(set = 0, binding = BIND_OS) buffer OS { uvec4 os4[]; };
 
 void main() {
     uint hd = gl_WorkGroupID.y, e = gl_GlobalInvocationID.x;
-    bool kv = pc.which == 1 || pc.which == 3;
+    bool kv = pc.which == 1;
     uint len = kv ? pc.kv_len : pc.q_len;
     if (e >= len * RV) return;
     uint p = e / RV, a = e % RV, sorted = (hd * len + p) * RV + a;
     if (kv) {
         uint src = (hd * len + uint(perm_k[hd * len + p])) * RV + a;
-        if (pc.which == 1) ks4[sorted] = k4[src];
+        ks4[sorted] = k4[src];
         vs4[sorted] = v4[src];
         return;
     }

@@ -13,15 +13,6 @@ layout(constant_id = 1) const uint N = 1024;
 layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
 shared uvec2 sh[N];
 
-// Orders a pair: ascending if up.
-void exchange(inout uvec2 a, inout uvec2 b, bool up) {
-    if (key_less(b, a) == up) {
-        uvec2 t = a;
-        a = b;
-        b = t;
-    }
-}
-
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint n = min(N, pc.padded);

@@ -12,8 +12,8 @@
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint D = 64;
 // COPY (the cooperative-matrix-2 sparse path with a fixed blocking): the first pass also writes
-// the rows it reads, in sorted order, to the side's sorted copy (QS or KS), so permute.comp
-// gathers only V.
+// the rows it reads, in sorted order, to the side's sorted copy (QS, or KS and V's rows to VS),
+// so no permute.comp pass is needed.
 layout(constant_id = 1) const bool COPY = false;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
@@ -23,6 +23,8 @@ layout(set = 0, binding = BIND_QFEAT) writeonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) writeonly buffer KF { float kfeat[]; };
 layout(set = 0, binding = BIND_QS) writeonly buffer QSB { uvec4 qs4[]; };
 layout(set = 0, binding = BIND_KS) writeonly buffer KSB { uvec4 ks4[]; };
+layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
+layout(set = 0, binding = BIND_VS) writeonly buffer VSB { uvec4 vs4[]; };
 
 const uint RV = D / VEC_N, G = 256 / RV;
 // Source rows of the block's tokens, read once per workgroup (both passes use them).
@@ -33,14 +35,14 @@ shared float mean_sh[D];
 
 // Sum over this invocation's rows (t = g, g + G, ...) of its VEC_N dims, minus m, to the power p
 // (1 or 2), reduced over the row groups: dimension d's total lands in part[d]. copy: also write
-// the rows to the sorted copy (block row s0 + t).
+// the rows to the sorted copy (block row s0 + t), on the K side V's rows too.
 void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy) {
     vec4 slo = vec4(0.0), shi = vec4(0.0);
     for (uint t = g; t < n; t += G) {
         uint v = (hd * len + rows[t]) * RV + a, c = (hd * len + s0 + t) * RV + a;
         uvec4 w = pc.which == 0 ? q4[v] : k4[v];
         if (copy && pc.which == 0) qs4[c] = w;
-        if (copy && pc.which != 0) ks4[c] = w;
+        if (copy && pc.which != 0) ks4[c] = w, vs4[c] = v4[v];
         vec4 lo, hi;
         unpack_vec(w, lo, hi);
         lo -= mlo, hi -= mhi;

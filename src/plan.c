@@ -35,7 +35,8 @@ struct baatt_plan {
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
-    int stats_copy;                     /* stats.comp writes the sorted Q/K copies (its COPY) */
+    int stats_copy;                     /* stats.comp writes the sorted Q/K/V copies (its COPY) */
+    int attn_scatter;                   /* the sparse cm2 kernel writes O to its original rows (SCATTER) */
     uint32_t select_rows;               /* select_row: rows per workgroup (one per subgroup); 0: one per workgroup */
     char attn_variant[48];              /* the cm2 shader variant (name in the embedded registry) */
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
@@ -369,9 +370,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
         uint32_t pad = (uint32_t)baatt_env_int("BAATT_CM2_PAD", 0); /* occupancy probe, bytes */
-        uint32_t cm[6] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad};
+        uint32_t cm[7] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad,
+                          (uint32_t)p->attn_scatter};
         uint32_t rv = row_vectors(&p->cfg);
-        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 6, &p->p_attn));
+        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 7, &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};
@@ -386,7 +388,7 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
     uint32_t sl[2] = {p->sort_wg, p->sort_chunk};
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", sl, 2, &p->p_local));
-    BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", NULL, 0, &p->p_global));
+    BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", &p->sort_chunk, 1, &p->p_global));
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
     uint32_t st[2] = {d, (uint32_t)p->stats_copy};
@@ -459,9 +461,12 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
     if (!s) choose_chunks(p), choose_score(p), choose_select(p);
-    /* Statistics write the sorted Q/K copies as they read them, unless auto sort may still
+    /* Statistics write the sorted Q/K/V copies as they read them, unless auto sort may still
      * rewrite the perms after them (then permute.comp copies). BAATT_STATS_COPY=0: permute.comp. */
     p->stats_copy = !s && !cfg->dense && p->attn_cm2 && !p->auto_sort && baatt_env_int("BAATT_STATS_COPY", 1);
+    /* The sparse cm2 kernel scatters its output itself (not the subgroup-scope one);
+     * BAATT_CM2_SCATTER=0: permute.comp does. */
+    p->attn_scatter = !s && !cfg->dense && p->attn_cm2 && !p->attn_sg && baatt_env_int("BAATT_CM2_SCATTER", 1);
     if (!s) s = create_scratch(p);
     if (!s) s = create_pipelines(p);
     if (!s) s = create_descriptors(p);
@@ -555,7 +560,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
         uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
-        uint32_t rows = vector_rows_per_wg(&p->cfg); /* sort_keys' R */
+        uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
         pc.sort_k = 0;
@@ -564,9 +569,11 @@ static void record_sort_side(rec *r, uint32_t which)
         for (uint32_t k = 2 * n; k <= pc.padded; k <<= 1) {
             pc.sort_k = k;
             for (uint32_t j = k >> 1; j >= n; j >>= 1) {
+                int pair = j / 2 >= n; /* two steps in one pass (sort_global.comp) */
                 pc.sort_j = j;
-                dispatch(r, p->p_global, &pc, (pc.padded / 2 + 255) / 256, heads, 1);
+                dispatch(r, p->p_global, &pc, (pc.padded / (pair ? 4 : 2) + 255) / 256, heads, 1);
                 barrier(r);
+                if (pair) j >>= 1;
             }
             dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
             barrier(r);
@@ -642,33 +649,34 @@ static void record_auto(rec *r)
     mark(r, BAATT_STAGE_SELECT);
 }
 
-/* Row gather (which 0: Q, 1: K and V, 3: V only) or scatter (2: O) through the permutations. */
+/* Row gather (which 0: Q, 1: K and V) or scatter (2: O) through the permutations. */
 static void record_permute(rec *r, uint32_t which)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
     pc.which = which;
-    int kv = which == 1 || which == 3;
+    int kv = which == 1;
     uint32_t len = kv ? pc.kv_len : pc.q_len, heads = kv ? p->bhkv : p->bh;
     uint32_t rows = vector_rows_per_wg(&p->cfg);
     dispatch(r, p->p_permute, &pc, (len + rows - 1) / rows, heads, 1);
 }
 
 /* The attention stage; the cooperative-matrix-2 sparse path reads norm-sorted copies of Q, K, V
- * (contiguous key blocks for its tensor loads) and scatters its sorted output back. */
+ * (contiguous key blocks for its tensor loads; the statistics wrote them with stats_copy) and
+ * its sorted output goes back to the original rows (attention_cm2.comp does that itself). */
 static void record_attention(rec *r)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
     int sorted = p->attn_cm2 && !p->cfg.dense;
-    if (sorted) {
-        if (!p->stats_copy) record_permute(r, 0);
-        record_permute(r, p->stats_copy ? 3 : 1);
+    if (sorted && !p->stats_copy) {
+        record_permute(r, 0);
+        record_permute(r, 1);
         barrier(r);
     }
     dispatch(r, p->p_attn, &pc, (pc.q_len + p->attn_br - 1) / p->attn_br, p->bh, 1);
     barrier(r);
-    if (sorted) {
+    if (sorted && !p->attn_scatter) {
         record_permute(r, 2);
         barrier(r);
     }
