@@ -1,7 +1,8 @@
 #version 450
 // Stage 3 on the tensor cores (NV cooperative matrix 2, bf16): the corrected block logits of
 // score.comp,  l[I][J] = qfeat[I] . kfeat[J] + ln(n_J),  as a workgroup-scope T x T tile of a
-// (rows x F) by (F x nk) product per head, each operand in the hi/lo bf16 parts of split.comp:
+// (rows x F) by (F x nk) product per head, each operand in the hi/lo bf16 parts that stats.comp
+// writes (SPLIT):
 //   l ~ hi_q.hi_k + hi_q.lo_k + lo_q.hi_k     (fp32 accumulation; the dropped lo.lo is ~2^-16)
 // QSPLIT [heads][nq][2][F], KSPLIT [kv heads][nk][2][F] bf16 (rows: hi then lo); logits into the
 // chunk's scratch [nheads_chunk][rows][nk] like score.comp. Rows past the chunk and columns past

@@ -4,8 +4,15 @@
 // (SPEC step 3's concatenated GEMM operands):
 //   Q side: [t*m | c*v | c*m^2]     K side: [m | v + m^2 | v]      (c = lambda * t^2 / 2)
 // features: float [heads of side, blocks, 3*D]. One workgroup of 256 invocations per block.
+// SPLIT (tensor-core scoring): the features also go out as two bf16 parts each, for score_cm2:
+//   hi = bf16(x), lo = bf16(x - hi)  (x - hi is exact in fp32),  so that
+//   q.k ~ hi_q.hi_k + hi_q.lo_k + lo_q.hi_k  with ~2^-16 relative error per term where fp32 has
+// 2^-24 (the tests check the logits against the CPU reference's, 1e-4 relative). bf16, not
+// fp16: the features' range is fp32's. QSPLIT / KSPLIT: bf16 [heads of side][blocks][2][3*D]
+// (the hi row, then the lo row), written as packed pairs.
 // Grid: (blocks, heads of this side).
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 // RV = D / VEC_N invocations read a row, 16 bytes each, and G = 256 / RV rows run side by side;
 // partial sums meet in shared memory (one invocation per dimension with 2-byte loads was bound by
 // load instructions, NOTES.md #26).
@@ -15,6 +22,7 @@ layout(constant_id = 0) const uint D = 64;
 // the rows it reads, in sorted order, to the side's sorted copy (QS, or KS and V's rows to VS),
 // so no permute.comp pass is needed.
 layout(constant_id = 1) const bool COPY = false;
+layout(constant_id = 2) const bool SPLIT = false;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
@@ -25,6 +33,8 @@ layout(set = 0, binding = BIND_QS) writeonly buffer QSB { uvec4 qs4[]; };
 layout(set = 0, binding = BIND_KS) writeonly buffer KSB { uvec4 ks4[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
 layout(set = 0, binding = BIND_VS) writeonly buffer VSB { uvec4 vs4[]; };
+layout(set = 0, binding = BIND_QSPLIT) writeonly buffer QX { uint qsplit[]; };
+layout(set = 0, binding = BIND_KSPLIT) writeonly buffer KX { uint ksplit[]; };
 
 const uint RV = D / VEC_N, G = 256 / RV;
 // Source rows of the block's tokens, read once per workgroup (both passes use them).
@@ -32,22 +42,36 @@ const uint RV = D / VEC_N, G = 256 / RV;
 shared uint rows[128];
 shared float part[G * D];   // [row group][dim] partial sums
 shared float mean_sh[D];
+shared float feat_sh[3 * D];   // the block's features (SPLIT)
 
 // Sum over this invocation's rows (t = g, g + G, ...) of its VEC_N dims, minus m, to the power p
 // (1 or 2), reduced over the row groups: dimension d's total lands in part[d]. copy: also write
 // the rows to the sorted copy (block row s0 + t), on the K side V's rows too.
 void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy) {
     vec4 slo = vec4(0.0), shi = vec4(0.0);
-    for (uint t = g; t < n; t += G) {
-        uint v = (hd * len + rows[t]) * RV + a, c = (hd * len + s0 + t) * RV + a;
-        uvec4 w = pc.which == 0 ? q4[v] : k4[v];
-        if (copy && pc.which == 0) qs4[c] = w;
-        if (copy && pc.which != 0) ks4[c] = w, vs4[c] = v4[v];
-        vec4 lo, hi;
-        unpack_vec(w, lo, hi);
-        lo -= mlo, hi -= mhi;
-        slo += square ? lo * lo : lo;
-        shi += square ? hi * hi : hi;
+    // B rows at a time, all loads first: more bytes in flight per invocation (NOTES.md #37)
+    const uint B = 4;
+    for (uint t0 = g; t0 < n; t0 += B * G) {
+        uvec4 w[B], x[B];   // the rows, and V's (K side, copy)
+        [[unroll]] for (uint b = 0; b < B; b++) {
+            uint t = t0 + b * G, v = (hd * len + rows[min(t, n - 1)]) * RV + a;
+            w[b] = t < n ? (pc.which == 0 ? q4[v] : k4[v]) : uvec4(0);
+            if (copy && pc.which != 0 && t < n) x[b] = v4[v];
+        }
+        [[unroll]] for (uint b = 0; b < B; b++) {
+            uint t = t0 + b * G;
+            if (t >= n) break;
+            if (copy) {   // stores after all loads: they could alias the loads' buffers
+                uint c = (hd * len + s0 + t) * RV + a;
+                if (pc.which == 0) qs4[c] = w[b];
+                else ks4[c] = w[b], vs4[c] = x[b];
+            }
+            vec4 lo, hi;
+            unpack_vec(w[b], lo, hi);
+            lo -= mlo, hi -= mhi;
+            slo += square ? lo * lo : lo;
+            shi += square ? hi * hi : hi;
+        }
     }
     uint o = g * D + a * VEC_N;
     for (uint e = 0; e < 4; e++) part[o + e] = slo[e];
@@ -79,16 +103,25 @@ void main() {
     for (uint e = 0; e < 4; e++) mlo[e] = mean_sh[a * VEC_N + e];
     for (uint e = 4; e < VEC_N; e++) mhi[e - 4] = mean_sh[a * VEC_N + e];
     block_sums(hd, len, s0, n, g, a, mlo, mhi, true, false);
-    if (tid >= D) return;
-    float m = mean_sh[tid], var = part[tid] / float(n);
-    uint o = (hd * nb + blk) * 3 * D;
-    if (pc.which == 0) {
-        qfeat[o + tid] = pc.scale * m;
-        qfeat[o + D + tid] = pc.cov * var;
-        qfeat[o + 2 * D + tid] = pc.cov * m * m;
-    } else {
-        kfeat[o + tid] = m;
-        kfeat[o + D + tid] = var + m * m;
-        kfeat[o + 2 * D + tid] = var;
+    uint row = hd * nb + blk, o = row * 3 * D;
+    if (tid < D) {
+        float m = mean_sh[tid], var = part[tid] / float(n);
+        vec3 f = pc.which == 0 ? vec3(pc.scale * m, pc.cov * var, pc.cov * m * m) : vec3(m, var + m * m, var);
+        for (uint e = 0; e < 3; e++) {
+            if (pc.which == 0) qfeat[o + e * D + tid] = f[e];
+            else kfeat[o + e * D + tid] = f[e];
+            feat_sh[e * D + tid] = f[e];
+        }
     }
+    if (!SPLIT) return;
+    barrier();
+    const uint HF = 3 * D / 2;   // feature pairs, one packed word each
+    if (tid >= HF) return;
+    vec2 x = vec2(feat_sh[2 * tid], feat_sh[2 * tid + 1]);
+    uvec2 hi = uvec2(bf16_bits(x.x), bf16_bits(x.y));
+    vec2 r = x - uintBitsToFloat(hi << 16);
+    uint hw = hi.x | (hi.y << 16), lw = bf16_bits(r.x) | (bf16_bits(r.y) << 16);
+    uint w = row * 2 * HF + tid;
+    if (pc.which == 0) qsplit[w] = hw, qsplit[w + HF] = lw;
+    else ksplit[w] = hw, ksplit[w + HF] = lw;
 }

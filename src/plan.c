@@ -22,7 +22,7 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
-enum { PROF_KINDS = 13 }; /* pipeline kinds of the dispatch profile (prof_names) */
+enum { PROF_KINDS = 12 }; /* pipeline kinds of the dispatch profile (prof_names) */
 
 struct baatt_plan {
     baatt_context *ctx;
@@ -43,7 +43,6 @@ struct baatt_plan {
     VkPipeline p_permute;
     uint32_t score_t, score_kc;         /* logit tile; feature step of the tensor-core score (0: scalar) */
     baatt_buffer qsplit, ksplit;        /* bf16 hi/lo block features (tensor-core score only) */
-    VkPipeline p_split;
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
     /* Auto sort (cfg.norm_sort == BAATT_SORT_AUTO): MASK and COUNTS hold two slots (slot 0 the
      * sorted selection, then the chosen one; slot 1 the original-order selection) and AUTO the
@@ -154,7 +153,7 @@ static int choose_cm2(baatt_plan *p)
     return 1;
 }
 
-/* Tensor-core logit product (score_cm2.comp on the bf16 hi/lo parts of split.comp; ~2^-16
+/* Tensor-core logit product (score_cm2.comp on the bf16 hi/lo parts that stats.comp writes; ~2^-16
  * relative error per term) where the device has bf16 cooperative matrix 2 and the variants were
  * built; else, or with BAATT_SCORE_CM2=0, the fp32 scalar product (score.comp, 64 x 64 tiles).
  * Experiment knobs: BAATT_SCORE_T (output tile, 64 or 128), BAATT_SCORE_KC (feature step). */
@@ -165,7 +164,7 @@ static void choose_score(baatt_plan *p)
     p->score_t = 64;
     p->score_kc = 0;
     if (p->cfg.dense || !baatt_env_int("BAATT_SCORE_CM2", 1) || (ctx->features & need) != need ||
-        !baatt_shader_available("score_cm2") || !baatt_shader_available("split"))
+        !baatt_shader_available("score_cm2"))
         return;
     int kc = baatt_env_int("BAATT_SCORE_KC", 64);
     p->score_kc = kc == 16 || kc == 32 ? (uint32_t)kc : 64; /* all divide 3 x head_dim (64 or 128) */
@@ -269,12 +268,12 @@ static baatt_status fill_push(baatt_plan *p)
  * into its dispatches (the sort's local and global passes, the permutations inside "attend").
  * Dispatches recorded without a barrier between them overlap; the later one gets the overlap. */
 enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
-static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats", "split",
+static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats",
                                           "score", "select", "auto_recall", "auto_choose", "permute", "attention", "other"};
 
 static int prof_kind(const baatt_plan *p, VkPipeline pipe)
 {
-    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,   p->p_split,
+    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,
                               p->p_score, p->p_select, p->p_recall, p->p_choose, p->p_permute, p->p_attn};
     for (int i = 0; i < PROF_KINDS - 1; i++)
         if (k[i] == pipe) return i;
@@ -391,11 +390,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", &p->sort_chunk, 1, &p->p_global));
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
-    uint32_t st[2] = {d, (uint32_t)p->stats_copy};
-    BAATT_TRY(baatt_pipeline_get(ctx, name, st, 2, &p->p_stats));
+    uint32_t st[3] = {d, (uint32_t)p->stats_copy, p->score_kc != 0};
+    BAATT_TRY(baatt_pipeline_get(ctx, name, st, 3, &p->p_stats));
     if (p->score_kc) {
         uint32_t sc[4] = {2 * p->score_t, d, p->score_t, p->score_kc}; /* 4 or 8 subgroups (NOTES #21, #30) */
-        BAATT_TRY(baatt_pipeline_get(ctx, "split", &d, 1, &p->p_split));
         BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
     } else
         BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
@@ -547,39 +545,51 @@ static void dispatch(rec *r, VkPipeline pipe, const baatt_push *pc, uint32_t x, 
 
 static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
 
-/* Norm keys, bitonic sort (local chunks, then global merge steps with local tails) and the
- * permutation of one side (which = 0: Q, 1: K). */
-static void record_sort_side(rec *r, uint32_t which)
+/* Norm sort of both sides (Q, then K): norm keys, local bitonic sorts of sort_chunk keys, the
+ * global steps and local tails of each longer stage, then the permutations. The two sides'
+ * dispatches of a step share one barrier (half the barriers of sorting the sides one after the
+ * other, and a side's tail overlaps the other's). */
+static void record_sort(rec *r)
 {
     baatt_plan *p = r->p;
-    baatt_push pc = p->base;
-    uint32_t heads = which ? p->bhkv : p->bh, len = which ? pc.kv_len : pc.q_len;
-    pc.which = which;
-    pc.padded = which ? p->pk : p->pq;
-    pc.key_offset = which ? p->bh * p->pq : 0;
-    pc.identity = !p->cfg.norm_sort;
+    baatt_push pc[2] = {p->base, p->base};
+    uint32_t heads[2] = {p->bh, p->bhkv}, len[2] = {p->base.q_len, p->base.kv_len}, n[2], longest = 0;
+    for (uint32_t w = 0; w < 2; w++) {
+        pc[w].which = w;
+        pc[w].padded = w ? p->pk : p->pq;
+        pc[w].key_offset = w ? p->bh * p->pq : 0;
+        pc[w].identity = !p->cfg.norm_sort;
+        n[w] = p->sort_chunk < pc[w].padded ? p->sort_chunk : pc[w].padded;
+        if (pc[w].padded > longest) longest = pc[w].padded;
+    }
     if (p->cfg.norm_sort) {
-        uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R */
-        dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
+        for (uint32_t w = 0; w < 2; w++) dispatch(r, p->p_keys, &pc[w], (pc[w].padded + rows - 1) / rows, heads[w], 1);
         barrier(r);
-        pc.sort_k = 0;
-        dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
+        for (uint32_t w = 0; w < 2; w++) {
+            pc[w].sort_k = 0;
+            dispatch(r, p->p_local, &pc[w], pc[w].padded / n[w], heads[w], 1);
+        }
         barrier(r);
-        for (uint32_t k = 2 * n; k <= pc.padded; k <<= 1) {
-            pc.sort_k = k;
-            for (uint32_t j = k >> 1; j >= n; j >>= 1) {
-                int pair = j / 2 >= n; /* two steps in one pass (sort_global.comp) */
-                pc.sort_j = j;
-                dispatch(r, p->p_global, &pc, (pc.padded / (pair ? 4 : 2) + 255) / 256, heads, 1);
+        /* stage k exists on a side whose padded length reaches it; there n = sort_chunk */
+        for (uint32_t k = 2 * p->sort_chunk; k <= longest; k <<= 1) {
+            for (uint32_t j = k >> 1; j >= p->sort_chunk; j >>= 1) {
+                int pair = j / 2 >= p->sort_chunk; /* two steps in one pass (sort_global.comp) */
+                for (uint32_t w = 0; w < 2; w++) {
+                    if (k > pc[w].padded) continue;
+                    pc[w].sort_k = k;
+                    pc[w].sort_j = j;
+                    dispatch(r, p->p_global, &pc[w], (pc[w].padded / (pair ? 4 : 2) + 255) / 256, heads[w], 1);
+                }
                 barrier(r);
                 if (pair) j >>= 1;
             }
-            dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
+            for (uint32_t w = 0; w < 2; w++)
+                if (k <= pc[w].padded) dispatch(r, p->p_local, &pc[w], pc[w].padded / n[w], heads[w], 1);
             barrier(r);
         }
     }
-    dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
+    for (uint32_t w = 0; w < 2; w++) dispatch(r, p->p_perm, &pc[w], (len[w] + 255) / 256, heads[w], 1);
 }
 
 /* identity: statistics of the original-order blocks, whatever the perms hold (auto sort). */
@@ -591,13 +601,6 @@ static void record_stats(rec *r, uint32_t identity)
     for (uint32_t which = 0; which < 2; which++) {
         pc.which = which;
         dispatch(r, p->p_stats, &pc, which ? pc.nk : pc.nq, which ? p->bhkv : p->bh, 1);
-    }
-    if (!p->score_kc) return;
-    barrier(r);
-    for (uint32_t which = 0; which < 2; which++) {
-        pc.which = which;
-        uint32_t pairs = (which ? pc.nk : pc.nq) * 3 * pc.head_dim / 2;
-        dispatch(r, p->p_split, &pc, (pairs + 255) / 256, which ? p->bhkv : p->bh, 1);
     }
 }
 
@@ -716,8 +719,7 @@ static void record_stages(rec *r)
     barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
     mark(r, -1);
     if (!p->cfg.dense) {
-        record_sort_side(r, 0);
-        record_sort_side(r, 1);
+        record_sort(r);
         barrier(r);
         mark(r, BAATT_STAGE_SORT);
         record_stats(r, 0);
