@@ -545,51 +545,39 @@ static void dispatch(rec *r, VkPipeline pipe, const baatt_push *pc, uint32_t x, 
 
 static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
 
-/* Norm sort of both sides (Q, then K): norm keys, local bitonic sorts of sort_chunk keys, the
- * global steps and local tails of each longer stage, then the permutations. The two sides'
- * dispatches of a step share one barrier (half the barriers of sorting the sides one after the
- * other, and a side's tail overlaps the other's). */
-static void record_sort(rec *r)
+/* Norm keys, bitonic sort (local chunks, then global merge steps with local tails) and the
+ * permutation of one side (which = 0: Q, 1: K). */
+static void record_sort_side(rec *r, uint32_t which)
 {
     baatt_plan *p = r->p;
-    baatt_push pc[2] = {p->base, p->base};
-    uint32_t heads[2] = {p->bh, p->bhkv}, len[2] = {p->base.q_len, p->base.kv_len}, n[2], longest = 0;
-    for (uint32_t w = 0; w < 2; w++) {
-        pc[w].which = w;
-        pc[w].padded = w ? p->pk : p->pq;
-        pc[w].key_offset = w ? p->bh * p->pq : 0;
-        pc[w].identity = !p->cfg.norm_sort;
-        n[w] = p->sort_chunk < pc[w].padded ? p->sort_chunk : pc[w].padded;
-        if (pc[w].padded > longest) longest = pc[w].padded;
-    }
+    baatt_push pc = p->base;
+    uint32_t heads = which ? p->bhkv : p->bh, len = which ? pc.kv_len : pc.q_len;
+    pc.which = which;
+    pc.padded = which ? p->pk : p->pq;
+    pc.key_offset = which ? p->bh * p->pq : 0;
+    pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
+        uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R */
-        for (uint32_t w = 0; w < 2; w++) dispatch(r, p->p_keys, &pc[w], (pc[w].padded + rows - 1) / rows, heads[w], 1);
+        dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
-        for (uint32_t w = 0; w < 2; w++) {
-            pc[w].sort_k = 0;
-            dispatch(r, p->p_local, &pc[w], pc[w].padded / n[w], heads[w], 1);
-        }
+        pc.sort_k = 0;
+        dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
         barrier(r);
-        /* stage k exists on a side whose padded length reaches it; there n = sort_chunk */
-        for (uint32_t k = 2 * p->sort_chunk; k <= longest; k <<= 1) {
-            for (uint32_t j = k >> 1; j >= p->sort_chunk; j >>= 1) {
-                int pair = j / 2 >= p->sort_chunk; /* two steps in one pass (sort_global.comp) */
-                for (uint32_t w = 0; w < 2; w++) {
-                    if (k > pc[w].padded) continue;
-                    pc[w].sort_k = k;
-                    pc[w].sort_j = j;
-                    dispatch(r, p->p_global, &pc[w], (pc[w].padded / (pair ? 4 : 2) + 255) / 256, heads[w], 1);
-                }
+        for (uint32_t k = 2 * n; k <= pc.padded; k <<= 1) {
+            pc.sort_k = k;
+            for (uint32_t j = k >> 1; j >= n; j >>= 1) {
+                int pair = j / 2 >= n; /* two steps in one pass (sort_global.comp) */
+                pc.sort_j = j;
+                dispatch(r, p->p_global, &pc, (pc.padded / (pair ? 4 : 2) + 255) / 256, heads, 1);
                 barrier(r);
                 if (pair) j >>= 1;
             }
-            for (uint32_t w = 0; w < 2; w++)
-                if (k <= pc[w].padded) dispatch(r, p->p_local, &pc[w], pc[w].padded / n[w], heads[w], 1);
+            dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
             barrier(r);
         }
     }
-    for (uint32_t w = 0; w < 2; w++) dispatch(r, p->p_perm, &pc[w], (len[w] + 255) / 256, heads[w], 1);
+    dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
 }
 
 /* identity: statistics of the original-order blocks, whatever the perms hold (auto sort). */
@@ -719,7 +707,10 @@ static void record_stages(rec *r)
     barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
     mark(r, -1);
     if (!p->cfg.dense) {
-        record_sort(r);
+        /* one side after the other: running both at once made the sort slower (2.17 -> 2.31 ms
+         * at 128K, NOTES.md #38; their 2 x 32 MiB of keys outgrow the L2) */
+        record_sort_side(r, 0);
+        record_sort_side(r, 1);
         barrier(r);
         mark(r, BAATT_STAGE_SORT);
         record_stats(r, 0);
