@@ -46,14 +46,16 @@ shared float feat_sh[3 * D];   // the block's features (SPLIT)
 
 // Sum over this invocation's rows (t = g, g + G, ...) of its VEC_N dims, minus m, to the power p
 // (1 or 2), reduced over the row groups: dimension d's total lands in part[d]. copy: also write
-// the rows to the sorted copy (block row s0 + t), on the K side V's rows too.
-void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy) {
+// the rows to the sorted copy (block row s0 + t), on the K side V's rows too. held: the rows are
+// still in w from the previous call (a block of at most B * G tokens is one batch).
+const uint B = 4;   // rows per invocation and batch, all loaded first: more bytes in flight (NOTES.md #37)
+uvec4 w[B];
+void block_sums(uint hd, uint len, uint s0, uint n, uint g, uint a, vec4 mlo, vec4 mhi, bool square, bool copy,
+                bool held) {
     vec4 slo = vec4(0.0), shi = vec4(0.0);
-    // B rows at a time, all loads first: more bytes in flight per invocation (NOTES.md #37)
-    const uint B = 4;
     for (uint t0 = g; t0 < n; t0 += B * G) {
-        uvec4 w[B], x[B];   // the rows, and V's (K side, copy)
-        [[unroll]] for (uint b = 0; b < B; b++) {
+        uvec4 x[B];   // V's rows (K side, copy)
+        [[unroll]] for (uint b = 0; b < B && !held; b++) {
             uint t = t0 + b * G, v = (hd * len + rows[min(t, n - 1)]) * RV + a;
             w[b] = t < n ? (pc.which == 0 ? q4[v] : k4[v]) : uvec4(0);
             if (copy && pc.which != 0 && t < n) x[b] = v4[v];
@@ -95,14 +97,15 @@ void main() {
         rows[t] = pc.identity != 0 ? s0 + t : uint(pc.which == 0 ? perm_q[hd * len + s0 + t] : perm_k[hd * len + s0 + t]);
     barrier();
     uint g = tid / RV, a = tid % RV;
-    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.identity == 0u);
+    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.identity == 0u, false);
     if (tid < D) mean_sh[tid] = part[tid] / float(n);
     barrier();
-    // two passes: no cancellation for tokens far from the origin
+    // two passes: no cancellation for tokens far from the origin (the second one re-reads the
+    // rows only for blocks of more than B * G tokens)
     vec4 mlo, mhi = vec4(0.0);
     for (uint e = 0; e < 4; e++) mlo[e] = mean_sh[a * VEC_N + e];
     for (uint e = 4; e < VEC_N; e++) mhi[e - 4] = mean_sh[a * VEC_N + e];
-    block_sums(hd, len, s0, n, g, a, mlo, mhi, true, false);
+    block_sums(hd, len, s0, n, g, a, mlo, mhi, true, false, n <= B * G);
     uint row = hd * nb + blk, o = row * 3 * D;
     if (tid < D) {
         float m = mean_sh[tid], var = part[tid] / float(n);
