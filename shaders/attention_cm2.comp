@@ -6,8 +6,9 @@
 // per-element operations, so nothing goes through our own shared memory. Accumulators are fp32;
 // P is rounded to the input type for the P V product, as FlashAttention does.
 // Dense (default build): Q, K, V, O in the caller's layout. SORTED build: the sparse path, where
-// Q, K, V were gathered into norm-sorted copies by permute.comp (blocks are then contiguous
-// rows) and O is written in sorted order for permute.comp to scatter back.
+// Q, K, V were gathered into norm-sorted copies (by stats.comp, or permute.comp under auto sort;
+// blocks are then contiguous rows) and O is written in sorted order, then scattered back to its
+// original rows by the epilogue (SCATTER) or by permute.comp.
 // Row statistics (max M, sum L, rescale alpha) live in narrow BR x 16 accumulators; they reach
 // the BR x BC and BR x D shapes through row reductions that smear a row's value (per-element
 // operations only take extra matrices of the operand's own shape). The softmax scale is folded
@@ -186,6 +187,9 @@ void main() {
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 #ifdef SORTED
     if (!SCATTER) return;
+    // The GLSL idiom for a workgroup's buffer writes to be visible to its own later reads (both
+    // views coherent). A review suggested controlBarrier(workgroup, workgroup, buffer,
+    // acquire-release) as the stricter form under the Vulkan memory model; not yet measured.
     memoryBarrierBuffer();
     barrier();
     const uint RV = D / 8;   // 16-byte vectors per row of 16-bit elements

@@ -90,7 +90,7 @@ layout(push_constant) uniform Push {
 #define BIND_VS 14
 #define BIND_OS 15
 #define BIND_AUTO 16 // auto sort: sampled recalls [heads][S][2] f32, then sorted flags [kv heads] u32
-#define BIND_QSPLIT 17 // block features as bf16 hi/lo parts (tensor-core scoring, split.comp)
+#define BIND_QSPLIT 17 // block features as bf16 hi/lo parts (tensor-core scoring; stats.comp SPLIT)
 #define BIND_KSPLIT 18
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.

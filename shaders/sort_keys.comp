@@ -20,7 +20,7 @@ float sumsq(uvec4 w) {
 }
 layout(set = 0, binding = BIND_KEYS) writeonly buffer KeyB { uvec2 keys[]; };
 
-const uint RV = D / VEC_N, R = 256 / RV, C = 4;
+const uint RV = D / VEC_N, R = 256 / RV, C = 4;   // C: plan.c's grid assumes 4
 shared float part[C * 256];
 
 void main() {

@@ -124,7 +124,7 @@ void main() {
     uvec2 hi = uvec2(bf16_bits(x.x), bf16_bits(x.y));
     vec2 r = x - uintBitsToFloat(hi << 16);
     uint hw = hi.x | (hi.y << 16), lw = bf16_bits(r.x) | (bf16_bits(r.y) << 16);
-    uint w = row * 2 * HF + tid;
-    if (pc.which == 0) qsplit[w] = hw, qsplit[w + HF] = lw;
-    else ksplit[w] = hw, ksplit[w + HF] = lw;
+    uint at = row * 2 * HF + tid;
+    if (pc.which == 0) qsplit[at] = hw, qsplit[at + HF] = lw;
+    else ksplit[at] = hw, ksplit[at + HF] = lw;
 }

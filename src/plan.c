@@ -310,9 +310,9 @@ static baatt_status check_device(baatt_plan *p)
     if ((c->q_len + 15) / 16 > maxg || p->bh > ctx->limits.maxComputeWorkGroupCount[1] || p->base.nq > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
                           c->q_len, p->bh);
-    /* The K side's statistics dispatch one workgroup per key block; the norm keys and the row
-     * permutations one per 256 / (head_dim * element size / 16) rows of the padded length (8 rows
-     * for fp32 at head_dim 128), which bounds the sort's other passes too. */
+    /* The K side's statistics dispatch one workgroup per key block; the row permutations one per
+     * 256 / (head_dim * element size / 16) rows of the padded length (8 rows for fp32 at head_dim
+     * 128), which bounds the sort's other passes too (the norm keys take 4 times as many rows). */
     if (!c->dense && p->base.nk > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
                           "kv_len %u in blocks of %u gives %u key blocks, over the device's workgroup-count limit (%u)",
@@ -320,7 +320,7 @@ static baatt_status check_device(baatt_plan *p)
     uint32_t rows = vector_rows_per_wg(c), longest = p->pq > p->pk ? p->pq : p->pk;
     if (!c->dense && (longest + rows - 1) / rows > maxg)
         return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
-                          "sequence length %u (padded to %u) needs %u workgroups of %u rows for the norm keys, over the "
+                          "sequence length %u (padded to %u) needs %u workgroups of %u rows for the row copies and norm keys, over the "
                           "device's workgroup-count limit (%u)",
                           c->q_len > c->kv_len ? c->q_len : c->kv_len, longest, (longest + rows - 1) / rows, rows, maxg);
     return BAATT_OK;
@@ -559,7 +559,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
         uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
-        uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R */
+        uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R (C = 4 there) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
         pc.sort_k = 0;
@@ -654,8 +654,9 @@ static void record_permute(rec *r, uint32_t which)
 }
 
 /* The attention stage; the cooperative-matrix-2 sparse path reads norm-sorted copies of Q, K, V
- * (contiguous key blocks for its tensor loads; the statistics wrote them with stats_copy) and
- * its sorted output goes back to the original rows (attention_cm2.comp does that itself). */
+ * (contiguous key blocks for its tensor loads; the statistics wrote them with stats_copy, else
+ * permute.comp does) and its sorted output goes back to the original rows (attention_cm2.comp's
+ * epilogue with attn_scatter, else a permute.comp pass). */
 static void record_attention(rec *r)
 {
     baatt_plan *p = r->p;
