@@ -111,4 +111,13 @@ void exchange(inout uvec2 a, inout uvec2 b, bool up) {
     }
 }
 
+// Steps j and j/2 of a bitonic stage on the four keys at x, x + j/2, x + j, x + 3j/2 of a
+// 2j-block (they meet only each other in those two steps), all in direction up.
+void exchange4(inout uvec2 a, inout uvec2 b, inout uvec2 c, inout uvec2 d, bool up) {
+    exchange(a, c, up);
+    exchange(b, d, up);
+    exchange(a, b, up);
+    exchange(c, d, up);
+}
+
 #endif

@@ -22,11 +22,10 @@ layout(set = 0, binding = BIND_OS) buffer OS { uvec4 os4[]; };
 
 void main() {
     uint hd = gl_WorkGroupID.y, e = gl_GlobalInvocationID.x;
-    bool kv = pc.which == 1;
-    uint len = kv ? pc.kv_len : pc.q_len;
+    uint len = pc.which == 1 ? pc.kv_len : pc.q_len;
     if (e >= len * RV) return;
     uint p = e / RV, a = e % RV, sorted = (hd * len + p) * RV + a;
-    if (kv) {
+    if (pc.which == 1) {
         uint src = (hd * len + uint(perm_k[hd * len + p])) * RV + a;
         ks4[sorted] = k4[src];
         vs4[sorted] = v4[src];

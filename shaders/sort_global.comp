@@ -18,10 +18,7 @@ void main() {
         uint h = j >> 1, i = base + 2 * j * (t / h) + (t % h);
         bool up = ((i - base) & pc.sort_k) == 0;   // k >= 2j: one direction for the 2j-block
         uvec2 a = keys[i], b = keys[i + h], c = keys[i + j], d = keys[i + j + h];
-        exchange(a, c, up);
-        exchange(b, d, up);
-        exchange(a, b, up);
-        exchange(c, d, up);
+        exchange4(a, b, c, d, up);
         keys[i] = a, keys[i + h] = b, keys[i + j] = c, keys[i + j + h] = d;
         return;
     }

@@ -33,10 +33,7 @@ void main() {
                 uint i = 2 * j * (t / h) + (t % h);
                 bool up = ((lbase + i) & k) == 0;   // k >= 2j: one direction for the 2j-block
                 uvec2 a = sh[i], b = sh[i + h], c = sh[i + j], d = sh[i + j + h];
-                exchange(a, c, up);
-                exchange(b, d, up);
-                exchange(a, b, up);
-                exchange(c, d, up);
+                exchange4(a, b, c, d, up);
                 sh[i] = a, sh[i + h] = b, sh[i + j] = c, sh[i + j + h] = d;
             }
             barrier();
