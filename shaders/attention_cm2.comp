@@ -44,6 +44,11 @@ layout(constant_id = 5) const uint PAD = 0;
 shared uint pad_sh[PAD / 4 + 1];
 // SORTED build: write O back to its original rows in the epilogue (else permute.comp does it).
 layout(constant_id = 6) const bool SCATTER = true;
+// No partial tile: bit 0, q_len is a multiple of BR; bit 1, kv_len of BC. The clamped loads and
+// stores and the masking for that side are left out (the host sets only the bits it measured to
+// pay: NOTES.md #42).
+layout(constant_id = 7) const uint FULL = 0;
+const bool QFULL = (FULL & 1u) != 0u, KFULL = (FULL & 2u) != 0u;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -147,7 +152,7 @@ void main() {
     tqu = setTensorLayoutDimensionNV(tqu, pc.q_len, D);
     tku = createTensorLayoutNV(2);
     tku = setTensorLayoutDimensionNV(tku, pc.kv_len, D);
-    qfull = p0 + BR <= pc.q_len;
+    qfull = QFULL || p0 + BR <= pc.q_len;
     if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
     O = OACC(0.0);
@@ -163,8 +168,9 @@ void main() {
             // Only the last key block can be partial, and only in its last tile.
             [[unroll]] for (uint t = 0; t < TPB; t++) {
                 uint s0 = J * pc.block + t * BC;
-                if (s0 + BC <= pc.kv_len) process_tile(kv_base, s0, true);
-                else if (s0 < pc.kv_len) process_tile(kv_base, s0, false);
+                if (KFULL || s0 + BC <= pc.kv_len) {
+                    if (s0 < pc.kv_len) process_tile(kv_base, s0, true);
+                } else if (s0 < pc.kv_len) process_tile(kv_base, s0, false);
             }
         }
     }
@@ -172,7 +178,7 @@ void main() {
     // Full tiles in a loop with no bounds code (measured 14% faster, NOTES.md #11), then the tail.
     uint nfull = pc.kv_len / BC * BC;
     [[dont_unroll]] for (uint s0 = 0; s0 < nfull; s0 += BC) process_tile(kv_base, s0, true);
-    if (nfull < pc.kv_len) process_tile(kv_base, nfull, false);
+    if (!KFULL && nfull < pc.kv_len) process_tile(kv_base, nfull, false);
 #endif
     OACC lo;
     coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, first_op);
@@ -187,11 +193,10 @@ void main() {
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 #ifdef SORTED
     if (!SCATTER) return;
-    // The GLSL idiom for a workgroup's buffer writes to be visible to its own later reads (both
-    // views coherent). A review suggested controlBarrier(workgroup, workgroup, buffer,
-    // acquire-release) as the stricter form under the Vulkan memory model; not yet measured.
-    memoryBarrierBuffer();
-    barrier();
+    // The workgroup's buffer writes made visible to its own later reads: a workgroup-scope
+    // acquire-release barrier on buffer memory, the Vulkan memory model's form (both views
+    // coherent; as fast as memoryBarrierBuffer() + barrier(), NOTES.md #41).
+    controlBarrier(gl_ScopeWorkgroup, gl_ScopeWorkgroup, gl_StorageSemanticsBuffer, gl_SemanticsAcquireRelease);
     const uint RV = D / 8;   // 16-byte vectors per row of 16-bit elements
     uint qrow = hd * pc.q_len, n = min(BR, pc.q_len - p0);
     for (uint e = gl_LocalInvocationID.x; e < n * RV; e += WG) {

@@ -362,6 +362,17 @@ static baatt_status create_scratch(baatt_plan *p)
     return scratch(p, &p->counts, sparse ? 4ull * slots * p->bh * b->nq : 4, "selection counts");
 }
 
+/* attention_cm2's FULL bits: 1 = q_len a multiple of the query tile, 2 = kv_len of the key tile;
+ * a set bit compiles that side's partial-tile code out. Measured on the H100 (NOTES.md #42): both
+ * bits make the dense kernel 1.5% faster; for the sorted kernel the key bit alone makes it 1.2%
+ * faster, and the query bit makes it 2-3% slower whatever the key bit, so it is not set there.
+ * BAATT_CM2_FULL (a bit mask) restricts them for experiments. */
+static uint32_t cm2_full_tiles(const baatt_plan *p)
+{
+    uint32_t q = p->cfg.dense && p->cfg.q_len % p->attn_br == 0, k = p->cfg.kv_len % p->attn_bc == 0;
+    return (q | k << 1) & (uint32_t)baatt_env_int("BAATT_CM2_FULL", 3);
+}
+
 static baatt_status create_pipelines(baatt_plan *p)
 {
     baatt_context *ctx = p->ctx;
@@ -370,10 +381,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     uint32_t d = p->cfg.head_dim;
     if (p->attn_cm2) {
         uint32_t pad = (uint32_t)baatt_env_int("BAATT_CM2_PAD", 0); /* occupancy probe, bytes */
-        uint32_t cm[7] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad,
-                          (uint32_t)p->attn_scatter};
+        uint32_t cm[8] = {p->attn_wg, d, p->attn_br, p->attn_bc, p->cfg.dense ? 1 : p->base.block / p->attn_bc, pad,
+                          (uint32_t)p->attn_scatter, cm2_full_tiles(p)};
         uint32_t rv = row_vectors(&p->cfg);
-        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 7, &p->p_attn));
+        BAATT_TRY(baatt_pipeline_get(ctx, p->attn_variant, cm, 8, &p->p_attn));
         if (!p->cfg.dense) BAATT_TRY(baatt_pipeline_get(ctx, "permute", &rv, 1, &p->p_permute));
     } else if (p->attn_nvcm) {
         uint32_t cm[6] = {p->attn_wg, d, p->attn_br / 16, p->attn_bc, (uint32_t)!p->cfg.dense, 32};
@@ -394,8 +405,10 @@ static baatt_status create_pipelines(baatt_plan *p)
     uint32_t st[3] = {d, (uint32_t)p->stats_copy, p->score_kc != 0};
     BAATT_TRY(baatt_pipeline_get(ctx, name, st, 3, &p->p_stats));
     if (p->score_kc) {
-        uint32_t sc[4] = {2 * p->score_t, d, p->score_t, p->score_kc}; /* 4 or 8 subgroups (NOTES #21, #30) */
-        BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 4, &p->p_score));
+        uint32_t t = p->score_t, full = p->base.nq % t == 0 && p->base.nk % t == 0 && p->chunk_rows % t == 0 &&
+                                        baatt_env_int("BAATT_SCORE_FULL", 1);
+        uint32_t sc[5] = {2 * t, d, t, p->score_kc, full}; /* 4 or 8 subgroups (NOTES #21, #30) */
+        BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 5, &p->p_score));
     } else
         BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
     if (p->select_rows) {

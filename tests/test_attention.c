@@ -60,6 +60,16 @@ static void dense_mqa_d128(void **s) { (void)s; check_dense(shape(1, 3, 1, 40, 3
 static void dense_f16_d128(void **s) { (void)s; check_dense(shape(1, 2, 1, 96, 257, 128, BAATT_DTYPE_F16)); }
 static void dense_bf16_gqa(void **s) { (void)s; check_dense(shape(2, 4, 2, 70, 129, 128, BAATT_DTYPE_BF16)); }
 static void dense_f16_d64_single(void **s) { (void)s; check_dense(shape(1, 1, 1, 1, 1, 64, BAATT_DTYPE_F16)); }
+/* Lengths that are multiples of the tensor-core kernel's 64-row tiles on one side or both: its
+ * partial-tile code is compiled out per side there (attention_cm2.comp FULL). */
+static void dense_full_tiles(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 2, 1, 128, 192, 128, BAATT_DTYPE_F16));
+    check_dense(shape(1, 2, 1, 128, 200, 128, BAATT_DTYPE_F16));
+    check_dense(shape(1, 2, 1, 100, 256, 128, BAATT_DTYPE_F16));
+    check_dense(shape(1, 2, 2, 64, 128, 128, BAATT_DTYPE_BF16));
+}
 
 /* A custom scale reaches the kernel: compare with the reference at the same scale. */
 static void dense_custom_scale(void **s)
@@ -146,6 +156,7 @@ int main(void)
         cmocka_unit_test(dense_f32_d64),      cmocka_unit_test(dense_odd_lengths),
         cmocka_unit_test(dense_gqa),          cmocka_unit_test(dense_mqa_d128),
         cmocka_unit_test(dense_f16_d128),     cmocka_unit_test(dense_f16_d64_single), cmocka_unit_test(dense_bf16_gqa),
+        cmocka_unit_test(dense_full_tiles),
         cmocka_unit_test(dense_custom_scale), cmocka_unit_test(bad_configs),
         cmocka_unit_test(results_before_run), cmocka_unit_test(too_large_for_device),
         cmocka_unit_test(dense_subgroup_kernel),
