@@ -44,11 +44,11 @@ layout(constant_id = 5) const uint PAD = 0;
 shared uint pad_sh[PAD / 4 + 1];
 // SORTED build: write O back to its original rows in the epilogue (else permute.comp does it).
 layout(constant_id = 6) const bool SCATTER = true;
-// No partial tile: bit 0, q_len is a multiple of BR; bit 1, kv_len of BC. The clamped loads and
-// stores and the masking for that side are left out (the host sets only the bits it measured to
-// pay: NOTES.md #42).
+// Partial-tile code left out: bit 0, Q's clamped load (q_len is a multiple of BR); bit 1, the
+// key tiles' clamped loads and masking (kv_len of BC); bit 2, O's clamped store. The host sets
+// only the bits the shape allows and that measured faster (NOTES.md #42).
 layout(constant_id = 7) const uint FULL = 0;
-const bool QFULL = (FULL & 1u) != 0u, KFULL = (FULL & 2u) != 0u;
+const bool QFULL = (FULL & 1u) != 0u, KFULL = (FULL & 2u) != 0u, OFULL = (FULL & 4u) != 0u;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -152,8 +152,8 @@ void main() {
     tqu = setTensorLayoutDimensionNV(tqu, pc.q_len, D);
     tku = createTensorLayoutNV(2);
     tku = setTensorLayoutDimensionNV(tku, pc.kv_len, D);
-    qfull = QFULL || p0 + BR <= pc.q_len;
-    if (qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    qfull = p0 + BR <= pc.q_len;
+    if (QFULL || qfull) coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatLoadTensorNV(qm, q, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
     O = OACC(0.0);
     L = RACC(0.0);
@@ -189,7 +189,7 @@ void main() {
         barrier();
         if (pad_sh[0] == 7u) o[0] = ELT(1.0);
     }
-    if (qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
+    if (OFULL || qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 #ifdef SORTED
     if (!SCATTER) return;
