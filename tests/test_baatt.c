@@ -331,6 +331,21 @@ static void baatt_many_blocks(void **s) { (void)s; check_all(make(1, 1, 1, 4200,
  * steps (two stages on the key side) and padding. */
 static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 5000, 9000, 64, 64, 0.25f)); }
 
+/* Whole tiles everywhere: 64 query and 64 key blocks of 64 tokens, so the tensor-core logit
+ * product takes its unclamped layouts (score_cm2 FULL) and the attention kernel its FULL bits;
+ * logits in one chunk and in one chunk per head (16 KiB budget). */
+static void baatt_whole_tiles(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 1, 4096, 4096, 128, 64, 0.25f);
+    const char *mib[] = {NULL, "0.015625"};
+    for (int i = 0; i < 2; i++) {
+        if (mib[i]) setenv("BAATT_LOGITS_MIB", mib[i], 1);
+        check_typed(c, BAATT_DTYPE_F16);
+    }
+    unsetenv("BAATT_LOGITS_MIB");
+}
+
 static void baatt_no_sort_no_cov(void **s)
 {
     (void)s;
@@ -781,7 +796,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
