@@ -42,6 +42,7 @@ struct baatt_plan {
     baatt_buffer qs, ks, vs, os;        /* norm-sorted Q/K/V/O copies (cm2 sparse path only) */
     VkPipeline p_permute;
     uint32_t score_t, score_kc;         /* logit tile; feature step of the tensor-core score (0: scalar) */
+    int score_full;                     /* ... every tile whole: unclamped layouts (score_cm2 FULL) */
     baatt_buffer qsplit, ksplit;        /* bf16 hi/lo block features (tensor-core score only) */
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
     /* Auto sort (cfg.norm_sort == BAATT_SORT_AUTO): MASK and COUNTS hold two slots (slot 0 the
@@ -156,7 +157,8 @@ static int choose_cm2(baatt_plan *p)
 /* Tensor-core logit product (score_cm2.comp on the bf16 hi/lo parts that stats.comp writes; ~2^-16
  * relative error per term) where the device has bf16 cooperative matrix 2 and the variants were
  * built; else, or with BAATT_SCORE_CM2=0, the fp32 scalar product (score.comp, 64 x 64 tiles).
- * Experiment knobs: BAATT_SCORE_T (output tile, 64 or 128), BAATT_SCORE_KC (feature step). */
+ * Experiment knobs: BAATT_SCORE_T (output tile, 64 or 128), BAATT_SCORE_KC (feature step),
+ * BAATT_SCORE_FULL=0 (clamped layouts even where every tile is whole). Needs choose_chunks first. */
 static void choose_score(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
@@ -169,6 +171,10 @@ static void choose_score(baatt_plan *p)
     int kc = baatt_env_int("BAATT_SCORE_KC", 64);
     p->score_kc = kc == 16 || kc == 32 ? (uint32_t)kc : 64; /* all divide 3 x head_dim (64 or 128) */
     if (baatt_env_int("BAATT_SCORE_T", 64) == 128) p->score_t = 128;
+    /* every logit tile whole (the chunks from choose_chunks too): unclamped layouts (NOTES #43) */
+    uint32_t t = p->score_t;
+    p->score_full = p->base.nq % t == 0 && p->base.nk % t == 0 && p->chunk_rows % t == 0 &&
+                    baatt_env_int("BAATT_SCORE_FULL", 1);
 }
 
 /* Selection: one subgroup per row (select_row: no workgroup barriers) in keep-ratio mode where
@@ -408,9 +414,8 @@ static baatt_status create_pipelines(baatt_plan *p)
     uint32_t st[3] = {d, (uint32_t)p->stats_copy, p->score_kc != 0};
     BAATT_TRY(baatt_pipeline_get(ctx, name, st, 3, &p->p_stats));
     if (p->score_kc) {
-        uint32_t t = p->score_t, full = p->base.nq % t == 0 && p->base.nk % t == 0 && p->chunk_rows % t == 0 &&
-                                        baatt_env_int("BAATT_SCORE_FULL", 1);
-        uint32_t sc[5] = {2 * t, d, t, p->score_kc, full}; /* 4 or 8 subgroups (NOTES #21, #30) */
+        /* 4 or 8 subgroups (NOTES #21, #30) */
+        uint32_t sc[5] = {2 * p->score_t, d, p->score_t, p->score_kc, (uint32_t)p->score_full};
         BAATT_TRY(baatt_pipeline_get(ctx, "score_cm2", sc, 5, &p->p_score));
     } else
         BAATT_TRY(baatt_pipeline_get(ctx, "score", &d, 1, &p->p_score));
