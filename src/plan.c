@@ -125,10 +125,22 @@ static int choose_sg(baatt_plan *p)
     return 1;
 }
 
+/* cm2 tile edge (rows or keys) from a knob: 32, 64 or 128, at most the block in sparse plans (a
+ * tile never straddles a block); else the default. */
+static uint32_t cm2_edge(const baatt_plan *p, const char *knob, uint32_t def)
+{
+    int v = baatt_env_int(knob, 0);
+    return (v == 32 || v == 64 || v == 128) && (p->cfg.dense || (uint32_t)v <= p->base.block) ? (uint32_t)v : def;
+}
+
 /* Cooperative matrix 2 (fp16, or bf16 where the device has bf16 cooperative matrices; the variants
- * need glslang >= 15, bf16 >= 16): the workgroup-scope kernel with 64 x 64 tiles (32 x 32 for
- * 32-token blocks: a tile never straddles a query or key block) and 128 invocations, or, opted
- * in, the subgroup-scope one. */
+ * need glslang >= 15, bf16 >= 16): the workgroup-scope kernel, or, opted in, the subgroup-scope
+ * one. Tiles: at head_dim 128, dense plans and 128-token blocks whose lengths are whole multiples
+ * of 128 take 128 x 128 on 256 invocations (250-255 registers, one workgroup per SM; dense 7-11%
+ * faster than 64 x 64, sparse 4%, bench/NOTES.md #45; with the partial-tile code it spills, so
+ * only there); else 64 x 64 on 128 invocations, 32 x 32 for 32-token blocks (a tile never
+ * straddles a query or key block). Two invocations per query row. BAATT_CM2_BR / BAATT_CM2_BC
+ * replace the choice, for experiments. */
 static int choose_cm2(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
@@ -142,15 +154,12 @@ static int choose_cm2(baatt_plan *p)
     if (!baatt_shader_available(p->attn_variant)) return 0;
     p->attn_cm2 = 1;
     uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
-    p->attn_br = t;
-    p->attn_bc = t;
-    p->attn_wg = 128;
-    /* Experiment knobs (bench/NOTES.md): tile shape (128 only for dense plans and 128-token
-     * blocks; 32 anywhere). */
-    int bc = baatt_env_int("BAATT_CM2_BC", 0), br = baatt_env_int("BAATT_CM2_BR", 0), wide = p->cfg.dense || p->base.block == 128;
-    if (bc == 32 || (bc == 128 && wide)) p->attn_bc = (uint32_t)bc;
-    if (br == 128 && wide) p->attn_br = 128, p->attn_wg = 256;
-    if (br == 32) p->attn_br = 32, p->attn_wg = 64;
+    if ((p->cfg.dense || p->base.block == 128) && p->cfg.head_dim == 128 && p->cfg.q_len % 128 == 0 &&
+        p->cfg.kv_len % 128 == 0)
+        t = 128;
+    p->attn_br = cm2_edge(p, "BAATT_CM2_BR", t);
+    p->attn_bc = cm2_edge(p, "BAATT_CM2_BC", t);
+    p->attn_wg = 2 * p->attn_br;
     return 1;
 }
 

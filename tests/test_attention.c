@@ -69,6 +69,9 @@ static void dense_full_tiles(void **s)
     check_dense(shape(1, 2, 1, 128, 200, 128, BAATT_DTYPE_F16));
     check_dense(shape(1, 2, 1, 100, 256, 128, BAATT_DTYPE_F16));
     check_dense(shape(1, 2, 2, 64, 128, 128, BAATT_DTYPE_BF16));
+    /* both lengths whole multiples of 128: the 128 x 128 tiles of the cm2 kernel (GQA, bf16) */
+    check_dense(shape(2, 4, 2, 256, 384, 128, BAATT_DTYPE_F16));
+    check_dense(shape(1, 2, 1, 128, 256, 128, BAATT_DTYPE_BF16));
 }
 
 /* A custom scale reaches the kernel: compare with the reference at the same scale. */

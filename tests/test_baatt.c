@@ -333,7 +333,8 @@ static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 5000, 9
 
 /* Whole tiles everywhere: 64 query and 64 key blocks of 64 tokens, so the tensor-core logit
  * product takes its unclamped layouts (score_cm2 FULL) and the attention kernel its FULL bits;
- * logits in one chunk and in one chunk per head (16 KiB budget). */
+ * logits in one chunk and in one chunk per head (16 KiB budget). Then 128-token blocks with
+ * lengths that are multiples of 128: the attention kernel's 128 x 128 tiles (fp16 and bf16, GQA). */
 static void baatt_whole_tiles(void **s)
 {
     (void)s;
@@ -344,6 +345,8 @@ static void baatt_whole_tiles(void **s)
         check_typed(c, BAATT_DTYPE_F16);
     }
     unsetenv("BAATT_LOGITS_MIB");
+    check_typed(make(1, 2, 1, 1024, 1536, 128, 128, 0.25f), BAATT_DTYPE_F16);
+    check_typed(make(1, 4, 2, 512, 1024, 128, 128, 0.5f), BAATT_DTYPE_BF16);
 }
 
 static void baatt_no_sort_no_cov(void **s)
