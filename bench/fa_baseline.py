@@ -308,15 +308,15 @@ def flex_sanity(call, sets, mask, n, block):
 
 def time_flex_mask(args, device, flex, n, dtype_name, keep, path, out):
     h_arg, d = args.heads, args.dim
-    mask64 = read_npy(path).to(device).bool()
-    b, h, nq, nk = mask64.shape
+    mask_b = read_npy(path).to(device).bool()  # baatt's blocks of args.block tokens
+    b, h, nq, nk = mask_b.shape
     hkv = args.kv_heads or h
     if h != h_arg:
         log(f"  note: {os.path.basename(path)} has {h} heads (--heads {h_arg}); using {h}")
     sets = random_sets(2, b, h, hkv, n, d, DTYPES[dtype_name], device, seed=7 * n)
     errors = []
-    for block, opts in [v for v in FLEX_VARIANTS if v[0] >= args.flex_block]:
-        mask = mask64 if block == 64 else coarsen(mask64)
+    for block, opts in [v for v in FLEX_VARIANTS if v[0] >= max(args.flex_block, args.block)]:
+        mask = mask_b if block == args.block else coarsen(mask_b)
         try:
             bm = block_mask_from(mask, n, block)
             call = flex_once(flex, sets, bm, opts, hkv != h)
@@ -329,7 +329,7 @@ def time_flex_mask(args, device, flex, n, dtype_name, keep, path, out):
             continue
         sp = selection_sparsity(mask, n, block)
         rec = record(n, h, hkv, d, dtype_name, "flex", keep=keep, timing=t, sparsity=sp, block_size=block,
-                     kernel_options=opts, baatt_sparsity=selection_sparsity(mask64, n, 64),
+                     kernel_options=opts, baatt_sparsity=selection_sparsity(mask_b, n, args.block),
                      flex_check_rel_l2=sanity, mask_file=os.path.basename(path),
                      note="inputs taken as already sorted: permutation cost excluded")
         rec["tflops_useful"] = rec["tflops"] * (1 - sp)
@@ -489,8 +489,11 @@ def parse_args():
     ap.add_argument("--budget", type=float, default=0, help="seconds for all timing; 0: no limit")
     ap.add_argument("--methods", default="flash,cudnn,flex")
     ap.add_argument("--mask-dir", help="where `baatt bench --mask-dir` wrote mask_n{N}_k{keep}.npy")
+    ap.add_argument("--block", type=int, default=64, choices=[64, 128],
+                    help="the block size of baatt's masks (`baatt bench --block`)")
     ap.add_argument("--flex-block", type=int, default=64, choices=[64, 128],
-                    help="64: baatt's blocks (falling back to 128 if flex rejects them); 128: OR-ed 2x2")
+                    help="64: baatt's blocks (falling back to 128 if flex rejects them); 128: OR-ed 2x2 "
+                         "(with --block 128, the masks' own blocks)")
     ap.add_argument("--flex-check-max-n", type=int, default=4096,
                     help="check flex's head 0 against a masked float64 reference up to this N")
     ap.add_argument("--out", help="JSON list of records")

@@ -262,7 +262,7 @@ DEFINITIONS = [
     "- flex: torch.compile'd flex_attention with a BlockMask made from the selection baatt exported for the first "
     "input set at the same N and keep ratio; its inputs are taken as already sorted, so the permutation (and "
     "baatt's estimation stages) are not in its time. B64 = baatt's 64x64 blocks, B128 = the mask OR-ed to 128x128 "
-    "(fallback when flex rejected 64).",
+    "(fallback when flex rejected 64), or baatt's own blocks in a run with 128-token blocks (BENCH_BLOCK=128).",
     "",
 ]
 
@@ -272,7 +272,9 @@ def default_title(args, records):
     if not card or "not found" in card:
         card = next((r["device"] for r in records if str(r.get("method", "")).startswith("baatt") and r.get("device")),
                     "an unknown device")
-    return f"BA-Att on {card}: benchmark"
+    blocks = sorted({r["block"] for r in records if r.get("method") == "baatt" and r.get("block")})
+    return f"BA-Att on {card}: benchmark" + (f" ({', '.join(map(str, blocks))}-token blocks)" if blocks != [64] and blocks
+                                              else "")
 
 
 def write_md(args, records, check, notes, summary, plotted):
