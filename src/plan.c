@@ -135,12 +135,13 @@ static uint32_t cm2_edge(const baatt_plan *p, const char *knob, uint32_t def)
 
 /* Cooperative matrix 2 (fp16, or bf16 where the device has bf16 cooperative matrices; the variants
  * need glslang >= 15, bf16 >= 16): the workgroup-scope kernel, or, opted in, the subgroup-scope
- * one. Tiles: at head_dim 128, dense plans and 128-token blocks whose lengths are whole multiples
- * of 128 take 128 x 128 on 256 invocations (250-255 registers, one workgroup per SM; dense 7-11%
- * faster than 64 x 64, sparse 4%, bench/NOTES.md #45; with the partial-tile code it spills, so
- * only there); else 64 x 64 on 128 invocations, 32 x 32 for 32-token blocks (a tile never
- * straddles a query or key block). Two invocations per query row. BAATT_CM2_BR / BAATT_CM2_BC
- * replace the choice, for experiments. */
+ * one. Tiles: at head_dim 128, dense plans take 128 x 128 on 256 invocations (255 registers, one
+ * workgroup per SM; bench/NOTES.md #45: 7-11% faster than 64 x 64 where the lengths are
+ * multiples of 128, 4-7% where they are not, though the partial-tile code spills 16 bytes), and
+ * so do 128-token blocks where both lengths are multiples of 128 (4% faster; with the partial-tile
+ * code the sorted kernel spills 112 bytes and is 5% slower, so only there); else 64 x 64 on 128
+ * invocations, 32 x 32 for 32-token blocks (a tile never straddles a query or key block). Two
+ * invocations per query row. BAATT_CM2_BR / BAATT_CM2_BC replace the choice, for experiments. */
 static int choose_cm2(baatt_plan *p)
 {
     const baatt_context *ctx = p->ctx;
@@ -154,9 +155,8 @@ static int choose_cm2(baatt_plan *p)
     if (!baatt_shader_available(p->attn_variant)) return 0;
     p->attn_cm2 = 1;
     uint32_t t = p->cfg.dense || p->base.block >= 64 ? 64 : 32;
-    if ((p->cfg.dense || p->base.block == 128) && p->cfg.head_dim == 128 && p->cfg.q_len % 128 == 0 &&
-        p->cfg.kv_len % 128 == 0)
-        t = 128;
+    int whole = p->cfg.q_len % 128 == 0 && p->cfg.kv_len % 128 == 0;
+    if (p->cfg.head_dim == 128 && (p->cfg.dense || (p->base.block == 128 && whole))) t = 128;
     p->attn_br = cm2_edge(p, "BAATT_CM2_BR", t);
     p->attn_bc = cm2_edge(p, "BAATT_CM2_BC", t);
     p->attn_wg = 2 * p->attn_br;

@@ -60,8 +60,9 @@ static void dense_mqa_d128(void **s) { (void)s; check_dense(shape(1, 3, 1, 40, 3
 static void dense_f16_d128(void **s) { (void)s; check_dense(shape(1, 2, 1, 96, 257, 128, BAATT_DTYPE_F16)); }
 static void dense_bf16_gqa(void **s) { (void)s; check_dense(shape(2, 4, 2, 70, 129, 128, BAATT_DTYPE_BF16)); }
 static void dense_f16_d64_single(void **s) { (void)s; check_dense(shape(1, 1, 1, 1, 1, 64, BAATT_DTYPE_F16)); }
-/* Lengths that are multiples of the tensor-core kernel's 64-row tiles on one side or both: its
- * partial-tile code is compiled out per side there (attention_cm2.comp FULL). */
+/* Lengths that are multiples of the tensor-core kernel's tiles (128 x 128 at head_dim 128, 64 x 64
+ * at 64) on one side or both: its partial-tile code is compiled out per side there
+ * (attention_cm2.comp FULL). */
 static void dense_full_tiles(void **s)
 {
     (void)s;
@@ -69,9 +70,11 @@ static void dense_full_tiles(void **s)
     check_dense(shape(1, 2, 1, 128, 200, 128, BAATT_DTYPE_F16));
     check_dense(shape(1, 2, 1, 100, 256, 128, BAATT_DTYPE_F16));
     check_dense(shape(1, 2, 2, 64, 128, 128, BAATT_DTYPE_BF16));
-    /* both lengths whole multiples of 128: the 128 x 128 tiles of the cm2 kernel (GQA, bf16) */
     check_dense(shape(2, 4, 2, 256, 384, 128, BAATT_DTYPE_F16));
     check_dense(shape(1, 2, 1, 128, 256, 128, BAATT_DTYPE_BF16));
+    /* head_dim 64: 64 x 64 tiles */
+    check_dense(shape(1, 2, 1, 64, 192, 64, BAATT_DTYPE_F16));
+    check_dense(shape(1, 2, 1, 128, 200, 64, BAATT_DTYPE_F16));
 }
 
 /* A custom scale reaches the kernel: compare with the reference at the same scale. */
