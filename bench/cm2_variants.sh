@@ -2,7 +2,7 @@
 # Times the cooperative-matrix-2 attention kernel's tuning variants (plan.c's BAATT_CM2_* knobs,
 # bench/NOTES.md) side by side in one device run, each checked against the CPU reference first.
 #   bash bench/cm2_variants.sh [OUTDIR] [VARIANT ...]
-# A variant is NAME or NAME:VAR=VALUE,VAR=VALUE (e.g. br128:BAATT_CM2_BR=128). Settings
+# A variant is NAME or NAME:VAR=VALUE,VAR=VALUE (e.g. t64:BAATT_CM2_BR=64,BAATT_CM2_BC=64). Settings
 # (environment): VAR_N (default 32768), VAR_KEEP (default 0.5,0.1), VAR_REPS (default 5),
 # VAR_CHECK_N (default 2048; 0 skips the check), BAATT_BUILD (default build).
 # Writes OUTDIR/variants.tsv (variant, N, method, keep, ms, TFLOP/s useful, check error) and
@@ -14,8 +14,7 @@ shift || true
 mkdir -p "$OUTDIR"
 BIN=${BAATT_BUILD:-build}/baatt
 N=${VAR_N:-32768} KEEP=${VAR_KEEP:-0.5,0.1} REPS=${VAR_REPS:-5} CHECK_N=${VAR_CHECK_N:-2048}
-[ $# -gt 0 ] || set -- base br128:BAATT_CM2_BR=128 pv16:BAATT_CM2_PV16=1 qscale:BAATT_CM2_QSCALE=1 \
-  bc32:BAATT_CM2_BC=32
+[ $# -gt 0 ] || set -- base t64:BAATT_CM2_BR=64,BAATT_CM2_BC=64 bc32:BAATT_CM2_BC=32 full0:BAATT_CM2_FULL=0
 TSV=$OUTDIR/variants.tsv
 printf 'variant\tn\tmethod\tkeep\tms\ttflops_useful\tcheck_max_err\tkernel\n' >"$TSV"
 
