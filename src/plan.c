@@ -380,15 +380,16 @@ static baatt_status create_scratch(baatt_plan *p)
 /* attention_cm2's FULL bits, each set only where the shape allows it: 1 = Q loaded without
  * clamping (q_len a multiple of the query tile), 2 = key tiles without clamping or masking (kv_len
  * of the key tile), 4 = O stored without clamping. A set bit compiles that partial-tile code out.
- * Chosen by measurement on the H100 (NOTES.md #42): all three for the dense kernel (1.5% faster);
- * the key bit alone for the sorted one (1.2% faster). There, compiling out the clamped Q load
- * (which full tiles never take) makes the loop 3% slower whatever the other bits, and the O bit
- * 0.3%: the driver's code for the loop changes with them (222 -> 236 registers), for reasons the
- * SASS did not show. BAATT_CM2_FULL (a bit mask) replaces the choice, for experiments. */
+ * Chosen by measurement on the H100 (NOTES.md #42, #47): all three for the dense kernel (1.5%
+ * faster) and for the sorted one with 128 x 128 tiles (0.9%); the key bit alone for the sorted one
+ * with 64 x 64 tiles (1.2% faster). There, compiling out the clamped Q load (which full tiles
+ * never take) makes the loop 3% slower whatever the other bits, and the O bit 0.3%: the driver's
+ * code for the loop changes with them (222 -> 236 registers), for reasons the SASS did not show.
+ * BAATT_CM2_FULL (a bit mask) replaces the choice, for experiments. */
 static uint32_t cm2_full_tiles(const baatt_plan *p)
 {
     uint32_t q = p->cfg.q_len % p->attn_br == 0, k = p->cfg.kv_len % p->attn_bc == 0;
-    return (q | k << 1 | q << 2) & (uint32_t)baatt_env_int("BAATT_CM2_FULL", p->cfg.dense ? 7 : 2);
+    return (q | k << 1 | q << 2) & (uint32_t)baatt_env_int("BAATT_CM2_FULL", p->cfg.dense || p->attn_br == 128 ? 7 : 2);
 }
 
 static baatt_status create_pipelines(baatt_plan *p)
