@@ -59,7 +59,7 @@ layout(push_constant) uniform Push {
     uint block, nq, nk, words;     // block size, query/key block counts, mask words per row
     uint which;                    // 0: the Q side, 1: the K side (sort and stats stages)
     uint padded;                   // sort: per-head length padded to a power of two
-    uint sort_k, sort_j;           // sort: bitonic stage and step
+    uint sort_k, sort_j;           // sort: bitonic stage and step; radix: digit shift, direction
     uint key_offset;               // sort: first key of this side in the KEYS buffer
     uint head0, nheads_chunk;      // score/select: first (batch, head) row of this chunk
     uint row0, rows;               // score/select: query-block rows of this chunk (per head)
@@ -92,6 +92,8 @@ layout(push_constant) uniform Push {
 #define BIND_AUTO 16 // auto sort: sampled recalls [heads][S][2] f32, then sorted flags [kv heads] u32
 #define BIND_QSPLIT 17 // block features as bf16 hi/lo parts (tensor-core scoring; stats.comp SPLIT)
 #define BIND_KSPLIT 18
+#define BIND_KEYS2 19  // radix sort: the other key buffer (sort_radix.comp ping-pongs with KEYS)
+#define BIND_HIST 20   // radix sort: per-tile digit counts, then their prefix
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
 uint kv_of(uint hd) {

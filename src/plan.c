@@ -22,7 +22,8 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
-enum { PROF_KINDS = 12 }; /* pipeline kinds of the dispatch profile (prof_names) */
+enum { PROF_KINDS = 13 };
+enum { RADIX_KPT = 16 }; /* radix sort: keys per invocation and tile (sort_radix.comp KPT) */ /* pipeline kinds of the dispatch profile (prof_names) */
 
 struct baatt_plan {
     baatt_context *ctx;
@@ -32,6 +33,7 @@ struct baatt_plan {
     uint32_t pq, pk;                    /* per-head lengths padded to powers of two (sort) */
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
     uint32_t sort_wg, sort_chunk, select_wg, attn_wg, attn_br, attn_bc;
+    uint32_t radix_wg;                  /* radix sort (sort_radix.comp) workgroup; 0: bitonic sort */
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
@@ -45,6 +47,8 @@ struct baatt_plan {
     int score_full;                     /* ... every tile whole: unclamped layouts (score_cm2 FULL) */
     baatt_buffer qsplit, ksplit;        /* bf16 hi/lo block features (tensor-core score only) */
     baatt_buffer keys, perm_q, perm_k, qfeat, kfeat, logits, mask, counts;
+    baatt_buffer keys2, hist;           /* radix sort: second key buffer, per-tile digit counts */
+    VkPipeline p_radix[3];              /* radix sort phases: histogram, scan, scatter */
     /* Auto sort (cfg.norm_sort == BAATT_SORT_AUTO): MASK and COUNTS hold two slots (slot 0 the
      * sorted selection, then the chosen one; slot 1 the original-order selection) and AUTO the
      * sampled recalls [bh][samples][2] and the choices [bhkv]. */
@@ -284,15 +288,18 @@ static baatt_status fill_push(baatt_plan *p)
  * into its dispatches (the sort's local and global passes, the permutations inside "attend").
  * Dispatches recorded without a barrier between them overlap; the later one gets the overlap. */
 enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
-static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_perm", "stats",
-                                          "score", "select", "auto_recall", "auto_choose", "permute", "attention", "other"};
+static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "sort_global", "sort_radix", "sort_perm",
+                                                    "stats", "score", "select", "auto_recall", "auto_choose",
+                                                    "permute", "attention", "other"};
 
 static int prof_kind(const baatt_plan *p, VkPipeline pipe)
 {
-    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_perm,   p->p_stats,
-                              p->p_score, p->p_select, p->p_recall, p->p_choose, p->p_permute, p->p_attn};
+    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_radix[0], p->p_perm,
+                                          p->p_stats, p->p_score, p->p_select, p->p_recall,   p->p_choose,
+                                          p->p_permute, p->p_attn};
+    if (pipe && (pipe == p->p_radix[1] || pipe == p->p_radix[2])) return 3;
     for (int i = 0; i < PROF_KINDS - 1; i++)
-        if (k[i] == pipe) return i;
+        if (k[i] && k[i] == pipe) return i;
     return PROF_KINDS - 1;
 }
 
@@ -309,6 +316,16 @@ static void prof_print(const baatt_plan *p)
 
 /* ------------------------------------------------------------------------------------------ */
 /* creation                                                                                   */
+
+/* Radix sort (sort_radix.comp) where the device has subgroup ballots: 8 subgroups at most per
+ * workgroup (its per-subgroup counts), 256 invocations at most; else (or BAATT_SORT_RADIX=0) the
+ * bitonic sort. Returns the workgroup size, 0 for bitonic. */
+static uint32_t choose_radix(const baatt_context *ctx)
+{
+    uint32_t sg = ctx->info.subgroup_size, wg = 8 * sg < 256 ? 8 * sg : 256;
+    if (!ctx->subgroup_ballot || sg < 4 || sg > 128 || !baatt_env_int("BAATT_SORT_RADIX", 1)) return 0;
+    return wg;
+}
 
 static baatt_status check_device(baatt_plan *p)
 {
@@ -358,6 +375,13 @@ static baatt_status create_scratch(baatt_plan *p)
     BAATT_TRY(scratch(p, &p->perm_k, sparse ? 4ull * p->bhkv * b->kv_len : 4, "perm_k"));
     BAATT_TRY(scratch(p, &p->keys, sparse && p->cfg.norm_sort ? 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk) : 8,
                       "sort keys"));
+    uint64_t keys_bytes = 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk);
+    uint32_t rt = p->radix_wg * RADIX_KPT; /* radix tile: keys per workgroup */
+    int radix = sparse && p->cfg.norm_sort && p->radix_wg;
+    BAATT_TRY(scratch(p, &p->keys2, radix ? keys_bytes : 8, "sort keys (radix copy)"));
+    BAATT_TRY(scratch(p, &p->hist, radix ? 4ull * 256 * ((uint64_t)p->bh * ((b->q_len + rt - 1) / rt) +
+                                                         (uint64_t)p->bhkv * ((b->kv_len + rt - 1) / rt)) : 4,
+                      "radix sort digit counts"));
     BAATT_TRY(scratch(p, &p->qfeat, sparse ? f * p->bh * b->nq : 4, "query block features"));
     BAATT_TRY(scratch(p, &p->kfeat, sparse ? f * p->bhkv * b->nk : 4, "key block features"));
     int split = p->score_kc != 0; /* two bf16 parts per fp32 feature: as many bytes as the features */
@@ -416,9 +440,16 @@ static baatt_status create_pipelines(baatt_plan *p)
     if (p->cfg.dense) return BAATT_OK;
     snprintf(name, sizeof name, "sort_keys_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
-    uint32_t sl[2] = {p->sort_wg, p->sort_chunk};
-    BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", sl, 2, &p->p_local));
-    BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", &p->sort_chunk, 1, &p->p_global));
+    if (p->radix_wg) {
+        for (uint32_t phase = 0; phase < 3; phase++) {
+            uint32_t rs[3] = {p->radix_wg, RADIX_KPT, phase};
+            BAATT_TRY(baatt_pipeline_get(ctx, "sort_radix", rs, 3, &p->p_radix[phase]));
+        }
+    } else {
+        uint32_t sl[2] = {p->sort_wg, p->sort_chunk};
+        BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", sl, 2, &p->p_local));
+        BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", &p->sort_chunk, 1, &p->p_global));
+    }
     BAATT_TRY(baatt_pipeline_get(ctx, "sort_perm", NULL, 0, &p->p_perm));
     snprintf(name, sizeof name, "stats_%s", io);
     uint32_t st[3] = {d, (uint32_t)p->stats_copy, p->score_kc != 0};
@@ -484,6 +515,7 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     /* Local sort chunks of 4096 keys (32 KiB) where the device allows, else 2 keys per invocation. */
     p->sort_wg = ctx->info.max_workgroup_invocations >= 1024 ? 1024 : ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
     p->sort_chunk = ctx->info.max_shared_memory >= 8 * 4096 && p->sort_wg == 1024 ? 4096 : 2 * p->sort_wg;
+    p->radix_wg = choose_radix(ctx);
     p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
     p->samples = baatt_auto_samples(cfg->q_len);
     p->profile = baatt_env_int("BAATT_PROFILE", 0);
@@ -510,12 +542,13 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
 
 /* The plan's own device buffers (what baatt_plan_scratch_bytes counts); the host path's
  * staging buffers are apart. */
-enum { N_SCRATCH = 15 };
+enum { N_SCRATCH = 17 };
 static int scratch_list(baatt_plan *p, baatt_buffer *out[N_SCRATCH])
 {
     baatt_buffer *b[N_SCRATCH] = {&p->keys, &p->perm_q, &p->perm_k, &p->qfeat,  &p->kfeat,
                                   &p->logits, &p->mask, &p->counts, &p->qs,     &p->ks,
-                                  &p->vs,   &p->os,     &p->autob,  &p->qsplit, &p->ksplit};
+                                  &p->vs,   &p->os,     &p->autob,  &p->qsplit, &p->ksplit,
+                                  &p->keys2, &p->hist};
     memcpy(out, b, sizeof b);
     return N_SCRATCH;
 }
@@ -577,8 +610,26 @@ static void dispatch(rec *r, VkPipeline pipe, const baatt_push *pc, uint32_t x, 
 
 static void barrier(rec *r) { baatt_cmd_barrier(r->p->ctx, r->cmd); }
 
-/* Norm keys, bitonic sort (local chunks, then global merge steps with local tails) and the
- * permutation of one side (which = 0: Q, 1: K). */
+/* The radix sort's four passes of 8 bits over one side's keys (sort_radix.comp): histogram, scan
+ * and scatter each, KEYS -> KEYS2 -> KEYS -> KEYS2 -> KEYS. */
+static void record_radix(rec *r, baatt_push *pc, uint32_t len, uint32_t heads)
+{
+    baatt_plan *p = r->p;
+    uint32_t tiles = (len + p->radix_wg * RADIX_KPT - 1) / (p->radix_wg * RADIX_KPT);
+    for (uint32_t pass = 0; pass < 4; pass++) {
+        pc->sort_k = 8 * pass;
+        pc->sort_j = pass & 1;
+        dispatch(r, p->p_radix[0], pc, tiles, heads, 1);
+        barrier(r);
+        dispatch(r, p->p_radix[1], pc, 1, heads, 1);
+        barrier(r);
+        dispatch(r, p->p_radix[2], pc, tiles, heads, 1);
+        barrier(r);
+    }
+}
+
+/* Norm keys, their sort (radix, or bitonic: local chunks, then global merge steps with local
+ * tails) and the permutation of one side (which = 0: Q, 1: K). */
 static void record_sort_side(rec *r, uint32_t which)
 {
     baatt_plan *p = r->p;
@@ -593,6 +644,11 @@ static void record_sort_side(rec *r, uint32_t which)
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R (C = 4 there) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
+        if (p->radix_wg) {
+            record_radix(r, &pc, len, heads);
+            dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
+            return;
+        }
         pc.sort_k = 0;
         dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
         barrier(r);
@@ -715,7 +771,8 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     VkDeviceSize tsz[4] = {qn, kn, kn, qn};
     baatt_buffer *own[BIND_COUNT] = {NULL,     NULL,      NULL,      NULL,    &p->perm_q, &p->perm_k,
                                      &p->keys, &p->qfeat, &p->kfeat, &p->logits, &p->mask, &p->counts,
-                                     &p->qs,   &p->ks,    &p->vs,    &p->os, &p->autob, &p->qsplit, &p->ksplit};
+                                     &p->qs,   &p->ks,    &p->vs,    &p->os, &p->autob, &p->qsplit, &p->ksplit,
+                                     &p->keys2, &p->hist};
     VkDescriptorBufferInfo bi[BIND_COUNT];
     VkWriteDescriptorSet w[BIND_COUNT];
     for (uint32_t i = 0; i < BIND_COUNT; i++) {

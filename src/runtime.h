@@ -17,6 +17,7 @@ enum {
     BIND_QS, BIND_KS, BIND_VS, BIND_OS,   /* norm-sorted copies (cooperative-matrix-2 sparse path) */
     BIND_AUTO,                            /* auto sort: sampled recalls and per-kv-head choices */
     BIND_QSPLIT, BIND_KSPLIT,             /* bf16 hi/lo block features (tensor-core scoring) */
+    BIND_KEYS2, BIND_HIST,                /* radix sort: second key buffer, digit counts */
     BIND_COUNT
 };
 #define BAATT_PUSH_BYTES 128
