@@ -6,13 +6,13 @@
 // the bitonic path (sort_local/sort_global) gives. Only the first len keys of a head are sorted;
 // its padding keys already sort last.
 // One pass is three dispatches over tiles of T = WG x KPT keys, PHASE:
-//   0 histogram: each tile's 256 digit counts -> HIST[head][digit][tile] (digit-major);
-//   1 scan: per head, the exclusive prefix of HIST in that order = where each tile's run of each
-//     digit starts in the output;
-//   2 scatter: each tile walks its keys in order, WG at a time; a key's place is its digit's start
-//     for the tile, plus the keys of that digit in earlier rounds, in earlier subgroups of this
-//     round (per-subgroup digit counts in shared memory) and in earlier lanes of its subgroup
-//     (a match mask of 8 ballots, one per digit bit).
+//   0 histogram: each tile's 256 digit counts -> HIST[head][tile][digit];
+//   1 scan: per head, the exclusive prefix of the counts in digit-major order (digit, then tile)
+//     = where each tile's run of each digit starts in the output;
+//   2 scatter: each subgroup of a tile holds a run of its keys in registers; a key's place is its
+//     digit's start for the tile, plus the keys of that digit in earlier subgroups' runs, in
+//     earlier rounds of its own run and in earlier lanes of its round (a match mask of 8
+//     ballots, one per digit bit).
 // WG = 8 subgroups at most (the host sets WG <= 8 x subgroup size: SG_MAX below).
 // HIST holds one segment of 256 x ceil(len / T) counts per head and side, Q side first.
 // Grid: (tiles, heads of this side); the scan (1, heads).
@@ -29,8 +29,8 @@ layout(set = 0, binding = BIND_KEYS) buffer KeyA { uvec2 keys[]; };
 layout(set = 0, binding = BIND_KEYS2) buffer KeyB { uvec2 keys2[]; };
 layout(set = 0, binding = BIND_HIST) buffer HistB { uint hist[]; };
 
-shared uint cnt[256];               // histogram; scatter: where each digit goes next
-shared uint sgc[SG_MAX * 256];      // scatter: this round's digit counts per subgroup
+shared uint cnt[256];               // histogram; scan: digit totals
+shared uint sgc[SG_MAX * 256];      // scatter: per subgroup, its digit counts, then where each goes next
 
 uvec2 load_key(uint i) { return pc.sort_j == 0 ? keys[i] : keys2[i]; }
 void store_key(uint i, uvec2 k) {
@@ -58,28 +58,26 @@ void main() {
     uint hbase = ((pc.which == 0 ? 0 : pc.batch * pc.heads * ((pc.q_len + T - 1) / T)) + hd * nt) * 256;
     uint first = tile * T;
     if (PHASE == 1) {
-        // Digit totals, then their exclusive prefix (one invocation: 256 additions), then each
-        // digit's tiles from there.
+        // Digit totals, their inclusive prefix (Hillis-Steele in shared memory), then each
+        // digit's tiles from its exclusive start.
         for (uint d = t; d < 256; d += WG) {
             uint s = 0;
-            for (uint j = 0; j < nt; j++) s += hist[hbase + d * nt + j];
+            for (uint j = 0; j < nt; j++) s += hist[hbase + j * 256 + d];
             cnt[d] = s;
         }
-        barrier();
-        if (t == 0) {
-            uint run = 0;
-            for (uint d = 0; d < 256; d++) {
-                uint s = cnt[d];
-                cnt[d] = run;
-                run += s;
-            }
+        for (uint off = 1; off < 256; off <<= 1) {
+            barrier();
+            uint v[256 / WG + 1];
+            for (uint d = t, e = 0; d < 256; d += WG, e++) v[e] = d >= off ? cnt[d - off] : 0u;
+            barrier();
+            for (uint d = t, e = 0; d < 256; d += WG, e++) cnt[d] += v[e];
         }
         barrier();
         for (uint d = t; d < 256; d += WG) {
-            uint run = cnt[d];
+            uint run = d == 0 ? 0u : cnt[d - 1];
             for (uint j = 0; j < nt; j++) {
-                uint s = hist[hbase + d * nt + j];
-                hist[hbase + d * nt + j] = run;
+                uint s = hist[hbase + j * 256 + d];
+                hist[hbase + j * 256 + d] = run;
                 run += s;
             }
         }
@@ -96,37 +94,52 @@ void main() {
             if (i < len && leads(peers)) atomicAdd(cnt[d], subgroupBallotBitCount(peers));
         }
         barrier();
-        for (uint d = t; d < 256; d += WG) hist[hbase + d * nt + tile] = cnt[d];
+        for (uint d = t; d < 256; d += WG) hist[hbase + tile * 256 + d] = cnt[d];
         return;
     }
-    uint sg = gl_SubgroupID;
-    for (uint d = t; d < 256; d += WG) {
-        cnt[d] = hist[hbase + d * nt + tile];
+    // Each subgroup walks its own run of SGS x KPT keys (round r, lane l: key r x SGS + l of the
+    // run): a first walk counts its digits and keeps each key's rank in its round, then the
+    // digits' starts are spread over the subgroups, then a second walk places the keys. The
+    // walks touch only their subgroup's row of SGC: no workgroup barrier inside them.
+    uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, sgs = gl_SubgroupSize;
+    uint run0 = first + sg * sgs * KPT;
+    for (uint d = t; d < 256; d += WG)
         for (uint s = 0; s < SG_MAX; s++) sgc[s * 256 + d] = 0;
+    barrier();
+    uvec2 kk[KPT];
+    uint info[KPT];   // rank among its round's keys of its digit | their count << 8 | leader << 16
+    [[unroll]] for (uint r = 0; r < KPT; r++) {
+        uint i = run0 + r * sgs + lane;
+        kk[r] = i < len ? load_key(base + i) : uvec2(0);
+    }
+    [[unroll]] for (uint r = 0; r < KPT; r++) {
+        bool valid = run0 + r * sgs + lane < len;
+        uint d = digit(kk[r]);
+        uvec4 peers = match_digit(d, valid);
+        uint n = subgroupBallotBitCount(peers);
+        bool lead = valid && leads(peers);
+        info[r] = subgroupBallotExclusiveBitCount(peers) | (n << 8) | (lead ? 1u << 16 : 0u);
+        if (lead) sgc[sg * 256 + d] += n;
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
     }
     barrier();
-    for (uint r = 0; r < KPT; r++) {
-        uint i = first + r * WG + t;
-        bool valid = i < len;
-        uvec2 key = valid ? load_key(base + i) : uvec2(0);
-        uint d = digit(key);
-        uvec4 peers = match_digit(d, valid);
-        if (valid && leads(peers)) sgc[sg * 256 + d] = subgroupBallotBitCount(peers);
-        barrier();
-        if (valid) {
-            uint pos = cnt[d] + subgroupBallotExclusiveBitCount(peers);
-            for (uint s = 0; s < sg; s++) pos += sgc[s * 256 + d];
-            store_key(base + pos, key);
+    for (uint d = t; d < 256; d += WG) {
+        uint run = hist[hbase + tile * 256 + d];
+        for (uint s = 0; s < gl_NumSubgroups; s++) {
+            uint c = sgc[s * 256 + d];
+            sgc[s * 256 + d] = run;
+            run += c;
         }
-        barrier();
-        for (uint e = t; e < 256; e += WG) {
-            uint s = 0;
-            for (uint j = 0; j < SG_MAX; j++) {
-                s += sgc[j * 256 + e];
-                sgc[j * 256 + e] = 0;
-            }
-            cnt[e] += s;
-        }
-        barrier();
+    }
+    barrier();
+    [[unroll]] for (uint r = 0; r < KPT; r++) {
+        bool valid = run0 + r * sgs + lane < len;
+        uint d = digit(kk[r]);
+        if (valid) store_key(base + sgc[sg * 256 + d] + (info[r] & 255u), kk[r]);
+        subgroupBarrier();
+        if ((info[r] >> 16) != 0u) sgc[sg * 256 + d] += (info[r] >> 8) & 255u;
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
     }
 }
