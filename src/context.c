@@ -502,6 +502,8 @@ static baatt_status finish_setup(baatt_context *ctx)
 
 uint32_t baatt_context_enabled_features(const baatt_context *ctx) { return ctx ? ctx->features : 0; }
 
+int baatt_context_subgroup_ballot(const baatt_context *ctx) { return ctx && ctx->subgroup_ballot; }
+
 baatt_context_options baatt_context_options_default(void)
 {
     baatt_context_options o = {.device_index = -1, .device_name = NULL, .validation = 0};

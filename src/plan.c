@@ -317,13 +317,17 @@ static void prof_print(const baatt_plan *p)
 /* ------------------------------------------------------------------------------------------ */
 /* creation                                                                                   */
 
-/* Radix sort (sort_radix.comp) where the device has subgroup ballots: 8 subgroups at most per
- * workgroup (its per-subgroup counts), 256 invocations at most; else (or BAATT_SORT_RADIX=0) the
- * bitonic sort. Returns the workgroup size, 0 for bitonic. */
-static uint32_t choose_radix(const baatt_context *ctx)
+/* Radix sort (sort_radix.comp) where the device has subgroup ballots and a side has more than
+ * 32K tokens (H100, NOTES.md #48: sort 1.03 -> 0.84 ms at 64K, 2.21 -> 1.59 at 128K; the bitonic
+ * sort is faster up to 16K and as fast at 32K); workgroups of 8 subgroups at most (its
+ * per-subgroup counts) and 256 invocations. BAATT_SORT_RADIX=0: always bitonic, 2: radix at any
+ * length (tests). Returns the workgroup size, 0 for bitonic. Needs fill_push (pq, pk). */
+static uint32_t choose_radix(const baatt_plan *p)
 {
+    const baatt_context *ctx = p->ctx;
     uint32_t sg = ctx->info.subgroup_size, wg = 8 * sg < 256 ? 8 * sg : 256;
-    if (!ctx->subgroup_ballot || sg < 4 || sg > 128 || !baatt_env_int("BAATT_SORT_RADIX", 1)) return 0;
+    int mode = baatt_env_int("BAATT_SORT_RADIX", 1), longest = p->pq > p->pk ? p->pq : p->pk;
+    if (!ctx->subgroup_ballot || sg < 4 || sg > 128 || !mode || (mode == 1 && longest < 65536)) return 0;
     return wg;
 }
 
@@ -515,11 +519,11 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     /* Local sort chunks of 4096 keys (32 KiB) where the device allows, else 2 keys per invocation. */
     p->sort_wg = ctx->info.max_workgroup_invocations >= 1024 ? 1024 : ctx->info.max_workgroup_invocations >= 512 ? 512 : 256;
     p->sort_chunk = ctx->info.max_shared_memory >= 8 * 4096 && p->sort_wg == 1024 ? 4096 : 2 * p->sort_wg;
-    p->radix_wg = choose_radix(ctx);
     p->auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
     p->samples = baatt_auto_samples(cfg->q_len);
     p->profile = baatt_env_int("BAATT_PROFILE", 0);
     s = fill_push(p);
+    p->radix_wg = choose_radix(p);
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
     if (!s) choose_chunks(p), choose_score(p), choose_select(p);
@@ -1057,6 +1061,11 @@ baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t 
 const char *baatt_plan_select_path(const baatt_plan *p)
 {
     return p->select_rows ? "select_row" : p->ctx->subgroup_arith ? "select_sg" : "select";
+}
+
+const char *baatt_plan_sort_path(const baatt_plan *p)
+{
+    return p->cfg.dense || !p->cfg.norm_sort ? "none" : p->radix_wg ? "radix" : "bitonic";
 }
 
 const char *baatt_plan_score_path(const baatt_plan *p)

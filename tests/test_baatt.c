@@ -735,6 +735,38 @@ static void select_path_rules(void **s)
     else unsetenv("BAATT_SELECT_ROW");
 }
 
+/* The sort's path under BAATT_SORT_RADIX (restored afterwards: the radix test variant sets it). */
+static const char *sort_path_of(baatt_config c, const char *mode)
+{
+    const char *env = getenv("BAATT_SORT_RADIX");
+    char saved[16] = "";
+    if (env) snprintf(saved, sizeof saved, "%s", env);
+    setenv("BAATT_SORT_RADIX", mode, 1);
+    baatt_plan *plan = NULL;
+    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
+    static char path[16];
+    snprintf(path, sizeof path, "%s", baatt_plan_sort_path(plan));
+    baatt_plan_destroy(plan);
+    if (env) setenv("BAATT_SORT_RADIX", saved, 1);
+    else unsetenv("BAATT_SORT_RADIX");
+    return path;
+}
+
+/* Radix sort where the device has subgroup ballots and a side is longer than 32K tokens (or
+ * forced with 2); bitonic otherwise, or with 0. */
+static void sort_path_rules(void **s)
+{
+    (void)s;
+    int ballots = baatt_context_subgroup_ballot(th_ctx);
+    baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f), l = make(1, 1, 1, 300, 40000, 64, 64, 0.5f);
+    assert_string_equal(sort_path_of(c, "1"), "bitonic");
+    assert_string_equal(sort_path_of(c, "2"), ballots ? "radix" : "bitonic");
+    assert_string_equal(sort_path_of(l, "1"), ballots ? "radix" : "bitonic");
+    assert_string_equal(sort_path_of(l, "0"), "bitonic");
+    c.norm_sort = 0;
+    assert_string_equal(sort_path_of(c, "2"), "none");
+}
+
 /* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp) on the sparse path: 64- and
  * 128-token blocks (one and two key tiles per block), partial blocks, GQA, bf16; its plans must
  * report it. Skipped where the device or the build cannot run it. */
@@ -799,7 +831,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
