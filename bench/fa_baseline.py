@@ -235,7 +235,7 @@ def selection_sparsity(mask, n, block):
 
 
 def coarsen(mask):
-    """OR pairs of blocks on both axes: a 64-block mask as a 128-block one (padding odd counts)."""
+    """OR pairs of blocks on both axes: e.g. a 64-block mask as a 128-block one (padding odd counts)."""
     b, h, nq, nk = mask.shape
     m = F.pad(mask.to(torch.uint8), (0, nk % 2, 0, nq % 2))
     return m.reshape(b, h, (nq + 1) // 2, 2, (nk + 1) // 2, 2).amax(dim=(3, 5)).bool()
@@ -316,7 +316,9 @@ def time_flex_mask(args, device, flex, n, dtype_name, keep, path, out):
     sets = random_sets(2, b, h, hkv, n, d, DTYPES[dtype_name], device, seed=7 * n)
     errors = []
     for block, opts in [v for v in FLEX_VARIANTS if v[0] >= max(args.flex_block, args.block)]:
-        mask = mask_b if block == args.block else coarsen(mask_b)
+        mask = mask_b
+        for _ in range((block // args.block).bit_length() - 1):  # OR 2x2 groups up to flex's block
+            mask = coarsen(mask)
         try:
             bm = block_mask_from(mask, n, block)
             call = flex_once(flex, sets, bm, opts, hkv != h)
@@ -489,11 +491,11 @@ def parse_args():
     ap.add_argument("--budget", type=float, default=0, help="seconds for all timing; 0: no limit")
     ap.add_argument("--methods", default="flash,cudnn,flex")
     ap.add_argument("--mask-dir", help="where `baatt bench --mask-dir` wrote mask_n{N}_k{keep}.npy")
-    ap.add_argument("--block", type=int, default=64, choices=[64, 128],
+    ap.add_argument("--block", type=int, default=64, choices=[32, 64, 128],
                     help="the block size of baatt's masks (`baatt bench --block`)")
     ap.add_argument("--flex-block", type=int, default=64, choices=[64, 128],
                     help="64: baatt's blocks (falling back to 128 if flex rejects them); 128: OR-ed 2x2 "
-                         "(with --block 128, the masks' own blocks)")
+                         "(with --block 128, the masks' own blocks; with 32, OR-ed up)")
     ap.add_argument("--flex-check-max-n", type=int, default=4096,
                     help="check flex's head 0 against a masked float64 reference up to this N")
     ap.add_argument("--out", help="JSON list of records")

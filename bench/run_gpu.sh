@@ -131,10 +131,12 @@ gpu_tests() {
     [ -x "$t" ] || break
     t0=$(date +%s)
     # shellcheck disable=SC2086 # v is a list of assignments
-    env $v BAATT_VALIDATION=$layer timeout -k 5 "$T_TEST_EACH" "$t" >"$RAW/test_baatt_${v%%=*}.log" 2>&1
+    local log="$RAW/test_baatt_$(echo "${v%%=*}" | tr 'A-Z' 'a-z').log"
+    env $v BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" \
+      timeout -k 5 "$T_TEST_EACH" "$t" >"$log" 2>&1
     rc=$?
     case $rc in 0) res=PASS ;; 77) res=SKIP ;; 124 | 137) res="TIMEOUT" ;; *) res="FAIL (exit $rc)" ;; esac
-    [ $rc -ne 0 ] && [ $rc -ne 77 ] && fails=$((fails + 1)) && tail -n 30 "$RAW/test_baatt_${v%%=*}.log"
+    [ $rc -ne 0 ] && [ $rc -ne 77 ] && fails=$((fails + 1)) && tail -n 30 "$log"
     echo "test_baatt ($v): $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
   done
   return $fails

@@ -473,6 +473,26 @@ static baatt_status create_device(baatt_context *ctx)
     return BAATT_OK;
 }
 
+/* The radix sort's workgroup (sort_radix.comp), or 0 where it cannot run: it needs subgroup
+ * ballots, at most 8 subgroups per workgroup (its per-subgroup counts) and whole subgroups. Where
+ * the subgroup size may vary (VK_EXT_subgroup_size_control, core in 1.3: e.g. 8-32 lanes) it is
+ * sized for the smallest and must hold the largest. */
+static uint32_t radix_workgroup(const baatt_context *ctx, uint32_t size)
+{
+    uint32_t lo = size, hi = size;
+    if (ctx->info.api_version >= VK_API_VERSION_1_3 || has_device_ext(ctx->phys, "VK_EXT_subgroup_size_control")) {
+        VkPhysicalDeviceSubgroupSizeControlProperties sc = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sc};
+        vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
+        if (sc.minSubgroupSize) lo = sc.minSubgroupSize < lo ? sc.minSubgroupSize : lo;
+        if (sc.maxSubgroupSize) hi = sc.maxSubgroupSize > hi ? sc.maxSubgroupSize : hi;
+    }
+    uint32_t wg = 8 * lo < 256 ? 8 * lo : 256;
+    if (!ctx->subgroup_ballot || lo < 4 || hi > wg || wg % hi) return 0;
+    return wg;
+}
+
 /* Everything after the VkDevice exists, common to owned and wrapped devices. */
 static baatt_status finish_setup(baatt_context *ctx)
 {
@@ -485,6 +505,7 @@ static baatt_status finish_setup(baatt_context *ctx)
     ctx->subgroup_arith = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub.supportedOperations & ops) == ops &&
                           !env_flag("BAATT_NO_SUBGROUP_OPS");
     ctx->subgroup_ballot = ctx->subgroup_arith && (sub.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
+    ctx->radix_wg = radix_workgroup(ctx, sub.subgroupSize);
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
                           ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
@@ -502,7 +523,7 @@ static baatt_status finish_setup(baatt_context *ctx)
 
 uint32_t baatt_context_enabled_features(const baatt_context *ctx) { return ctx ? ctx->features : 0; }
 
-int baatt_context_subgroup_ballot(const baatt_context *ctx) { return ctx && ctx->subgroup_ballot; }
+uint32_t baatt_context_radix_wg(const baatt_context *ctx) { return ctx ? ctx->radix_wg : 0; }
 
 baatt_context_options baatt_context_options_default(void)
 {

@@ -80,8 +80,8 @@ const char *baatt_plan_attention_path(const baatt_plan *p);
 /* "nv-coopmat2-bf16-split" (score_cm2.comp) or "scalar-fp32" (score.comp). */
 const char *baatt_plan_select_path(const baatt_plan *p);   /* select_row, select_sg or select */
 const char *baatt_plan_score_path(const baatt_plan *p);
-const char *baatt_plan_sort_path(const baatt_plan *p);    /* "radix", "bitonic" or "none" */
-int baatt_context_subgroup_ballot(const baatt_context *ctx); /* subgroup ballots in use */
+const char *baatt_plan_sort_path(const baatt_plan *p, int which); /* side 0 Q, 1 K: "radix", "bitonic", "none" */
+uint32_t baatt_context_radix_wg(const baatt_context *ctx); /* 0: no radix sort on this device */
 /* The BAATT_FEATURE_* bits the context's device was created (or wrapped) with, and whether a
  * shader variant was built into the library (tests: a tensor-core path that exists must run). */
 uint32_t baatt_context_enabled_features(const baatt_context *ctx);

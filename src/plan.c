@@ -22,8 +22,8 @@ typedef struct baatt_push {
 } baatt_push;
 _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed the layout's range");
 
-enum { PROF_KINDS = 13 };
-enum { RADIX_KPT = 16 }; /* radix sort: keys per invocation and tile (sort_radix.comp KPT) */ /* pipeline kinds of the dispatch profile (prof_names) */
+enum { PROF_KINDS = 13 }; /* pipeline kinds of the dispatch profile (prof_names) */
+enum { RADIX_KPT = 16 };  /* radix sort: keys per invocation and tile (sort_radix.comp KPT) */
 
 struct baatt_plan {
     baatt_context *ctx;
@@ -34,6 +34,7 @@ struct baatt_plan {
     uint32_t chunk_heads, chunk_rows;   /* logit chunk: heads x query-block rows */
     uint32_t sort_wg, sort_chunk, select_wg, attn_wg, attn_br, attn_bc;
     uint32_t radix_wg;                  /* radix sort (sort_radix.comp) workgroup; 0: bitonic sort */
+    int radix[2];                       /* per side (Q, K): sorted by the radix sort */
     int attn_nvcm;                      /* tensor-core path (attention_nvcm.comp) */
     int attn_cm2;                       /* cooperative matrix 2 path (attention_cm2.comp or attention_sg.comp) */
     int attn_sg;                        /* ... its subgroup-scope kernel (attention_sg.comp) */
@@ -294,10 +295,11 @@ static const char *const prof_names[PROF_KINDS] = {"sort_keys", "sort_local", "s
 
 static int prof_kind(const baatt_plan *p, VkPipeline pipe)
 {
-    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, p->p_radix[0], p->p_perm,
+    const VkPipeline k[PROF_KINDS - 1] = {p->p_keys,  p->p_local,  p->p_global, VK_NULL_HANDLE, p->p_perm,
                                           p->p_stats, p->p_score, p->p_select, p->p_recall,   p->p_choose,
                                           p->p_permute, p->p_attn};
-    if (pipe && (pipe == p->p_radix[1] || pipe == p->p_radix[2])) return 3;
+    for (int i = 0; i < 3; i++)
+        if (pipe && pipe == p->p_radix[i]) return 3; /* "sort_radix": its three phases together */
     for (int i = 0; i < PROF_KINDS - 1; i++)
         if (k[i] && k[i] == pipe) return i;
     return PROF_KINDS - 1;
@@ -317,18 +319,18 @@ static void prof_print(const baatt_plan *p)
 /* ------------------------------------------------------------------------------------------ */
 /* creation                                                                                   */
 
-/* Radix sort (sort_radix.comp) where the device has subgroup ballots and a side has more than
- * 32K tokens (H100, NOTES.md #48: sort 1.03 -> 0.84 ms at 64K, 2.21 -> 1.59 at 128K; the bitonic
- * sort is faster up to 16K and as fast at 32K); workgroups of 8 subgroups at most (its
- * per-subgroup counts) and 256 invocations. BAATT_SORT_RADIX=0: always bitonic, 2: radix at any
- * length (tests). Returns the workgroup size, 0 for bitonic. Needs fill_push (pq, pk). */
-static uint32_t choose_radix(const baatt_plan *p)
+/* Radix sort (sort_radix.comp) for each side longer than 32K tokens, where the device can run it
+ * (baatt_context_radix_wg; H100, NOTES.md #48: sort 1.03 -> 0.84 ms at 64K, 2.21 -> 1.59 at 128K;
+ * the bitonic sort is faster up to 16K and as fast at 32K). BAATT_SORT_RADIX=0: always bitonic,
+ * 2: radix at any length (tests). Needs fill_push (pq, pk). */
+static void choose_radix(baatt_plan *p)
 {
-    const baatt_context *ctx = p->ctx;
-    uint32_t sg = ctx->info.subgroup_size, wg = 8 * sg < 256 ? 8 * sg : 256;
-    int mode = baatt_env_int("BAATT_SORT_RADIX", 1), longest = p->pq > p->pk ? p->pq : p->pk;
-    if (!ctx->subgroup_ballot || sg < 4 || sg > 128 || !mode || (mode == 1 && longest < 65536)) return 0;
-    return wg;
+    int mode = baatt_env_int("BAATT_SORT_RADIX", 1);
+    uint32_t padded[2] = {p->pq, p->pk};
+    for (int side = 0; side < 2; side++)
+        p->radix[side] = p->ctx->radix_wg && !p->cfg.dense && p->cfg.norm_sort && mode &&
+                         (mode == 2 || padded[side] >= 65536);
+    p->radix_wg = p->radix[0] || p->radix[1] ? p->ctx->radix_wg : 0;
 }
 
 static baatt_status check_device(baatt_plan *p)
@@ -381,7 +383,7 @@ static baatt_status create_scratch(baatt_plan *p)
                       "sort keys"));
     uint64_t keys_bytes = 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk);
     uint32_t rt = p->radix_wg * RADIX_KPT; /* radix tile: keys per workgroup */
-    int radix = sparse && p->cfg.norm_sort && p->radix_wg;
+    int radix = p->radix_wg != 0;
     BAATT_TRY(scratch(p, &p->keys2, radix ? keys_bytes : 8, "sort keys (radix copy)"));
     BAATT_TRY(scratch(p, &p->hist, radix ? 4ull * 256 * ((uint64_t)p->bh * ((b->q_len + rt - 1) / rt) +
                                                          (uint64_t)p->bhkv * ((b->kv_len + rt - 1) / rt)) : 4,
@@ -444,12 +446,11 @@ static baatt_status create_pipelines(baatt_plan *p)
     if (p->cfg.dense) return BAATT_OK;
     snprintf(name, sizeof name, "sort_keys_%s", io);
     BAATT_TRY(baatt_pipeline_get(ctx, name, &d, 1, &p->p_keys));
-    if (p->radix_wg) {
-        for (uint32_t phase = 0; phase < 3; phase++) {
-            uint32_t rs[3] = {p->radix_wg, RADIX_KPT, phase};
-            BAATT_TRY(baatt_pipeline_get(ctx, "sort_radix", rs, 3, &p->p_radix[phase]));
-        }
-    } else {
+    for (uint32_t phase = 0; phase < 3 && p->radix_wg; phase++) {
+        uint32_t rs[3] = {p->radix_wg, RADIX_KPT, phase};
+        BAATT_TRY(baatt_pipeline_get(ctx, "sort_radix", rs, 3, &p->p_radix[phase]));
+    }
+    if (!p->radix[0] || !p->radix[1]) {
         uint32_t sl[2] = {p->sort_wg, p->sort_chunk};
         BAATT_TRY(baatt_pipeline_get(ctx, "sort_local", sl, 2, &p->p_local));
         BAATT_TRY(baatt_pipeline_get(ctx, "sort_global", &p->sort_chunk, 1, &p->p_global));
@@ -523,7 +524,7 @@ baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baat
     p->samples = baatt_auto_samples(cfg->q_len);
     p->profile = baatt_env_int("BAATT_PROFILE", 0);
     s = fill_push(p);
-    p->radix_wg = choose_radix(p);
+    if (!s) choose_radix(p);
     if (!s) s = check_device(p);
     if (!s) s = choose_attention_tiles(p);
     if (!s) choose_chunks(p), choose_score(p), choose_select(p);
@@ -648,7 +649,7 @@ static void record_sort_side(rec *r, uint32_t which)
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R (C = 4 there) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
-        if (p->radix_wg) {
+        if (p->radix[which]) {
             record_radix(r, &pc, len, heads);
             dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
             return;
@@ -1063,9 +1064,9 @@ const char *baatt_plan_select_path(const baatt_plan *p)
     return p->select_rows ? "select_row" : p->ctx->subgroup_arith ? "select_sg" : "select";
 }
 
-const char *baatt_plan_sort_path(const baatt_plan *p)
+const char *baatt_plan_sort_path(const baatt_plan *p, int which)
 {
-    return p->cfg.dense || !p->cfg.norm_sort ? "none" : p->radix_wg ? "radix" : "bitonic";
+    return p->cfg.dense || !p->cfg.norm_sort ? "none" : p->radix[which != 0] ? "radix" : "bitonic";
 }
 
 const char *baatt_plan_score_path(const baatt_plan *p)

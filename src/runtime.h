@@ -46,6 +46,7 @@ struct baatt_context {
     int subgroup_arith;               /* subgroup arithmetic in compute shaders (and not
                                          BAATT_NO_SUBGROUP_OPS): the select_sg variant */
     int subgroup_ballot;              /* ... and ballots (select_row) */
+    uint32_t radix_wg;                /* radix sort workgroup (sort_radix.comp); 0: it cannot run */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;

@@ -736,7 +736,7 @@ static void select_path_rules(void **s)
 }
 
 /* The sort's path under BAATT_SORT_RADIX (restored afterwards: the radix test variant sets it). */
-static const char *sort_path_of(baatt_config c, const char *mode)
+static const char *sort_path_of(baatt_config c, const char *mode, int which)
 {
     const char *env = getenv("BAATT_SORT_RADIX");
     char saved[16] = "";
@@ -745,26 +745,72 @@ static const char *sort_path_of(baatt_config c, const char *mode)
     baatt_plan *plan = NULL;
     assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
     static char path[16];
-    snprintf(path, sizeof path, "%s", baatt_plan_sort_path(plan));
+    snprintf(path, sizeof path, "%s", baatt_plan_sort_path(plan, which));
     baatt_plan_destroy(plan);
     if (env) setenv("BAATT_SORT_RADIX", saved, 1);
     else unsetenv("BAATT_SORT_RADIX");
     return path;
 }
 
-/* Radix sort where the device has subgroup ballots and a side is longer than 32K tokens (or
- * forced with 2); bitonic otherwise, or with 0. */
+/* Radix sort for each side longer than 32K tokens where the device can run it (or forced with 2);
+ * bitonic otherwise, or with 0. */
 static void sort_path_rules(void **s)
 {
     (void)s;
-    int ballots = baatt_context_subgroup_ballot(th_ctx);
+    const char *radix = baatt_context_radix_wg(th_ctx) ? "radix" : "bitonic";
     baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f), l = make(1, 1, 1, 300, 40000, 64, 64, 0.5f);
-    assert_string_equal(sort_path_of(c, "1"), "bitonic");
-    assert_string_equal(sort_path_of(c, "2"), ballots ? "radix" : "bitonic");
-    assert_string_equal(sort_path_of(l, "1"), ballots ? "radix" : "bitonic");
-    assert_string_equal(sort_path_of(l, "0"), "bitonic");
+    assert_string_equal(sort_path_of(c, "1", 0), "bitonic");
+    assert_string_equal(sort_path_of(c, "2", 1), radix);
+    assert_string_equal(sort_path_of(l, "1", 0), "bitonic");
+    assert_string_equal(sort_path_of(l, "1", 1), radix);
+    assert_string_equal(sort_path_of(l, "0", 1), "bitonic");
     c.norm_sort = 0;
-    assert_string_equal(sort_path_of(c, "2"), "none");
+    assert_string_equal(sort_path_of(c, "2", 0), "none");
+}
+
+/* Exact norm ties (every row a copy of one of 5): the radix and the bitonic sort must both give
+ * descending norms with ascending index inside a tie, so the same permutation; over a radix tile
+ * (1024 keys on lavapipe, 4096 on the H100) with partial last tiles, GQA. */
+static void sort_exact_ties(void **s)
+{
+    (void)s;
+    if (!baatt_context_radix_wg(th_ctx)) print_message("no radix sort on this device: bitonic only\n");
+    baatt_config c = make(1, 2, 1, 5000, 4500, 64, 64, 0.1f);
+    gpu_result r[2];
+    result_init(&c, &r[0]);
+    uint64_t rng = th_seed() ^ 0x7135u;
+    void *x[3] = {inputs(&rng, &c, r[0].qn, 1), inputs(&rng, &c, r[0].kn, 0), th_random_tensor(&rng, c.dtype, r[0].kn, 1.0f)};
+    size_t rows[2] = {r[0].qn / c.head_dim, r[0].kn / c.head_dim}, es = baatt_dtype_size(c.dtype) * c.head_dim;
+    for (int side = 0; side < 2; side++)
+        for (size_t t = 5; t < rows[side]; t++) memcpy((char *)x[side] + t * es, (char *)x[side] + (t * 2654435761u % 5) * es, es);
+    const char *env = getenv("BAATT_SORT_RADIX");
+    char saved[16] = "";
+    if (env) snprintf(saved, sizeof saved, "%s", env);
+    for (int m = 0; m < 2; m++) {
+        result_init(&c, &r[m]);
+        size_t bytes[3] = {r[m].qn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype)};
+        void **dst[3] = {&r[m].q, &r[m].k, &r[m].v};
+        for (int i = 0; i < 3; i++) *dst[i] = malloc(bytes[i]), memcpy(*dst[i], x[i], bytes[i]);
+        setenv("BAATT_SORT_RADIX", m ? "2" : "0", 1);
+        assert_int_equal(run_plan(&r[m]), BAATT_OK);
+    }
+    if (env) setenv("BAATT_SORT_RADIX", saved, 1);
+    else unsetenv("BAATT_SORT_RADIX");
+    for (int side = 0; side < 2; side++) {
+        uint32_t len = side ? c.kv_len : c.q_len;
+        const int32_t *p = side ? r[1].pk : r[1].pq;
+        for (size_t h = 0; h < rows[side] / len; h++)
+            for (uint32_t i = 0; i + 1 < len; i++) {
+                size_t a = h * len + p[h * len + i], b = h * len + p[h * len + i + 1];
+                double na = norm_of(&r[1], x[side], a), nb = norm_of(&r[1], x[side], b);
+                assert_true(na >= nb);
+                if (na == nb) assert_true(p[h * len + i] < p[h * len + i + 1]);
+            }
+        assert_memory_equal(side ? r[0].pk : r[0].pq, p, 4 * rows[side]);
+    }
+    for (int i = 0; i < 3; i++) free(x[i]);
+    free_result(&r[0]);
+    free_result(&r[1]);
 }
 
 /* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp) on the sparse path: 64- and
@@ -831,7 +877,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
         cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules), cmocka_unit_test(sort_exact_ties),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
