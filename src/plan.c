@@ -379,9 +379,8 @@ static baatt_status create_scratch(baatt_plan *p)
     int sparse = !p->cfg.dense;
     BAATT_TRY(scratch(p, &p->perm_q, sparse ? 4ull * p->bh * b->q_len : 4, "perm_q"));
     BAATT_TRY(scratch(p, &p->perm_k, sparse ? 4ull * p->bhkv * b->kv_len : 4, "perm_k"));
-    BAATT_TRY(scratch(p, &p->keys, sparse && p->cfg.norm_sort ? 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk) : 8,
-                      "sort keys"));
     uint64_t keys_bytes = 8ull * ((uint64_t)p->bh * p->pq + (uint64_t)p->bhkv * p->pk);
+    BAATT_TRY(scratch(p, &p->keys, sparse && p->cfg.norm_sort ? keys_bytes : 8, "sort keys"));
     uint32_t rt = p->radix_wg * RADIX_KPT; /* radix tile: keys per workgroup */
     int radix = p->radix_wg != 0;
     BAATT_TRY(scratch(p, &p->keys2, radix ? keys_bytes : 8, "sort keys (radix copy)"));
@@ -633,8 +632,29 @@ static void record_radix(rec *r, baatt_push *pc, uint32_t len, uint32_t heads)
     }
 }
 
-/* Norm keys, their sort (radix, or bitonic: local chunks, then global merge steps with local
- * tails) and the permutation of one side (which = 0: Q, 1: K). */
+/* The bitonic sort of one side's keys: local chunks, then global merge steps with local tails. */
+static void record_bitonic(rec *r, baatt_push *pc, uint32_t heads)
+{
+    baatt_plan *p = r->p;
+    uint32_t n = p->sort_chunk < pc->padded ? p->sort_chunk : pc->padded;
+    pc->sort_k = 0;
+    dispatch(r, p->p_local, pc, pc->padded / n, heads, 1);
+    barrier(r);
+    for (uint32_t k = 2 * n; k <= pc->padded; k <<= 1) {
+        pc->sort_k = k;
+        for (uint32_t j = k >> 1; j >= n; j >>= 1) {
+            int pair = j / 2 >= n; /* two steps in one pass (sort_global.comp) */
+            pc->sort_j = j;
+            dispatch(r, p->p_global, pc, (pc->padded / (pair ? 4 : 2) + 255) / 256, heads, 1);
+            barrier(r);
+            if (pair) j >>= 1;
+        }
+        dispatch(r, p->p_local, pc, pc->padded / n, heads, 1);
+        barrier(r);
+    }
+}
+
+/* Norm keys, their sort (radix or bitonic) and the permutation of one side (which = 0: Q, 1: K). */
 static void record_sort_side(rec *r, uint32_t which)
 {
     baatt_plan *p = r->p;
@@ -645,30 +665,11 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.key_offset = which ? p->bh * p->pq : 0;
     pc.identity = !p->cfg.norm_sort;
     if (p->cfg.norm_sort) {
-        uint32_t n = p->sort_chunk < pc.padded ? p->sort_chunk : pc.padded;
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R (C = 4 there) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);
         barrier(r);
-        if (p->radix[which]) {
-            record_radix(r, &pc, len, heads);
-            dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
-            return;
-        }
-        pc.sort_k = 0;
-        dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
-        barrier(r);
-        for (uint32_t k = 2 * n; k <= pc.padded; k <<= 1) {
-            pc.sort_k = k;
-            for (uint32_t j = k >> 1; j >= n; j >>= 1) {
-                int pair = j / 2 >= n; /* two steps in one pass (sort_global.comp) */
-                pc.sort_j = j;
-                dispatch(r, p->p_global, &pc, (pc.padded / (pair ? 4 : 2) + 255) / 256, heads, 1);
-                barrier(r);
-                if (pair) j >>= 1;
-            }
-            dispatch(r, p->p_local, &pc, pc.padded / n, heads, 1);
-            barrier(r);
-        }
+        if (p->radix[which]) record_radix(r, &pc, len, heads);
+        else record_bitonic(r, &pc, heads);
     }
     dispatch(r, p->p_perm, &pc, (len + 255) / 256, heads, 1);
 }
