@@ -13,7 +13,8 @@
 //     digit's start for the tile, plus the keys of that digit in earlier subgroups' runs, in
 //     earlier rounds of its own run and in earlier lanes of its round (a match mask of 8
 //     ballots, one per digit bit).
-// WG = 8 subgroups at most (the host sets WG <= 8 x subgroup size: SG_MAX below).
+// WG holds 8 subgroups at most, whole ones (the context sizes it for the smallest subgroup the
+// device may use and requires it to hold the largest: context.c radix_workgroup): SG_MAX below.
 // HIST holds one segment of 256 x ceil(len / T) counts per head and side, Q side first.
 // Grid: (tiles, heads of this side); the scan (1, heads).
 #include "common.glsl"
