@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Times the cooperative-matrix-2 attention kernel's tuning variants (plan.c's BAATT_CM2_* knobs,
-# bench/NOTES.md) side by side in one device run, each checked against the CPU reference first.
+# Times tuning variants (BAATT_TUNE strings, src/choice.h: tiles, paths) side by side in one
+# device run, each checked against the CPU reference first.
 #   bash bench/cm2_variants.sh [OUTDIR] [VARIANT ...]
-# A variant is NAME or NAME:VAR=VALUE,VAR=VALUE (e.g. t64:BAATT_CM2_BR=64,BAATT_CM2_BC=64). Settings
+# A variant is NAME or NAME:TUNING (e.g. t64:tile=64x64, nvcm:attend=nv-coopmat). Settings
 # (environment): VAR_N (default 32768), VAR_KEEP (default 0.5,0.1), VAR_REPS (default 5),
 # VAR_CHECK_N (default 2048; 0 skips the check), BAATT_BUILD (default build).
 # Writes OUTDIR/variants.tsv (variant, N, method, keep, ms, TFLOP/s useful, check error) and
@@ -14,17 +14,17 @@ shift || true
 mkdir -p "$OUTDIR"
 BIN=${BAATT_BUILD:-build}/baatt
 N=${VAR_N:-32768} KEEP=${VAR_KEEP:-0.5,0.1} REPS=${VAR_REPS:-5} CHECK_N=${VAR_CHECK_N:-2048}
-[ $# -gt 0 ] || set -- base t64:BAATT_CM2_BR=64,BAATT_CM2_BC=64 bc32:BAATT_CM2_BC=32 full0:BAATT_CM2_FULL=0
+[ $# -gt 0 ] || set -- base t64:tile=64x64 t128x64:tile=128x64 nvcm:attend=nv-coopmat
 TSV=$OUTDIR/variants.tsv
 printf 'variant\tn\tmethod\tkeep\tms\ttflops_useful\tcheck_max_err\tkernel\n' >"$TSV"
 
 for spec in "$@"; do
   name=${spec%%:*}
   envs=()
-  [ "$spec" != "$name" ] && IFS=, read -r -a envs <<<"${spec#*:}"
+  [ "$spec" != "$name" ] && envs=("BAATT_TUNE=${spec#*:}")
   echo "== $name ${envs[*]:-}" >&2
   if [ "$CHECK_N" -gt 0 ]; then
-    env "${envs[@]}" BAATT_PIPELINE_STATS=1 "$BIN" bench --n "$CHECK_N" --keep 0.5 --reps 2 --warmup 1 --check \
+    env "${envs[@]}" BAATT_PROFILE=pipelines "$BIN" bench --n "$CHECK_N" --keep 0.5 --reps 2 --warmup 1 --check \
       --json "$OUTDIR/check_$name.json" >/dev/null 2>"$OUTDIR/stats_$name.txt" ||
       echo "$name: check FAILED (see stats_$name.txt)" >&2
   fi

@@ -122,22 +122,21 @@ gpu_tests() {
     [ $rc -ne 0 ] && [ $rc -ne 77 ] && tail -n 30 "$RAW/$(basename "$t").log"
   done
   [ -s "$RAW/tests.txt" ] || echo "no test executables under $BUILD/tests" | tee "$RAW/tests.txt"
-  # other paths of test_baatt, forced: the tensor-core sparse path's fallbacks (permute.comp copies
-  # and scatters instead of the statistics and attention kernels) and the radix sort at the tests'
-  # short lengths (no effect on devices without those paths)
+  # other paths of test_baatt and test_attention through the operator's tuning string: the radix
+  # sort at the tests' short lengths, the subgroup-scope NV kernel, and the portable kernels (no
+  # effect on devices without those paths)
   t="$BUILD/tests/test_baatt"
   local v
-  for v in "BAATT_CM2_SCATTER=0 BAATT_STATS_COPY=0" "BAATT_SORT_RADIX=2"; do
+  for v in "sort=radix" "attend=nv-coopmat" "attend=portable,score=scalar,select=shared"; do
     [ -x "$t" ] || break
     t0=$(date +%s)
-    # shellcheck disable=SC2086 # v is a list of assignments
-    local log="$RAW/test_baatt_$(echo "${v%%=*}" | tr 'A-Z' 'a-z').log"
-    env $v BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" \
+    local log="$RAW/test_baatt_$(echo "$v" | tr -c 'a-z0-9\n' '_').log"
+    BAATT_TUNE=$v BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" \
       timeout -k 5 "$T_TEST_EACH" "$t" >"$log" 2>&1
     rc=$?
     case $rc in 0) res=PASS ;; 77) res=SKIP ;; 124 | 137) res="TIMEOUT" ;; *) res="FAIL (exit $rc)" ;; esac
     [ $rc -ne 0 ] && [ $rc -ne 77 ] && fails=$((fails + 1)) && tail -n 30 "$log"
-    echo "test_baatt ($v): $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
+    echo "test_baatt (BAATT_TUNE=$v): $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
   done
   return $fails
 }

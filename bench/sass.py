@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Disassemble what the NVIDIA Vulkan driver compiled for one of our pipelines.
 
-    BAATT_PIPELINE_CACHE_DIR=DIR baatt bench ...     # writes DIR/<shader variant>.bin
+    BAATT_PROFILE=cache=DIR baatt bench ...     # writes DIR/<shader variant>.bin
     python3 bench/sass.py DIR/attention_cm2_f16.bin [--nvdisasm PATH] [--arch SM90] [--summary]
 
 The driver's pipeline-cache data (580.x) holds a zstd-compressed container with the machine
@@ -75,7 +75,7 @@ def summary(sass):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cache", help="a .bin file written under BAATT_PIPELINE_CACHE_DIR")
+    ap.add_argument("cache", help="a .bin file written under BAATT_PROFILE=cache=DIR")
     ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda-13.0/bin/nvdisasm")
     ap.add_argument("--arch", default="SM90", help="nvdisasm architecture (default SM90: H100)")
     ap.add_argument("--summary", action="store_true", help="print the instruction mix instead")

@@ -8,11 +8,11 @@
 // the host to fit maxComputeSharedMemorySize. Grid: (ceil(q_len / BR), batch * heads).
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 128;
-layout(constant_id = 1) const uint D = 64;
-layout(constant_id = 2) const uint BR = 16;
-layout(constant_id = 3) const uint BC = 16;
-layout(constant_id = 4) const uint SPARSE = 0;
+layout(constant_id = SC_ATT_WG) const uint WG = 128;
+layout(constant_id = SC_ATT_D) const uint D = 64;
+layout(constant_id = SC_ATT_BR) const uint BR = 16;
+layout(constant_id = SC_ATT_BC) const uint BC = 16;
+layout(constant_id = SC_ATT_SPARSE) const uint SPARSE = 0;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { ELEM q[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { ELEM k[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { ELEM v[]; };

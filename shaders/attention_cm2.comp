@@ -8,14 +8,14 @@
 // Dense (default build): Q, K, V, O in the caller's layout. SORTED build: the sparse path, where
 // Q, K, V were gathered into norm-sorted copies (by stats.comp, or permute.comp under auto sort;
 // blocks are then contiguous rows) and O is written in sorted order, then scattered back to its
-// original rows by the epilogue (SCATTER) or by permute.comp.
+// original rows by the epilogue.
 // Row statistics (max M, sum L, rescale alpha) live in narrow BR x 16 accumulators; they reach
 // the BR x BC and BR x D shapes through row reductions that smear a row's value (per-element
 // operations only take extra matrices of the operand's own shape). The softmax scale is folded
 // into the exponent: max is scale-invariant for scale > 0.
 // Register pressure rules this kernel (240-255 registers on the H100, bench/NOTES.md #10-#15):
 // code that looks free (helper functions, a prefetch, 32 rows per subgroup) spills and costs
-// 20-100%; check BAATT_PIPELINE_STATS=1 after any change.
+// 20-100%; check BAATT_PROFILE=pipelines after any change.
 // Grid: (ceil(q_len / BR), batch * heads). Needs glslang >= 15, >= 16 for bf16 (built only where
 // it compiles).
 #extension GL_KHR_cooperative_matrix : require
@@ -32,23 +32,17 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 128;
-layout(constant_id = 1) const uint D = 128;
-layout(constant_id = 2) const uint BR = 64;
-layout(constant_id = 3) const uint BC = 64;
+layout(constant_id = SC_CM2_WG) const uint WG = 128;
+layout(constant_id = SC_CM2_D) const uint D = 128;
+layout(constant_id = SC_CM2_BR) const uint BR = 64;
+layout(constant_id = SC_CM2_BC) const uint BC = 64;
 // TPB (SORTED build): key tiles per key block (block / BC, at least 1), so that loop unrolls.
-layout(constant_id = 4) const uint TPB = 1;
-// Occupancy probe (BAATT_CM2_PAD, bytes): this much unused shared memory on top of what the
-// driver allocates for its own operand staging.
-layout(constant_id = 5) const uint PAD = 0;
-shared uint pad_sh[PAD / 4 + 1];
-// SORTED build: write O back to its original rows in the epilogue (else permute.comp does it).
-layout(constant_id = 6) const bool SCATTER = true;
+layout(constant_id = SC_CM2_TPB) const uint TPB = 1;
 // Partial-tile code left out: bit 0, Q's clamped load (q_len is a multiple of BR); bit 1, the
 // key tiles' clamped loads and masking (kv_len of BC); bit 2, O's clamped store. The host sets
 // only the bits the shape allows and that measured faster (NOTES.md #42).
-layout(constant_id = 7) const uint FULL = 0;
-const bool QFULL = (FULL & 1u) != 0u, KFULL = (FULL & 2u) != 0u, OFULL = (FULL & 4u) != 0u;
+layout(constant_id = SC_CM2_FULL) const uint FULL = 0;
+const bool QFULL = (FULL & CM2_FULL_Q) != 0u, KFULL = (FULL & CM2_FULL_K) != 0u, OFULL = (FULL & CM2_FULL_O) != 0u;
 
 #ifdef SORTED
 #define SRC_Q BIND_QS
@@ -184,15 +178,9 @@ void main() {
     coopMatReduceNV(lo, L, gl_CooperativeMatrixReduceRowNV, first_op);
     O = O / lo;
     coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> o16 = coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(O);
-    if (PAD > 0 && pc.q_len == 0u) {   // never true; keeps pad_sh allocated
-        pad_sh[gl_LocalInvocationID.x % (PAD / 4 + 1)] = 1u;
-        barrier();
-        if (pad_sh[0] == 7u) o[0] = ELT(1.0);
-    }
     if (OFULL || qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
 #ifdef SORTED
-    if (!SCATTER) return;
     // The workgroup's buffer writes made visible to its own later reads: a workgroup-scope
     // acquire-release barrier on buffer memory, the Vulkan memory model's form (both views
     // coherent; as fast as memoryBarrierBuffer() + barrier(), NOTES.md #41).

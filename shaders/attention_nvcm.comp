@@ -22,12 +22,12 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 128;
-layout(constant_id = 1) const uint D = 128;
-layout(constant_id = 2) const uint NSG = 4;
-layout(constant_id = 3) const uint BC = 32;
-layout(constant_id = 4) const uint SPARSE = 0;
-layout(constant_id = 5) const uint SG = 32;
+layout(constant_id = SC_NVCM_WG) const uint WG = 128;
+layout(constant_id = SC_NVCM_D) const uint D = 128;
+layout(constant_id = SC_NVCM_NSG) const uint NSG = 4;
+layout(constant_id = SC_NVCM_BC) const uint BC = 32;
+layout(constant_id = SC_NVCM_SPARSE) const uint SPARSE = 0;
+layout(constant_id = SC_NVCM_SG) const uint SG = 32;
 
 // 16-byte views (8 halves): rows are D = 64 or 128 halves, so a row is 8 or 16 whole vectors.
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };

@@ -8,7 +8,7 @@
 // AUTO[heads * S * 2 + kvhd] (1 = sorted). Grid: (chunks, batch * kv_heads).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint ROWS = 64;
+layout(constant_id = SC_CHOOSE_ROWS) const uint ROWS = 64;
 layout(set = 0, binding = BIND_PERM_Q) writeonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) writeonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_MASK) buffer MK { uint mask[]; };

@@ -14,9 +14,9 @@
 // Grid: (ceil(S / RPW), batch * heads).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint D = 64;
-layout(constant_id = 1) const uint ROWS = 64;
-const uint WG = 256, RPW = 8;
+layout(constant_id = SC_RECALL_D) const uint D = 64;
+layout(constant_id = SC_RECALL_ROWS) const uint ROWS = 64;
+const uint WG = 256, RPW = AUTO_RPW;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { ELEM q[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };   // rows: whole 16-byte vectors
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };

@@ -1,5 +1,5 @@
-// Shared declarations for every baatt stage: the push-constant block (mirrors baatt_push in
-// src/plan.c, field for field) and the element type of Q/K/V/O.
+// Shared declarations for every baatt stage: the element type of Q/K/V/O, the push-constant
+// block and bindings of interface.h, and the sort-key helpers.
 #ifndef BAATT_COMMON_GLSL
 #define BAATT_COMMON_GLSL
 
@@ -52,48 +52,13 @@ uint bf16_bits(float f) {
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
 
-// Per-dispatch geometry. Tensor layouts: Q,O [batch, heads, q_len, head_dim];
+// Per-dispatch geometry (the push-constant block and the bindings are defined once, for both
+// sides, in interface.h). Tensor layouts: Q,O [batch, heads, q_len, head_dim];
 // K,V [batch, kv_heads, kv_len, head_dim]; "hd" below is a flattened (batch, head) index.
-layout(push_constant) uniform Push {
-    uint batch, heads, kv_heads, q_len, kv_len, head_dim;
-    uint block, nq, nk, words;     // block size, query/key block counts, mask words per row
-    uint which;                    // 0: the Q side, 1: the K side (sort and stats stages)
-    uint padded;                   // sort: per-head length padded to a power of two
-    uint sort_k, sort_j;           // sort: bitonic stage and step; radix: digit shift, direction
-    uint key_offset;               // sort: first key of this side in the KEYS buffer
-    uint head0, nheads_chunk;      // score/select: first (batch, head) row of this chunk
-    uint row0, rows;               // score/select: query-block rows of this chunk (per head)
-    uint mode, keep, min_blocks, max_blocks;  // select: 0 keep-ratio (keep blocks), 1 threshold
-    float threshold;
-    float scale, cov;              // t and lambda * t^2 / 2
-    uint identity;                 // sort_perm: write the identity (sorting off);
-                                   // stats: read the original order, not through the perms
-    uint slot;                     // select: 0 writes MASK/COUNTS slot 0 (what attention reads),
-                                   // 1 the original-order slot that auto sort compares against
-} pc;
-
-// Buffer bindings (set 0), one layout for every pipeline; see src/runtime.h.
-#define BIND_Q 0
-#define BIND_K 1
-#define BIND_V 2
-#define BIND_O 3
-#define BIND_PERM_Q 4
-#define BIND_PERM_K 5
-#define BIND_KEYS 6
-#define BIND_QFEAT 7
-#define BIND_KFEAT 8
-#define BIND_LOGITS 9
-#define BIND_MASK 10
-#define BIND_COUNTS 11
-#define BIND_QS 12   // norm-sorted copies of Q, K, V and O (cooperative-matrix-2 sparse path)
-#define BIND_KS 13
-#define BIND_VS 14
-#define BIND_OS 15
-#define BIND_AUTO 16 // auto sort: sampled recalls [heads][S][2] f32, then sorted flags [kv heads] u32
-#define BIND_QSPLIT 17 // block features as bf16 hi/lo parts (tensor-core scoring; stats.comp SPLIT)
-#define BIND_KSPLIT 18
-#define BIND_KEYS2 19  // radix sort: the other key buffer (sort_radix.comp ping-pongs with KEYS)
-#define BIND_HIST 20   // radix sort: per-tile digit counts, then their prefix
+#include "interface.h"
+#define PUSH_U(name) uint name;
+#define PUSH_F(name) float name;
+layout(push_constant) uniform Push { BAATT_PUSH_FIELDS(PUSH_U, PUSH_F) } pc;
 
 // kv (batch, head) of query (batch, head) hd: GQA groups heads / kv_heads query heads per kv head.
 uint kv_of(uint hd) {

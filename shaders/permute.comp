@@ -1,24 +1,22 @@
 #version 450
-// Row gather/scatter through the permutations, 16 bytes per invocation (any dtype: rows are
-// RV whole vectors). The cooperative-matrix-2 sparse path reads Q, K, V in norm-sorted order so
-// that every key block is a contiguous run of rows its tensor loads can address:
+// Row gather through the permutations, 16 bytes per invocation (any dtype: rows are RV whole
+// vectors). The cooperative-matrix-2 sparse path reads Q, K, V in norm-sorted order so that
+// every key block is a contiguous run of rows its tensor loads can address; under auto sort the
+// perms change after the statistics, so this pass makes the copies instead of stats.comp:
 //   which 0: QS[hd][p] = Q[hd][perm_q[p]]
 //   which 1: KS[hd][p] = K[hd][perm_k[p]], VS likewise
-//   which 2: O[hd][perm_q[p]] = OS[hd][p]        (scatter the sorted output back)
 // Grid: (ceil(len * RV / 256), heads of the side).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint RV = 16;
+layout(constant_id = SC_PERM_RV) const uint RV = 16;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
-layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
-layout(set = 0, binding = BIND_QS) buffer QS { uvec4 qs4[]; };
-layout(set = 0, binding = BIND_KS) buffer KS { uvec4 ks4[]; };
-layout(set = 0, binding = BIND_VS) buffer VS { uvec4 vs4[]; };
-layout(set = 0, binding = BIND_OS) buffer OS { uvec4 os4[]; };
+layout(set = 0, binding = BIND_QS) writeonly buffer QS { uvec4 qs4[]; };
+layout(set = 0, binding = BIND_KS) writeonly buffer KS { uvec4 ks4[]; };
+layout(set = 0, binding = BIND_VS) writeonly buffer VS { uvec4 vs4[]; };
 
 void main() {
     uint hd = gl_WorkGroupID.y, e = gl_GlobalInvocationID.x;
@@ -31,7 +29,5 @@ void main() {
         vs4[sorted] = v4[src];
         return;
     }
-    uint orig = (hd * len + uint(perm_q[hd * len + p])) * RV + a;
-    if (pc.which == 0) qs4[sorted] = q4[orig];
-    else o4[orig] = os4[sorted];
+    qs4[sorted] = q4[(hd * len + uint(perm_q[hd * len + p])) * RV + a];
 }

@@ -8,12 +8,12 @@
 // Grid: (ceil(nk / 64), ceil(rows / 64), nheads_chunk).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint D = 64;
+layout(constant_id = SC_SCORE_D) const uint D = 64;
 layout(set = 0, binding = BIND_QFEAT) readonly buffer QF { float qfeat[]; };
 layout(set = 0, binding = BIND_KFEAT) readonly buffer KF { float kfeat[]; };
 layout(set = 0, binding = BIND_LOGITS) writeonly buffer LG { float logits[]; };
 
-const uint TILE = 64, TK = 16, F = 3 * D;
+const uint TILE = SCORE_FP32_TILE, TK = 16, F = 3 * D;
 shared float As[TK][TILE];
 shared float Bs[TK][TILE];
 

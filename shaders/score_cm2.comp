@@ -16,12 +16,12 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 128;
-layout(constant_id = 1) const uint D = 64;
-layout(constant_id = 2) const uint T = 64;    // output tile T x T
-layout(constant_id = 3) const uint KC = 32;   // feature step; divides F
+layout(constant_id = SC_SCM2_WG) const uint WG = 128;
+layout(constant_id = SC_SCM2_D) const uint D = 64;
+layout(constant_id = SC_SCM2_T) const uint T = 64;    // output tile T x T
+layout(constant_id = SC_SCM2_KC) const uint KC = 32;   // feature step; divides F
 // nq, nk and the chunk's rows are multiples of T: every tile is full.
-layout(constant_id = 4) const bool FULL = false;
+layout(constant_id = SC_SCM2_FULL) const bool FULL = false;
 layout(set = 0, binding = BIND_QSPLIT) readonly buffer QX { bfloat16_t qsplit[]; };
 layout(set = 0, binding = BIND_KSPLIT) readonly buffer KX { bfloat16_t ksplit[]; };
 layout(set = 0, binding = BIND_LOGITS) writeonly buffer LG { float logits[]; };

@@ -19,8 +19,8 @@
 #endif
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 256;
-layout(constant_id = 1) const uint PER = 1;
+layout(constant_id = SC_SEL_WG) const uint WG = 256;
+layout(constant_id = SC_SEL_PER) const uint PER = 1;
 layout(set = 0, binding = BIND_LOGITS) readonly buffer LG { float logits[]; };
 layout(set = 0, binding = BIND_MASK) writeonly buffer MK { uint mask[]; };
 layout(set = 0, binding = BIND_COUNTS) writeonly buffer CT { uint counts[]; };
@@ -250,7 +250,7 @@ void main() {
 // in lane J % SG at index J / SG (PER = ceil(nk / SG)), so the mask bits of index i are one
 // ballot: 32 / SG indices per mask word below 32 lanes, SG / 32 words per index above.
 // Grid: (ceil(rows / (WG / SG)), nheads_chunk).
-layout(constant_id = 2) const uint SG = 32;
+layout(constant_id = SC_SEL_SG) const uint SG = 32;
 
 uint row_count(uint T, bool above) {   // keys >= T (above: > T); key 0 is padding
     uint c = 0;

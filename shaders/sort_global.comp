@@ -6,7 +6,7 @@
 // Grid: (ceil(padded / 4 / 256) paired, else ceil(padded / 2 / 256), heads of this side).
 #include "common.glsl"
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint N = 4096;
+layout(constant_id = SC_GLOBAL_N) const uint N = 4096;
 layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
 
 void main() {

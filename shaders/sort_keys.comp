@@ -9,7 +9,7 @@
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint D = 64;
+layout(constant_id = SC_KEYS_D) const uint D = 64;
 // 16-byte views: a row is D * sizeof(ELEM) bytes, a whole number of vectors for D = 64, 128.
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
@@ -20,7 +20,7 @@ float sumsq(uvec4 w) {
 }
 layout(set = 0, binding = BIND_KEYS) writeonly buffer KeyB { uvec2 keys[]; };
 
-const uint RV = D / VEC_N, R = 256 / RV, C = 4;   // C: plan.c's grid assumes 4
+const uint RV = D / VEC_N, R = 256 / RV, C = SORT_KEYS_C;
 shared float part[C * 256];
 
 void main() {

@@ -8,8 +8,8 @@
 // Grid: (padded / n, heads of this side).
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 512;
-layout(constant_id = 1) const uint N = 1024;
+layout(constant_id = SC_LOCAL_WG) const uint WG = 512;
+layout(constant_id = SC_LOCAL_N) const uint N = 1024;
 layout(set = 0, binding = BIND_KEYS) buffer KeyB { uvec2 keys[]; };
 shared uvec2 sh[N];
 

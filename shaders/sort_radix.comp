@@ -22,10 +22,10 @@
 #extension GL_KHR_shader_subgroup_ballot : require
 #extension GL_EXT_control_flow_attributes : require
 layout(local_size_x_id = 0) in;
-layout(constant_id = 0) const uint WG = 256;
-layout(constant_id = 1) const uint KPT = 16;   // keys per invocation and tile
-layout(constant_id = 2) const uint PHASE = 0;
-const uint T = WG * KPT, SG_MAX = 8;
+layout(constant_id = SC_RADIX_WG) const uint WG = 256;
+layout(constant_id = SC_RADIX_KPT) const uint KPT = 16;   // keys per invocation and tile
+layout(constant_id = SC_RADIX_PHASE) const uint PHASE = 0;
+const uint T = WG * KPT, SG_MAX = RADIX_MAX_SUBGROUPS;
 layout(set = 0, binding = BIND_KEYS) buffer KeyA { uvec2 keys[]; };
 layout(set = 0, binding = BIND_KEYS2) buffer KeyB { uvec2 keys2[]; };
 layout(set = 0, binding = BIND_HIST) buffer HistB { uint hist[]; };

@@ -17,12 +17,12 @@
 // partial sums meet in shared memory (one invocation per dimension with 2-byte loads was bound by
 // load instructions, NOTES.md #26).
 layout(local_size_x = 256) in;
-layout(constant_id = 0) const uint D = 64;
+layout(constant_id = SC_STATS_D) const uint D = 64;
 // COPY (the cooperative-matrix-2 sparse path with a fixed blocking): the first pass also writes
 // the rows it reads, in sorted order, to the side's sorted copy (QS, or KS and V's rows to VS),
 // so no permute.comp pass is needed.
-layout(constant_id = 1) const bool COPY = false;
-layout(constant_id = 2) const bool SPLIT = false;
+layout(constant_id = SC_STATS_COPY) const bool COPY = false;
+layout(constant_id = SC_STATS_SPLIT) const bool SPLIT = false;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };

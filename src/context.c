@@ -100,17 +100,37 @@ static baatt_status load_vulkan(baatt_context *ctx)
     return BAATT_OK;
 }
 
-/* Environment switches: a flag is set by any value but "" and "0"; numbers parse with atoi. */
+/* An operator's switch (BAATT_VALIDATION): set by any value but "" and "0". */
 static int env_flag(const char *name)
 {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
 }
 
-int baatt_env_int(const char *name, int fallback)
+/* The operator's settings: BAATT_TUNE (the tuning every plan of this context gets, choice.h)
+ * and BAATT_PROFILE (diagnostics: "dispatch" timestamps, driver "pipelines" statistics,
+ * "cache=DIR" to keep each pipeline's driver binary), both parsed strictly. */
+static baatt_status read_environment(baatt_context *ctx)
 {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : fallback;
+    char msg[256];
+    ctx->tuning = baatt_tuning_default();
+    const char *tune = getenv("BAATT_TUNE");
+    if (tune && baatt_tuning_parse(tune, &ctx->tuning, msg, sizeof msg))
+        return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "BAATT_TUNE: %s", msg);
+    const char *prof = getenv("BAATT_PROFILE");
+    char item[512];
+    for (const char *p = prof ? prof : ""; *p;) {
+        size_t len = strcspn(p, ",");
+        snprintf(item, sizeof item, "%.*s", (int)len, p);
+        if (!strcmp(item, "dispatch") || !strcmp(item, "1")) ctx->tuning.profile = 1;
+        else if (!strcmp(item, "pipelines")) ctx->pipeline_stats = 1;
+        else if (!strncmp(item, "cache=", 6) && item[6]) snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%.255s", item + 6);
+        else if (strcmp(item, "0"))
+            return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                              "BAATT_PROFILE: unknown item \"%s\" (items: dispatch, pipelines, cache=DIR)", item);
+        p += len + (p[len] == ',');
+    }
+    return BAATT_OK;
 }
 
 static int has_layer(const char *name)
@@ -361,12 +381,11 @@ static int has_nvcm_shape(VkPhysicalDevice pd)
 }
 
 /* Cooperative matrix 2 (workgroup scope): every feature attention_cm2.comp uses, a 1.3 device
- * (SPIR-V 1.6), and not disabled by BAATT_NO_COOPMAT2. Fills the two structs to chain. */
+ * (SPIR-V 1.6). Fills the two structs to chain. */
 static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_features *khr,
                          baatt_coopmat2_nv_features *cm2)
 {
-    if (!ctx->info.coopmat2_nv || !ctx->info.coopmat_khr || api < VK_API_VERSION_1_3 ||
-        env_flag("BAATT_NO_COOPMAT2") || env_flag("BAATT_NO_COOPMAT"))
+    if (!ctx->info.coopmat2_nv || !ctx->info.coopmat_khr || api < VK_API_VERSION_1_3)
         return 0;
     *khr = (baatt_coopmat_khr_features){.sType = STYPE_COOPMAT_KHR_FEATURES};
     *cm2 = (baatt_coopmat2_nv_features){.sType = STYPE_COOPMAT2_NV_FEATURES, .pNext = khr};
@@ -383,7 +402,7 @@ static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_fea
  * type and cooperative-matrix features, on top of cooperative matrix 2. */
 static int want_bf16_coopmat(baatt_context *ctx, baatt_bf16_features *bf)
 {
-    if (!ctx->info.bf16 || env_flag("BAATT_NO_BF16_COOPMAT")) return 0;
+    if (!ctx->info.bf16) return 0;
     *bf = (baatt_bf16_features){.sType = STYPE_BF16_FEATURES};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = bf};
     vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
@@ -419,7 +438,7 @@ static baatt_status create_device(baatt_context *ctx)
     if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
     if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
     int tensor_ok = v12.vulkanMemoryModel && v12.shaderFloat16 && v11.storageBuffer16BitAccess;
-    if (tensor_ok && ctx->info.coopmat_nv && !env_flag("BAATT_NO_COOPMAT") && has_nvcm_shape(ctx->phys)) {
+    if (tensor_ok && ctx->info.coopmat_nv && has_nvcm_shape(ctx->phys)) {
         cm.cooperativeMatrix = VK_TRUE;
         *tail = &cm;
         tail = &cm.pNext;
@@ -440,24 +459,23 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_KHR_shader_bfloat16";
         ctx->features |= BAATT_FEATURE_BF16_COOPMAT;
     }
-    /* Developer diagnostic: BAATT_PIPELINE_STATS=1 prints the driver's statistics (registers,
+    /* Developer diagnostic: BAATT_PROFILE=pipelines prints the driver's statistics (registers,
      * spills, shared memory) for every pipeline built (pipelines.c). */
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE};
-    if (env_flag("BAATT_PIPELINE_STATS") && has_device_ext(ctx->phys, "VK_KHR_pipeline_executable_properties")) {
+    if (ctx->pipeline_stats && has_device_ext(ctx->phys, "VK_KHR_pipeline_executable_properties")) {
         *tail = &pe;
         tail = &pe.pNext;
         exts[next++] = "VK_KHR_pipeline_executable_properties";
-        ctx->pipeline_stats = 1;
-    }
+    } else ctx->pipeline_stats = 0;
     /* Our shaders bound-check every access themselves; VK_EXT_pipeline_robustness lets the
      * pipelines say so (pipelines.c): the NVIDIA driver otherwise guards every buffer load
      * against the descriptor's size (seen in the SASS), which cost the sparse path 2% on the H100
-     * (bench/NOTES.md #20). BAATT_ROBUST=1 keeps the driver's default. */
+     * (bench/NOTES.md #20). The tuning's robust=on keeps the driver's default. */
     VkPhysicalDevicePipelineRobustnessFeaturesEXT rb = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_ROBUSTNESS_FEATURES_EXT, .pipelineRobustness = VK_TRUE};
-    if (!env_flag("BAATT_ROBUST") && has_device_ext(ctx->phys, "VK_EXT_pipeline_robustness")) {
+    if (!ctx->tuning.robust && has_device_ext(ctx->phys, "VK_EXT_pipeline_robustness")) {
         *tail = &rb;
         tail = &rb.pNext;
         exts[next++] = "VK_EXT_pipeline_robustness";
@@ -473,24 +491,50 @@ static baatt_status create_device(baatt_context *ctx)
     return BAATT_OK;
 }
 
-/* The radix sort's workgroup (sort_radix.comp), or 0 where it cannot run: it needs subgroup
- * ballots, at most 8 subgroups per workgroup (its per-subgroup counts) and whole subgroups. Where
- * the subgroup size may vary (VK_EXT_subgroup_size_control, core in 1.3: e.g. 8-32 lanes) it is
- * sized for the smallest and must hold the largest. */
-static uint32_t radix_workgroup(const baatt_context *ctx, uint32_t size)
+/* The range of subgroup sizes a pipeline may get: where the size may vary
+ * (VK_EXT_subgroup_size_control, core in 1.3: e.g. 8-32 lanes), the driver's min and max. */
+static void subgroup_range(const baatt_context *ctx, uint32_t size, uint32_t *lo, uint32_t *hi)
 {
-    uint32_t lo = size, hi = size;
-    if (ctx->info.api_version >= VK_API_VERSION_1_3 || has_device_ext(ctx->phys, "VK_EXT_subgroup_size_control")) {
-        VkPhysicalDeviceSubgroupSizeControlProperties sc = {
-            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
-        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sc};
-        vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
-        if (sc.minSubgroupSize) lo = sc.minSubgroupSize < lo ? sc.minSubgroupSize : lo;
-        if (sc.maxSubgroupSize) hi = sc.maxSubgroupSize > hi ? sc.maxSubgroupSize : hi;
+    *lo = *hi = size;
+    if (ctx->info.api_version < VK_API_VERSION_1_3 && !has_device_ext(ctx->phys, "VK_EXT_subgroup_size_control")) return;
+    VkPhysicalDeviceSubgroupSizeControlProperties sc = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sc};
+    vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
+    if (sc.minSubgroupSize && sc.minSubgroupSize < *lo) *lo = sc.minSubgroupSize;
+    if (sc.maxSubgroupSize > *hi) *hi = sc.maxSubgroupSize;
+}
+
+static uint32_t built_variants(void)
+{
+    static const struct { const char *name; uint32_t bit; } v[] = {
+        {"attention_nvcm_f16", BAATT_BUILT_NVCM}, {"attention_cm2_f16", BAATT_BUILT_CM2_F16},
+        {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16}, {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
+        {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16}, {"score_cm2", BAATT_BUILT_SCORE_CM2}};
+    uint32_t built = 0, missing = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        if (baatt_shader_available(v[i].name)) built |= v[i].bit;
+        else missing |= v[i].bit;
     }
-    uint32_t wg = 8 * lo < 256 ? 8 * lo : 256;
-    if (!ctx->subgroup_ballot || lo < 4 || hi > wg || wg % hi) return 0;
-    return wg;
+    return built & ~missing; /* a path needs all of its variants */
+}
+
+/* The device as the path choice sees it (choice.h). */
+static void fill_caps(baatt_context *ctx, const VkPhysicalDeviceSubgroupProperties *sub)
+{
+    baatt_caps *c = &ctx->caps;
+    VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
+    snprintf(c->name, sizeof c->name, "%.63s", ctx->info.name);
+    c->features = ctx->features;
+    c->built = built_variants();
+    c->subgroup_size = sub->subgroupSize;
+    subgroup_range(ctx, sub->subgroupSize, &c->subgroup_min, &c->subgroup_max);
+    c->subgroup_arith = (sub->supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub->supportedOperations & ops) == ops;
+    c->subgroup_ballot = c->subgroup_arith && (sub->supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
+    c->max_shared = ctx->limits.maxComputeSharedMemorySize;
+    c->max_invocations = ctx->limits.maxComputeWorkGroupInvocations;
+    memcpy(c->max_groups, ctx->limits.maxComputeWorkGroupCount, sizeof c->max_groups);
+    c->max_buffer = ctx->limits.maxStorageBufferRange;
 }
 
 /* Everything after the VkDevice exists, common to owned and wrapped devices. */
@@ -501,11 +545,7 @@ static baatt_status finish_setup(baatt_context *ctx)
     vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
     const VkPhysicalDeviceProperties p = p2.properties;
     ctx->limits = p.limits;
-    VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
-    ctx->subgroup_arith = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub.supportedOperations & ops) == ops &&
-                          !env_flag("BAATT_NO_SUBGROUP_OPS");
-    ctx->subgroup_ballot = ctx->subgroup_arith && (sub.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
-    ctx->radix_wg = radix_workgroup(ctx, sub.subgroupSize);
+    fill_caps(ctx, &sub);
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
                           ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
@@ -523,7 +563,9 @@ static baatt_status finish_setup(baatt_context *ctx)
 
 uint32_t baatt_context_enabled_features(const baatt_context *ctx) { return ctx ? ctx->features : 0; }
 
-uint32_t baatt_context_radix_wg(const baatt_context *ctx) { return ctx ? ctx->radix_wg : 0; }
+const baatt_caps *baatt_context_caps(const baatt_context *ctx) { return &ctx->caps; }
+
+const baatt_tuning *baatt_context_tuning(const baatt_context *ctx) { return &ctx->tuning; }
 
 baatt_context_options baatt_context_options_default(void)
 {
@@ -544,6 +586,7 @@ baatt_status baatt_context_create(const baatt_context_options *opts, baatt_conte
     baatt_context *ctx = *out;
     baatt_context_options o = opts ? *opts : baatt_context_options_default();
     ctx->owns_device = 1;
+    BAATT_TRY(read_environment(ctx));
     BAATT_TRY(load_vulkan(ctx));
     BAATT_TRY(create_instance(ctx, o.validation || env_flag("BAATT_VALIDATION")));
     VkPhysicalDevice *pds;
@@ -575,6 +618,7 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
     if (!ext || !ext->instance || !ext->physical_device || !ext->device || !ext->queue)
         return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
                           "baatt_context_wrap: instance, physical_device, device and queue must all be set");
+    BAATT_TRY(read_environment(ctx));
     if (ext->get_instance_proc_addr) volkInitializeCustom(ext->get_instance_proc_addr);
     else BAATT_TRY(load_vulkan(ctx));
     volkLoadInstanceOnly(ext->instance);

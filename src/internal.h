@@ -3,6 +3,13 @@
 #define BAATT_INTERNAL_H
 
 #include "baatt.h"
+#include "../shaders/interface.h"
+
+#define BAATT_TRY(expr)                                                                            \
+    do {                                                                                           \
+        baatt_status s_ = (expr);                                                                  \
+        if (s_ != BAATT_OK) return s_;                                                             \
+    } while (0)
 
 /* An environment variable as an integer (atoi), or fallback when unset or empty. */
 int baatt_env_int(const char *name, int fallback);
@@ -37,9 +44,9 @@ void baatt_softmax_f64(double *p, uint32_t n);
 uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);
 
 /* Per-head blocking choice (BAATT_SORT_AUTO, and eval's baatt_auto): at most this many query rows
- * per head get exact attention, evenly spaced: sample s of n sits at original row s * q_len / n.
- * The GPU plan passes BAATT_AUTO_ROWS to its shaders, so this is the one place it is set. */
-#define BAATT_AUTO_ROWS 64
+ * per head get exact attention, evenly spaced: sample s of n sits at original row s * q_len / n
+ * (AUTO_SAMPLE_ROWS of interface.h, which the shaders share). */
+#define BAATT_AUTO_ROWS AUTO_SAMPLE_ROWS
 static inline uint32_t baatt_auto_samples(uint32_t q_len)
 {
     return q_len < BAATT_AUTO_ROWS ? q_len : BAATT_AUTO_ROWS;
@@ -74,16 +81,18 @@ static inline void baatt_store(void *p, baatt_dtype dt, uint64_t i, float v)
 enum { BAATT_DEBUG_QFEAT = 0, BAATT_DEBUG_KFEAT = 1, BAATT_DEBUG_LOGITS = 2 };
 baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes);
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows);
-/* Which attention kernel the plan uses: "nv-coopmat2" or "nv-coopmat" (tensor cores) or
- * "scalar" (portable). */
-const char *baatt_plan_attention_path(const baatt_plan *p);
-/* "nv-coopmat2-bf16-split" (score_cm2.comp) or "scalar-fp32" (score.comp). */
-const char *baatt_plan_select_path(const baatt_plan *p);   /* select_row, select_sg or select */
-const char *baatt_plan_score_path(const baatt_plan *p);
-const char *baatt_plan_sort_path(const baatt_plan *p, int which); /* side 0 Q, 1 K: "radix", "bitonic", "none" */
-uint32_t baatt_context_radix_wg(const baatt_context *ctx); /* 0: no radix sort on this device */
-/* The BAATT_FEATURE_* bits the context's device was created (or wrapped) with, and whether a
- * shader variant was built into the library (tests: a tensor-core path that exists must run). */
+/* The plan's choice of paths, tiles and sizes (choice.h), and its path names: stage
+ * BAATT_STAGE_SORT (side 0 Q, 1 K), SCORE, SELECT or ATTEND (baatt_path_name's names). */
+const struct baatt_choice *baatt_plan_choice(const baatt_plan *p);
+const char *baatt_plan_path(const baatt_plan *p, int stage, int side);
+/* A plan with tuning instead of the context's (BAATT_TUNE) tuning. */
+struct baatt_tuning;
+baatt_status baatt_plan_create_tuned(baatt_context *ctx, const baatt_config *cfg, const struct baatt_tuning *tuning,
+                                     baatt_plan **plan);
+/* The context's device as the choice sees it (choice.h), and the tuning its plans get. */
+const struct baatt_caps *baatt_context_caps(const baatt_context *ctx);
+const struct baatt_tuning *baatt_context_tuning(const baatt_context *ctx);
+/* The BAATT_FEATURE_* bits the context's device was created (or wrapped) with. */
 uint32_t baatt_context_enabled_features(const baatt_context *ctx);
 int baatt_shader_available(const char *name);
 

@@ -48,12 +48,12 @@ static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const 
 {
     for (uint32_t i = 0; i < ctx->npipelines; i++) {
         baatt_pipeline_entry *e = &ctx->pipelines[i];
-        if (e->nspec == nspec && !strcmp(e->name, name) && !memcmp(e->spec, spec, nspec * sizeof *spec)) return e;
+        if (e->nspec == nspec && !strcmp(e->name, name) && (!nspec || !memcmp(e->spec, spec, nspec * sizeof *spec))) return e;
     }
     return NULL;
 }
 
-/* BAATT_PIPELINE_STATS diagnostic: one stderr line per pipeline executable with the driver's
+/* BAATT_PROFILE=pipelines diagnostic: one stderr line per pipeline executable with the driver's
  * statistics (on NVIDIA: registers, local memory, shared memory), for kernel tuning. */
 static void print_stats(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, VkPipeline pl)
 {
@@ -85,13 +85,13 @@ static void print_stats(baatt_context *ctx, const char *name, const uint32_t *sp
     }
 }
 
-/* BAATT_PIPELINE_CACHE_DIR=DIR: each pipeline is created through its own pipeline cache, whose
+/* BAATT_PROFILE=cache=DIR: each pipeline is created through its own pipeline cache, whose
  * data (the driver's compiled binary, in its own format) goes to DIR/NAME.bin for offline
  * inspection of what the driver made of a shader. */
 static VkPipelineCache dump_cache_begin(baatt_context *ctx)
 {
     VkPipelineCache c = VK_NULL_HANDLE;
-    if (!getenv("BAATT_PIPELINE_CACHE_DIR")) return c;
+    if (!ctx->cache_dir[0]) return c;
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
     if (ctx->vk.vkCreatePipelineCache(ctx->device, &ci, NULL, &c) != VK_SUCCESS) return VK_NULL_HANDLE;
     return c;
@@ -105,10 +105,10 @@ static void dump_cache_end(baatt_context *ctx, VkPipelineCache c, const char *na
     if (ctx->vk.vkGetPipelineCacheData(ctx->device, c, &n, NULL) == VK_SUCCESS && n && (data = malloc(n)) &&
         ctx->vk.vkGetPipelineCacheData(ctx->device, c, &n, data) == VK_SUCCESS) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/%s.bin", getenv("BAATT_PIPELINE_CACHE_DIR"), name);
+        snprintf(path, sizeof path, "%s/%s.bin", ctx->cache_dir, name);
         FILE *f = fopen(path, "wb");
         if (f) fwrite(data, 1, n, f), fclose(f);
-        else fprintf(stderr, "baatt: BAATT_PIPELINE_CACHE_DIR: cannot write %s\n", path);
+        else fprintf(stderr, "baatt: BAATT_PROFILE=cache: cannot write %s\n", path);
     }
     free(data);
     ctx->vk.vkDestroyPipelineCache(ctx->device, c, NULL);
@@ -170,7 +170,7 @@ baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint
     e = &ctx->pipelines[ctx->npipelines];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);
-    memcpy(e->spec, spec, nspec * sizeof *spec);
+    if (nspec) memcpy(e->spec, spec, nspec * sizeof *spec);
     e->nspec = nspec;
     BAATT_TRY(build(ctx, sh, spec, nspec, &e->pipeline));
     ctx->npipelines++;

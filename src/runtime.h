@@ -6,20 +6,10 @@
 
 #include <volk.h>
 
+#include "choice.h"
 #include "internal.h"
 
-/* Descriptor bindings shared by every shader (set 0); see shaders/common.glsl. One layout for
- * all pipelines lets a plan bind a single descriptor set once per recording. */
-enum {
-    BIND_Q = 0, BIND_K, BIND_V, BIND_O,
-    BIND_PERM_Q, BIND_PERM_K, BIND_KEYS, BIND_QFEAT, BIND_KFEAT,
-    BIND_LOGITS, BIND_MASK, BIND_COUNTS,
-    BIND_QS, BIND_KS, BIND_VS, BIND_OS,   /* norm-sorted copies (cooperative-matrix-2 sparse path) */
-    BIND_AUTO,                            /* auto sort: sampled recalls and per-kv-head choices */
-    BIND_QSPLIT, BIND_KSPLIT,             /* bf16 hi/lo block features (tensor-core scoring) */
-    BIND_KEYS2, BIND_HIST,                /* radix sort: second key buffer, digit counts */
-    BIND_COUNT
-};
+/* Descriptor bindings (BIND_*, one layout for every pipeline) are in shaders/interface.h. */
 #define BAATT_PUSH_BYTES 128
 #define BAATT_MAX_SPEC 12               /* specialization constants per pipeline */
 
@@ -41,12 +31,11 @@ struct baatt_context {
     VkDebugUtilsMessengerEXT messenger;
     uint32_t validation_messages;
     uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
-    int pipeline_stats;               /* BAATT_PIPELINE_STATS: print driver statistics per pipeline */
+    int pipeline_stats;               /* BAATT_PROFILE=pipelines: print driver statistics per pipeline */
+    char cache_dir[256];              /* BAATT_PROFILE=cache=DIR: keep each pipeline's driver binary */
     int no_robustness;                /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
-    int subgroup_arith;               /* subgroup arithmetic in compute shaders (and not
-                                         BAATT_NO_SUBGROUP_OPS): the select_sg variant */
-    int subgroup_ballot;              /* ... and ballots (select_row) */
-    uint32_t radix_wg;                /* radix sort workgroup (sort_radix.comp); 0: it cannot run */
+    baatt_caps caps;                  /* the device as the path choice sees it */
+    baatt_tuning tuning;              /* what plans get unless created with their own (BAATT_TUNE) */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
@@ -66,11 +55,6 @@ baatt_status baatt_fail(baatt_context *ctx, baatt_status status, const char *fmt
 baatt_status baatt_vk(baatt_context *ctx, VkResult r, const char *what);
 const char *baatt_vkresult_name(VkResult r);
 
-#define BAATT_TRY(expr)                                                                            \
-    do {                                                                                           \
-        baatt_status s_ = (expr);                                                                  \
-        if (s_ != BAATT_OK) return s_;                                                             \
-    } while (0)
 #define BAATT_VK(ctx, call) BAATT_TRY(baatt_vk((ctx), (call), #call))
 
 /* ---- memory.c ---- */

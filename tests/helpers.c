@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "choice.h"
 #include "internal.h"
 
 uint64_t th_seed(void)
@@ -107,19 +108,12 @@ void th_tolerance(baatt_dtype dt, double *atol, double *rtol)
 
 baatt_context *th_ctx;
 
-int th_subgroup_kernel_begin(baatt_dtype dt)
-{
-    uint32_t f = baatt_context_enabled_features(th_ctx);
-    int bf16 = dt == BAATT_DTYPE_BF16;
-    if (!(f & BAATT_FEATURE_COOPMAT2_NV) || (bf16 && !(f & BAATT_FEATURE_BF16_COOPMAT))) return 0;
-    if (!baatt_shader_available(bf16 ? "attention_sg128_bf16" : "attention_sg128_f16") ||
-        !baatt_shader_available(bf16 ? "attention_sg64_sorted_bf16" : "attention_sg64_sorted_f16"))
-        return 0;
-    setenv("BAATT_SG", "1", 1);
-    return 1;
-}
+baatt_tuning th_tuning(void) { return *baatt_context_tuning(th_ctx); }
 
-void th_subgroup_kernel_end(void) { unsetenv("BAATT_SG"); }
+baatt_status th_plan_create(const baatt_config *c, const baatt_tuning *t, baatt_plan **plan)
+{
+    return baatt_plan_create_tuned(th_ctx, c, t, plan);
+}
 
 int th_group_setup(void **state)
 {

@@ -44,10 +44,10 @@ extern baatt_context *th_ctx;
 int th_group_setup(void **state);
 int th_group_teardown(void **state);
 
-/* Opts plans into the subgroup-scope tensor-core kernel (BAATT_SG=1) if th_ctx's device and this
- * build can run it for dtype; returns whether they can. th_subgroup_kernel_end opts out again. */
-int th_subgroup_kernel_begin(baatt_dtype dt);
-void th_subgroup_kernel_end(void);
+/* The tuning th_ctx gives its plans (the defaults, or BAATT_TUNE's), to change a field of, and a
+ * plan on th_ctx with tuning t (NULL: th_ctx's). */
+struct baatt_tuning th_tuning(void);
+baatt_status th_plan_create(const baatt_config *c, const struct baatt_tuning *t, baatt_plan **plan);
 
 /* Asserts that creating a plan for c on th_ctx fails with `want`, sets the plan to NULL, and
  * leaves a context message containing `fragment`. */

@@ -144,18 +144,6 @@ static void results_before_run(void **s)
     baatt_plan_destroy(plan);
 }
 
-/* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp): partial query and key tiles,
- * several key tiles, GQA, bf16. Skipped where the device or the build cannot run it. */
-static void dense_subgroup_kernel(void **s)
-{
-    (void)s;
-    if (!th_subgroup_kernel_begin(BAATT_DTYPE_F16)) skip();
-    check_dense(shape(1, 2, 1, 96, 257, 128, BAATT_DTYPE_F16));
-    check_dense(shape(1, 2, 2, 300, 1000, 128, BAATT_DTYPE_F16));
-    if (th_subgroup_kernel_begin(BAATT_DTYPE_BF16)) check_dense(shape(2, 4, 2, 70, 129, 128, BAATT_DTYPE_BF16));
-    th_subgroup_kernel_end();
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,7 +153,6 @@ int main(void)
         cmocka_unit_test(dense_full_tiles),
         cmocka_unit_test(dense_custom_scale), cmocka_unit_test(bad_configs),
         cmocka_unit_test(results_before_run), cmocka_unit_test(too_large_for_device),
-        cmocka_unit_test(dense_subgroup_kernel),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

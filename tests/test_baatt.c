@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "choice.h"
 #include "internal.h"
 #include "workloads.h"
 
@@ -72,6 +73,9 @@ static baatt_status run_gpu(const baatt_config *cfg, gpu_result *r)
     return run_plan(r);
 }
 
+/* The tuning run_plan's plans get (NULL: th_ctx's); tests that need another set it and reset it. */
+static const baatt_tuning *g_tuning;
+
 /* The plan of r->cfg on r's inputs; outputs poisoned first, then read back. */
 static baatt_status run_plan(gpu_result *r)
 {
@@ -86,7 +90,7 @@ static baatt_status run_plan(gpu_result *r)
     memset(r->pq, 0xff, 4 * (size_t)cfg->batch * cfg->heads * cfg->q_len);
     memset(r->pk, 0xff, 4 * (size_t)cfg->batch * cfg->kv_heads * cfg->kv_len);
     baatt_plan *plan = NULL;
-    baatt_status s = baatt_plan_create(th_ctx, cfg, &plan);
+    baatt_status s = th_plan_create(cfg, g_tuning, &plan);
     if (s) return s;
     assert_int_equal(baatt_plan_run_host(plan, r->q, r->k, r->v, r->o), BAATT_OK);
     assert_int_equal(baatt_plan_read_mask(plan, r->mask), BAATT_OK);
@@ -339,12 +343,12 @@ static void baatt_whole_tiles(void **s)
 {
     (void)s;
     baatt_config c = make(1, 2, 1, 4096, 4096, 128, 64, 0.25f);
-    const char *mib[] = {NULL, "0.015625"};
-    for (int i = 0; i < 2; i++) {
-        if (mib[i]) setenv("BAATT_LOGITS_MIB", mib[i], 1);
-        check_typed(c, BAATT_DTYPE_F16);
-    }
-    unsetenv("BAATT_LOGITS_MIB");
+    baatt_tuning t = th_tuning();
+    check_typed(c, BAATT_DTYPE_F16);
+    t.logits_mib = 0.015625;
+    g_tuning = &t;
+    check_typed(c, BAATT_DTYPE_F16);
+    g_tuning = NULL;
     check_typed(make(1, 2, 1, 1024, 1536, 128, 128, 0.25f), BAATT_DTYPE_F16);
     check_typed(make(1, 4, 2, 512, 1024, 128, 128, 0.5f), BAATT_DTYPE_BF16);
 }
@@ -378,9 +382,11 @@ static void baatt_threshold_clamped(void **s)
 static void baatt_chunked_logits(void **s)
 {
     (void)s;
-    setenv("BAATT_LOGITS_MIB", "0.0002", 1); /* ~200 bytes: a few rows of 10 blocks per chunk */
+    baatt_tuning t = th_tuning();
+    t.logits_mib = 0.0002; /* ~200 bytes: a few rows of 10 blocks per chunk */
+    g_tuning = &t;
     check_all(make(2, 2, 2, 320, 320, 64, 32, 0.5f));
-    unsetenv("BAATT_LOGITS_MIB");
+    g_tuning = NULL;
 }
 
 /* Every stage is timed however many logit chunks the run records: a tiny budget gives one chunk
@@ -398,13 +404,11 @@ static void baatt_many_chunks_timed(void **s)
     uint64_t rng = th_seed() ^ 0x71AE5;
     float *q = th_random_tensor(&rng, c.dtype, qn, 1.0f), *k = th_random_tensor(&rng, c.dtype, kn, 1.0f);
     float *v = th_random_tensor(&rng, c.dtype, kn, 1.0f), *o = malloc(4 * qn);
-    setenv("BAATT_LOGITS_MIB", "0.000001", 1); /* ~1 byte: one query-block row per chunk */
-    setenv("BAATT_PROFILE", "1", 1);            /* more dispatch marks than it has room for */
+    baatt_tuning t = th_tuning();
+    t.logits_mib = 0.000001; /* ~1 byte: one query-block row per chunk */
+    t.profile = 1;           /* more dispatch marks than it has room for */
     baatt_plan *plan = NULL;
-    baatt_status st = baatt_plan_create(th_ctx, &c, &plan);
-    unsetenv("BAATT_LOGITS_MIB");
-    unsetenv("BAATT_PROFILE");
-    assert_int_equal(st, BAATT_OK);
+    assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     uint32_t ch, cr;
     baatt_plan_debug_chunks(plan, &ch, &cr);
     assert_true(ch == 1 && cr == 1);
@@ -660,9 +664,11 @@ static void auto_sort_loses(void **s)
     c.norm_sort = BAATT_SORT_AUTO;
     gpu_result a;
     workload_inputs("rotary", 0.0f, &c, &a);
-    setenv("BAATT_LOGITS_MIB", "0.0002", 1); /* both passes chunked: a few rows per chunk */
+    baatt_tuning t = th_tuning();
+    t.logits_mib = 0.0002; /* both passes chunked: a few rows per chunk */
+    g_tuning = &t;
     check_auto(&a, 0);
-    unsetenv("BAATT_LOGITS_MIB");
+    g_tuning = NULL;
 }
 
 /* fp16, GQA, threshold selection, a mixture of head kinds: the choice can differ per kv head. */
@@ -697,75 +703,92 @@ static void tensor_core_path_chosen(void **s)
             c.dense = dense;
             baatt_plan *plan = NULL;
             assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
-            print_message("dtype %d dense %d: %s, score %s\n", (int)dts[i], dense, baatt_plan_attention_path(plan),
-                          baatt_plan_score_path(plan));
-            if (want) assert_string_equal(baatt_plan_attention_path(plan), "nv-coopmat2");
+            const char *attend = baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0), *score = baatt_plan_path(plan, BAATT_STAGE_SCORE, 0);
+            print_message("dtype %d dense %d: %s, score %s\n", (int)dts[i], dense, attend, score);
+            if (want) assert_string_equal(attend, "nv-coopmat2");
             /* the logit product's path depends on the device, not on the dtype of Q/K/V */
-            if (!dense && score_cm2)
-                assert_string_equal(baatt_plan_score_path(plan), "nv-coopmat2-bf16-split");
+            if (!dense && score_cm2) assert_string_equal(score, "nv-coopmat2-bf16");
+            if (dense) assert_string_equal(score, "none");
             baatt_plan_destroy(plan);
         }
     }
 }
 
-/* Which selection build a plan runs: one subgroup per row only in keep-ratio mode and not when
- * BAATT_SELECT_ROW=0 forces a workgroup per row (CI runs every selection test that way too). */
-static const char *select_path_of(baatt_config c)
+/* A plan's path for stage (side: the sort's Q or K side) under tuning t (NULL: th_ctx's). */
+static const char *path_of(baatt_config c, const baatt_tuning *t, int stage, int side)
 {
     baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
+    assert_int_equal(th_plan_create(&c, t, &plan), BAATT_OK);
     static char path[32];
-    snprintf(path, sizeof path, "%s", baatt_plan_select_path(plan));
+    snprintf(path, sizeof path, "%s", baatt_plan_path(plan, stage, side));
     baatt_plan_destroy(plan);
     return path;
 }
 
+/* The plan runs what the choice gives for this device (test_choice checks the rules on
+ * described devices): a subgroup per row in keep-ratio mode where the device has ballots,
+ * never in threshold mode; the tuning caps it at a workgroup per row with subgroup or
+ * shared-memory reductions. */
 static void select_path_rules(void **s)
 {
     (void)s;
-    baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f);
-    print_message("keep ratio: %s\n", select_path_of(c));
-    baatt_config t = c;
-    t.select_mode = BAATT_SELECT_MASS_THRESHOLD, t.mass_threshold = 0.9f;
-    assert_string_not_equal(select_path_of(t), "select_row");
-    const char *saved = getenv("BAATT_SELECT_ROW");
-    setenv("BAATT_SELECT_ROW", "0", 1);
-    assert_string_not_equal(select_path_of(c), "select_row");
-    if (saved) setenv("BAATT_SELECT_ROW", saved, 1);
-    else unsetenv("BAATT_SELECT_ROW");
+    const baatt_caps *caps = baatt_context_caps(th_ctx);
+    baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f), thr = c;
+    baatt_tuning t = baatt_tuning_default();
+    const char *sg = caps->subgroup_arith ? "subgroup" : "shared";
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SELECT, 0), caps->subgroup_ballot ? "row" : sg);
+    thr.select_mode = BAATT_SELECT_MASS_THRESHOLD, thr.mass_threshold = 0.9f;
+    assert_string_equal(path_of(thr, &t, BAATT_STAGE_SELECT, 0), sg);
+    t.select = BAATT_SELECTOR_SUBGROUP;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SELECT, 0), sg);
+    t.select = BAATT_SELECTOR_SHARED;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SELECT, 0), "shared");
+    c.dense = 1;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SELECT, 0), "none");
 }
 
-/* The sort's path under BAATT_SORT_RADIX (restored afterwards: the radix test variant sets it). */
-static const char *sort_path_of(baatt_config c, const char *mode, int which)
-{
-    const char *env = getenv("BAATT_SORT_RADIX");
-    char saved[16] = "";
-    if (env) snprintf(saved, sizeof saved, "%s", env);
-    setenv("BAATT_SORT_RADIX", mode, 1);
-    baatt_plan *plan = NULL;
-    assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
-    static char path[16];
-    snprintf(path, sizeof path, "%s", baatt_plan_sort_path(plan, which));
-    baatt_plan_destroy(plan);
-    if (env) setenv("BAATT_SORT_RADIX", saved, 1);
-    else unsetenv("BAATT_SORT_RADIX");
-    return path;
-}
-
-/* Radix sort for each side longer than 32K tokens where the device can run it (or forced with 2);
- * bitonic otherwise, or with 0. */
+/* Radix sort for each side of at least radix_min padded keys (64K by default) where the device
+ * can run it, at any length with sort=radix, never with sort=bitonic; nothing with sorting off. */
 static void sort_path_rules(void **s)
 {
     (void)s;
-    const char *radix = baatt_context_radix_wg(th_ctx) ? "radix" : "bitonic";
+    const char *radix = baatt_radix_workgroup(baatt_context_caps(th_ctx)) ? "radix" : "bitonic";
     baatt_config c = make(1, 2, 2, 512, 512, 64, 64, 0.5f), l = make(1, 1, 1, 300, 40000, 64, 64, 0.5f);
-    assert_string_equal(sort_path_of(c, "1", 0), "bitonic");
-    assert_string_equal(sort_path_of(c, "2", 1), radix);
-    assert_string_equal(sort_path_of(l, "1", 0), "bitonic");
-    assert_string_equal(sort_path_of(l, "1", 1), radix);
-    assert_string_equal(sort_path_of(l, "0", 1), "bitonic");
-    c.norm_sort = 0;
-    assert_string_equal(sort_path_of(c, "2", 0), "none");
+    baatt_tuning t = baatt_tuning_default();
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 0), "bitonic");
+    assert_string_equal(path_of(l, &t, BAATT_STAGE_SORT, 0), "bitonic");
+    assert_string_equal(path_of(l, &t, BAATT_STAGE_SORT, 1), radix);
+    t.radix_min = 512;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 0), radix);
+    t = baatt_tuning_default();
+    t.sort = BAATT_SORTER_RADIX;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 0), radix);
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 1), radix);
+    t.sort = BAATT_SORTER_BITONIC;
+    assert_string_equal(path_of(l, &t, BAATT_STAGE_SORT, 1), "bitonic");
+    c.norm_sort = BAATT_SORT_OFF;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 0), "none");
+    c.norm_sort = BAATT_SORT_NORM, c.dense = 1;
+    assert_string_equal(path_of(c, &t, BAATT_STAGE_SORT, 1), "none");
+}
+
+/* What the plan runs is what baatt_choose gives for this device and its tuning. */
+static void plan_follows_choice(void **s)
+{
+    (void)s;
+    baatt_config cs[3] = {make(1, 2, 2, 512, 700, 64, 64, 0.5f), make(1, 4, 2, 300, 300, 128, 32, 0.5f),
+                          make(1, 2, 1, 256, 256, 128, 128, 0.5f)};
+    cs[1].dtype = BAATT_DTYPE_F16, cs[2].dense = 1, cs[2].dtype = BAATT_DTYPE_BF16;
+    for (int i = 0; i < 3; i++) {
+        baatt_tuning t = th_tuning();
+        baatt_choice want;
+        char msg[256];
+        assert_int_equal(baatt_choose(baatt_context_caps(th_ctx), &cs[i], &t, &want, msg, sizeof msg), BAATT_OK);
+        baatt_plan *plan = NULL;
+        assert_int_equal(th_plan_create(&cs[i], &t, &plan), BAATT_OK);
+        assert_memory_equal(baatt_plan_choice(plan), &want, sizeof want);
+        baatt_plan_destroy(plan);
+    }
 }
 
 /* Exact norm ties (every row a copy of one of 5): the radix and the bitonic sort must both give
@@ -774,7 +797,7 @@ static void sort_path_rules(void **s)
 static void sort_exact_ties(void **s)
 {
     (void)s;
-    if (!baatt_context_radix_wg(th_ctx)) print_message("no radix sort on this device: bitonic only\n");
+    if (!baatt_radix_workgroup(baatt_context_caps(th_ctx))) print_message("no radix sort on this device: bitonic only\n");
     baatt_config c = make(1, 2, 1, 5000, 4500, 64, 64, 0.1f);
     gpu_result r[2];
     result_init(&c, &r[0]);
@@ -783,19 +806,17 @@ static void sort_exact_ties(void **s)
     size_t rows[2] = {r[0].qn / c.head_dim, r[0].kn / c.head_dim}, es = baatt_dtype_size(c.dtype) * c.head_dim;
     for (int side = 0; side < 2; side++)
         for (size_t t = 5; t < rows[side]; t++) memcpy((char *)x[side] + t * es, (char *)x[side] + (t * 2654435761u % 5) * es, es);
-    const char *env = getenv("BAATT_SORT_RADIX");
-    char saved[16] = "";
-    if (env) snprintf(saved, sizeof saved, "%s", env);
+    baatt_tuning t = th_tuning();
     for (int m = 0; m < 2; m++) {
         result_init(&c, &r[m]);
         size_t bytes[3] = {r[m].qn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype)};
         void **dst[3] = {&r[m].q, &r[m].k, &r[m].v};
         for (int i = 0; i < 3; i++) *dst[i] = malloc(bytes[i]), memcpy(*dst[i], x[i], bytes[i]);
-        setenv("BAATT_SORT_RADIX", m ? "2" : "0", 1);
+        t.sort = m ? BAATT_SORTER_RADIX : BAATT_SORTER_BITONIC;
+        g_tuning = &t;
         assert_int_equal(run_plan(&r[m]), BAATT_OK);
     }
-    if (env) setenv("BAATT_SORT_RADIX", saved, 1);
-    else unsetenv("BAATT_SORT_RADIX");
+    g_tuning = NULL;
     for (int side = 0; side < 2; side++) {
         uint32_t len = side ? c.kv_len : c.q_len;
         const int32_t *p = side ? r[1].pk : r[1].pq;
@@ -811,29 +832,6 @@ static void sort_exact_ties(void **s)
     for (int i = 0; i < 3; i++) free(x[i]);
     free_result(&r[0]);
     free_result(&r[1]);
-}
-
-/* The opt-in subgroup-scope kernel (BAATT_SG=1, attention_sg.comp) on the sparse path: 64- and
- * 128-token blocks (one and two key tiles per block), partial blocks, GQA, bf16; its plans must
- * report it. Skipped where the device or the build cannot run it. */
-static void baatt_subgroup_kernel(void **s)
-{
-    (void)s;
-    if (!th_subgroup_kernel_begin(BAATT_DTYPE_F16)) skip();
-    baatt_config c = make(1, 2, 2, 300, 260, 128, 64, 0.5f);
-    c.dtype = BAATT_DTYPE_F16;
-    for (int dense = 0; dense < 2; dense++) {
-        baatt_plan *plan = NULL;
-        baatt_config d = c;
-        d.dense = dense;
-        assert_int_equal(baatt_plan_create(th_ctx, &d, &plan), BAATT_OK);
-        assert_string_equal(baatt_plan_attention_path(plan), "nv-coopmat2-subgroup");
-        baatt_plan_destroy(plan);
-    }
-    check_all(c);
-    check_typed(make(1, 2, 1, 300, 520, 128, 128, 0.5f), BAATT_DTYPE_F16);
-    if (th_subgroup_kernel_begin(BAATT_DTYPE_BF16)) check_typed(make(1, 4, 2, 150, 230, 128, 64, 0.5f), BAATT_DTYPE_BF16);
-    th_subgroup_kernel_end();
 }
 
 static void bad_baatt_configs(void **s)
@@ -876,8 +874,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
-        cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_subgroup_kernel),   cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules), cmocka_unit_test(sort_exact_ties),       cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
+        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules), cmocka_unit_test(plan_follows_choice), cmocka_unit_test(sort_exact_ties),       cmocka_unit_test(baatt_no_sort_no_cov),
         cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
         cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
         cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),

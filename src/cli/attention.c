@@ -259,7 +259,7 @@ int cmd_attention(int argc, char **argv)
     if (!count_sorted(plan, &o.cfg, ctx, &sorted_heads)) goto done;
     baatt_device_info dev;
     baatt_context_device_info(ctx, &dev);
-    report(&o, &dev, &st, baatt_plan_attention_path(plan), sorted_heads);
+    report(&o, &dev, &st, baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0), sorted_heads);
     rc = 0;
 done:
     free(out);

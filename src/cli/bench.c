@@ -685,8 +685,8 @@ static bresult *bench_config(bench *b, const baatt_config *g, const inputs *in, 
     double t0 = cli_now_ms();
     baatt_plan *plan = NULL;
     baatt_status s = baatt_plan_create(b->ctx, g, &plan);
-    if (!s) r->kernel = baatt_plan_attention_path(plan);
-    if (!s && !g->dense) r->score_kernel = baatt_plan_score_path(plan);
+    if (!s) r->kernel = baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0);
+    if (!s && !g->dense) r->score_kernel = baatt_plan_path(plan, BAATT_STAGE_SCORE, 0);
     if (!s) s = time_runs(b, plan, in, r);
     if (!s) fprintf(stderr, "  %u reps, median %.3f ms (%.1f s)\n", r->reps, r->ms, (cli_now_ms() - t0) * 1e-3);
     if (!s) s = after_timing(b, plan, in, r);

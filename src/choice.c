@@ -1,0 +1,210 @@
+/* The tuning string and the composition of the per-stage choices (src/stages/) into a plan's
+ * choice; see choice.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "choice.h"
+#include "internal.h"
+
+baatt_tuning baatt_tuning_default(void)
+{
+    return (baatt_tuning){.radix_min = 65536, .logits_mib = 128.0};
+}
+
+/* ---- names ---- */
+
+static const char *const attend_names[BAATT_ATTEND_COUNT] = {"auto", "portable", "nv-coopmat", "nv-coopmat2"};
+static const char *const sort_names[BAATT_SORTER_COUNT] = {"auto", "none", "bitonic", "radix"};
+static const char *const score_names[BAATT_SCORE_COUNT] = {"auto", "scalar", "nv-coopmat2-bf16"};
+static const char *const select_names[BAATT_SELECTOR_COUNT] = {"auto", "shared", "subgroup", "row"};
+
+static const char *const *stage_names(int stage, int *count)
+{
+    switch (stage) {
+    case BAATT_STAGE_SORT: *count = BAATT_SORTER_COUNT; return sort_names;
+    case BAATT_STAGE_SCORE: *count = BAATT_SCORE_COUNT; return score_names;
+    case BAATT_STAGE_SELECT: *count = BAATT_SELECTOR_COUNT; return select_names;
+    case BAATT_STAGE_ATTEND: *count = BAATT_ATTEND_COUNT; return attend_names;
+    default: *count = 0; return NULL;
+    }
+}
+
+const char *baatt_path_name(int stage, int path)
+{
+    int n;
+    const char *const *names = stage_names(stage, &n);
+    return names && path >= 0 && path < n ? names[path] : NULL;
+}
+
+/* ---- the tuning string ---- */
+
+static int parse_path(int stage, const char *v, int *out)
+{
+    int n;
+    const char *const *names = stage_names(stage, &n);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i]) && !(stage == BAATT_STAGE_SORT && i == BAATT_SORTER_NONE)) return *out = i, 1;
+    return 0;
+}
+
+static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(v, &end, 10);
+    if (errno || end == v || *end || *v == '-' || x < lo || x > hi) return 0;
+    *out = (uint32_t)x;
+    return 1;
+}
+
+static int parse_onoff(const char *v, int *out)
+{
+    if (!strcmp(v, "on") || !strcmp(v, "1")) return *out = 1, 1;
+    if (!strcmp(v, "off") || !strcmp(v, "0")) return *out = 0, 1;
+    return 0;
+}
+
+static int parse_edge(const char *v, uint32_t *out)
+{
+    return parse_u32(v, 32, 128, out) && (*out == 32 || *out == 64 || *out == 128);
+}
+
+static int parse_tile(const char *v, baatt_tuning *t)
+{
+    char a[16], b[16];
+    const char *x = strchr(v, 'x');
+    if (!x || x - v >= (long)sizeof a || strlen(x + 1) >= sizeof b) return 0;
+    memcpy(a, v, (size_t)(x - v));
+    a[x - v] = 0;
+    strcpy(b, x + 1);
+    return parse_edge(a, &t->tile_rows) && parse_edge(b, &t->tile_keys);
+}
+
+/* One key=value onto t; 0 with a message if either is unknown. */
+static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg, size_t n)
+{
+    static const struct { const char *key; int stage; } paths[] = {
+        {"attend", BAATT_STAGE_ATTEND}, {"sort", BAATT_STAGE_SORT}, {"score", BAATT_STAGE_SCORE},
+        {"select", BAATT_STAGE_SELECT}};
+    int *path_of[] = {(int *)&t->attend, (int *)&t->sort, (int *)&t->score, (int *)&t->select};
+    int ok = -1;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (!strcmp(key, paths[i].key)) ok = parse_path(paths[i].stage, v, path_of[i]);
+    if (!strcmp(key, "tile")) ok = parse_tile(v, t);
+    if (!strcmp(key, "radix_min")) ok = parse_u32(v, 1, 1u << 31, &t->radix_min);
+    if (!strcmp(key, "logits_mib")) {
+        char *end;
+        double x = strtod(v, &end);
+        ok = end != v && !*end && x > 0 && x <= 1048576.0;
+        if (ok) t->logits_mib = x;
+    }
+    if (!strcmp(key, "robust")) ok = parse_onoff(v, &t->robust);
+    if (!strcmp(key, "profile")) ok = parse_onoff(v, &t->profile);
+    if (ok < 0)
+        baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+                   "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, radix_min, logits_mib, robust, "
+                   "profile)", key);
+    else if (!ok)
+        baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
+    return ok > 0;
+}
+
+baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size)
+{
+    if (!s || !t) return baatt_msgf(msg, msg_size, BAATT_ERROR_INVALID_ARGUMENT, "NULL tuning string or struct");
+    baatt_tuning r = *t;
+    char item[256];
+    for (const char *p = s; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof item)
+            return baatt_msgf(msg, msg_size, BAATT_ERROR_INVALID_ARGUMENT, "bad tuning item at \"%s\"", p);
+        memcpy(item, p, len);
+        item[len] = 0;
+        char *eq = strchr(item, '=');
+        if (!eq) return baatt_msgf(msg, msg_size, BAATT_ERROR_INVALID_ARGUMENT, "tuning item \"%s\" has no '='", item);
+        *eq = 0;
+        if (!parse_item(item, eq + 1, &r, msg, msg_size)) return BAATT_ERROR_INVALID_ARGUMENT;
+        p += len + (p[len] == ',');
+    }
+    *t = r;
+    return BAATT_OK;
+}
+
+/* ---- the choice ---- */
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+static baatt_geometry geometry(const baatt_config *c)
+{
+    baatt_geometry g = {0};
+    /* A dense plan still reports its (all-ones) mask on a block grid: the configured block
+     * size when it is a supported one, else 64. */
+    int valid_block = c->block_size == 32 || c->block_size == 64 || c->block_size == 128;
+    g.block = c->dense && !valid_block ? 64 : c->block_size;
+    g.nq = (c->q_len + g.block - 1) / g.block;
+    g.nk = (c->kv_len + g.block - 1) / g.block;
+    g.words = (g.nk + 31) / 32;
+    g.bh = c->batch * c->heads;
+    g.bhkv = c->batch * c->kv_heads;
+    g.pq = pow2_at_least(c->q_len);
+    g.pk = pow2_at_least(c->kv_len);
+    return g;
+}
+
+uint32_t baatt_row_vectors(const baatt_config *c) { return c->head_dim * (uint32_t)baatt_dtype_size(c->dtype) / 16; }
+uint32_t baatt_vector_rows_per_wg(const baatt_config *c) { return 256 / baatt_row_vectors(c); }
+
+/* What every plan needs of the device, and the workgroup counts its dispatches reach. */
+static baatt_status check_limits(const baatt_caps *caps, const baatt_config *c, const baatt_geometry *g, char *msg,
+                                 size_t n)
+{
+    if (c->dtype != BAATT_DTYPE_F32 && !(caps->features & BAATT_FEATURE_FP16_STORAGE))
+        return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
+                          "%s tensors need storageBuffer16BitAccess, which %s lacks (or which was not enabled)",
+                          baatt_dtype_name(c->dtype), caps->name);
+    if (caps->max_invocations < 256)
+        return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u invocations per workgroup; baatt needs 256",
+                          caps->name, caps->max_invocations);
+    uint32_t maxg = caps->max_groups[0];
+    if ((c->q_len + 15) / 16 > maxg || g->bh > caps->max_groups[1] || g->nq > maxg)
+        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
+                          c->q_len, g->bh);
+    if (c->dense) return BAATT_OK;
+    /* The K side's statistics take a workgroup per key block; the row copies and norm keys one
+     * per baatt_vector_rows_per_wg rows of the padded length. */
+    if (g->nk > maxg)
+        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE,
+                          "kv_len %u in blocks of %u gives %u key blocks, over the device's workgroup-count limit (%u)",
+                          c->kv_len, g->block, g->nk, maxg);
+    uint32_t rows = baatt_vector_rows_per_wg(c), longest = g->pq > g->pk ? g->pq : g->pk;
+    if ((longest + rows - 1) / rows > maxg)
+        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE,
+                          "sequence length %u (padded to %u) needs %u workgroups of %u rows for the row copies and norm "
+                          "keys, over the device's workgroup-count limit (%u)",
+                          c->q_len > c->kv_len ? c->q_len : c->kv_len, longest, (longest + rows - 1) / rows, rows, maxg);
+    return BAATT_OK;
+}
+
+baatt_status baatt_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *tuning,
+                          baatt_choice *out, char *msg, size_t msg_size)
+{
+    baatt_choice ch = {.geo = geometry(cfg)};
+    const baatt_geometry *g = &ch.geo;
+    BAATT_TRY(check_limits(caps, cfg, g, msg, msg_size));
+    ch.auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
+    ch.samples = baatt_auto_samples(cfg->q_len);
+    baatt_sort_choose(caps, cfg, tuning, g, &ch.sort);
+    BAATT_TRY(baatt_attend_choose(caps, cfg, tuning, g, &ch.attend, msg, msg_size));
+    baatt_score_choose(caps, cfg, tuning, g, &ch.score);
+    baatt_select_choose(caps, cfg, tuning, g, &ch.select);
+    baatt_stats_choose(cfg, &ch.attend, &ch.score, ch.auto_sort, &ch.stats);
+    *out = ch;
+    return BAATT_OK;
+}

@@ -1,0 +1,150 @@
+/* A plan's results after a run: timings and sparsity, the selection mask, the permutations,
+ * the auto-sort choices, its path names, and test access to intermediate buffers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan.h"
+
+/* Copies n bytes at offset `at` of a device buffer into dst through a temporary staging buffer. */
+static baatt_status download_at(baatt_plan *p, const baatt_buffer *src, uint64_t at, void *dst, uint64_t n)
+{
+    baatt_buffer st;
+    BAATT_TRY(baatt_buffer_create(p->ctx, n, 1, &st));
+    VkCommandBuffer cmd;
+    baatt_status s = baatt_cmd_begin(p->ctx, &cmd);
+    if (!s) {
+        VkBufferCopy c = {at, 0, n};
+        p->ctx->vk.vkCmdCopyBuffer(cmd, src->buffer, st.buffer, 1, &c);
+        baatt_cmd_host_barrier(p->ctx, cmd);
+        s = baatt_cmd_submit_wait(p->ctx, cmd);
+    }
+    if (!s) memcpy(dst, st.mapped, n);
+    baatt_buffer_destroy(p->ctx, &st);
+    return s;
+}
+
+static baatt_status require_run(baatt_plan *p)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!p->ran) return baatt_fail(p->ctx, BAATT_ERROR_NOT_READY, "the plan has not been run yet");
+    return BAATT_OK;
+}
+
+baatt_status baatt_plan_stats(baatt_plan *p, baatt_run_stats *st)
+{
+    BAATT_TRY(require_run(p));
+    if (!st) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "stats is NULL");
+    memset(st, 0, sizeof *st);
+    baatt_timing_read(p, st);
+    uint64_t rows = (uint64_t)p->ch.geo.bh * p->ch.geo.nq;
+    if (p->cfg.dense) {
+        st->selected_blocks = rows * p->ch.geo.nk;
+        return BAATT_OK;
+    }
+    uint32_t *cnt = malloc(4 * rows);
+    if (!cnt) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    baatt_status s = download_at(p, &p->buf[BIND_COUNTS], 0, cnt, 4 * rows);
+    if (!s) {
+        /* Only the last key block can be partial, so a row's selected blocks are
+         * ceil(tokens / block): no need to read the mask back. */
+        uint64_t tokens = 0, B = p->ch.geo.block;
+        for (uint64_t i = 0; i < rows; i++) {
+            tokens += cnt[i];
+            st->selected_blocks += (cnt[i] + B - 1) / B;
+        }
+        st->sparsity = 1.0 - (double)tokens / ((double)rows * p->cfg.kv_len);
+    }
+    free(cnt);
+    return s;
+}
+
+baatt_status baatt_plan_read_mask(baatt_plan *p, uint8_t *mask)
+{
+    BAATT_TRY(require_run(p));
+    if (!mask) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "mask is NULL");
+    uint64_t rows = (uint64_t)p->ch.geo.bh * p->ch.geo.nq, nk = p->ch.geo.nk, words = p->ch.geo.words;
+    if (p->cfg.dense) {
+        memset(mask, 1, rows * nk);
+        return BAATT_OK;
+    }
+    uint32_t *bits = malloc(4 * rows * words);
+    if (!bits) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    baatt_status s = download_at(p, &p->buf[BIND_MASK], 0, bits, 4 * rows * words);
+    for (uint64_t i = 0; !s && i < rows; i++)
+        for (uint64_t j = 0; j < nk; j++) mask[i * nk + j] = (bits[i * words + j / 32] >> (j % 32)) & 1u;
+    free(bits);
+    return s;
+}
+
+static void identity(int32_t *perm, uint64_t heads, uint32_t len)
+{
+    for (uint64_t h = 0; h < heads; h++)
+        for (uint32_t i = 0; i < len; i++) perm[h * len + i] = (int32_t)i;
+}
+
+baatt_status baatt_plan_read_perms(baatt_plan *p, int32_t *perm_q, int32_t *perm_k)
+{
+    BAATT_TRY(require_run(p));
+    const baatt_config *c = &p->cfg;
+    const baatt_geometry *g = &p->ch.geo;
+    if (c->dense) {
+        if (perm_q) identity(perm_q, g->bh, c->q_len);
+        if (perm_k) identity(perm_k, g->bhkv, c->kv_len);
+        return BAATT_OK;
+    }
+    if (perm_q) BAATT_TRY(download_at(p, &p->buf[BIND_PERM_Q], 0, perm_q, 4ull * g->bh * c->q_len));
+    if (perm_k) BAATT_TRY(download_at(p, &p->buf[BIND_PERM_K], 0, perm_k, 4ull * g->bhkv * c->kv_len));
+    return BAATT_OK;
+}
+
+baatt_status baatt_plan_read_head_sorted(baatt_plan *p, uint8_t *sorted)
+{
+    BAATT_TRY(require_run(p));
+    if (!sorted) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "sorted is NULL");
+    uint32_t n = p->ch.geo.bhkv;
+    if (!p->ch.auto_sort) {
+        memset(sorted, p->ch.sort.side[1] != BAATT_SORTER_NONE, n);
+        return BAATT_OK;
+    }
+    uint32_t *flags = malloc(4ull * n);
+    if (!flags) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    /* BIND_AUTO: the sampled recalls [bh][samples][2], then the choices [bhkv] */
+    baatt_status s = download_at(p, &p->buf[BIND_AUTO], 8ull * p->ch.geo.bh * p->ch.samples, flags, 4ull * n);
+    for (uint32_t i = 0; !s && i < n; i++) sorted[i] = flags[i] != 0;
+    free(flags);
+    return s;
+}
+
+const char *baatt_stage_name(int stage)
+{
+    static const char *names[BAATT_STAGE_COUNT] = {"sort", "stats", "score", "select", "attend"};
+    return stage >= 0 && stage < BAATT_STAGE_COUNT ? names[stage] : "unknown";
+}
+
+const baatt_choice *baatt_plan_choice(const baatt_plan *p) { return &p->ch; }
+
+const char *baatt_plan_path(const baatt_plan *p, int stage, int side)
+{
+    const baatt_choice *ch = &p->ch;
+    switch (stage) {
+    case BAATT_STAGE_SORT: return baatt_path_name(stage, ch->sort.side[side != 0]);
+    case BAATT_STAGE_SCORE: return p->cfg.dense ? "none" : baatt_path_name(stage, ch->score.path);
+    case BAATT_STAGE_SELECT: return p->cfg.dense ? "none" : baatt_path_name(stage, ch->select.path);
+    case BAATT_STAGE_ATTEND: return baatt_path_name(stage, ch->attend.path);
+    default: return "none";
+    }
+}
+
+baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes)
+{
+    BAATT_TRY(require_run(p));
+    int b = what == BAATT_DEBUG_QFEAT ? BIND_QFEAT : what == BAATT_DEBUG_KFEAT ? BIND_KFEAT : BIND_LOGITS;
+    if (bytes > p->buf[b].size) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "debug read past the buffer");
+    return download_at(p, &p->buf[b], 0, dst, bytes);
+}
+
+void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows)
+{
+    *heads = p->ch.score.chunk_heads;
+    *rows = p->ch.score.chunk_rows;
+}

@@ -1,0 +1,150 @@
+/* Stage 5, attention (docs/ALGORITHM.md step 5): exact FlashAttention-2-style attention over the
+ * selected key blocks (all of them in a dense plan). Three kernels, best first:
+ *  - attention_cm2.comp: NVIDIA cooperative matrix 2 (workgroup scope), fp16 or bf16. Its sparse
+ *    build reads norm-sorted copies of Q, K, V (contiguous key blocks for its tensor loads; made
+ *    by stats.comp, or by permute.comp under auto sort) and scatters O back in its epilogue.
+ *  - attention_nvcm.comp: NVIDIA cooperative matrix (subgroup scope), fp16.
+ *  - attention.comp: portable, any subgroup size, tiles sized to the shared memory. */
+#include <stdio.h>
+
+#include "plan.h"
+
+static int allows(const baatt_tuning *t, baatt_attend_path path)
+{
+    return t->attend == BAATT_ATTEND_AUTO || t->attend >= path;
+}
+
+/* A tile edge from the tuning (32, 64 or 128; at most the block in sparse plans, so a tile never
+ * straddles a block), else the default. */
+static uint32_t tile_edge(const baatt_config *cfg, const baatt_geometry *g, uint32_t tuned, uint32_t def)
+{
+    return tuned && (cfg->dense || tuned <= g->block) ? tuned : def;
+}
+
+/* Tiles: at head_dim 128, dense plans take 128 x 128 on 256 invocations (NOTES.md #45: 7-11%
+ * faster than 64 x 64), and so do 128-token blocks where both lengths are multiples of 128 (with
+ * the partial-tile code the sorted kernel spills); else 64 x 64, or 32 x 32 for 32-token blocks.
+ * FULL bits only where the shape allows them, and as measured (NOTES.md #42, #47): all three for
+ * the dense kernel and 128 x 128 tiles, the key bit alone for the sorted 64 x 64 kernel. */
+static int choose_cm2(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
+                      baatt_attend_choice *out)
+{
+    int bf16 = cfg->dtype == BAATT_DTYPE_BF16;
+    uint32_t built = bf16 ? BAATT_BUILT_CM2_BF16 : BAATT_BUILT_CM2_F16;
+    if (!allows(t, BAATT_ATTEND_CM2) || !(caps->features & BAATT_FEATURE_COOPMAT2_NV) || !(caps->built & built))
+        return 0;
+    if (cfg->dtype != BAATT_DTYPE_F16 && !(bf16 && (caps->features & BAATT_FEATURE_BF16_COOPMAT))) return 0;
+    uint32_t e = cfg->dense || g->block >= 64 ? 64 : 32;
+    int whole = cfg->q_len % 128 == 0 && cfg->kv_len % 128 == 0;
+    if (cfg->head_dim == 128 && (cfg->dense || (g->block == 128 && whole))) e = 128;
+    out->path = BAATT_ATTEND_CM2;
+    out->br = tile_edge(cfg, g, t->tile_rows, e);
+    out->bc = tile_edge(cfg, g, t->tile_keys, e);
+    out->wg = 2 * out->br;
+    out->sorted = !cfg->dense;
+    uint32_t q = cfg->q_len % out->br == 0, k = cfg->kv_len % out->bc == 0;
+    uint32_t allowed = cfg->dense || out->br == 128 ? CM2_FULL_Q | CM2_FULL_K | CM2_FULL_O : CM2_FULL_K;
+    out->full = (q * CM2_FULL_Q | k * CM2_FULL_K | q * CM2_FULL_O) & allowed;
+    return 1;
+}
+
+/* fp16 on 16x16x16 subgroup cooperative matrices and 32-wide subgroups: 16 query rows a
+ * subgroup, up to 4 subgroups, never wider than a query block. */
+static int choose_nvcm(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
+                       baatt_attend_choice *out)
+{
+    if (!allows(t, BAATT_ATTEND_NVCM) || cfg->dtype != BAATT_DTYPE_F16 || !(caps->features & BAATT_FEATURE_COOPMAT_NV) ||
+        caps->subgroup_size != 32 || !(caps->built & BAATT_BUILT_NVCM))
+        return 0;
+    uint32_t nsg = cfg->dense || g->block / 16 >= 4 ? 4 : g->block / 16;
+    *out = (baatt_attend_choice){.path = BAATT_ATTEND_NVCM, .br = 16 * nsg, .bc = 32, .wg = 32 * nsg};
+    return 1;
+}
+
+/* The largest tile (BR query rows x BC keys) whose shared memory fits the device. */
+static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_geometry *g,
+                                    baatt_attend_choice *out, char *msg, size_t n)
+{
+    static const uint32_t tiles[][2] = {{32, 32}, {16, 32}, {16, 16}};
+    uint32_t d = cfg->head_dim;
+    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+        uint32_t br = tiles[i][0], bc = tiles[i][1];
+        uint64_t bytes = 4ull * (br * d + bc * (d + 1) + bc * d + br * bc) + 12ull * br;
+        if (bytes > caps->max_shared || (!cfg->dense && (br > g->block || bc > g->block))) continue;
+        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = 128};
+        return BAATT_OK;
+    }
+    return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
+                      "device %s has %u bytes of compute shared memory; head_dim %u needs at least %u", caps->name,
+                      caps->max_shared, d, 4 * (16 * d + 16 * (d + 1) + 16 * d + 256) + 192);
+}
+
+baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
+                                 const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n)
+{
+    *out = (baatt_attend_choice){0};
+    if (choose_cm2(caps, cfg, t, g, out) || choose_nvcm(caps, cfg, t, g, out)) return BAATT_OK;
+    return choose_portable(caps, cfg, g, out, msg, n);
+}
+
+static baatt_status create_sorted_copies(baatt_plan *p)
+{
+    const baatt_config *c = &p->cfg;
+    uint64_t es = baatt_dtype_size(c->dtype);
+    uint64_t qbytes = es * p->ch.geo.bh * c->q_len * c->head_dim, kbytes = es * p->ch.geo.bhkv * c->kv_len * c->head_dim;
+    BAATT_TRY(baatt_plan_scratch(p, BIND_QS, qbytes, "sorted Q"));
+    BAATT_TRY(baatt_plan_scratch(p, BIND_KS, kbytes, "sorted K"));
+    BAATT_TRY(baatt_plan_scratch(p, BIND_VS, kbytes, "sorted V"));
+    BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
+    if (p->ch.stats.copy) return BAATT_OK;
+    uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(c)};
+    return baatt_plan_pipeline(p, K_PERMUTE, "permute", sc, SC_PERM_COUNT);
+}
+
+baatt_status baatt_attend_create(baatt_plan *p)
+{
+    const baatt_attend_choice *a = &p->ch.attend;
+    const char *dt = baatt_dtype_name(p->cfg.dtype);
+    uint32_t d = p->cfg.head_dim, sparse = !p->cfg.dense;
+    char name[48];
+    if (a->sorted) BAATT_TRY(create_sorted_copies(p));
+    if (a->path == BAATT_ATTEND_CM2) {
+        snprintf(name, sizeof name, "attention_cm2%s_%s", sparse ? "_sorted" : "", dt);
+        uint32_t sc[SC_CM2_COUNT] = {[SC_CM2_WG] = a->wg, [SC_CM2_D] = d, [SC_CM2_BR] = a->br, [SC_CM2_BC] = a->bc,
+                                     [SC_CM2_TPB] = sparse ? p->ch.geo.block / a->bc : 1, [SC_CM2_FULL] = a->full};
+        return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_CM2_COUNT);
+    }
+    if (a->path == BAATT_ATTEND_NVCM) {
+        uint32_t sc[SC_NVCM_COUNT] = {[SC_NVCM_WG] = a->wg, [SC_NVCM_D] = d, [SC_NVCM_NSG] = a->br / 16,
+                                      [SC_NVCM_BC] = a->bc, [SC_NVCM_SPARSE] = sparse, [SC_NVCM_SG] = 32};
+        return baatt_plan_pipeline(p, K_ATTEND, "attention_nvcm_f16", sc, SC_NVCM_COUNT);
+    }
+    snprintf(name, sizeof name, "attention_%s", dt);
+    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d, [SC_ATT_BR] = a->br, [SC_ATT_BC] = a->bc,
+                                 [SC_ATT_SPARSE] = sparse};
+    return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
+}
+
+/* Row gather (which 0: Q, 1: K and V) into the sorted copies. */
+static void record_permute(baatt_rec *r, uint32_t which)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    pc.which = which;
+    uint32_t len = which ? pc.kv_len : pc.q_len, heads = which ? p->ch.geo.bhkv : p->ch.geo.bh;
+    uint32_t rows = baatt_vector_rows_per_wg(&p->cfg);
+    baatt_dispatch(r, K_PERMUTE, &pc, (len + rows - 1) / rows, heads, 1);
+}
+
+void baatt_attend_record(baatt_rec *r)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    if (p->ch.attend.sorted && !p->ch.stats.copy) {
+        record_permute(r, 0);
+        record_permute(r, 1);
+        baatt_barrier(r);
+    }
+    baatt_dispatch(r, K_ATTEND, &pc, (pc.q_len + p->ch.attend.br - 1) / p->ch.attend.br, p->ch.geo.bh, 1);
+    baatt_barrier(r);
+}

@@ -1,0 +1,353 @@
+/* The path choice (src/choice.c and the stages' choose functions) on described devices, no GPU:
+ * capability sets from the drivers' published properties (docs/DESIGN.md's device table), each
+ * config landing on the expected kernels, tiles and sizes; the tuning string's strict parsing. */
+#include "helpers.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "choice.h"
+#include "internal.h"
+
+enum { ALL_BUILT = BAATT_BUILT_NVCM | BAATT_BUILT_CM2_F16 | BAATT_BUILT_CM2_BF16 | BAATT_BUILT_SCORE_CM2 };
+enum { F16 = BAATT_FEATURE_FP16_STORAGE | BAATT_FEATURE_FP16_ARITH };
+
+static baatt_caps device(const char *name, uint32_t features, uint32_t sg, uint32_t sg_min, uint32_t sg_max,
+                         uint32_t shared, uint32_t invocations, uint32_t groups_x)
+{
+    baatt_caps c = {.features = features, .built = ALL_BUILT, .subgroup_size = sg, .subgroup_min = sg_min,
+                    .subgroup_max = sg_max, .subgroup_arith = 1, .subgroup_ballot = 1, .max_shared = shared,
+                    .max_invocations = invocations, .max_groups = {groups_x, 65535, 65535}, .max_buffer = 0xffffffffu};
+    snprintf(c.name, sizeof c.name, "%s", name);
+    return c;
+}
+
+/* NVIDIA H100, driver 580: NV cooperative matrix (16x16x16) and 2, bf16 cooperative matrices. */
+static baatt_caps h100(void)
+{
+    return device("H100", F16 | BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_BF16_COOPMAT, 32,
+                  32, 32, 49152, 1024, 0x7fffffffu);
+}
+/* An NVIDIA GPU (Turing or later) whose driver has NV cooperative matrix but not matrix 2. */
+static baatt_caps nvidia_no_cm2(void)
+{
+    return device("RTX 2080", F16 | BAATT_FEATURE_COOPMAT_NV, 32, 32, 32, 49152, 1024, 0x7fffffffu);
+}
+/* AMD RDNA3 (RADV): KHR cooperative matrix 16x16x16 only (no kernel of ours yet), wave32/64. */
+static baatt_caps rdna3(void) { return device("RX 7900 XTX (RADV)", F16, 64, 32, 64, 65536, 1024, 0xffffffffu); }
+/* Intel Xe2 (ANV, B580): KHR 8x16x16 at subgroup 16; sizes 16-32. */
+static baatt_caps xe2(void) { return device("Arc B580 (ANV)", F16, 32, 16, 32, 65536, 1024, 0xffffffffu); }
+/* Intel Arc A-series (ANV): KHR 8x8x16 at subgroup 8; sizes 8-32. */
+static baatt_caps arc_a(void) { return device("Arc A770 (ANV)", F16, 32, 8, 32, 65536, 1024, 0xffffffffu); }
+/* Mesa lavapipe 25 (CPU): subgroup 8, 32 KiB, no cooperative matrix, 65535 workgroups. */
+static baatt_caps lavapipe(void) { return device("llvmpipe", F16, 8, 8, 8, 32768, 1024, 65535); }
+/* A device without subgroup arithmetic or ballots, 512 invocations. */
+static baatt_caps no_subgroups(void)
+{
+    baatt_caps c = device("no subgroup ops", F16, 16, 16, 16, 32768, 512, 65535);
+    c.subgroup_arith = c.subgroup_ballot = 0;
+    return c;
+}
+
+static baatt_config shape(uint32_t n, uint32_t d, uint32_t block, baatt_dtype dt, int dense)
+{
+    baatt_config c = baatt_config_default();
+    c.batch = 1, c.heads = 32, c.kv_heads = 32, c.q_len = c.kv_len = n, c.head_dim = d;
+    c.block_size = block, c.dtype = dt, c.dense = dense;
+    return c;
+}
+
+static baatt_choice choose(baatt_caps caps, baatt_config c, const baatt_tuning *t)
+{
+    baatt_tuning def = baatt_tuning_default();
+    baatt_choice ch;
+    char msg[256] = "";
+    baatt_status s = baatt_choose(&caps, &c, t ? t : &def, &ch, msg, sizeof msg);
+    if (s) fprintf(stderr, "%s: %s\n", caps.name, msg);
+    assert_int_equal(s, BAATT_OK);
+    return ch;
+}
+
+static void expect_attend(const baatt_choice *ch, baatt_attend_path path, uint32_t br, uint32_t bc, uint32_t wg)
+{
+    assert_string_equal(baatt_path_name(BAATT_STAGE_ATTEND, ch->attend.path), baatt_path_name(BAATT_STAGE_ATTEND, path));
+    assert_int_equal(ch->attend.br, br);
+    assert_int_equal(ch->attend.bc, bc);
+    assert_int_equal(ch->attend.wg, wg);
+}
+
+static void expect_sort(const baatt_choice *ch, baatt_sort_path q, baatt_sort_path k)
+{
+    assert_int_equal(ch->sort.side[0], q);
+    assert_int_equal(ch->sort.side[1], k);
+}
+
+static void choice_h100(void **s)
+{
+    (void)s;
+    baatt_choice ch = choose(h100(), shape(32768, 128, 64, BAATT_DTYPE_F16, 1), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 128, 128, 256);
+    assert_int_equal(ch.attend.full, CM2_FULL_Q | CM2_FULL_K | CM2_FULL_O);
+    assert_false(ch.attend.sorted);
+    expect_sort(&ch, BAATT_SORTER_NONE, BAATT_SORTER_NONE);
+    ch = choose(h100(), shape(32768 - 64, 128, 64, BAATT_DTYPE_F16, 1), NULL); /* partial tiles */
+    expect_attend(&ch, BAATT_ATTEND_CM2, 128, 128, 256);
+    assert_int_equal(ch.attend.full, 0);
+    /* sparse, 64-token blocks, 128K: 64 x 64 tiles with the key bit, radix sort, tensor-core
+     * score on whole tiles, a subgroup per selection row, sorted copies from the statistics */
+    ch = choose(h100(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 64, 64, 128);
+    assert_int_equal(ch.attend.full, CM2_FULL_K);
+    assert_true(ch.attend.sorted && ch.stats.copy && ch.stats.split);
+    expect_sort(&ch, BAATT_SORTER_RADIX, BAATT_SORTER_RADIX);
+    assert_int_equal(ch.sort.radix_wg, 256);
+    assert_int_equal(ch.score.path, BAATT_SCORE_CM2);
+    assert_int_equal(ch.score.tile, 64);
+    assert_int_equal(ch.score.kc, 64);
+    assert_true(ch.score.full);
+    assert_int_equal(ch.select.path, BAATT_SELECTOR_ROW);
+    assert_int_equal(ch.select.rows, 8);
+    /* the logits of a head (2048 x 2048 blocks = 16 MiB) fit the 128 MiB budget 8 times */
+    assert_int_equal(ch.score.chunk_rows, 2048);
+    assert_int_equal(ch.score.chunk_heads, 8);
+    /* 128-token blocks on multiples of 128: 128 x 128 tiles, every FULL bit */
+    ch = choose(h100(), shape(131072, 128, 128, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 128, 128, 256);
+    assert_int_equal(ch.attend.full, CM2_FULL_Q | CM2_FULL_K | CM2_FULL_O);
+    /* ... not multiples of 128: 64 x 64 */
+    ch = choose(h100(), shape(131072 - 64, 128, 128, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 64, 64, 128);
+    /* 16K: the bitonic sort in chunks of 4096 keys on 1024 invocations */
+    ch = choose(h100(), shape(16384, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_sort(&ch, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    assert_int_equal(ch.sort.wg, 1024);
+    assert_int_equal(ch.sort.chunk, 4096);
+    assert_int_equal(ch.sort.radix_wg, 0);
+    /* 32-token blocks, head_dim 64: 32 x 32 tiles */
+    ch = choose(h100(), shape(4096, 64, 32, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 32, 32, 64);
+    /* bf16 on bf16 cooperative matrices; fp32 on the portable kernel (16 x 32 fits 48 KiB) */
+    ch = choose(h100(), shape(4096, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_CM2, 64, 64, 128);
+    ch = choose(h100(), shape(4096, 128, 64, BAATT_DTYPE_F32, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    assert_false(ch.attend.sorted || ch.stats.copy);
+    assert_int_equal(ch.score.path, BAATT_SCORE_CM2); /* the logits' path does not depend on dtype */
+    /* auto sort: the perms change after the statistics, so permute.comp makes the copies */
+    baatt_config a = shape(4096, 128, 64, BAATT_DTYPE_F16, 0);
+    a.norm_sort = BAATT_SORT_AUTO;
+    ch = choose(h100(), a, NULL);
+    assert_true(ch.auto_sort && ch.attend.sorted && !ch.stats.copy);
+    assert_int_equal(ch.samples, AUTO_SAMPLE_ROWS);
+    /* threshold mode: a workgroup per row */
+    a = shape(4096, 128, 64, BAATT_DTYPE_F16, 0);
+    a.select_mode = BAATT_SELECT_MASS_THRESHOLD;
+    assert_int_equal(choose(h100(), a, NULL).select.path, BAATT_SELECTOR_SUBGROUP);
+    /* without the variants built (an old glslang): the subgroup-scope kernel, the scalar score */
+    baatt_caps old = h100();
+    old.built = BAATT_BUILT_NVCM;
+    ch = choose(old, shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
+    assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
+    assert_int_equal(ch.score.tile, SCORE_FP32_TILE);
+    assert_false(ch.stats.split || ch.stats.copy);
+}
+
+static void choice_nvidia_without_cm2(void **s)
+{
+    (void)s;
+    baatt_choice ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
+    expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
+    ch = choose(nvidia_no_cm2(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_NVCM, 32, 32, 64); /* never wider than a 32-token block */
+    assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
+    ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+}
+
+/* AMD and Intel: the portable kernel (no KHR cooperative-matrix kernel yet) with 32 x 32 tiles
+ * in 64 KiB; radix workgroups sized for the smallest subgroup, holding the largest. */
+static void choice_amd_intel(void **s)
+{
+    (void)s;
+    baatt_choice ch = choose(rdna3(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
+    assert_int_equal(ch.select.path, BAATT_SELECTOR_ROW);
+    assert_int_equal(ch.select.rows, 4); /* 64-wide subgroups */
+    expect_sort(&ch, BAATT_SORTER_RADIX, BAATT_SORTER_RADIX);
+    assert_int_equal(ch.sort.radix_wg, 256);
+    ch = choose(xe2(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    assert_int_equal(ch.sort.radix_wg, 128);
+    assert_int_equal(ch.select.rows, 8);
+    ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    assert_int_equal(ch.sort.radix_wg, 64);
+    /* a row of more than 64 keys a lane takes a workgroup: 8192 blocks over 64 or 32 lanes */
+    ch = choose(rdna3(), shape(524288, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
+    ch = choose(arc_a(), shape(262144, 128, 32, BAATT_DTYPE_F16, 0), NULL);
+    assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
+}
+
+static void choice_lavapipe_and_no_subgroups(void **s)
+{
+    (void)s;
+    baatt_choice ch = choose(lavapipe(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    ch = choose(lavapipe(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 16, 128); /* 32 KiB */
+    expect_sort(&ch, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    assert_int_equal(ch.select.rows, 32);
+    assert_int_equal(baatt_radix_workgroup(&(baatt_caps){.subgroup_min = 8, .subgroup_max = 8, .subgroup_ballot = 1}),
+                     64);
+    ch = choose(no_subgroups(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    assert_int_equal(ch.select.path, BAATT_SELECTOR_SHARED);
+    expect_sort(&ch, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    assert_int_equal(ch.sort.wg, 512);
+    assert_int_equal(ch.sort.chunk, 1024);
+    /* sorting off and dense plans sort nothing */
+    baatt_config off = shape(4096, 64, 64, BAATT_DTYPE_F16, 0);
+    off.norm_sort = BAATT_SORT_OFF;
+    ch = choose(lavapipe(), off, NULL);
+    expect_sort(&ch, BAATT_SORTER_NONE, BAATT_SORTER_NONE);
+}
+
+/* A tuning caps each stage's path; the device still has to offer it. */
+static void choice_tuned(void **s)
+{
+    (void)s;
+    baatt_tuning t = baatt_tuning_default();
+    baatt_config sparse = shape(131072, 128, 64, BAATT_DTYPE_F16, 0);
+    t.attend = BAATT_ATTEND_NVCM;
+    expect_attend((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_ATTEND_NVCM, 64, 32, 128);
+    t.attend = BAATT_ATTEND_PORTABLE;
+    baatt_choice ch = choose(h100(), sparse, &t);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    assert_false(ch.attend.sorted || ch.stats.copy);
+    t = baatt_tuning_default();
+    t.attend = BAATT_ATTEND_CM2; /* at most cm2: the best there is */
+    assert_int_equal(choose(nvidia_no_cm2(), sparse, &t).attend.path, BAATT_ATTEND_NVCM);
+    t = baatt_tuning_default();
+    t.sort = BAATT_SORTER_BITONIC;
+    expect_sort((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    t.sort = BAATT_SORTER_RADIX;
+    expect_sort((baatt_choice[]){choose(h100(), shape(512, 64, 64, BAATT_DTYPE_F16, 0), &t)}, BAATT_SORTER_RADIX,
+                BAATT_SORTER_RADIX);
+    expect_sort((baatt_choice[]){choose(no_subgroups(), sparse, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    t = baatt_tuning_default();
+    t.radix_min = 1u << 20; /* radix only from 1M keys */
+    expect_sort((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
+    baatt_config lopsided = sparse;
+    lopsided.q_len = 300;
+    t = baatt_tuning_default();
+    expect_sort((baatt_choice[]){choose(h100(), lopsided, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_RADIX);
+    t.score = BAATT_SCORE_SCALAR;
+    assert_int_equal(choose(h100(), sparse, &t).score.path, BAATT_SCORE_SCALAR);
+    t = baatt_tuning_default();
+    t.select = BAATT_SELECTOR_SUBGROUP;
+    assert_int_equal(choose(h100(), sparse, &t).select.path, BAATT_SELECTOR_SUBGROUP);
+    t.select = BAATT_SELECTOR_SHARED;
+    assert_int_equal(choose(h100(), sparse, &t).select.path, BAATT_SELECTOR_SHARED);
+    t = baatt_tuning_default();
+    t.tile_rows = 64, t.tile_keys = 128; /* dense: any edge; sparse: at most the block */
+    expect_attend((baatt_choice[]){choose(h100(), shape(4096, 128, 64, BAATT_DTYPE_F16, 1), &t)}, BAATT_ATTEND_CM2, 64,
+                  128, 128);
+    expect_attend((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_ATTEND_CM2, 64, 64, 128);
+    /* a small logit budget: row slices of one head, and no whole-tile score where they are partial */
+    t = baatt_tuning_default();
+    t.logits_mib = 0.5; /* 2048 x 4 bytes a row: 64 rows */
+    ch = choose(h100(), sparse, &t);
+    assert_int_equal(ch.score.chunk_heads, 1);
+    assert_int_equal(ch.score.chunk_rows, 64);
+    assert_true(ch.score.full);
+    t.logits_mib = 0.4; /* 51 rows */
+    ch = choose(h100(), sparse, &t);
+    assert_int_equal(ch.score.chunk_rows, 51);
+    assert_false(ch.score.full);
+}
+
+static void expect_error(baatt_caps caps, baatt_config c, baatt_status want, const char *fragment)
+{
+    baatt_tuning t = baatt_tuning_default();
+    baatt_choice ch;
+    char msg[256] = "";
+    assert_int_equal(baatt_choose(&caps, &c, &t, &ch, msg, sizeof msg), want);
+    if (!strstr(msg, fragment)) fprintf(stderr, "'%s' lacks '%s'\n", msg, fragment);
+    assert_non_null(strstr(msg, fragment));
+}
+
+static void choice_errors(void **s)
+{
+    (void)s;
+    baatt_caps c = lavapipe();
+    c.features = 0;
+    expect_error(c, shape(256, 64, 64, BAATT_DTYPE_F16, 0), BAATT_ERROR_MISSING_FEATURE, "storageBuffer16BitAccess");
+    c = lavapipe();
+    c.max_shared = 16384;
+    expect_error(c, shape(256, 128, 64, BAATT_DTYPE_F32, 1), BAATT_ERROR_MISSING_FEATURE, "shared memory");
+    c.max_invocations = 128;
+    expect_error(c, shape(256, 128, 64, BAATT_DTYPE_F32, 1), BAATT_ERROR_MISSING_FEATURE, "invocations");
+    /* fp32 at head_dim 128: 8 rows a norm-key workgroup, 2^19 rows need 65536 workgroups */
+    expect_error(lavapipe(), shape(1u << 19, 128, 64, BAATT_DTYPE_F32, 0), BAATT_ERROR_TOO_LARGE, "norm keys");
+    baatt_config wide = shape(256, 64, 64, BAATT_DTYPE_F32, 1);
+    wide.heads = wide.kv_heads = 70000;
+    expect_error(lavapipe(), wide, BAATT_ERROR_TOO_LARGE, "workgroup-count");
+}
+
+static void tuning_parse(void **s)
+{
+    (void)s;
+    baatt_tuning t = baatt_tuning_default();
+    char msg[256];
+    assert_int_equal(baatt_tuning_parse("attend=portable,sort=radix,score=scalar,select=shared,tile=64x128,"
+                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1",
+                                        &t, msg, sizeof msg),
+                     BAATT_OK);
+    assert_int_equal(t.attend, BAATT_ATTEND_PORTABLE);
+    assert_int_equal(t.sort, BAATT_SORTER_RADIX);
+    assert_int_equal(t.score, BAATT_SCORE_SCALAR);
+    assert_int_equal(t.select, BAATT_SELECTOR_SHARED);
+    assert_true(t.tile_rows == 64 && t.tile_keys == 128 && t.radix_min == 1024 && t.logits_mib == 0.25);
+    assert_true(t.robust && t.profile);
+    assert_int_equal(baatt_tuning_parse("attend=nv-coopmat2,select=row,sort=bitonic", &t, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(t.attend, BAATT_ATTEND_CM2);
+    assert_int_equal(baatt_tuning_parse("", &t, msg, sizeof msg), BAATT_OK);
+    static const struct { const char *s, *fragment; } bad[] = {
+        {"sort=on", "bad value \"on\" for tuning key \"sort\""}, {"sort=none", "\"none\""},
+        {"atend=portable", "unknown tuning key \"atend\""},    {"tile=48x64", "\"48x64\""},
+        {"tile=64", "\"64\""},                                  {"radix_min=-1", "radix_min"},
+        {"radix_min=12abc", "radix_min"},                       {"logits_mib=0", "logits_mib"},
+        {"robust=yes", "robust"},                               {"attend", "no '='"},
+        {"attend=portable,,sort=radix", "bad tuning item"},     {"select=row,", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        baatt_tuning before = t, after = t;
+        msg[0] = 0;
+        baatt_status st = baatt_tuning_parse(bad[i].s, &after, msg, sizeof msg);
+        if (!bad[i].fragment) { /* a trailing comma ends the list */
+            assert_int_equal(st, BAATT_OK);
+            continue;
+        }
+        assert_int_equal(st, BAATT_ERROR_INVALID_ARGUMENT);
+        if (!strstr(msg, bad[i].fragment)) fprintf(stderr, "'%s': '%s' lacks '%s'\n", bad[i].s, msg, bad[i].fragment);
+        assert_non_null(strstr(msg, bad[i].fragment));
+        assert_memory_equal(&before, &after, sizeof before); /* unchanged on error */
+    }
+    for (int stage = 0; stage < BAATT_STAGE_COUNT; stage++) {
+        int n = stage == BAATT_STAGE_STATS ? 0 : 1;
+        assert_int_equal(baatt_path_name(stage, 0) != NULL, n);
+    }
+    assert_null(baatt_path_name(BAATT_STAGE_ATTEND, BAATT_ATTEND_COUNT));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(choice_h100),      cmocka_unit_test(choice_nvidia_without_cm2),
+        cmocka_unit_test(choice_amd_intel), cmocka_unit_test(choice_lavapipe_and_no_subgroups),
+        cmocka_unit_test(choice_tuned),     cmocka_unit_test(choice_errors),
+        cmocka_unit_test(tuning_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
