@@ -12,7 +12,7 @@ baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ..
     __attribute__((format(printf, 4, 5)));
 
 /* Stable argsort, descending (ties: lower index first): idx[p] = index of the p-th largest key.
- * tmp: n entries of scratch. The order SPEC steps 1 and 4 rank tokens and blocks in. */
+ * tmp: n entries of scratch. The order docs/ALGORITHM.md steps 1 and 4 rank tokens and blocks in. */
 void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp);
 
 /* Dot product of fp64 rows with four partial sums (n a multiple of 4: head_dim is 64 or 128):
@@ -30,7 +30,7 @@ static inline double baatt_dot_f64(const double *a, const double *b, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
-/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of SPEC step 3). */
+/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of docs/ALGORITHM.md step 3). */
 void baatt_softmax_f64(double *p, uint32_t n);
 
 /* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
@@ -48,6 +48,13 @@ static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
 {
     return (uint32_t)((uint64_t)s * q_len / n);
 }
+
+/* The shared selection rules (reference.c), called by the reference and the accuracy harness so
+ * both measure the rule the GPU runs. Threshold mode: the length (>= 1) of the shortest prefix of
+ * `order` (l ranked descending) whose softmax mass reaches theta. Auto sort: 1 when the sorted
+ * blocking's sampled recall is kept over the original order's (ties keep it). */
+uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta);
+int baatt_auto_keeps_sorted(double recall_sorted, double recall_original);
 
 /* Element i of a host tensor in dtype, as float. */
 static inline float baatt_load(const void *p, baatt_dtype dt, uint64_t i)
