@@ -484,7 +484,7 @@ static baatt_status run_mode(const gpu_result *src, int mode, gpu_result *r)
     return run_plan(r);
 }
 
-/* Inputs of workload `name` (src/workloads.h, q_len == kv_len): the K and V of kv head kh are
+/* Inputs of workload `name` (src/eval/workloads.h, q_len == kv_len): the K and V of kv head kh are
  * those of workload head kh * group, so a GQA group shares them. */
 static void workload_inputs(const char *name, float jitter, const baatt_config *c, gpu_result *r)
 {

@@ -12,7 +12,7 @@ typedef struct demo {
     const char *device;
     int sized;            /* the user gave a size: keep it */
     int kv_given;
-    const char *workload; /* a src/workloads.c generator; "random": iid N(0,1) at any GQA shape */
+    const char *workload; /* a src/eval/workloads.c generator; "random": iid N(0,1) at any GQA shape */
     int dtype_given;
 } demo;
 
