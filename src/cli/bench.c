@@ -23,15 +23,15 @@
 #include "rng.h"
 
 #define MAX_LIST 32
+#define MAX_SETS 8
+#define STAGING_CHUNK (256ull << 20) /* bounds the host memory of an upload */
+#define CHECK_MAX_N 4096             /* the CPU reference of larger sizes takes too long */
 /* Returns a failed library call's status from the enclosing function. */
 #define CLI_TRY(expr)                                                                              \
     do {                                                                                           \
         baatt_status s_ = (expr);                                                                  \
         if (s_ != BAATT_OK) return s_;                                                             \
     } while (0)
-#define MAX_SETS 8
-#define STAGING_CHUNK (256ull << 20) /* bounds the host memory of an upload */
-#define CHECK_MAX_N 4096             /* the CPU reference of larger sizes takes too long */
 
 typedef struct bopts {
     uint32_t n[MAX_LIST];
@@ -365,9 +365,8 @@ static int inputs_create(bench *b, const baatt_config *g, inputs *in, char *why,
 
 /* One recorded run on input set `set`: fresh command buffer, submit, wait, read the plan's stats.
  * Without device timestamps the host's wall clock around recording and waiting stands in for gpu_ms. */
-static baatt_status run_once(bench *b, baatt_plan *plan, const inputs *in, uint32_t set, baatt_run_stats *st)
+static baatt_status run_once(baatt_plan *plan, const inputs *in, uint32_t set, baatt_run_stats *st)
 {
-    (void)b;
     double t0 = cli_now_ms();
     CLI_TRY(baatt_plan_run_buffers(plan, in->q[set], in->k[set], in->v[set], in->o));
     double wall = cli_now_ms() - t0;
@@ -405,9 +404,9 @@ static baatt_status time_runs(bench *b, baatt_plan *plan, const inputs *in, bres
      * after the idle input upload (short configurations measured 2.5x slow without it; a warm-up
      * that already took a quarter of the budget has done its job). */
     for (unsigned w = 0; !s && (w < o->warmup || cli_now_ms() - t0 < WARMUP_MS) && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
-        s = run_once(b, plan, in, w % in->nsets, &st);
+        s = run_once(plan, in, w % in->nsets, &st);
     for (; !s && n < cap && (n < min_reps || cli_now_ms() - t0 < limit); n++) {
-        s = run_once(b, plan, in, n % in->nsets, &st);
+        s = run_once(plan, in, n % in->nsets, &st);
         ms[n] = st.gpu_ms;
         for (int k = 0; k < BAATT_STAGE_COUNT; k++) ms[(size_t)cap * (k + 1) + n] = st.stage_ms[k];
     }
@@ -511,7 +510,7 @@ static baatt_status after_timing(bench *b, baatt_plan *plan, const inputs *in, b
     if (!want_mask && !want_check) return BAATT_OK;
     baatt_run_stats st;
     if (want_check) CLI_TRY(poison(in->o, q_bytes(g)));
-    CLI_TRY(run_once(b, plan, in, 0, &st));
+    CLI_TRY(run_once(plan, in, 0, &st));
     selection sel = {0};
     baatt_status s = g->dense ? BAATT_OK : selection_read(plan, g, &sel);
     if (!s && want_mask && !export_selection(b->o.mask_dir, g, &sel)) s = BAATT_ERROR_IO;
