@@ -183,10 +183,10 @@ typedef enum baatt_select_mode {
     BAATT_SELECT_MASS_THRESHOLD = 1, /* shortest prefix of the sorted block map with mass >= threshold */
 } baatt_select_mode;
 
-/* Blocking of Q and K (SPEC step 1), the values of baatt_config.norm_sort. */
+/* Blocking of Q and K (docs/ALGORITHM.md step 1), the values of baatt_config.norm_sort. */
 typedef enum baatt_sort_mode {
     BAATT_SORT_OFF = 0,  /* blocks are contiguous runs of the original order */
-    BAATT_SORT_NORM = 1, /* blocks of the L2-norm-sorted order (SPEC step 1; the default) */
+    BAATT_SORT_NORM = 1, /* blocks of the L2-norm-sorted order (ALGORITHM.md step 1; the default) */
     /* Per kv head, whichever of the two blockings recalls more: both are estimated and selected,
      * then S = min(64, q_len) evenly spaced query rows (row s*q_len/S) of every query head get
      * exact attention over all keys, and each blocking's recall is the attention mass those rows
@@ -203,7 +203,7 @@ typedef struct baatt_config {
     baatt_dtype dtype;                /* of Q, K, V and O */
     float scale;                      /* 0: 1/sqrt(head_dim) */
     int dense;                        /* 1: exact dense attention; the BA-Att fields are ignored */
-    /* BA-Att (see docs/SPEC.md) */
+    /* BA-Att (see docs/ALGORITHM.md) */
     uint32_t block_size;              /* 32, 64 (default) or 128 */
     int norm_sort;                    /* a baatt_sort_mode: 1 (default) sort Q and K by L2 norm
                                          before blocking, 0 do not, 2 choose per kv head */
@@ -259,6 +259,30 @@ typedef struct baatt_tensors {
 } baatt_tensors;
 baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t);
 
+/* Device buffers the library allocates on a context's device (device-local, storage and transfer
+ * usage), for callers without Vulkan code of their own: tensors that stay on the device between
+ * runs, as an embedding application's would (the CLI's bench times plans this way). */
+typedef struct baatt_device_buffer baatt_device_buffer;
+/* BAATT_ERROR_BAD_SHAPE for 0 bytes, BAATT_ERROR_TOO_LARGE beyond the device's storage-buffer
+ * range. On failure *buf is NULL and the context's message says why. */
+baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **buf);
+void baatt_device_buffer_destroy(baatt_device_buffer *buf);
+/* The buffer as a tensor of baatt_plan_record (offset 0). */
+baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buffer *buf);
+/* Copies bytes between host memory and [offset, offset + bytes) of the buffer through a staging
+ * buffer and waits. A range outside the buffer is BAATT_ERROR_INVALID_ARGUMENT. */
+baatt_status baatt_device_buffer_write(baatt_device_buffer *buf, uint64_t offset, const void *src,
+                                       uint64_t bytes);
+baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst,
+                                      uint64_t bytes);
+/* Records the plan over q, k, v, o (each holding its whole tensor at offset 0, as for
+ * baatt_plan_record) into a command buffer of the context the buffers and the plan were created
+ * on, submits it and waits (BAATT_TIMEOUT_S). Timings are read with baatt_plan_stats as usual.
+ * BAATT_ERROR_INVALID_ARGUMENT if they belong to different contexts, BAATT_ERROR_BAD_SHAPE if a
+ * buffer is smaller than its tensor. */
+baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
+                                    baatt_device_buffer *v, baatt_device_buffer *o);
+
 /* After a run (run_host, or a recorded run the caller waited for). */
 enum {
     BAATT_STAGE_SORT = 0,     /* norms + argsort of Q and K */
@@ -269,6 +293,18 @@ enum {
     BAATT_STAGE_COUNT = 5,
 };
 const char *baatt_stage_name(int stage);
+
+/* The kernel the plan chose at creation for stage (a BAATT_STAGE_*), a static string:
+ *   SORT   "bitonic", "radix" (LSD radix sort, long sides on devices with subgroup ballots),
+ *          "radix (q), bitonic (k)" / "bitonic (q), radix (k)", or "none" (dense, or sorting off)
+ *   STATS  "stats"
+ *   SCORE  "nv-coopmat2-bf16" (tensor cores, on bf16 hi/lo parts) or "scalar" (fp32)
+ *   SELECT "row" (a subgroup per row), "subgroup" or "shared" (a workgroup per row, with
+ *          subgroup or shared-memory reductions)
+ *   ATTEND "nv-coopmat2", "nv-coopmat" (tensor cores) or "portable"
+ * The names are those of the BAATT_TUNE string's paths. A dense plan runs ATTEND only: the
+ * other stages are "none". NULL for a NULL plan or an unknown stage. */
+const char *baatt_plan_path(const baatt_plan *plan, int stage);
 
 typedef struct baatt_run_stats {
     double stage_ms[BAATT_STAGE_COUNT]; /* GPU time per stage; 0 for stages not run */
@@ -314,13 +350,13 @@ baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x,
                                          uint32_t len, const int32_t *perm, float *mean,
                                          float *var);
 
-/* Corrected block logits l_IJ (SPEC step 3, with ln(n_J)): float [batch, heads, nq, nk].
+/* Corrected block logits l_IJ (ALGORITHM.md step 3, with ln(n_J)): float [batch, heads, nq, nk].
  * qmean/qvar: [batch, heads, nq, d]; kmean/kvar: [batch, kv_heads, nk, d]. */
 baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
                                           const float *qvar, const float *kmean,
                                           const float *kvar, float *logits);
 
-/* Block selection (SPEC step 4) from logits [batch, heads, nq, nk] to mask uint8 (same shape). */
+/* Block selection (ALGORITHM.md step 4) from logits [batch, heads, nq, nk] to mask uint8 (same shape). */
 baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask);
 
 /* Sparse attention over the selected blocks, rows written back in original order.
@@ -344,7 +380,7 @@ baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const
                                    const void *v, float *o, uint8_t *mask, int32_t *perm_q,
                                    int32_t *perm_k);
 
-/* Quality metrics of SPEC against exact dense attention. */
+/* Quality metrics (docs/ALGORITHM.md) against exact dense attention. */
 typedef struct baatt_metrics {
     double mass_recall;   /* mean over query rows of the dense attention mass on selected keys */
     double rel_l1;        /* sum|O - O_dense| / sum|O_dense| */
@@ -392,6 +428,11 @@ uint16_t baatt_f32_to_f16(float f);
 float baatt_f16_to_f32(uint16_t h);
 uint16_t baatt_f32_to_bf16(float f);
 float baatt_bf16_to_f32(uint16_t h);
+
+/* Converts n elements from src (in src_dtype) to dst (in dst_dtype), as the functions above do
+ * element by element. src and dst must not overlap. */
+baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst,
+                                 baatt_dtype dst_dtype, uint64_t n);
 
 #ifdef __cplusplus
 }

@@ -28,7 +28,7 @@ void main() {
             rs += uintBitsToFloat(au[(hd0 * S + e) * 2]);
             ri += uintBitsToFloat(au[(hd0 * S + e) * 2 + 1]);
         }
-        sh_sorted = ri > rs ? 0u : 1u;   // ties (and NaN) keep the sorted blocking
+        sh_sorted = ri > rs ? 0u : 1u;   // ties (and NaN) keep the sorted blocking, as baatt_auto_keeps_sorted (reference.c)
         if (gl_WorkGroupID.x == 0) au[bh * S * 2 + kvhd] = sh_sorted;
     }
     barrier();

@@ -1,5 +1,5 @@
 #version 450
-// Stage 3: corrected block logits, one (rows x 3D) by (3D x nk) product per head (SPEC step 3),
+// Stage 3: corrected block logits, one (rows x 3D) by (3D x nk) product per head (docs/ALGORITHM.md step 3),
 // in fp32 on any device (score_cm2.comp does it on bf16 tensor cores where the device has them):
 //   l[I][J] = qfeat[I] . kfeat[J] + ln(n_J)
 // for query blocks I = row0 .. row0+rows-1 of heads head0 .. head0+nheads_chunk-1, into the

@@ -1,5 +1,5 @@
 #version 450
-// Stage 4: per query block row, select key blocks (SPEC step 4) and write the row's bit mask
+// Stage 4: per query block row, select key blocks (docs/ALGORITHM.md step 4) and write the row's bit mask
 // (mask [heads, nq, words], bit J%32 of word J/32) and its selected key-token count.
 // Top-k without sorting: keys are order-preserving uint images of the logits, and a 32-step
 // bisection finds the largest T whose measure (count, or softmax mass) of {key >= T} reaches the

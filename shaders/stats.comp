@@ -1,7 +1,7 @@
 #version 450
 // Stage 2: per block of the sorted order (of the original order when pc.identity is set), mean m
 // and diagonal variance v over its valid tokens, written straight into the scoring features
-// (SPEC step 3's concatenated GEMM operands):
+// (docs/ALGORITHM.md step 3's concatenated GEMM operands):
 //   Q side: [t*m | c*v | c*m^2]     K side: [m | v + m^2 | v]      (c = lambda * t^2 / 2)
 // features: float [heads of side, blocks, 3*D]. One workgroup of 256 invocations per block.
 // SPLIT (tensor-core scoring): the features also go out as two bf16 parts each, for score_cm2:

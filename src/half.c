@@ -1,5 +1,5 @@
 /* fp16 / bf16 <-> fp32 conversions, round to nearest even, NaN and Inf preserved. */
-#include "baatt.h"
+#include "internal.h"
 
 #include <string.h>
 
@@ -55,3 +55,11 @@ uint16_t baatt_f32_to_bf16(float f)
 }
 
 float baatt_bf16_to_f32(uint16_t h) { return float_of((uint32_t)h << 16); }
+
+baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst, baatt_dtype dst_dtype, uint64_t n)
+{
+    if (!baatt_dtype_size(src_dtype) || !baatt_dtype_size(dst_dtype) || (n && (!src || !dst)))
+        return BAATT_ERROR_INVALID_ARGUMENT;
+    for (uint64_t i = 0; i < n; i++) baatt_store(dst, dst_dtype, i, baatt_load(src, src_dtype, i));
+    return BAATT_OK;
+}

@@ -19,7 +19,7 @@ baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ..
     __attribute__((format(printf, 4, 5)));
 
 /* Stable argsort, descending (ties: lower index first): idx[p] = index of the p-th largest key.
- * tmp: n entries of scratch. The order SPEC steps 1 and 4 rank tokens and blocks in. */
+ * tmp: n entries of scratch. The order docs/ALGORITHM.md steps 1 and 4 rank tokens and blocks in. */
 void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp);
 
 /* Dot product of fp64 rows with four partial sums (n a multiple of 4: head_dim is 64 or 128):
@@ -37,7 +37,7 @@ static inline double baatt_dot_f64(const double *a, const double *b, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
-/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of SPEC step 3). */
+/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of docs/ALGORITHM.md step 3). */
 void baatt_softmax_f64(double *p, uint32_t n);
 
 /* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
@@ -55,6 +55,13 @@ static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
 {
     return (uint32_t)((uint64_t)s * q_len / n);
 }
+
+/* The shared selection rules (reference.c), called by the reference and the accuracy harness so
+ * both measure the rule the GPU runs. Threshold mode: the length (>= 1) of the shortest prefix of
+ * `order` (l ranked descending) whose softmax mass reaches theta. Auto sort: 1 when the sorted
+ * blocking's sampled recall is kept over the original order's (ties keep it). */
+uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta);
+int baatt_auto_keeps_sorted(double recall_sorted, double recall_original);
 
 /* Element i of a host tensor in dtype, as float. */
 static inline float baatt_load(const void *p, baatt_dtype dt, uint64_t i)
@@ -81,10 +88,10 @@ static inline void baatt_store(void *p, baatt_dtype dt, uint64_t i, float v)
 enum { BAATT_DEBUG_QFEAT = 0, BAATT_DEBUG_KFEAT = 1, BAATT_DEBUG_LOGITS = 2 };
 baatt_status baatt_plan_debug_read(baatt_plan *p, int what, void *dst, uint64_t bytes);
 void baatt_plan_debug_chunks(const baatt_plan *p, uint32_t *heads, uint32_t *rows);
-/* The plan's choice of paths, tiles and sizes (choice.h), and its path names: stage
- * BAATT_STAGE_SORT (side 0 Q, 1 K), SCORE, SELECT or ATTEND (baatt_path_name's names). */
+/* The plan's choice of paths, tiles and sizes (choice.h), and its sort's path on one side
+ * (0 Q, 1 K: "none", "bitonic" or "radix"). */
 const struct baatt_choice *baatt_plan_choice(const baatt_plan *p);
-const char *baatt_plan_path(const baatt_plan *p, int stage, int side);
+const char *baatt_plan_sort_path(const baatt_plan *p, int side);
 /* A plan with tuning instead of the context's (BAATT_TUNE) tuning. */
 struct baatt_tuning;
 baatt_status baatt_plan_create_tuned(baatt_context *ctx, const baatt_config *cfg, const struct baatt_tuning *tuning,

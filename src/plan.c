@@ -123,7 +123,7 @@ uint64_t baatt_plan_scratch_bytes(const baatt_plan *p)
 /* ------------------------------------------------------------------------------------------ */
 /* recording                                                                                  */
 
-static void tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv)
+void baatt_plan_tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv)
 {
     const baatt_config *c = &p->cfg;
     uint64_t es = baatt_dtype_size(c->dtype);
@@ -134,7 +134,7 @@ static void tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv)
 static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
 {
     uint64_t qn, kn;
-    tensor_bytes(p, &qn, &kn);
+    baatt_plan_tensor_bytes(p, &qn, &kn);
     const baatt_device_tensor *ten[4] = {&t->q, &t->k, &t->v, &t->o};
     VkDeviceSize tsz[4] = {qn, kn, kn, qn};
     VkDescriptorBufferInfo bi[BIND_COUNT];
@@ -195,7 +195,7 @@ baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_t
     if (!p || !cmd || !t) return p ? baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "NULL command buffer or tensors")
                                    : BAATT_ERROR_INVALID_ARGUMENT;
     uint64_t qn, kn;
-    tensor_bytes(p, &qn, &kn);
+    baatt_plan_tensor_bytes(p, &qn, &kn);
     BAATT_TRY(check_tensor(p, &t->q, "q", qn));
     BAATT_TRY(check_tensor(p, &t->k, "k", kn));
     BAATT_TRY(check_tensor(p, &t->v, "v", kn));
@@ -238,7 +238,7 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
     if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
     if (!q || !k || !v || !o) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "q, k, v and o must not be NULL");
     uint64_t qn, kn;
-    tensor_bytes(p, &qn, &kn);
+    baatt_plan_tensor_bytes(p, &qn, &kn);
     BAATT_TRY(ensure_host_buffers(p, qn, kn));
     char *st = p->staging.mapped;
     uint64_t at[4] = {0, qn, qn + kn, qn + 2 * kn}; /* staging: Q, K, V, O */

@@ -58,6 +58,9 @@ typedef struct baatt_rec {
     VkCommandBuffer cmd;
 } baatt_rec;
 
+/* Bytes of the Q (and O) and of the K (and V) tensors. */
+void baatt_plan_tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv);
+
 /* ---- creation helpers (plan.c) ---- */
 /* Device scratch for binding (bytes, checked against the device's buffer range). */
 baatt_status baatt_plan_scratch(baatt_plan *p, int binding, uint64_t bytes, const char *what);

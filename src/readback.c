@@ -123,15 +123,24 @@ const char *baatt_stage_name(int stage)
 
 const baatt_choice *baatt_plan_choice(const baatt_plan *p) { return &p->ch; }
 
-const char *baatt_plan_path(const baatt_plan *p, int stage, int side)
+const char *baatt_plan_sort_path(const baatt_plan *p, int side)
 {
+    return baatt_path_name(BAATT_STAGE_SORT, p->ch.sort.side[side != 0]);
+}
+
+const char *baatt_plan_path(const baatt_plan *p, int stage)
+{
+    if (!p || stage < 0 || stage >= BAATT_STAGE_COUNT) return NULL;
     const baatt_choice *ch = &p->ch;
+    if (p->cfg.dense && stage != BAATT_STAGE_ATTEND) return "none";
     switch (stage) {
-    case BAATT_STAGE_SORT: return baatt_path_name(stage, ch->sort.side[side != 0]);
-    case BAATT_STAGE_SCORE: return p->cfg.dense ? "none" : baatt_path_name(stage, ch->score.path);
-    case BAATT_STAGE_SELECT: return p->cfg.dense ? "none" : baatt_path_name(stage, ch->select.path);
-    case BAATT_STAGE_ATTEND: return baatt_path_name(stage, ch->attend.path);
-    default: return "none";
+    case BAATT_STAGE_SORT:
+        if (ch->sort.side[0] == ch->sort.side[1]) return baatt_plan_sort_path(p, 0);
+        return ch->sort.side[0] == BAATT_SORTER_RADIX ? "radix (q), bitonic (k)" : "bitonic (q), radix (k)";
+    case BAATT_STAGE_STATS: return "stats";
+    case BAATT_STAGE_SCORE: return baatt_path_name(stage, ch->score.path);
+    case BAATT_STAGE_SELECT: return baatt_path_name(stage, ch->select.path);
+    default: return baatt_path_name(stage, ch->attend.path);
     }
 }
 

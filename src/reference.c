@@ -1,4 +1,4 @@
-/* CPU reference of BA-Att (docs/SPEC.md): the oracle every GPU test compares against.
+/* CPU reference of BA-Att (docs/ALGORITHM.md): the oracle every GPU test compares against.
  *
  * Clarity first, but it must stay usable up to ~16K tokens per head (about 17 s for a dense
  * 16K x 16K head of dimension 128 on one CPU core): attention is computed a few query rows at a
@@ -387,17 +387,16 @@ baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *
  * ------------------------------------------------------------------------------------------- */
 
 /* Threshold mode: length of the shortest prefix of `order` whose softmax mass reaches theta
- * (>= 1). mass: nk doubles of scratch. */
-static uint32_t mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta,
-                            double *mass)
+ * (>= 1). The accuracy harness calls it too, so its threshold rule is this one. */
+uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta)
 {
     double mx = -INFINITY, sum = 0, cum = 0;
     for (uint32_t j = 0; j < nk; j++)
         if (l[j] > mx) mx = l[j];
-    for (uint32_t j = 0; j < nk; j++) sum += mass[j] = exp((double)l[j] - mx);
+    for (uint32_t j = 0; j < nk; j++) sum += exp((double)l[j] - mx);
     uint32_t m = 0;
     while (m < nk) {
-        cum += mass[order[m++]] / sum;
+        cum += exp((double)l[order[m++]] - mx) / sum;
         if (cum >= theta) break;
     }
     return m;
@@ -416,11 +415,9 @@ baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits
         return BAATT_OK;
     }
     int32_t *order = malloc(sizeof(int32_t) * nk), *tmp = malloc(sizeof(int32_t) * nk);
-    double *mass = malloc(sizeof(double) * nk);
-    if (!order || !tmp || !mass) {
+    if (!order || !tmp) {
         free(order);
         free(tmp);
-        free(mass);
         return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     }
     for (uint64_t r = 0; r < rows; r++) {
@@ -429,14 +426,12 @@ baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits
         baatt_argsort_desc(l, nk, order, tmp); /* (l descending, J ascending) */
         uint32_t keep = c.select_mode == BAATT_SELECT_KEEP_RATIO
                             ? baatt_config_keep_blocks(&c)
-                            : baatt_config_clamp_blocks(&c, mass_prefix(l, order, nk, c.mass_threshold,
-                                                                        mass));
+                            : baatt_config_clamp_blocks(&c, baatt_mass_prefix(l, order, nk, c.mass_threshold));
         memset(m, 0, nk);
         for (uint32_t p = 0; p < keep; p++) m[order[p]] = 1;
     }
     free(order);
     free(tmp);
-    free(mass);
     return BAATT_OK;
 }
 
@@ -629,6 +624,13 @@ static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, c
     }
 }
 
+/* One rule for the library (shaders/auto_choose.comp), this reference and the accuracy harness:
+ * a tie keeps the sorted blocking, so equal recalls never undo the default. */
+int baatt_auto_keeps_sorted(double recall_sorted, double recall_original)
+{
+    return !(recall_original > recall_sorted);
+}
+
 /* sorted[b, kv head] = 1 if the sorted blocking (rs) recalls at least as much of the sampled rows
  * of the group's query heads as the original one (ri). kblk: kv_len entries of scratch. */
 static void auto_choice(const baatt_config *c, const void *q, const void *k, const run_buf *rs,
@@ -648,7 +650,7 @@ static void auto_choice(const baatt_config *c, const void *q, const void *k, con
                 sample_head(c, h, rs->perm_q + bh * c->q_len, kblk, rs->mask + bh * nq * nk, ri->mask + bh * nq * nk,
                             rec);
             }
-            sorted[bk] = !(rec[1] > rec[0]); /* ties keep the sorted blocking (as auto_choose.comp) */
+            sorted[bk] = (uint8_t)baatt_auto_keeps_sorted(rec[0], rec[1]);
         }
     }
 }

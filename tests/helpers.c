@@ -9,6 +9,7 @@
 
 #include "choice.h"
 #include "internal.h"
+#include "rng.h"
 
 uint64_t th_seed(void)
 {
@@ -22,24 +23,11 @@ uint64_t th_seed(void)
     return seed;
 }
 
-uint64_t th_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
+uint64_t th_next(uint64_t *s) { return eval_rng_next(s); }
 
 float th_uniform(uint64_t *s) { return (float)((th_next(s) >> 40) * (1.0 / 16777216.0)); }
 
-float th_normal(uint64_t *s)
-{
-    double u1 = ((th_next(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-    double u2 = (th_next(s) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
+float th_normal(uint64_t *s) { return (float)eval_rng_normal(s); }
 
 void *th_random_tensor(uint64_t *s, baatt_dtype dt, size_t n, float sigma)
 {

@@ -12,7 +12,7 @@
 /* A fresh seed per process (time and pid), printed so a failure can be replayed with
  * BAATT_TEST_SEED=<seed>. */
 uint64_t th_seed(void);
-/* xorshift64* stream. */
+/* The harness's xorshift64* stream (src/eval/rng.h). */
 uint64_t th_next(uint64_t *state);
 float th_uniform(uint64_t *state);          /* [0, 1) */
 float th_normal(uint64_t *state);           /* N(0, 1) */

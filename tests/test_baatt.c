@@ -488,7 +488,7 @@ static baatt_status run_mode(const gpu_result *src, int mode, gpu_result *r)
     return run_plan(r);
 }
 
-/* Inputs of workload `name` (src/workloads.h, q_len == kv_len): the K and V of kv head kh are
+/* Inputs of workload `name` (src/eval/workloads.h, q_len == kv_len): the K and V of kv head kh are
  * those of workload head kh * group, so a GQA group shares them. */
 static void workload_inputs(const char *name, float jitter, const baatt_config *c, gpu_result *r)
 {
@@ -703,7 +703,7 @@ static void tensor_core_path_chosen(void **s)
             c.dense = dense;
             baatt_plan *plan = NULL;
             assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
-            const char *attend = baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0), *score = baatt_plan_path(plan, BAATT_STAGE_SCORE, 0);
+            const char *attend = baatt_plan_path(plan, BAATT_STAGE_ATTEND), *score = baatt_plan_path(plan, BAATT_STAGE_SCORE);
             print_message("dtype %d dense %d: %s, score %s\n", (int)dts[i], dense, attend, score);
             if (want) assert_string_equal(attend, "nv-coopmat2");
             /* the logit product's path depends on the device, not on the dtype of Q/K/V */
@@ -720,7 +720,7 @@ static const char *path_of(baatt_config c, const baatt_tuning *t, int stage, int
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, t, &plan), BAATT_OK);
     static char path[32];
-    snprintf(path, sizeof path, "%s", baatt_plan_path(plan, stage, side));
+    snprintf(path, sizeof path, "%s", stage == BAATT_STAGE_SORT ? baatt_plan_sort_path(plan, side) : baatt_plan_path(plan, stage));
     baatt_plan_destroy(plan);
     return path;
 }

@@ -1,7 +1,8 @@
 /* The `baatt` command-line tool, driven as a user would (system() with stdout/stderr captured in
  * files): help and info, `attention` dense and BA-Att on .npy inputs checked against the CPU
  * reference on the tool's own selection, its side outputs and JSON, every argument error (exit
- * status and a one-line message naming the problem), and `demo`. The binary is BAATT_CLI. */
+ * status and a one-line message naming the problem), `demo`, `bench --check` and `eval`. The binary
+ * is BAATT_CLI. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,6 +497,70 @@ static void demo(void **s)
     free(r);
 }
 
+/* bench through the public API (device buffers, baatt_plan_run_buffers): both dtypes checked
+ * against the CPU reference, the JSON records name the kernels, and the selection export is a
+ * valid mask and permutation pair. */
+static void bench_check(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char jp[PATH_MAX_], dir[PATH_MAX_], mp[PATH_MAX_ + 64], kp[PATH_MAX_ + 64], json[4096];
+    tmp(jp, "bench.json");
+    tmp(dir, "masks");
+    run_cli(r, "bench --n 200 --keep 0.5 --heads 2 --dim 64 --dtype f32,f16 --reps 2 --warmup 0 --check --json '%s' "
+               "--mask-dir '%s'", jp, dir);
+    expect_ok(r);
+    expect_contains(r->err, "4 of 4 configurations timed");
+    assert_null(strstr(r->err, "FAIL"));
+    int passes = 0;
+    for (const char *p = r->err; (p = strstr(p, ": PASS")); p++) passes++;
+    assert_int_equal(passes, 4); /* dense and BA-Att, f32 and f16 */
+    read_file(jp, json, sizeof json);
+    expect_contains(json, "\"kernel\": \"");
+    expect_contains(json, "\"score_kernel\": \"");
+    expect_contains(json, "\"check_max_err\": ");
+    baatt_npy mask, pk;
+    uint64_t ms[4] = {1, 2, 4, 4}, ks[3] = {1, 2, 200};
+    snprintf(mp, sizeof mp, "%s/mask_n200_k0.5.npy", dir);
+    snprintf(kp, sizeof kp, "%s/permk_n200_k0.5.npy", dir);
+    read_npy(mp, &mask, BAATT_NPY_U8, 4, ms);
+    read_npy(kp, &pk, BAATT_NPY_I32, 3, ks);
+    for (uint32_t row = 0; row < 8; row++) {
+        uint32_t ones = 0;
+        for (uint32_t j = 0; j < 4; j++) ones += ((const uint8_t *)mask.data)[row * 4 + j];
+        assert_int_equal(ones, 2); /* ceil(0.5 * 4) */
+    }
+    check_perm(pk.data, 2, 200, 0);
+    baatt_npy_free(&mask), baatt_npy_free(&pk);
+    const char *names[] = {"mask", "permq", "permk"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(mp, sizeof mp, "%s/%s_n200_k0.5.npy", dir, names[i]);
+        unlink(mp);
+    }
+    rmdir(dir);
+    unlink(jp);
+    free(r);
+}
+
+/* eval from the harness: one JSON record per (method, target), BA-Att's from the GPU. */
+static void eval_json(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    run_cli(r, "eval --workload clustered --n 256 --heads 2 --methods baatt,baatt_auto,oracle --sparsity 0.5,0.75 "
+               "--gpu --quiet --json -");
+    expect_ok(r);
+    assert_int_equal(r->out[0], '[');
+    int records = 0;
+    for (const char *p = r->out; (p = strstr(p, "\"workload\": \"clustered\"")); p++) records++;
+    assert_int_equal(records, 6);
+    expect_contains(r->out, "\"method\": \"baatt_auto\"");
+    expect_contains(r->out, "\"selection\": \"gpu\"");
+    run_cli(r, "eval --workload clustered --methods nosuch");
+    expect_failure(r, 0, "nosuch");
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,7 +570,8 @@ int main(void)
         cmocka_unit_test(baatt_threshold_no_sort), cmocka_unit_test(json_output),
         cmocka_unit_test(sort_auto),
         cmocka_unit_test(bad_options),       cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(demo),
+        cmocka_unit_test(demo),              cmocka_unit_test(bench_check),
+        cmocka_unit_test(eval_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,8 @@
-/* The accuracy evaluator (src/eval.c) and its workloads (src/workloads.c): generators are
- * deterministic and shaped right; every method's masks hold the requested block counts; BA-Att's
- * selection is the library reference's; the one-pass metrics equal baatt_reference_metrics on
- * baatt_reference_sparse_attention's output; the oracle bounds every method on its blocking. */
+/* The accuracy evaluator (src/eval/eval.c) and its workloads (src/eval/workloads.c): generators
+ * are deterministic and shaped right; every method's masks hold the requested block counts; BA-Att's
+ * selection and its auto-sort choice are the library reference's; the one-pass metrics equal
+ * baatt_reference_metrics on baatt_reference_sparse_attention's output; the oracle bounds every
+ * method on its blocking. */
 #include "helpers.h"
 
 #include <math.h>
@@ -214,7 +215,7 @@ static void test_npy_load_pad(void **state)
  * Selection.
  * ------------------------------------------------------------------------------------------- */
 
-/* Per-row counts: keep targets give SPEC's ceil count in every row; sparsity targets floor or
+/* Per-row counts: keep targets give step 4's ceil count in every row; sparsity targets floor or
  * ceil of the mean with the exact total; threshold targets match BA-Att's threshold total. */
 static void test_mask_counts(void **state)
 {
@@ -382,6 +383,50 @@ static void test_auto_variants(void **state)
     eval_data_free(&d);
 }
 
+/* baatt_auto measures the library's BAATT_SORT_AUTO: at a keep ratio, every head keeps the
+ * blocking baatt_reference_auto_sorted chooses (its mask is baatt's or baatt_cov's accordingly). */
+static void test_auto_is_library_rule(void **state)
+{
+    (void)state;
+    static const char *const ms[] = {"baatt", "baatt_cov", "baatt_auto"};
+    eval_data d = make("mixture", 5, 512, 17);
+    eval_target t = {EVAL_KEEP, 0.5};
+    captured c = run_methods(&d, 64, &t, 1, 2, ms, 3);
+    baatt_config cfg = cfg_of(&d, 64);
+    uint8_t sorted[5];
+    assert_int_equal(baatt_reference_auto_sorted(&cfg, d.q, d.k, sorted), BAATT_OK);
+    uint32_t per_head = c.nb / d.heads, n_sorted = 0;
+    for (uint32_t h = 0; h < d.heads; h++) {
+        const uint8_t *want = c.masks[sorted[h] ? 0 : 1] + h * per_head;
+        assert_memory_equal(c.masks[2] + h * per_head, want, per_head);
+        n_sorted += sorted[h];
+    }
+    assert_float_equal(c.rec[2].sorted_heads, n_sorted / (double)d.heads, 1e-12);
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
+/* A tie keeps the sorted blocking, as in the library: with one block per side both blockings
+ * select the same keys, so their recalls are bit-identical, and every head stays sorted. */
+static void test_auto_tie_keeps_sorted(void **state)
+{
+    (void)state;
+    static const char *const ms[] = {"baatt_auto", "oracle_best"};
+    eval_data d = make("clustered", 3, 64, 18);
+    eval_target t = {EVAL_KEEP, 1.0};
+    captured c = run_methods(&d, 64, &t, 1, 1, ms, 2);
+    assert_float_equal(c.rec[0].sorted_heads, 1.0, 0);
+    assert_float_equal(c.rec[1].sorted_heads, 1.0, 0);
+    baatt_config cfg = cfg_of(&d, 64);
+    uint8_t sorted[3] = {0, 0, 0};
+    assert_int_equal(baatt_reference_auto_sorted(&cfg, d.q, d.k, sorted), BAATT_OK);
+    for (int h = 0; h < 3; h++) assert_int_equal(sorted[h], 1);
+    assert_true(baatt_auto_keeps_sorted(0.5, 0.5));
+    assert_false(baatt_auto_keeps_sorted(0.5, 0.5000001));
+    captured_free(&c);
+    eval_data_free(&d);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -422,6 +467,8 @@ int main(void)
         cmocka_unit_test(test_oracle_bounds),
         cmocka_unit_test(test_threads_deterministic),
         cmocka_unit_test(test_auto_variants),
+        cmocka_unit_test(test_auto_is_library_rule),
+        cmocka_unit_test(test_auto_tie_keeps_sorted),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,5 @@
 /* The CPU reference (src/reference.c) against naive re-implementations written here, hand-computed
- * cases and the invariants of docs/SPEC.md. Every GPU test trusts this oracle, so it is checked
+ * cases and the invariants of docs/ALGORITHM.md. Every GPU test trusts this oracle, so it is checked
  * against code that shares nothing with it. */
 #include "helpers.h"
 
@@ -122,7 +122,7 @@ static void naive_dense(const baatt_config *c, const float *q, const float *k, c
                           c->head_dim, baatt_config_scale(c), (float *)q_row(c, o, b, h, i));
 }
 
-/* Allowed keys (original indices) of original query row i under mask/perms: SPEC steps 1 and 5. */
+/* Allowed keys (original indices) of original query row i under mask/perms: ALGORITHM.md steps 1 and 5. */
 static void naive_allowed(const baatt_config *c, const int32_t *pq, const int32_t *pk, const uint8_t *mrows,
                           uint32_t i, uint8_t *allowed)
 {
@@ -804,7 +804,7 @@ static void test_null_and_bad_arguments(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Quality (SPEC, last section): on a content-clustered workload, full BA-Att recalls at least as
+ * Quality (ALGORITHM.md, "Expected quality"): on a content-clustered workload, full BA-Att recalls at least as
  * much attention mass as plain mean pooling.
  * ------------------------------------------------------------------------------------------- */
 

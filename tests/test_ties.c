@@ -1,7 +1,8 @@
 /* Exact ties in the block logits on the GPU. Random inputs never tie, so the selection's tie path
- * (lower J first, SPEC step 4) needs inputs built to tie: with sorting off, every key block is a
- * copy of the same 32 tokens, so all key blocks of a row have bit-identical statistics and
- * logits, and the GPU must keep exactly the lowest-numbered blocks, in both selection modes. */
+ * (lower J first, docs/ALGORITHM.md step 4) needs inputs built to tie: with sorting off, every key
+ * block is a copy of the same 32 tokens, so all key blocks of a row have bit-identical statistics
+ * and logits, and the GPU must keep exactly the lowest-numbered blocks, in both selection modes,
+ * and attend over them to the reference's output. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,10 @@ static void check_ties(baatt_select_mode mode)
     assert_int_equal(baatt_plan_read_mask(plan, mask), BAATT_OK);
     float *ro = malloc(qn * sizeof *ro);
     assert_int_equal(baatt_reference_baatt(&c, q, k, v, ro, ref, NULL, NULL), BAATT_OK);
+    /* fp32 in and out: the GPU's fp32 dot products and online softmax against fp64 (helpers.h) */
+    double atol, rtol;
+    th_tolerance(c.dtype, &atol, &rtol);
+    assert_true(th_compare(o, ro, qn, atol, rtol, "tied output") <= 1);
     free(ro);
     for (uint32_t r = 0; r < rows; r++)
         for (uint32_t j = 0; j < NK; j++) {

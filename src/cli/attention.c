@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "internal.h"
 
 typedef struct opts {
     const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
@@ -259,7 +258,7 @@ int cmd_attention(int argc, char **argv)
     if (!count_sorted(plan, &o.cfg, ctx, &sorted_heads)) goto done;
     baatt_device_info dev;
     baatt_context_device_info(ctx, &dev);
-    report(&o, &dev, &st, baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0), sorted_heads);
+    report(&o, &dev, &st, baatt_plan_path(plan, BAATT_STAGE_ATTEND), sorted_heads);
     rc = 0;
 done:
     free(out);

@@ -11,7 +11,6 @@
  *  - every failure of one configuration (out of memory, too large, unsupported) is reported and
  *    skipped, and the JSON file is rewritten after each configuration, so a sweep that is cut
  *    short still leaves valid, complete records of what ran. */
-#define VK_NO_PROTOTYPES /* runtime.h includes volk, which must see this before any Vulkan header */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,12 +20,18 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "runtime.h"
+#include "rng.h"
 
 #define MAX_LIST 32
 #define MAX_SETS 8
-#define STAGING_CHUNK (256ull << 20) /* bounds the host-visible staging memory of an upload */
+#define STAGING_CHUNK (256ull << 20) /* bounds the host memory of an upload */
 #define CHECK_MAX_N 4096             /* the CPU reference of larger sizes takes too long */
+/* Returns a failed library call's status from the enclosing function. */
+#define CLI_TRY(expr)                                                                              \
+    do {                                                                                           \
+        baatt_status s_ = (expr);                                                                  \
+        if (s_ != BAATT_OK) return s_;                                                             \
+    } while (0)
 
 typedef struct bopts {
     uint32_t n[MAX_LIST];
@@ -62,7 +67,7 @@ typedef struct bench {
 
 /* Device-resident inputs of one size: rotate sets of Q, K, V and one shared O. */
 typedef struct inputs {
-    baatt_buffer q[MAX_SETS], k[MAX_SETS], v[MAX_SETS], o;
+    baatt_device_buffer *q[MAX_SETS], *k[MAX_SETS], *v[MAX_SETS], *o;
     uint32_t nsets;
 } inputs;
 
@@ -238,10 +243,7 @@ static inline uint16_t to_f16(float f)
  * its own: in parallel, chunk by chunk, and again on the host for --check. */
 static inline float uniform_at(uint64_t seed, uint64_t i)
 {
-    uint64_t z = seed + i * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    uint64_t z = eval_mix64(seed + i * 0x9E3779B97F4A7C15ull);
     return (float)(z >> 40) * (2.0f * 1.7320508f / 16777216.0f) - 1.7320508f;
 }
 
@@ -285,38 +287,28 @@ static void fill_uniform(void *dst, baatt_dtype dt, uint64_t seed, uint64_t firs
         if (started[t]) pthread_join(th[t], NULL);
 }
 
-/* Copies n bytes between two buffers and waits. */
-static baatt_status copy_wait(baatt_context *ctx, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof,
-                              VkDeviceSize n)
-{
-    VkCommandBuffer cmd;
-    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
-    VkBufferCopy c = {so, dof, n};
-    ctx->vk.vkCmdCopyBuffer(cmd, src, dst, 1, &c);
-    return baatt_cmd_submit_wait(ctx, cmd);
-}
-
-/* Fills dst with the random stream `seed`, one staging chunk at a time. */
-static baatt_status upload_random(baatt_context *ctx, baatt_buffer *staging, baatt_buffer *dst, uint64_t bytes,
+/* Fills dst with the random stream `seed`, one host chunk at a time. */
+static baatt_status upload_random(baatt_device_buffer *dst, void *chunk, uint64_t chunk_bytes, uint64_t bytes,
                                   baatt_dtype dt, uint64_t seed)
 {
     uint64_t es = baatt_dtype_size(dt);
-    for (uint64_t off = 0; off < bytes; off += staging->size) {
-        uint64_t n = bytes - off < staging->size ? bytes - off : staging->size;
-        fill_uniform(staging->mapped, dt, seed, off / es, n / es);
-        BAATT_TRY(copy_wait(ctx, staging->buffer, 0, dst->buffer, off, n));
+    for (uint64_t off = 0; off < bytes; off += chunk_bytes) {
+        uint64_t n = bytes - off < chunk_bytes ? bytes - off : chunk_bytes;
+        fill_uniform(chunk, dt, seed, off / es, n / es);
+        CLI_TRY(baatt_device_buffer_write(dst, off, chunk, n));
     }
     return BAATT_OK;
 }
 
-static void inputs_destroy(baatt_context *ctx, inputs *in)
+static void inputs_destroy(inputs *in)
 {
     for (uint32_t s = 0; s < MAX_SETS; s++) {
-        baatt_buffer_destroy(ctx, &in->q[s]);
-        baatt_buffer_destroy(ctx, &in->k[s]);
-        baatt_buffer_destroy(ctx, &in->v[s]);
+        baatt_device_buffer_destroy(in->q[s]);
+        baatt_device_buffer_destroy(in->k[s]);
+        baatt_device_buffer_destroy(in->v[s]);
     }
-    baatt_buffer_destroy(ctx, &in->o);
+    baatt_device_buffer_destroy(in->o);
+    memset(in, 0, sizeof *in);
 }
 
 static uint64_t q_bytes(const baatt_config *g)
@@ -329,18 +321,18 @@ static uint64_t kv_bytes(const baatt_config *g)
     return baatt_dtype_size(g->dtype) * g->batch * g->kv_heads * (uint64_t)g->kv_len * g->head_dim;
 }
 
-static baatt_status upload_sets(bench *b, inputs *in, const baatt_config *g, baatt_buffer *st)
+static baatt_status upload_sets(bench *b, inputs *in, const baatt_config *g, void *chunk, uint64_t chunk_bytes)
 {
     uint64_t qn = q_bytes(g), kn = kv_bytes(g);
     for (uint32_t s = 0; s < in->nsets; s++) {
-        BAATT_TRY(baatt_buffer_create(b->ctx, qn, 0, &in->q[s]));
-        BAATT_TRY(baatt_buffer_create(b->ctx, kn, 0, &in->k[s]));
-        BAATT_TRY(baatt_buffer_create(b->ctx, kn, 0, &in->v[s]));
-        BAATT_TRY(upload_random(b->ctx, st, &in->q[s], qn, g->dtype, stream_seed(s, 0)));
-        BAATT_TRY(upload_random(b->ctx, st, &in->k[s], kn, g->dtype, stream_seed(s, 1)));
-        BAATT_TRY(upload_random(b->ctx, st, &in->v[s], kn, g->dtype, stream_seed(s, 2)));
+        CLI_TRY(baatt_device_buffer_create(b->ctx, qn, &in->q[s]));
+        CLI_TRY(baatt_device_buffer_create(b->ctx, kn, &in->k[s]));
+        CLI_TRY(baatt_device_buffer_create(b->ctx, kn, &in->v[s]));
+        CLI_TRY(upload_random(in->q[s], chunk, chunk_bytes, qn, g->dtype, stream_seed(s, 0)));
+        CLI_TRY(upload_random(in->k[s], chunk, chunk_bytes, kn, g->dtype, stream_seed(s, 1)));
+        CLI_TRY(upload_random(in->v[s], chunk, chunk_bytes, kn, g->dtype, stream_seed(s, 2)));
     }
-    return baatt_buffer_create(b->ctx, qn, 0, &in->o);
+    return baatt_device_buffer_create(b->ctx, qn, &in->o);
 }
 
 /* Allocates and fills the input sets of size g; on failure frees everything and says why. */
@@ -354,18 +346,15 @@ static int inputs_create(bench *b, const baatt_config *g, inputs *in, char *why,
                  b->dev.max_storage_buffer_range / 1048576.0);
         return 0;
     }
-    baatt_buffer st;
     uint64_t chunk = big < STAGING_CHUNK ? big : STAGING_CHUNK;
     chunk -= chunk % 4; /* whole elements of either size */
-    baatt_status s = baatt_buffer_create(b->ctx, chunk, 1, &st);
-    if (!s) {
-        s = upload_sets(b, in, g, &st);
-        baatt_buffer_destroy(b->ctx, &st);
-    }
+    void *host = malloc(chunk);
+    baatt_status s = host ? upload_sets(b, in, g, host, chunk) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    free(host);
     if (s) {
         snprintf(why, nwhy, "inputs (%u sets of %.0f MiB): %s: %s", in->nsets, (qn + 2 * kn) / 1048576.0,
                  baatt_status_string(s), baatt_context_error(b->ctx));
-        inputs_destroy(b->ctx, in);
+        inputs_destroy(in);
         return 0;
     }
     return 1;
@@ -375,23 +364,13 @@ static int inputs_create(bench *b, const baatt_config *g, inputs *in, char *why,
 /* timing                                                                                     */
 
 /* One recorded run on input set `set`: fresh command buffer, submit, wait, read the plan's stats.
- * Without device timestamps the host's wall clock around the wait stands in for gpu_ms. */
-static baatt_status run_once(bench *b, baatt_plan *plan, const inputs *in, uint32_t set, baatt_run_stats *st)
+ * Without device timestamps the host's wall clock around recording and waiting stands in for gpu_ms. */
+static baatt_status run_once(baatt_plan *plan, const inputs *in, uint32_t set, baatt_run_stats *st)
 {
-    baatt_context *ctx = b->ctx;
-    baatt_tensors t = {{in->q[set].buffer, 0}, {in->k[set].buffer, 0}, {in->v[set].buffer, 0}, {in->o.buffer, 0}};
-    VkCommandBuffer cmd;
-    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
-    baatt_status s = baatt_plan_record(plan, cmd, &t);
-    if (s) {
-        ctx->vk.vkEndCommandBuffer(cmd);
-        ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
-        return s;
-    }
     double t0 = cli_now_ms();
-    BAATT_TRY(baatt_cmd_submit_wait(ctx, cmd));
+    CLI_TRY(baatt_plan_run_buffers(plan, in->q[set], in->k[set], in->v[set], in->o));
     double wall = cli_now_ms() - t0;
-    BAATT_TRY(baatt_plan_stats(plan, st));
+    CLI_TRY(baatt_plan_stats(plan, st));
     if (!st->timed) st->gpu_ms = wall;
     return BAATT_OK;
 }
@@ -425,9 +404,9 @@ static baatt_status time_runs(bench *b, baatt_plan *plan, const inputs *in, bres
      * after the idle input upload (short configurations measured 2.5x slow without it; a warm-up
      * that already took a quarter of the budget has done its job). */
     for (unsigned w = 0; !s && (w < o->warmup || cli_now_ms() - t0 < WARMUP_MS) && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
-        s = run_once(b, plan, in, w % in->nsets, &st);
+        s = run_once(plan, in, w % in->nsets, &st);
     for (; !s && n < cap && (n < min_reps || cli_now_ms() - t0 < limit); n++) {
-        s = run_once(b, plan, in, n % in->nsets, &st);
+        s = run_once(plan, in, n % in->nsets, &st);
         ms[n] = st.gpu_ms;
         for (int k = 0; k < BAATT_STAGE_COUNT; k++) ms[(size_t)cap * (k + 1) + n] = st.stage_ms[k];
     }
@@ -475,7 +454,7 @@ static baatt_status selection_read(baatt_plan *plan, const baatt_config *g, sele
     sel->pq = malloc(4 * bh * g->q_len);
     sel->pk = malloc(4 * bkv * g->kv_len);
     if (!sel->mask || !sel->pq || !sel->pk) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
-    BAATT_TRY(baatt_plan_read_mask(plan, sel->mask));
+    CLI_TRY(baatt_plan_read_mask(plan, sel->mask));
     return baatt_plan_read_perms(plan, sel->pq, sel->pk);
 }
 
@@ -488,18 +467,6 @@ static int export_selection(const char *dir, const baatt_config *g, const select
            write_npy(dir, "permk", g, BAATT_NPY_I32, 3, ks, sel->pk);
 }
 
-/* Max over elements of |a - ref| / max|ref|: the error relative to the output's scale. */
-static double max_rel(const void *a, baatt_dtype dt, const float *ref, size_t n)
-{
-    double m = 0, e = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(ref[i]));
-    for (size_t i = 0; i < n; i++) {
-        double x = baatt_load(a, dt, i), d = isnan(x) ? INFINITY : fabs(x - ref[i]);
-        if (!(d <= e)) e = d;
-    }
-    return e / (1e-6 + m);
-}
-
 /* Head 0 of batch 0 of set 0 against the CPU reference: its inputs are the first q_len*head_dim
  * elements of each random stream, so they are regenerated here instead of read back. */
 static double check_head0(bench *b, const baatt_config *g, const inputs *in, const selection *sel)
@@ -507,12 +474,10 @@ static double check_head0(bench *b, const baatt_config *g, const inputs *in, con
     baatt_config one = *g;
     one.batch = one.heads = one.kv_heads = 1;
     uint64_t n = (uint64_t)g->q_len * g->head_dim, es = baatt_dtype_size(g->dtype);
-    void *q = malloc(n * es), *k = malloc(n * es), *v = malloc(n * es);
+    void *q = malloc(n * es), *k = malloc(n * es), *v = malloc(n * es), *o = malloc(n * es);
     float *ref = malloc(n * sizeof *ref);
-    baatt_buffer st = {0};
     double err = NAN;
-    baatt_status s = q && k && v && ref ? baatt_buffer_create(b->ctx, n * es, 1, &st) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
-    if (!s) s = copy_wait(b->ctx, in->o.buffer, 0, st.buffer, 0, n * es);
+    baatt_status s = q && k && v && o && ref ? baatt_device_buffer_read(in->o, 0, o, n * es) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (!s) {
         fill_uniform(q, g->dtype, stream_seed(0, 0), 0, n);
         fill_uniform(k, g->dtype, stream_seed(0, 1), 0, n);
@@ -520,20 +485,21 @@ static double check_head0(bench *b, const baatt_config *g, const inputs *in, con
         s = g->dense ? baatt_reference_attention(&one, q, k, v, ref)
                      : baatt_reference_sparse_attention(&one, q, k, v, sel->pq, sel->pk, sel->mask, ref);
     }
-    if (!s) err = max_rel(st.mapped, g->dtype, ref, n);
+    if (!s) err = cli_max_rel(o, g->dtype, ref, n);
     else cli_fail_status("bench", s, b->ctx, "check");
-    baatt_buffer_destroy(b->ctx, &st);
-    free(q), free(k), free(v), free(ref);
+    free(q), free(k), free(v), free(o), free(ref);
     return err;
 }
 
-/* Fills O with all-ones bits (NaN in f32 and f16) so that the check sees any element left unwritten. */
-static baatt_status poison(baatt_context *ctx, const baatt_buffer *o)
+/* Fills O with all-ones bits (NaN in every dtype) so that the check sees any element left unwritten. */
+static baatt_status poison(baatt_device_buffer *o, uint64_t bytes)
 {
-    VkCommandBuffer cmd;
-    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
-    ctx->vk.vkCmdFillBuffer(cmd, o->buffer, 0, VK_WHOLE_SIZE, 0xffffffffu);
-    return baatt_cmd_submit_wait(ctx, cmd);
+    void *ones = malloc(bytes);
+    if (!ones) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    memset(ones, 0xff, bytes);
+    baatt_status s = baatt_device_buffer_write(o, 0, ones, bytes);
+    free(ones);
+    return s;
 }
 
 /* One more run on set 0, then the mask export and/or the check it feeds. */
@@ -543,8 +509,8 @@ static baatt_status after_timing(bench *b, baatt_plan *plan, const inputs *in, b
     int want_mask = b->o.mask_dir && !g->dense, want_check = b->o.check && g->q_len <= CHECK_MAX_N;
     if (!want_mask && !want_check) return BAATT_OK;
     baatt_run_stats st;
-    if (want_check) BAATT_TRY(poison(b->ctx, &in->o));
-    BAATT_TRY(run_once(b, plan, in, 0, &st));
+    if (want_check) CLI_TRY(poison(in->o, q_bytes(g)));
+    CLI_TRY(run_once(plan, in, 0, &st));
     selection sel = {0};
     baatt_status s = g->dense ? BAATT_OK : selection_read(plan, g, &sel);
     if (!s && want_mask && !export_selection(b->o.mask_dir, g, &sel)) s = BAATT_ERROR_IO;
@@ -685,8 +651,8 @@ static bresult *bench_config(bench *b, const baatt_config *g, const inputs *in, 
     double t0 = cli_now_ms();
     baatt_plan *plan = NULL;
     baatt_status s = baatt_plan_create(b->ctx, g, &plan);
-    if (!s) r->kernel = baatt_plan_path(plan, BAATT_STAGE_ATTEND, 0);
-    if (!s && !g->dense) r->score_kernel = baatt_plan_path(plan, BAATT_STAGE_SCORE, 0);
+    if (!s) r->kernel = baatt_plan_path(plan, BAATT_STAGE_ATTEND);
+    if (!s && !g->dense) r->score_kernel = baatt_plan_path(plan, BAATT_STAGE_SCORE);
     if (!s) s = time_runs(b, plan, in, r);
     if (!s) fprintf(stderr, "  %u reps, median %.3f ms (%.1f s)\n", r->reps, r->ms, (cli_now_ms() - t0) * 1e-3);
     if (!s) s = after_timing(b, plan, in, r);
@@ -737,7 +703,7 @@ static void bench_size(bench *b, baatt_config g)
         g.keep_ratio = o->keep[i];
         bench_config(b, &g, &in, dense_ms);
     }
-    inputs_destroy(b->ctx, &in);
+    inputs_destroy(&in);
 }
 
 /* A tiny plan tells whether the device runs this dtype at all, before gigabytes are uploaded. */

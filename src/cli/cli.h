@@ -1,6 +1,7 @@
 /* The baatt command-line tool: one file per command, shared helpers in common.c. */
 #ifndef BAATT_CLI_H
 #define BAATT_CLI_H
+#include <stdint.h>
 #include <stdio.h>
 
 #include "baatt.h"
@@ -30,7 +31,12 @@ const char *cli_device_type(baatt_device_type t);
 /* Prints s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 
-/* Random N(0,1) host tensor in dtype from a xorshift stream; caller frees. */
-void *cli_random(unsigned long long *state, baatt_dtype dt, size_t n);
+/* Random N(0,1) host tensor in dtype from the harness's generator (rng.h); caller frees. */
+void *cli_random(uint64_t *state, baatt_dtype dt, size_t n);
+/* Element i of a host tensor in dtype, as float. */
+float cli_load(const void *p, baatt_dtype dt, size_t i);
+/* Max over elements of |a - ref| / (1e-6 + max|ref|): error relative to the output's scale (a NaN
+ * in a gives +inf). */
+double cli_max_rel(const void *a, baatt_dtype dt, const float *ref, size_t n);
 double cli_now_ms(void);
 #endif

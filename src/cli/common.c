@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "internal.h"
+#include "rng.h"
 
 int cli_fail(const char *cmd, const char *fmt, ...)
 {
@@ -113,24 +113,34 @@ void cli_json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
-void *cli_random(unsigned long long *st, baatt_dtype dt, size_t n)
+void *cli_random(uint64_t *state, baatt_dtype dt, size_t n)
 {
-    void *p = malloc(n * baatt_dtype_size(dt) + 1);
-    if (!p) return NULL;
-    for (size_t i = 0; i < n; i += 2) {
-        /* Box-Muller on a xorshift64* stream: two normals per step */
-        double u[2];
-        for (int j = 0; j < 2; j++) {
-            unsigned long long x = *st;
-            x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
-            *st = x;
-            u[j] = ((x * 0x2545F4914F6CDD1DULL >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-        }
-        double r = sqrt(-2.0 * log(u[0])), a = 6.283185307179586 * u[1];
-        baatt_store(p, dt, i, (float)(r * cos(a)));
-        if (i + 1 < n) baatt_store(p, dt, i + 1, (float)(r * sin(a)));
+    float *f = malloc(n * sizeof *f + 1);
+    void *p = f ? malloc(n * baatt_dtype_size(dt) + 1) : NULL;
+    if (p) {
+        for (size_t i = 0; i < n; i++) f[i] = (float)eval_rng_normal(state);
+        baatt_dtype_convert(f, BAATT_DTYPE_F32, p, dt, n);
     }
+    free(f);
     return p;
+}
+
+float cli_load(const void *p, baatt_dtype dt, size_t i)
+{
+    float x = NAN;
+    baatt_dtype_convert((const char *)p + i * baatt_dtype_size(dt), dt, &x, BAATT_DTYPE_F32, 1);
+    return x;
+}
+
+double cli_max_rel(const void *a, baatt_dtype dt, const float *ref, size_t n)
+{
+    double m = 0, e = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++) {
+        double x = cli_load(a, dt, i), d = isnan(x) ? INFINITY : fabs(x - ref[i]);
+        if (!(d <= e)) e = d;
+    }
+    return e / (1e-6 + m);
 }
 
 double cli_now_ms(void)

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "internal.h"
 #include "workloads.h"
 
 typedef struct demo {
@@ -13,7 +12,7 @@ typedef struct demo {
     const char *device;
     int sized;            /* the user gave a size: keep it */
     int kv_given;
-    const char *workload; /* a src/workloads.c generator; "random": iid N(0,1) at any GQA shape */
+    const char *workload; /* a src/eval/workloads.c generator; "random": iid N(0,1) at any GQA shape */
     int dtype_given;
 } demo;
 
@@ -79,19 +78,6 @@ static void default_size(demo *d, const baatt_device_info *dev)
     if (!d->kv_given || strcmp(d->workload, "random")) g->kv_heads = g->heads; /* workloads: one kv head per head */
 }
 
-/* Max over elements of |a - b| / (1e-6 + max|b|): error relative to the output's scale. */
-static double max_rel(const void *a, baatt_dtype dt, const float *b, size_t n)
-{
-    double m = 0, e = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(b[i]));
-    for (size_t i = 0; i < n; i++) {
-        double x = baatt_load(a, dt, i);
-        double d = isnan(x) ? INFINITY : fabs(x - b[i]);
-        if (!(d <= e)) e = d;
-    }
-    return e / (1e-6 + m);
-}
-
 typedef struct run {
     void *o;
     baatt_run_stats st;
@@ -132,7 +118,7 @@ static void check(const baatt_config *g, const void *q, const void *k, const voi
     if (!ref) { *err = NAN; return; }
     baatt_status s = g->dense ? baatt_reference_attention(&one, q, k, v, ref)
                               : baatt_reference_sparse_attention(&one, q, k, v, r->pq, r->pk, r->mask, ref);
-    *err = s ? NAN : max_rel(r->o, g->dtype, ref, on);
+    *err = s ? NAN : cli_max_rel(r->o, g->dtype, ref, on);
     free(ref);
 }
 
@@ -141,7 +127,7 @@ static void quality(const baatt_config *g, const run *sparse, const run *dense, 
     size_t n = (size_t)g->batch * g->heads * g->q_len * g->head_dim;
     double d = 0, s = 0, ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < n; i++) {
-        double a = baatt_load(sparse->o, g->dtype, i), b = baatt_load(dense->o, g->dtype, i);
+        double a = cli_load(sparse->o, g->dtype, i), b = cli_load(dense->o, g->dtype, i);
         d += fabs(a - b), s += fabs(b), ab += a * b, aa += a * a, bb += b * b;
     }
     *l1 = d / s;
@@ -155,7 +141,7 @@ static int make_inputs(const demo *d, void **q, void **k, void **v)
     size_t qn = (size_t)g->batch * g->heads * g->q_len * g->head_dim;
     size_t kn = (size_t)g->batch * g->kv_heads * g->kv_len * g->head_dim;
     if (!strcmp(d->workload, "random")) {
-        unsigned long long seed = 0x9E3779B97F4A7C15ull;
+        uint64_t seed = 0x9E3779B97F4A7C15ull;
         *q = cli_random(&seed, g->dtype, qn), *k = cli_random(&seed, g->dtype, kn), *v = cli_random(&seed, g->dtype, kn);
         return *q && *k && *v ? 1 : (cli_fail("demo", "out of memory"), 0);
     }
@@ -168,7 +154,7 @@ static int make_inputs(const demo *d, void **q, void **k, void **v)
     size_t n[3] = {qn, kn, kn};
     for (int t = 0; t < 3; t++) {
         *dst[t] = malloc(n[t] * baatt_dtype_size(g->dtype) + 1);
-        if (*dst[t]) for (size_t i = 0; i < n[t]; i++) baatt_store(*dst[t], g->dtype, i, src[t][i]);
+        if (*dst[t]) baatt_dtype_convert(src[t], BAATT_DTYPE_F32, *dst[t], g->dtype, n[t]);
     }
     eval_data_free(&e);
     return *q && *k && *v ? 1 : (cli_fail("demo", "out of memory"), 0);

@@ -1,5 +1,5 @@
 /* baatt eval: block-selection quality of BA-Att, its ablations and the published alternatives,
- * on synthetic workloads or .npy tensors (src/eval.h says how it is measured). */
+ * on synthetic workloads or .npy tensors (src/eval/eval.h says how it is measured). */
 #define _POSIX_C_SOURCE 200809L /* strtok_r, sysconf under a strict -std=c11 */
 #include <math.h>
 #include <stdlib.h>
@@ -8,7 +8,6 @@
 
 #include "cli.h"
 #include "eval.h"
-#include "internal.h"
 
 #define MAX_LIST 64
 
@@ -29,7 +28,7 @@ static const char USAGE[] =
     "\n"
     "Runs every block-selection method on the same inputs and measures it against exact dense\n"
     "attention (CPU, fp64): mass recall, relative L1 and L2 error and cosine of the output, and the\n"
-    "achieved sparsity (docs/SPEC.md). Progress goes to stderr, a table per workload to stdout.\n"
+    "achieved sparsity (docs/ALGORITHM.md). Progress goes to stderr, a table per workload to stdout.\n"
     "\n"
     "inputs:\n"
     "  --workload LIST     comma-separated synthetic workloads, or 'all' (default: all; see below)\n"
@@ -45,7 +44,7 @@ static const char USAGE[] =
     "targets (lists are comma-separated; several kinds may be combined):\n"
     "  --sparsity LIST     target sparsities: every method keeps (1-s)*nk blocks per row on average\n"
     "                      (default 0.5,0.75,0.9 when no target is given)\n"
-    "  --keep LIST         keep ratios with SPEC's rule k = max(1, ceil(rho * nk)) in every row\n"
+    "  --keep LIST         keep ratios with step 4's rule k = max(1, ceil(rho * nk)) in every row\n"
     "  --threshold LIST    BA-Att selects by block-map mass >= T; every other method is run at\n"
     "                      BA-Att's achieved sparsity (matched)\n"
     "methods:\n"

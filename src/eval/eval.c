@@ -1,5 +1,5 @@
-/* Block-selection accuracy: the methods of docs/SPEC.md ("Variants kept for comparison") and the
- * shared metric routine. The method of computation is described in eval.h.
+/* Block-selection accuracy: the methods of docs/ALGORITHM.md ("Methods the evaluation compares")
+ * and the shared metric routine. The method of computation is described in eval.h.
  *
  * Layout: methods (a table of name, blocking, scorer) -> per-head context (inputs in fp64, the
  * blockings, scratch) -> dense pass 1 (pooled mass) -> selection -> dense pass 2 (outputs) ->
@@ -18,7 +18,7 @@
 #include "internal.h"
 
 /* The blockings a method can work on: contiguous runs of the original order, the norm-sorted
- * order of SPEC step 1, or permutations given by the caller (the GPU plan's). */
+ * order of ALGORITHM.md step 1, or permutations given by the caller (the GPU plan's). */
 enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 /* A method whose blocking is chosen per head and target (select_auto); its scorer reads the
  * blocking to score from head_ctx.auto_blk. */
@@ -156,7 +156,7 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
  *   a_uv = (t / S) sum_m q_{uS + S-1-m} . k_{vS + m},
  * a softmax over v turns each row of a into a distribution, and a block's score is the sum of
  * that distribution over its (B/S) x (B/S) groups. Pairs past the end of the sequence are
- * skipped. (SPEC's one-line summary softmaxes the block sums of a instead; this follows the
+ * skipped. (ALGORITHM.md's one-line summary softmaxes the block sums of a instead; this follows the
  * published method, which estimates mass at the finer group granularity.) */
 static baatt_status score_antidiag(head_ctx *c, const method *m, float *scores)
 {
@@ -265,7 +265,7 @@ static baatt_status score_oracle(head_ctx *c, const method *m, float *scores)
 }
 
 static const method METHODS[] = {
-    {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (SPEC)"},
+    {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (ALGORITHM.md)"},
     {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits"},
     {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits"},
     {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)"},
@@ -544,22 +544,6 @@ static uint32_t row_budget(const run *r, uint32_t t, uint32_t h, uint32_t I)
     return n < 1 ? 1 : n > r->nk ? r->nk : (uint32_t)n;
 }
 
-/* SPEC step 4 threshold rule on logits l (ranked by order): the shortest prefix whose softmax
- * mass reaches theta, at least one block (as baatt_reference_select). */
-static uint32_t threshold_count(const float *l, const int32_t *order, uint32_t nk, double theta)
-{
-    double mx = -INFINITY, sum = 0, cum = 0;
-    for (uint32_t j = 0; j < nk; j++)
-        if (l[j] > mx) mx = l[j];
-    for (uint32_t j = 0; j < nk; j++) sum += exp((double)l[j] - mx);
-    uint32_t m = 0;
-    while (m < nk) {
-        cum += exp((double)l[order[m++]] - mx) / sum;
-        if (cum >= theta) break;
-    }
-    return m;
-}
-
 /* Scores method m on blocking b and ranks every row (ties: lower J first). */
 static baatt_status rank_on(head_ctx *c, const method *m, int b, float *scores, int32_t *order)
 {
@@ -579,7 +563,7 @@ static uint32_t row_keep(const head_ctx *c, const method *m, uint32_t t, uint32_
     const eval_target *tg = &r->o->targets[t];
     if (tg->kind == EVAL_THRESHOLD && m->adaptive) {
         uint64_t at = (uint64_t)I * r->nk;
-        return baatt_config_clamp_blocks(&r->cfg, threshold_count(scores + at, order + at, r->nk, tg->value));
+        return baatt_config_clamp_blocks(&r->cfg, baatt_mass_prefix(scores + at, order + at, r->nk, tg->value));
     }
     return row_budget(r, t, c->h, I);
 }
@@ -658,8 +642,8 @@ static double pooled_recall(const head_ctx *c, int b, const int32_t *order, uint
 
 /* A BLK_AUTO method (baatt_auto): scored and ranked on the norm-sorted and on the original order;
  * for each target the head keeps the blocking whose selection recalls more of the sampled rows'
- * exact attention at that target's budget (ties: original order; a threshold target is judged at
- * its matched budget). Norm sorting pays where token norms predict attention and breaks positional
+ * exact attention at that target's budget (ties keep the sorted blocking: the library's rule,
+ * baatt_auto_keeps_sorted; a threshold target is judged at its matched budget). Norm sorting pays where token norms predict attention and breaks positional
  * structure where they do not (bench/results/accuracy.md), and which wins can depend on the
  * sparsity; the choice costs AUTO_ROWS dense rows and a second estimate per head. (The estimated
  * maps cannot make the choice: a sorted blocking's estimate looks more concentrated than its true
@@ -674,9 +658,10 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
     int exact = m->score == score_oracle; /* oracle_best: the choice may use the true map */
     uint32_t n = exact ? 0 : sample_rows(c, c->sample);
     for (uint32_t t = 0; t < r->nt; t++) {
-        int sorted = exact ? pooled_recall(c, BLK_SORTED, c->order, t) > pooled_recall(c, BLK_IDENTITY, c->order2, t)
-                           : sampled_recall(c, BLK_SORTED, c->order, t, n) >
-                                 sampled_recall(c, BLK_IDENTITY, c->order2, t, n);
+        int sorted = exact ? baatt_auto_keeps_sorted(pooled_recall(c, BLK_SORTED, c->order, t),
+                                                     pooled_recall(c, BLK_IDENTITY, c->order2, t))
+                           : baatt_auto_keeps_sorted(sampled_recall(c, BLK_SORTED, c->order, t, n),
+                                                     sampled_recall(c, BLK_IDENTITY, c->order2, t, n));
         if (sorted) fill_slot(c, mi, t, BLK_SORTED, c->scores, c->order);
         else fill_slot(c, mi, t, BLK_IDENTITY, c->scores2, c->order2);
     }
@@ -783,7 +768,7 @@ static void *worker(void *arg)
     }
 }
 
-/* Threshold targets: BA-Att's ("baatt", SPEC) achieved mean block count over all heads sets the
+/* Threshold targets: BA-Att's ("baatt", ALGORITHM.md) achieved mean block count over all heads sets the
  * budget of every non-adaptive method. */
 static baatt_status match_thresholds(run *r)
 {

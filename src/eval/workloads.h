@@ -1,5 +1,5 @@
 /* Attention workloads for the accuracy evaluation (`baatt eval`): seeded synthetic Q/K/V with known
- * structure, and .npy loading. Library-internal (never installed). */
+ * structure, and .npy loading. Part of the baatt_eval harness (never installed). */
 #ifndef BAATT_WORKLOADS_H
 #define BAATT_WORKLOADS_H
 

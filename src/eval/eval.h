@@ -1,6 +1,8 @@
-/* Accuracy evaluation of block selection (issue 5, docs/SPEC.md "Variants kept for comparison" and
- * "Quality metrics"): every method selects key blocks on the same inputs, and one shared routine
- * measures each selection against exact dense attention. Library-internal (never installed).
+/* Accuracy evaluation of block selection (issue 5, docs/ALGORITHM.md "Methods the evaluation
+ * compares" and "Quality metrics"): every method selects key blocks on the same inputs, and one
+ * shared routine measures each selection against exact dense attention. The harness is its own
+ * static library (baatt_eval), linked by the CLI and the tests, never by libbaatt. Its selection
+ * rules are the library's own functions (threshold prefix, auto-sort tie), not copies.
  *
  * How it is computed (per head, on the CPU, in fp64; nothing N x N is ever held):
  *  1. a dense pass over the query rows accumulates, for each blocking in use (original order, and
@@ -17,7 +19,7 @@
  *
  * Targets: a target sparsity s (every method keeps (1 - s) * nk blocks per row on average, rows
  * taking the floor or the ceiling so the mean is exact even when it is fractional); a keep ratio
- * rho (SPEC step 4: k = max(1, ceil(rho * nk)) blocks in every row); or a mass threshold theta:
+ * rho (ALGORITHM.md step 4: k = max(1, ceil(rho * nk)) blocks in every row); or a mass threshold theta:
  * BA-Att ("baatt", and the other adaptive variants) selects by threshold, its achieved mean block
  * count over all heads is measured, and every other method then keeps that many blocks per row on
  * average ("matched achieved sparsity"). */
@@ -31,7 +33,7 @@
 
 typedef enum eval_target_kind {
     EVAL_SPARSITY = 0,  /* value: target sparsity in [0, 1) */
-    EVAL_KEEP = 1,      /* value: keep ratio in (0, 1], SPEC's ceil rule */
+    EVAL_KEEP = 1,      /* value: keep ratio in (0, 1], step 4's ceil rule */
     EVAL_THRESHOLD = 2, /* value: mass threshold in (0, 1] for the adaptive methods */
 } eval_target_kind;
 
@@ -67,7 +69,7 @@ typedef struct eval_record {
     const char *method;     /* static string */
     eval_target target;
     double keep;            /* achieved mean fraction of key blocks kept per query block */
-    double sparsity;        /* SPEC: 1 - selected key tokens / (q_blocks * kv_len), all heads */
+    double sparsity;        /* ALGORITHM.md: 1 - selected key tokens / (q_blocks * kv_len), all heads */
     double mass_recall;     /* mean over query rows of the dense mass on the selected keys */
     double rel_l1, rel_l2, cosine; /* NAN when options.outputs == 0 */
     double sorted_heads;    /* share of heads measured on a norm-sorted blocking (0 or 1 except

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "rng.h"
 
 #define CLUSTERS 16          /* clustered: centroids per head */
 #define CLUSTER_A 0.75       /* clustered: centroid weight (same-cluster logit ~ 0.56 sqrt(d)) */
@@ -63,44 +63,16 @@ static const char HELP[] =
 const char *eval_workload_help(void) { return HELP; }
 
 /* ---------------------------------------------------------------------------------------------
- * Random streams.
+ * Random streams (rng.h): one xorshift64* state per head.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct rng {
     uint64_t s;
 } rng;
 
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-static uint64_t next(rng *r)
-{
-    uint64_t x = r->s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-/* Uniform in (0, 1): never 0, so log() below is safe. */
-static double unif(rng *r) { return ((next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-
-/* One N(0, 1) per call (Box-Muller, cosine branch): simple and platform-exact enough for seeding
- * synthetic data (libm's log/cos may differ in the last bit between hosts; nothing here depends
- * on bit-exactness across hosts, only on the same binary giving the same data). */
-static double gauss(rng *r)
-{
-    double u1 = unif(r), u2 = unif(r);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static uint32_t below(rng *r, uint32_t n) { return (uint32_t)((next(r) >> 33) % n); }
+static double unif(rng *r) { return eval_rng_uniform(&r->s); }
+static double gauss(rng *r) { return eval_rng_normal(&r->s); }
+static uint32_t below(rng *r, uint32_t n) { return (uint32_t)((eval_rng_next(&r->s) >> 33) % n); }
 
 /* ---------------------------------------------------------------------------------------------
  * Token building blocks.
@@ -345,7 +317,7 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
     }
     for (uint32_t h = 0; h < p->heads; h++) {
         uint64_t n = (uint64_t)p->len * p->head_dim;
-        rng r = {splitmix64(p->seed ^ splitmix64((w + 1) * 0x100000001ull + h))};
+        rng r = {eval_splitmix64(p->seed ^ eval_splitmix64((w + 1) * 0x100000001ull + h))};
         if (!r.s) r.s = 1;
         head_io io = {p->len, p->head_dim, out->q + h * n, out->k + h * n, out->v + h * n, dirs, p->jitter};
         WORKLOADS[w].gen(&r, &io, h);

@@ -1,0 +1,135 @@
+/* Device buffers for callers without Vulkan code of their own (the CLI's bench): tensors that stay
+ * on the device between plan runs, filled and read through a staging buffer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan.h"
+
+/* Staging per copy: bounds host-visible memory for GiB-sized tensors. */
+#define STAGING_MAX (64ull << 20)
+
+struct baatt_device_buffer {
+    baatt_context *ctx;
+    baatt_buffer buf;
+    uint64_t bytes;
+};
+
+baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **out)
+{
+    if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!bytes) return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE, "baatt_device_buffer_create: size 0");
+    if (bytes > ctx->info.max_storage_buffer_range)
+        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
+                          "baatt_device_buffer_create: %llu bytes exceed the device's storage-buffer range (%llu)",
+                          (unsigned long long)bytes, (unsigned long long)ctx->info.max_storage_buffer_range);
+    baatt_device_buffer *b = calloc(1, sizeof *b);
+    if (!b) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "baatt_device_buffer_create: out of host memory");
+    b->ctx = ctx;
+    b->bytes = bytes;
+    baatt_status s = baatt_buffer_create(ctx, bytes, 0, &b->buf);
+    if (s) {
+        free(b);
+        return s;
+    }
+    *out = b;
+    return BAATT_OK;
+}
+
+void baatt_device_buffer_destroy(baatt_device_buffer *b)
+{
+    if (!b) return;
+    baatt_buffer_destroy(b->ctx, &b->buf);
+    free(b);
+}
+
+baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buffer *b)
+{
+    baatt_device_tensor t = {b ? b->buf.buffer : VK_NULL_HANDLE, 0};
+    return t;
+}
+
+/* Checks a host copy's arguments: a range inside the buffer, a host pointer. */
+static baatt_status check_range(const baatt_device_buffer *b, uint64_t offset, const void *host, uint64_t bytes,
+                                const char *what)
+{
+    if (!b) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!host && bytes) return baatt_fail(b->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: NULL host pointer", what);
+    if (offset > b->bytes || bytes > b->bytes - offset)
+        return baatt_fail(b->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: bytes [%llu, %llu) outside the %llu-byte buffer",
+                          what, (unsigned long long)offset, (unsigned long long)(offset + bytes),
+                          (unsigned long long)b->bytes);
+    return BAATT_OK;
+}
+
+/* One staged copy of n bytes at offset: host -> staging -> buffer (to_device), or back. */
+static baatt_status copy_chunk(baatt_device_buffer *b, baatt_buffer *st, uint64_t offset, uint64_t n, int to_device)
+{
+    baatt_context *ctx = b->ctx;
+    VkCommandBuffer cmd;
+    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    VkBufferCopy c = {to_device ? 0 : offset, to_device ? offset : 0, n};
+    if (to_device) ctx->vk.vkCmdCopyBuffer(cmd, st->buffer, b->buf.buffer, 1, &c);
+    else {
+        ctx->vk.vkCmdCopyBuffer(cmd, b->buf.buffer, st->buffer, 1, &c);
+        baatt_cmd_host_barrier(ctx, cmd);
+    }
+    return baatt_cmd_submit_wait(ctx, cmd);
+}
+
+/* Copies bytes at offset from src into the buffer, or (src NULL) from the buffer into dst. */
+static baatt_status staged_copy(baatt_device_buffer *b, uint64_t offset, const void *src, void *dst, uint64_t bytes)
+{
+    if (!bytes) return BAATT_OK;
+    baatt_buffer st;
+    BAATT_TRY(baatt_buffer_create(b->ctx, bytes < STAGING_MAX ? bytes : STAGING_MAX, 1, &st));
+    baatt_status s = BAATT_OK;
+    for (uint64_t done = 0; !s && done < bytes; done += st.size) {
+        uint64_t n = bytes - done < st.size ? bytes - done : st.size;
+        if (src) memcpy(st.mapped, (const char *)src + done, n);
+        s = copy_chunk(b, &st, offset + done, n, src != NULL);
+        if (!s && !src) memcpy((char *)dst + done, st.mapped, n);
+    }
+    baatt_buffer_destroy(b->ctx, &st);
+    return s;
+}
+
+baatt_status baatt_device_buffer_write(baatt_device_buffer *b, uint64_t offset, const void *src, uint64_t bytes)
+{
+    BAATT_TRY(check_range(b, offset, src, bytes, "baatt_device_buffer_write"));
+    return staged_copy(b, offset, src, NULL, bytes);
+}
+
+baatt_status baatt_device_buffer_read(baatt_device_buffer *b, uint64_t offset, void *dst, uint64_t bytes)
+{
+    BAATT_TRY(check_range(b, offset, dst, bytes, "baatt_device_buffer_read"));
+    return staged_copy(b, offset, NULL, dst, bytes);
+}
+
+baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
+                                    baatt_device_buffer *v, baatt_device_buffer *o)
+{
+    if (!plan || !q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    baatt_context *ctx = q->ctx;
+    if (k->ctx != ctx || v->ctx != ctx || o->ctx != ctx || plan->ctx != ctx)
+        return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "baatt_plan_run_buffers: the plan and the buffers belong to different contexts");
+    uint64_t qn, kn;
+    baatt_plan_tensor_bytes(plan, &qn, &kn);
+    const baatt_device_buffer *b[4] = {q, k, v, o};
+    for (int i = 0; i < 4; i++)
+        if (b[i]->bytes < (i == 0 || i == 3 ? qn : kn))
+            return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE, "baatt_plan_run_buffers: buffer %c holds %llu bytes, the plan's tensor %llu",
+                              "qkvo"[i], (unsigned long long)b[i]->bytes, (unsigned long long)(i == 0 || i == 3 ? qn : kn));
+    baatt_tensors t = {baatt_device_buffer_tensor(q), baatt_device_buffer_tensor(k), baatt_device_buffer_tensor(v),
+                       baatt_device_buffer_tensor(o)};
+    VkCommandBuffer cmd;
+    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    baatt_status s = baatt_plan_record(plan, cmd, &t);
+    if (s) {
+        ctx->vk.vkEndCommandBuffer(cmd);
+        ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
+        return s;
+    }
+    return baatt_cmd_submit_wait(ctx, cmd);
+}
