@@ -33,6 +33,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/baattConfigVersion.cmake
                                  COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/baattConfig.cmake ${PROJECT_BINARY_DIR}/baattConfigVersion.cmake
         DESTINATION ${BAATT_CMAKE_INSTALL_DIR})
+file(RELATIVE_PATH BAATT_PC_TO_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
+string(REGEX REPLACE "/$" "" BAATT_PC_TO_PREFIX "${BAATT_PC_TO_PREFIX}")
 configure_file(${PROJECT_SOURCE_DIR}/cmake/baatt.pc.in ${PROJECT_BINARY_DIR}/baatt.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/baatt.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE ${PROJECT_SOURCE_DIR}/THIRD_PARTY_NOTICES
