@@ -11,7 +11,7 @@ $BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTH
 then on the system's library path.
 """
 from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices)
-from ._lib import lib as _lib, text as _text
+from ._lib import lib as _cdll, text as _text
 
 __version__ = "0.1.0"
 __all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
@@ -20,7 +20,7 @@ __all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "Device
 
 def library_version() -> str:
     """The loaded libbaatt's version (baatt_version())."""
-    return _text(_lib.baatt_version())
+    return _text(_cdll.baatt_version())
 
 
 # A stale library (e.g. $BAATT_LIBRARY left pointing at an old build) would mismatch the structures.
