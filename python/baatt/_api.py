@@ -262,6 +262,8 @@ class Plan:
         q_shape, kv_shape = tuple(int(s) for s in q_shape), tuple(int(s) for s in kv_shape)
         if len(q_shape) != 4 or len(kv_shape) != 4:
             raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} and kv_shape {kv_shape} must have 4 dimensions")
+        if any(not 0 <= s < 2**32 for s in q_shape + kv_shape):  # the C config holds uint32 sizes
+            raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} / kv_shape {kv_shape}: sizes must be in [0, 2^32)")
         self.layout = layout
         self.q_shape, self.kv_shape = q_shape, kv_shape
         b, h, n, d = _bhnd(q_shape, layout)
@@ -271,7 +273,7 @@ class Plan:
         self.dtype = _dtype_code(dtype)
         cfg = lib.baatt_config_default()
         cfg.batch, cfg.heads, cfg.kv_heads, cfg.q_len, cfg.kv_len, cfg.head_dim = b, h, hk, n, nk, d
-        cfg.dtype, cfg.dense, cfg.block_size = self.dtype, int(dense), block
+        cfg.dtype, cfg.dense, cfg.block_size = self.dtype, int(dense), int(block)
         cfg.scale = 0.0 if scale is None else float(scale)
         cfg.norm_sort, cfg.covariance, cfg.keep_ratio = _SORT[sort], int(covariance), float(keep)
         if threshold is not None:

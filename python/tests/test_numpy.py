@@ -140,3 +140,9 @@ def test_same_as_cli(rng, tmp_path):
     assert (sel.mask == np.load(files["m"]).astype(bool)).all()
     assert (sel.perm_q == np.load(files["pq"])).all() and (sel.perm_k == np.load(files["pk"])).all()
     np.testing.assert_allclose(o, np.load(files["o"]), rtol=1e-6, atol=1e-6)
+
+
+def test_sizes_beyond_uint32():
+    with pytest.raises(baatt.Error) as e:
+        baatt.Plan((1, 1, 2**32 + 64, 64), (1, 1, 64, 64))
+    assert e.value.status == baatt.Status.BAD_SHAPE
