@@ -72,7 +72,7 @@ def rel_l2(a, ref):
     return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
 
 
-TOL = {np.float32: 1e-5, np.float16: 3e-3}
+TOL = {np.float32: 1e-5, np.float16: 5e-3}  # fa_baseline.py's rel L2 tolerances
 
 
 def cli_path():
