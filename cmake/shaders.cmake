@@ -2,8 +2,10 @@
 # spirv-val and embedded into the library as a byte array, so nothing is looked up at run time.
 # Optional variants (tensor-core paths needing newer glslang) are feature-tested at configure time
 # and built only where the given glslc accepts them.
-set(BAATT_SHADER_DIR ${CMAKE_SOURCE_DIR}/shaders)
-set(BAATT_SPV_DIR ${CMAKE_BINARY_DIR}/spv)
+# Paths relative to this project, not the top-level one, so add_subdirectory/FetchContent work.
+set(BAATT_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(BAATT_SHADER_DIR ${PROJECT_SOURCE_DIR}/shaders)
+set(BAATT_SPV_DIR ${PROJECT_BINARY_DIR}/spv)
 set(BAATT_GLSLC_TARGET vulkan1.2 CACHE STRING "glslc --target-env")
 file(MAKE_DIRECTORY ${BAATT_SPV_DIR})
 set_property(GLOBAL PROPERTY BAATT_SHADER_NAMES "")
@@ -28,8 +30,8 @@ function(baatt_shader_with name src compiler target)
             -o ${spv} ${BAATT_SHADER_DIR}/${src}
     COMMAND ${validator} --target-env ${target} ${spv}
     COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DSPV=${spv} -DOUT=${cfile}
-            -P ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
-    DEPENDS ${BAATT_SHADER_DIR}/${src} ${BAATT_SHADER_INCLUDES} ${CMAKE_SOURCE_DIR}/cmake/embed_spirv.cmake
+            -P ${BAATT_CMAKE_DIR}/embed_spirv.cmake
+    DEPENDS ${BAATT_SHADER_DIR}/${src} ${BAATT_SHADER_INCLUDES} ${BAATT_CMAKE_DIR}/embed_spirv.cmake
     COMMENT "glslc + spirv-val ${name}"
     VERBATIM)
   set_property(GLOBAL APPEND PROPERTY BAATT_SHADER_NAMES ${name})
@@ -39,13 +41,13 @@ endfunction()
 # Builds the variant only if a glslc we have compiles it (tried once at configure time): first the
 # default one, then BAATT_GLSLC_NEW and BAATT_GLSLC_NEXT (scripts/fetch-glslc.sh) targeting Vulkan 1.3.
 set(baatt_glslc_new_default "")
-if(EXISTS ${CMAKE_SOURCE_DIR}/.glslc/glslc)   # left there by scripts/setup-debian.sh
-  set(baatt_glslc_new_default ${CMAKE_SOURCE_DIR}/.glslc/glslc)
+if(EXISTS ${PROJECT_SOURCE_DIR}/.glslc/glslc)   # left there by scripts/setup-debian.sh
+  set(baatt_glslc_new_default ${PROJECT_SOURCE_DIR}/.glslc/glslc)
 endif()
 set(BAATT_GLSLC_NEW "${baatt_glslc_new_default}" CACHE FILEPATH "newer glslc for optional shader variants (scripts/fetch-glslc.sh)")
 set(baatt_glslc_next_default "")
-if(EXISTS ${CMAKE_SOURCE_DIR}/.glslc-next/glslc)   # glslang >= 16 (bf16 cooperative matrices)
-  set(baatt_glslc_next_default ${CMAKE_SOURCE_DIR}/.glslc-next/glslc)
+if(EXISTS ${PROJECT_SOURCE_DIR}/.glslc-next/glslc)   # glslang >= 16 (bf16 cooperative matrices)
+  set(baatt_glslc_next_default ${PROJECT_SOURCE_DIR}/.glslc-next/glslc)
 endif()
 set(BAATT_GLSLC_NEXT "${baatt_glslc_next_default}" CACHE FILEPATH "a still newer glslc, tried last (SUITE=forky scripts/fetch-glslc.sh .glslc-next)")
 option(BAATT_REQUIRE_ALL_VARIANTS "fail configuration where an optional shader variant cannot be built (CI)" OFF)

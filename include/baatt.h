@@ -29,6 +29,19 @@ extern "C" {
 #define BAATT_VERSION_MINOR 1
 #define BAATT_VERSION_PATCH 0
 
+/* Marks the library's exported functions: libbaatt.so exports these and nothing else. */
+#ifndef BAATT_API
+#if defined(__GNUC__) || defined(__clang__)
+#define BAATT_API __attribute__((visibility("default")))
+#else
+#define BAATT_API
+#endif
+#endif
+
+/* The library's version at run time, "MAJOR.MINOR.PATCH" (the BAATT_VERSION_* it was built with),
+ * e.g. to check that the libbaatt.so loaded matches the header compiled against. */
+BAATT_API const char *baatt_version(void);
+
 /* ---------------------------------------------------------------------------------------------
  * Status. Grouped by failure class: caller errors (1xx), environment (2xx), device (3xx), I/O (4xx).
  * ------------------------------------------------------------------------------------------- */
@@ -64,7 +77,7 @@ typedef enum baatt_status {
 } baatt_status;
 
 /* A static English name for the status ("BAATT_ERROR_BAD_SHAPE: ..."). Never NULL. */
-const char *baatt_status_string(baatt_status status);
+BAATT_API const char *baatt_status_string(baatt_status status);
 
 typedef enum baatt_dtype {
     BAATT_DTYPE_F32 = 0,
@@ -73,8 +86,8 @@ typedef enum baatt_dtype {
 } baatt_dtype;
 
 /* Bytes of one element of dtype (4 or 2). 0 for an unknown dtype. */
-size_t baatt_dtype_size(baatt_dtype dtype);
-const char *baatt_dtype_name(baatt_dtype dtype);
+BAATT_API size_t baatt_dtype_size(baatt_dtype dtype);
+BAATT_API const char *baatt_dtype_name(baatt_dtype dtype);
 
 /* ---------------------------------------------------------------------------------------------
  * Devices and context.
@@ -112,7 +125,7 @@ typedef struct baatt_device_info {
 
 /* Lists the Vulkan devices. Call with infos == NULL to get the count; then with an array of
  * *count entries. `picked` marks the default choice (honouring BAATT_DEVICE). */
-baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count);
+BAATT_API baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count);
 
 typedef struct baatt_context baatt_context;
 
@@ -127,12 +140,12 @@ typedef struct baatt_context_options {
     int validation;
 } baatt_context_options;
 
-baatt_context_options baatt_context_options_default(void);
+BAATT_API baatt_context_options baatt_context_options_default(void);
 
 /* Creates a context with its own VkInstance and VkDevice. opts may be NULL (defaults).
  * On failure *ctx is still set when possible so that baatt_context_error can explain; always
  * call baatt_context_destroy on it. */
-baatt_status baatt_context_create(const baatt_context_options *opts, baatt_context **ctx);
+BAATT_API baatt_status baatt_context_create(const baatt_context_options *opts, baatt_context **ctx);
 
 /* The embedding case: the application's own Vulkan objects. baatt never destroys them.
  * The device must have been created with the features listed in `enabled` (see BAATT_FEATURE_*):
@@ -159,21 +172,21 @@ typedef struct baatt_external_device {
     uint32_t enabled;               /* BAATT_FEATURE_* bits the device was created with */
 } baatt_external_device;
 
-baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context **ctx);
+BAATT_API baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context **ctx);
 
 /* The handles a context uses (its own or the wrapped ones), e.g. to record into its queue. */
-baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out);
+BAATT_API baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out);
 
-void baatt_context_destroy(baatt_context *ctx);
+BAATT_API void baatt_context_destroy(baatt_context *ctx);
 
 /* The last failure's message ("vkAllocateMemory failed: VK_ERROR_OUT_OF_DEVICE_MEMORY ..."),
  * or "" if none. Valid until the next call on this context. NULL ctx gives a static string. */
-const char *baatt_context_error(const baatt_context *ctx);
+BAATT_API const char *baatt_context_error(const baatt_context *ctx);
 
-baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_info *info);
+BAATT_API baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_info *info);
 
 /* Number of validation-layer messages (warnings and errors) seen so far; 0 if not enabled. */
-uint32_t baatt_context_validation_messages(const baatt_context *ctx);
+BAATT_API uint32_t baatt_context_validation_messages(const baatt_context *ctx);
 
 /* ---------------------------------------------------------------------------------------------
  * Configuration. Fill with baatt_config_default(), then set the shape.
@@ -215,32 +228,32 @@ typedef struct baatt_config {
     uint32_t max_blocks;              /* 0: no limit */
 } baatt_config;
 
-baatt_config baatt_config_default(void);
+BAATT_API baatt_config baatt_config_default(void);
 
 /* Validates cfg. On failure writes a message naming the problem into msg (if msg != NULL). */
-baatt_status baatt_config_check(const baatt_config *cfg, char *msg, size_t msg_size);
+BAATT_API baatt_status baatt_config_check(const baatt_config *cfg, char *msg, size_t msg_size);
 
 /* Derived sizes. */
-uint32_t baatt_config_q_blocks(const baatt_config *cfg);  /* ceil(q_len / block_size) */
-uint32_t baatt_config_k_blocks(const baatt_config *cfg);  /* ceil(kv_len / block_size) */
-float baatt_config_scale(const baatt_config *cfg);        /* the effective scale */
+BAATT_API uint32_t baatt_config_q_blocks(const baatt_config *cfg);  /* ceil(q_len / block_size) */
+BAATT_API uint32_t baatt_config_k_blocks(const baatt_config *cfg);  /* ceil(kv_len / block_size) */
+BAATT_API float baatt_config_scale(const baatt_config *cfg);        /* the effective scale */
 /* Blocks kept per query block in keep-ratio mode, after min/max clamping. */
-uint32_t baatt_config_keep_blocks(const baatt_config *cfg);
+BAATT_API uint32_t baatt_config_keep_blocks(const baatt_config *cfg);
 
 /* ---------------------------------------------------------------------------------------------
  * Plans.
  * ------------------------------------------------------------------------------------------- */
 typedef struct baatt_plan baatt_plan;
 
-baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baatt_plan **plan);
-void baatt_plan_destroy(baatt_plan *plan);
+BAATT_API baatt_status baatt_plan_create(baatt_context *ctx, const baatt_config *cfg, baatt_plan **plan);
+BAATT_API void baatt_plan_destroy(baatt_plan *plan);
 
 /* Device memory the plan owns besides the caller's tensors, in bytes. */
-uint64_t baatt_plan_scratch_bytes(const baatt_plan *plan);
+BAATT_API uint64_t baatt_plan_scratch_bytes(const baatt_plan *plan);
 
 /* Runs on host arrays: uploads Q, K, V, runs every stage, waits, downloads O (in cfg->dtype).
  * Staging and device buffers for the tensors are owned by the plan and reused. */
-baatt_status baatt_plan_run_host(baatt_plan *plan, const void *q, const void *k, const void *v,
+BAATT_API baatt_status baatt_plan_run_host(baatt_plan *plan, const void *q, const void *k, const void *v,
                                  void *o);
 
 /* The embedding path: records every stage into the caller's command buffer (in the recording
@@ -257,7 +270,7 @@ typedef struct baatt_device_tensor {
 typedef struct baatt_tensors {
     baatt_device_tensor q, k, v, o;
 } baatt_tensors;
-baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t);
+BAATT_API baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t);
 
 /* Device buffers the library allocates on a context's device (device-local, storage and transfer
  * usage), for callers without Vulkan code of their own: tensors that stay on the device between
@@ -265,22 +278,22 @@ baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baat
 typedef struct baatt_device_buffer baatt_device_buffer;
 /* BAATT_ERROR_BAD_SHAPE for 0 bytes, BAATT_ERROR_TOO_LARGE beyond the device's storage-buffer
  * range. On failure *buf is NULL and the context's message says why. */
-baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **buf);
-void baatt_device_buffer_destroy(baatt_device_buffer *buf);
+BAATT_API baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **buf);
+BAATT_API void baatt_device_buffer_destroy(baatt_device_buffer *buf);
 /* The buffer as a tensor of baatt_plan_record (offset 0). */
-baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buffer *buf);
+BAATT_API baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buffer *buf);
 /* Copies bytes between host memory and [offset, offset + bytes) of the buffer through a staging
  * buffer and waits. A range outside the buffer is BAATT_ERROR_INVALID_ARGUMENT. */
-baatt_status baatt_device_buffer_write(baatt_device_buffer *buf, uint64_t offset, const void *src,
+BAATT_API baatt_status baatt_device_buffer_write(baatt_device_buffer *buf, uint64_t offset, const void *src,
                                        uint64_t bytes);
-baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst,
+BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst,
                                       uint64_t bytes);
 /* Records the plan over q, k, v, o (each holding its whole tensor at offset 0, as for
  * baatt_plan_record) into a command buffer of the context the buffers and the plan were created
  * on, submits it and waits (BAATT_TIMEOUT_S). Timings are read with baatt_plan_stats as usual.
  * BAATT_ERROR_INVALID_ARGUMENT if they belong to different contexts, BAATT_ERROR_BAD_SHAPE if a
  * buffer is smaller than its tensor. */
-baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
+BAATT_API baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
                                     baatt_device_buffer *v, baatt_device_buffer *o);
 
 /* After a run (run_host, or a recorded run the caller waited for). */
@@ -292,7 +305,7 @@ enum {
     BAATT_STAGE_ATTEND = 4,   /* block-sparse (or dense) attention */
     BAATT_STAGE_COUNT = 5,
 };
-const char *baatt_stage_name(int stage);
+BAATT_API const char *baatt_stage_name(int stage);
 
 /* The kernel the plan chose at creation for stage (a BAATT_STAGE_*), a static string:
  *   SORT   "bitonic", "radix" (LSD radix sort, long sides on devices with subgroup ballots),
@@ -304,7 +317,7 @@ const char *baatt_stage_name(int stage);
  *   ATTEND "nv-coopmat2", "nv-coopmat" (tensor cores) or "portable"
  * The names are those of the BAATT_TUNE string's paths. A dense plan runs ATTEND only: the
  * other stages are "none". NULL for a NULL plan or an unknown stage. */
-const char *baatt_plan_path(const baatt_plan *plan, int stage);
+BAATT_API const char *baatt_plan_path(const baatt_plan *plan, int stage);
 
 typedef struct baatt_run_stats {
     double stage_ms[BAATT_STAGE_COUNT]; /* GPU time per stage; 0 for stages not run */
@@ -313,20 +326,20 @@ typedef struct baatt_run_stats {
     uint64_t selected_blocks;           /* over all (batch, head, query block) rows */
     int timed;                          /* 0 if the device has no timestamps */
 } baatt_run_stats;
-baatt_status baatt_plan_stats(baatt_plan *plan, baatt_run_stats *stats);
+BAATT_API baatt_status baatt_plan_stats(baatt_plan *plan, baatt_run_stats *stats);
 
 /* The selection of the last run: uint8 [batch, heads, q_blocks, k_blocks], 1 where key block J
  * was selected for query block I (sorted-block coordinates). All ones for a dense plan. */
-baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
+BAATT_API baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
 /* The permutations of the last run: int32 perm_q [batch, heads, q_len] and perm_k
  * [batch, kv_heads, kv_len], the original token index at each sorted position (identity when
  * sorting is off or the plan is dense). Either pointer may be NULL. */
-baatt_status baatt_plan_read_perms(baatt_plan *plan, int32_t *perm_q, int32_t *perm_k);
+BAATT_API baatt_status baatt_plan_read_perms(baatt_plan *plan, int32_t *perm_q, int32_t *perm_k);
 
 /* Which blocking each kv head got in the last run: uint8 [batch, kv_heads], 1 = norm-sorted,
  * 0 = original order. All ones with norm_sort = BAATT_SORT_NORM, all zeros with BAATT_SORT_OFF or
  * a dense plan; the per-head choice with BAATT_SORT_AUTO (its query heads share it). */
-baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *sorted);
+BAATT_API baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *sorted);
 
 /* ---------------------------------------------------------------------------------------------
  * CPU reference (the oracle for every GPU test). Inputs in cfg->dtype; outputs in fp32/fp64
@@ -334,35 +347,35 @@ baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *sorted);
  * ------------------------------------------------------------------------------------------- */
 
 /* Dense attention. o: float [batch, heads, q_len, head_dim]. */
-baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
+BAATT_API baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
                                        const void *v, float *o);
 
 /* Stable argsort of token L2 norms, descending (ties: lower index first), per head.
  * x: [batch, nheads, len, head_dim] in cfg->dtype; perm: int32 [batch, nheads, len].
  * Norms are computed in fp64 and rounded to fp32 before sorting (what the GPU compares).
  * With cfg->norm_sort == 0, perm is the identity; with BAATT_SORT_AUTO it is the sorted candidate. */
-baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
+BAATT_API baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
                                   uint32_t len, int32_t *perm);
 
 /* Block means and diagonal variances over the valid tokens of each block of the sorted order.
  * mean, var: float [batch, nheads, ceil(len / block_size), head_dim]. */
-baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
+BAATT_API baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
                                          uint32_t len, const int32_t *perm, float *mean,
                                          float *var);
 
 /* Corrected block logits l_IJ (ALGORITHM.md step 3, with ln(n_J)): float [batch, heads, nq, nk].
  * qmean/qvar: [batch, heads, nq, d]; kmean/kvar: [batch, kv_heads, nk, d]. */
-baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
+BAATT_API baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
                                           const float *qvar, const float *kmean,
                                           const float *kvar, float *logits);
 
 /* Block selection (ALGORITHM.md step 4) from logits [batch, heads, nq, nk] to mask uint8 (same shape). */
-baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask);
+BAATT_API baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask);
 
 /* Sparse attention over the selected blocks, rows written back in original order.
  * perm_q/perm_k as from baatt_reference_sort; mask from baatt_reference_select.
  * o: float [batch, heads, q_len, head_dim]. */
-baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
+BAATT_API baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
                                               const void *k, const void *v,
                                               const int32_t *perm_q, const int32_t *perm_k,
                                               const uint8_t *mask, float *o);
@@ -370,13 +383,13 @@ baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const voi
 /* The BAATT_SORT_AUTO choice (see baatt_sort_mode) for every kv head, whatever cfg->norm_sort
  * says: sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in
  * fp64, so near-equal recalls may be decided differently from the GPU's fp32 sums. */
-baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
+BAATT_API baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
                                          uint8_t *sorted);
 
 /* The whole BA-Att forward pass (cfg->dense == 1: dense attention). Any of mask, perm_q, perm_k
  * may be NULL. With norm_sort == BAATT_SORT_AUTO the perms and mask rows of each kv head (and its
  * query heads) are those of the blocking baatt_reference_auto_sorted chose. */
-baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
+BAATT_API baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
                                    const void *v, float *o, uint8_t *mask, int32_t *perm_q,
                                    int32_t *perm_k);
 
@@ -390,7 +403,7 @@ typedef struct baatt_metrics {
 } baatt_metrics;
 /* o: the approximate output (float, original order). mask/perm_q/perm_k describe the selection
  * (perms may be NULL for identity). o_dense may be NULL (then computed here). */
-baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
+BAATT_API baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
                                      const void *v, const uint8_t *mask, const int32_t *perm_q,
                                      const int32_t *perm_k, const float *o, const float *o_dense,
                                      baatt_metrics *m);
@@ -415,23 +428,23 @@ typedef struct baatt_npy {
 } baatt_npy;
 
 /* Reads path. On failure writes a message naming the problem into msg (if not NULL). */
-baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t msg_size);
-baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t rank,
+BAATT_API baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t msg_size);
+BAATT_API baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t rank,
                              const uint64_t *shape, const void *data, char *msg, size_t msg_size);
-void baatt_npy_free(baatt_npy *npy);
-size_t baatt_npy_dtype_size(baatt_npy_dtype dtype);
+BAATT_API void baatt_npy_free(baatt_npy *npy);
+BAATT_API size_t baatt_npy_dtype_size(baatt_npy_dtype dtype);
 
 /* ---------------------------------------------------------------------------------------------
  * Half-precision helpers (round to nearest even).
  * ------------------------------------------------------------------------------------------- */
-uint16_t baatt_f32_to_f16(float f);
-float baatt_f16_to_f32(uint16_t h);
-uint16_t baatt_f32_to_bf16(float f);
-float baatt_bf16_to_f32(uint16_t h);
+BAATT_API uint16_t baatt_f32_to_f16(float f);
+BAATT_API float baatt_f16_to_f32(uint16_t h);
+BAATT_API uint16_t baatt_f32_to_bf16(float f);
+BAATT_API float baatt_bf16_to_f32(uint16_t h);
 
 /* Converts n elements from src (in src_dtype) to dst (in dst_dtype), as the functions above do
  * element by element. src and dst must not overlap. */
-baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst,
+BAATT_API baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst,
                                  baatt_dtype dst_dtype, uint64_t n);
 
 #ifdef __cplusplus

@@ -1,0 +1,29 @@
+"""baatt: Block Approximate Sparse Attention on any GPU through Vulkan compute.
+
+    import baatt, numpy as np
+    q = np.random.randn(1, 8, 4096, 128).astype(np.float32)
+    k = v = np.random.randn(1, 2, 4096, 128).astype(np.float32)
+    o = baatt.attention(q, k, v, keep=0.25)               # BA-Att; dense=True for exact attention
+    o, sel, st = baatt.attention(q, k, v, return_selection=True, return_stats=True)
+
+A binding over libbaatt.so's C API (include/baatt.h) through ctypes. The library is looked up in
+$BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTHONPATH=python),
+then on the system's library path.
+"""
+from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices)
+from ._lib import lib as _cdll, text as _text
+
+__version__ = "0.1.0"
+__all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
+           "library_version", "__version__"]
+
+
+def library_version() -> str:
+    """The loaded libbaatt's version (baatt_version())."""
+    return _text(_cdll.baatt_version())
+
+
+# A stale library (e.g. $BAATT_LIBRARY left pointing at an old build) would mismatch the structures.
+if library_version().split(".")[:2] != __version__.split(".")[:2]:
+    raise ImportError(f"baatt {__version__} found libbaatt {library_version()}: rebuild or point BAATT_LIBRARY "
+                      "at the matching library")

@@ -1,0 +1,441 @@
+"""baatt's Python API over the C library (ctypes, no compiler needed at import)."""
+from __future__ import annotations
+
+import ctypes
+import enum
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._lib import ConfigC, ContextOptionsC, DeviceInfoC, RunStatsC, STAGE_COUNT, lib, text
+
+Device = Union[int, str, None]
+Layout = Literal["bhnd", "bnhd"]
+SortMode = Literal["norm", "off", "auto"]
+
+
+class Status(enum.IntEnum):
+    """baatt_status (include/baatt.h)."""
+    OK = 0
+    INVALID_ARGUMENT = 100
+    BAD_SHAPE = 101
+    GQA_MISMATCH = 102
+    UNSUPPORTED_HEAD_DIM = 103
+    UNSUPPORTED_DTYPE = 104
+    UNSUPPORTED_BLOCK_SIZE = 105
+    BAD_KEEP_RATIO = 106
+    BAD_THRESHOLD = 107
+    BAD_BLOCK_LIMITS = 108
+    BAD_SCALE = 109
+    TOO_LARGE = 110
+    NOT_READY = 111
+    NO_VULKAN = 200
+    NO_DEVICE = 201
+    MISSING_FEATURE = 202
+    VALIDATION_LAYER = 203
+    OUT_OF_HOST_MEMORY = 204
+    VULKAN = 300
+    OUT_OF_DEVICE_MEMORY = 301
+    DEVICE_LOST = 302
+    TIMEOUT = 303
+    IO = 400
+    FILE_FORMAT = 401
+
+
+class Error(Exception):
+    """A failure reported by baatt: `status` (a Status, or the raw int for one this module does
+    not know) and `message` (what failed, from the library or from the argument checks here)."""
+
+    def __init__(self, status: int, message: str):
+        try:
+            self.status: Union[Status, int] = Status(status)
+        except ValueError:
+            self.status = status
+        self.message = message
+        super().__init__(f"{text(lib.baatt_status_string(int(status)))}: {message}")
+
+
+_DTYPE_F32, _DTYPE_F16, _DTYPE_BF16 = 0, 1, 2
+_SORT = {"off": 0, "norm": 1, "auto": 2}
+_DEVICE_TYPES = {0: "other", 1: "discrete", 2: "integrated", 3: "virtual", 4: "cpu"}
+STAGES: Tuple[str, ...] = tuple(text(lib.baatt_stage_name(i)) for i in range(STAGE_COUNT))
+
+
+# ------------------------------------------------------------------------------------------------
+# devices and contexts
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One Vulkan device, as baatt_devices_list describes it."""
+    index: int
+    name: str
+    type: str                  # "discrete", "integrated", "virtual", "cpu" or "other"
+    driver: str
+    api_version: str
+    subgroup_size: int
+    device_local_bytes: int
+    fp16: bool                 # fp16 storage and arithmetic
+    bf16_coopmat: bool         # bf16 tensor cores (VK_KHR_shader_bfloat16)
+    coopmat2: bool             # NVIDIA cooperative matrix 2 (the fastest fp16/bf16 kernels)
+    picked: bool               # the device a default choice (device=None) uses
+
+
+def _device_info(d: DeviceInfoC) -> DeviceInfo:
+    v = d.api_version
+    return DeviceInfo(index=d.index, name=text(d.name), type=_DEVICE_TYPES.get(d.type, "other"),
+                      driver=" ".join(x for x in (text(d.driver_name), text(d.driver_info)) if x),
+                      api_version=f"{(v >> 22) & 0x7F}.{(v >> 12) & 0x3FF}.{v & 0xFFF}",
+                      subgroup_size=d.subgroup_size, device_local_bytes=d.device_local_bytes,
+                      fp16=bool(d.fp16_storage and d.fp16_arithmetic), bf16_coopmat=bool(d.bf16),
+                      coopmat2=bool(d.coopmat2_nv), picked=bool(d.picked))
+
+
+def devices() -> List[DeviceInfo]:
+    """The Vulkan devices baatt can use; `picked` marks the default choice (BAATT_DEVICE honoured)."""
+    n = ctypes.c_uint32(0)
+    _check(lib.baatt_devices_list(None, ctypes.byref(n)), "listing the Vulkan devices")
+    infos = (DeviceInfoC * max(n.value, 1))()
+    _check(lib.baatt_devices_list(infos, ctypes.byref(n)), "listing the Vulkan devices")
+    return [_device_info(infos[i]) for i in range(n.value)]
+
+
+def _check(status: int, message: str) -> None:
+    if status:
+        raise Error(status, message)
+
+
+class _Context:
+    """Owns one baatt_context (a Vulkan instance and device)."""
+
+    def __init__(self, device: Device):
+        opts = lib.baatt_context_options_default()
+        if isinstance(device, bool) or not isinstance(device, (int, str, type(None))):
+            raise TypeError(f"device must be an index, a name substring or None, not {type(device).__name__}")
+        if isinstance(device, int):
+            opts.device_index = device
+        elif isinstance(device, str):
+            opts.device_name = device.encode()
+        handle = ctypes.c_void_p()
+        status = lib.baatt_context_create(ctypes.byref(opts), ctypes.byref(handle))
+        if status:
+            message = text(lib.baatt_context_error(handle))
+            lib.baatt_context_destroy(handle)
+            raise Error(status, message or "creating the Vulkan context")
+        self.handle = handle
+        info = DeviceInfoC()
+        lib.baatt_context_device_info(handle, ctypes.byref(info))
+        self.device = _device_info(info)
+
+    def error(self) -> str:
+        return text(lib.baatt_context_error(self.handle))
+
+    def __del__(self) -> None:
+        if getattr(self, "handle", None):
+            lib.baatt_context_destroy(self.handle)
+            self.handle = None
+
+
+_contexts: Dict[Device, _Context] = {}
+_contexts_lock = threading.Lock()
+
+
+def _context(device: Device) -> _Context:
+    """One context per device choice, made on first use and kept: creating a Vulkan device and
+    its pipelines is the slow part, and plans of the same device share them."""
+    with _contexts_lock:
+        if device not in _contexts:
+            _contexts[device] = _Context(device)
+        return _contexts[device]
+
+
+# ------------------------------------------------------------------------------------------------
+# tensors: numpy arrays and torch tensors to C-contiguous host memory and back
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+_NP_DTYPES = {np.dtype(np.float32): _DTYPE_F32, np.dtype(np.float16): _DTYPE_F16}
+
+
+def _dtype_of(x: Any, name: str) -> int:
+    if _is_torch(x):
+        torch = _torch()
+        table = {torch.float32: _DTYPE_F32, torch.float16: _DTYPE_F16, torch.bfloat16: _DTYPE_BF16}
+        dt = table.get(x.dtype)
+    else:
+        dt = _NP_DTYPES.get(np.asarray(x).dtype)
+    if dt is None:
+        raise Error(Status.UNSUPPORTED_DTYPE, f"{name} is {x.dtype}; baatt takes float32, float16 or "
+                    "bfloat16 (bfloat16 as a torch tensor); convert it first")
+    return dt
+
+
+class _Host:
+    """A C-contiguous CPU copy (or view) of a numpy array or torch tensor; keeps it alive."""
+
+    def __init__(self, x: Any):
+        if _is_torch(x):
+            self.obj = x.detach().to("cpu").contiguous()
+            self.ptr = self.obj.data_ptr()
+        else:
+            self.obj = np.ascontiguousarray(x)
+            self.ptr = self.obj.ctypes.data
+
+
+def _to_layout(x: Any, layout: Layout) -> Any:
+    """[B, N, H, d] -> [B, H, N, d] (a view; made contiguous by _Host)."""
+    if layout == "bhnd":
+        return x
+    return x.transpose(1, 2) if _is_torch(x) else np.swapaxes(x, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+
+@dataclass
+class Selection:
+    """The block selection of a run, in the coordinates of the sorted blocks.
+
+    mask: bool [B, H, q_blocks, k_blocks], True where key block J was kept for query block I
+    perm_q: int32 [B, H, q_len], the original token index at each sorted position
+    perm_k: int32 [B, kv_heads, kv_len]
+    sorted_heads: bool [B, kv_heads], True where the kv head got the norm-sorted blocking
+    """
+    mask: np.ndarray
+    perm_q: np.ndarray
+    perm_k: np.ndarray
+    sorted_heads: np.ndarray
+
+
+@dataclass
+class Stats:
+    """GPU times (milliseconds) per stage (keys: STAGES) and in all, and the run's sparsity.
+    `timed` is False where the device has no timestamps (the times are then 0)."""
+    stage_ms: Dict[str, float] = field(default_factory=dict)
+    gpu_ms: float = 0.0
+    sparsity: float = 0.0
+    selected_blocks: int = 0
+    timed: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# plans
+
+def _shape4(x: Any, name: str) -> Tuple[int, int, int, int]:
+    shape = tuple(int(s) for s in x.shape)
+    if len(shape) != 4:
+        raise Error(Status.BAD_SHAPE, f"{name} has shape {shape}; expected 4 dimensions")
+    return shape  # type: ignore[return-value]
+
+
+class Plan:
+    """A baatt plan for one shape, dtype and set of options: create once, call many times.
+
+    Scratch memory is sized at creation; each call uploads Q/K/V, runs every stage on the GPU and
+    returns O. q_shape is Q's shape and kv_shape K's (= V's), both in `layout`: "bhnd" is
+    [batch, heads, tokens, head_dim], "bnhd" is [batch, tokens, heads, head_dim]. dtype is
+    "float32", "float16" or "bfloat16" (also numpy/torch dtypes). The other arguments are those of
+    attention(). Not thread-safe: use one plan per thread.
+    """
+
+    def __init__(self, q_shape: Sequence[int], kv_shape: Sequence[int], dtype: Any = "float32", *,
+                 scale: Optional[float] = None, dense: bool = False, keep: float = 0.5,
+                 threshold: Optional[float] = None, block: int = 64, sort: SortMode = "norm",
+                 covariance: bool = True, layout: Layout = "bhnd", device: Device = None):
+        self._handle = ctypes.c_void_p()
+        if layout not in ("bhnd", "bnhd"):
+            raise Error(Status.INVALID_ARGUMENT, f"layout {layout!r}: expected 'bhnd' or 'bnhd'")
+        if sort not in _SORT:
+            raise Error(Status.INVALID_ARGUMENT, f"sort {sort!r}: expected 'norm', 'off' or 'auto'")
+        q_shape, kv_shape = tuple(int(s) for s in q_shape), tuple(int(s) for s in kv_shape)
+        if len(q_shape) != 4 or len(kv_shape) != 4:
+            raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} and kv_shape {kv_shape} must have 4 dimensions")
+        if any(not 0 <= s < 2**32 for s in q_shape + kv_shape):  # the C config holds uint32 sizes
+            raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} / kv_shape {kv_shape}: sizes must be in [0, 2^32)")
+        self.layout = layout
+        self.q_shape, self.kv_shape = q_shape, kv_shape
+        b, h, n, d = _bhnd(q_shape, layout)
+        bk, hk, nk, dk = _bhnd(kv_shape, layout)
+        if b != bk or d != dk:
+            raise Error(Status.BAD_SHAPE, f"Q {q_shape} and K/V {kv_shape} ({layout}) differ in batch or head_dim")
+        self.dtype = _dtype_code(dtype)
+        cfg = lib.baatt_config_default()
+        cfg.batch, cfg.heads, cfg.kv_heads, cfg.q_len, cfg.kv_len, cfg.head_dim = b, h, hk, n, nk, d
+        cfg.dtype, cfg.dense, cfg.block_size = self.dtype, int(dense), int(block)
+        cfg.scale = 0.0 if scale is None else float(scale)
+        cfg.norm_sort, cfg.covariance, cfg.keep_ratio = _SORT[sort], int(covariance), float(keep)
+        if threshold is not None:
+            cfg.select_mode, cfg.mass_threshold = 1, float(threshold)
+        if scale is not None and (not math.isfinite(scale) or scale <= 0):
+            raise Error(Status.BAD_SCALE, f"scale {scale}: must be positive and finite")
+        msg = ctypes.create_string_buffer(512)
+        _check(lib.baatt_config_check(ctypes.byref(cfg), msg, len(msg)), text(msg.value))
+        self.config = cfg
+        self._ctx = _context(device)
+        status = lib.baatt_plan_create(self._ctx.handle, ctypes.byref(cfg), ctypes.byref(self._handle))
+        if status:
+            raise Error(status, self._ctx.error())
+        self.q_blocks = lib.baatt_config_q_blocks(ctypes.byref(cfg))
+        self.k_blocks = lib.baatt_config_k_blocks(ctypes.byref(cfg))
+
+    @property
+    def device(self) -> DeviceInfo:
+        """The device the plan runs on."""
+        return self._ctx.device
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Device memory the plan owns besides the tensors."""
+        return int(lib.baatt_plan_scratch_bytes(self._live()))
+
+    def _live(self) -> ctypes.c_void_p:
+        if not self._handle:
+            raise Error(Status.INVALID_ARGUMENT, "the plan was closed")
+        return self._handle
+
+    def __call__(self, q: Any, k: Any, v: Any) -> Any:
+        """Attention of q over k, v (numpy arrays or torch tensors of the plan's shapes and dtype).
+        Returns O like q: a numpy array, or a torch tensor on q's device."""
+        handle = self._live()
+        for x, name, want in ((q, "q", self.q_shape), (k, "k", self.kv_shape), (v, "v", self.kv_shape)):
+            if _shape4(x, name) != want:
+                raise Error(Status.BAD_SHAPE, f"{name} has shape {tuple(x.shape)}; the plan was made for {want}")
+            if _dtype_of(x, name) != self.dtype:
+                raise Error(Status.UNSUPPORTED_DTYPE, f"{name} is {x.dtype}; the plan was made for "
+                            f"{_DTYPE_NAMES[self.dtype]}")
+        if len({_is_torch(q), _is_torch(k), _is_torch(v)}) != 1:
+            raise Error(Status.INVALID_ARGUMENT, "q, k and v must all be numpy arrays or all torch tensors")
+        hq, hk, hv = (_Host(_to_layout(x, self.layout)) for x in (q, k, v))
+        out = _empty_like(q, _bhnd(self.q_shape, self.layout))
+        ho = _Host(out)
+        status = lib.baatt_plan_run_host(handle, hq.ptr, hk.ptr, hv.ptr, ho.ptr)
+        if status:
+            raise Error(status, self._ctx.error())
+        return _from_bhnd(ho.obj, q, self.layout)
+
+    run = __call__
+
+    def stats(self) -> Stats:
+        """Per-stage GPU times and sparsity of the last call."""
+        st = RunStatsC()
+        self._call(lib.baatt_plan_stats(self._live(), ctypes.byref(st)))
+        return Stats(stage_ms={STAGES[i]: st.stage_ms[i] for i in range(STAGE_COUNT)}, gpu_ms=st.gpu_ms,
+                     sparsity=st.sparsity, selected_blocks=int(st.selected_blocks), timed=bool(st.timed))
+
+    def selection(self) -> Selection:
+        """The block mask, permutations and per-kv-head blocking of the last call."""
+        c = self.config
+        mask = np.empty((c.batch, c.heads, self.q_blocks, self.k_blocks), np.uint8)
+        perm_q = np.empty((c.batch, c.heads, c.q_len), np.int32)
+        perm_k = np.empty((c.batch, c.kv_heads, c.kv_len), np.int32)
+        heads = np.empty((c.batch, c.kv_heads), np.uint8)
+        h = self._live()
+        self._call(lib.baatt_plan_read_mask(h, mask.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
+        self._call(lib.baatt_plan_read_perms(h, perm_q.ctypes.data, perm_k.ctypes.data))
+        self._call(lib.baatt_plan_read_head_sorted(h, heads.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
+        return Selection(mask=mask.astype(bool), perm_q=perm_q, perm_k=perm_k, sorted_heads=heads.astype(bool))
+
+    def validation_messages(self) -> int:
+        """Validation-layer messages seen by this plan's context (BAATT_VALIDATION=1); 0 if off."""
+        return int(lib.baatt_context_validation_messages(self._ctx.handle))
+
+    def _call(self, status: int) -> None:
+        if status:
+            raise Error(status, self._ctx.error())
+
+    def close(self) -> None:
+        """Frees the plan's device memory now (also done when the plan is garbage-collected)."""
+        if getattr(self, "_handle", None):
+            lib.baatt_plan_destroy(self._handle)
+            self._handle = ctypes.c_void_p()
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    __del__ = close
+
+
+_DTYPE_NAMES = {_DTYPE_F32: "float32", _DTYPE_F16: "float16", _DTYPE_BF16: "bfloat16"}
+
+
+def _dtype_code(dtype: Any) -> int:
+    name = str(dtype).replace("torch.", "")
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        pass
+    codes = {v: k for k, v in _DTYPE_NAMES.items()}
+    if name not in codes:
+        raise Error(Status.UNSUPPORTED_DTYPE, f"dtype {dtype}: expected float32, float16 or bfloat16")
+    return codes[name]
+
+
+def _bhnd(shape: Tuple[int, ...], layout: Layout) -> Tuple[int, int, int, int]:
+    b, x, y, d = shape
+    return (b, x, y, d) if layout == "bhnd" else (b, y, x, d)
+
+
+def _empty_like(q: Any, bhnd: Tuple[int, int, int, int]) -> Any:
+    if _is_torch(q):
+        return _torch().empty(bhnd, dtype=q.dtype, device="cpu")
+    return np.empty(bhnd, dtype=np.asarray(q).dtype)
+
+
+def _from_bhnd(o: Any, q: Any, layout: Layout) -> Any:
+    """O back in q's layout, and on q's device for torch."""
+    if layout == "bnhd":
+        o = o.transpose(1, 2).contiguous() if _is_torch(o) else np.ascontiguousarray(np.swapaxes(o, 1, 2))
+    return o.to(q.device) if _is_torch(q) else o
+
+
+# ------------------------------------------------------------------------------------------------
+# one-shot attention
+
+def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: bool = False,
+              keep: float = 0.5, threshold: Optional[float] = None, block: int = 64,
+              sort: SortMode = "norm", covariance: bool = True, layout: Layout = "bhnd",
+              device: Device = None, return_selection: bool = False, return_stats: bool = False) -> Any:
+    """Block Approximate Sparse Attention (or exact attention with dense=True) of q over k, v.
+
+    q: [B, H, Nq, d], k and v: [B, H_kv, Nk, d] (layout="bhnd"; "bnhd" takes [B, N, H, d] as
+    flash-attn does), numpy arrays or torch tensors, all float32, all float16, or all bfloat16
+    (torch only); d is 64 or 128; H % H_kv == 0 (GQA/MQA). CUDA tensors are copied through the
+    host and O comes back on q's device. Nothing passed in is modified.
+
+    scale: softmax scale, default 1/sqrt(d). keep: fraction of key blocks kept per query block;
+    threshold: instead, keep the fewest blocks whose estimated attention mass reaches it.
+    block: 32, 64 or 128 tokens. sort: "norm" blocks the norm-sorted tokens, "off" the original
+    order, "auto" picks per kv head whichever recalls more. device: an index or name substring
+    from devices(), default the best device (BAATT_DEVICE honoured).
+
+    Returns O (same type, dtype, layout and device as q); with return_selection and/or
+    return_stats, a tuple (O, Selection) / (O, Stats) / (O, Selection, Stats).
+    Raises Error (with .status and .message) on bad input or a device failure.
+    """
+    for x, name in ((q, "q"), (k, "k"), (v, "v")):
+        _shape4(x, name)
+    if tuple(k.shape) != tuple(v.shape):
+        raise Error(Status.BAD_SHAPE, f"k {tuple(k.shape)} and v {tuple(v.shape)} must have the same shape")
+    dt = _dtype_of(q, "q")
+    if _dtype_of(k, "k") != dt or _dtype_of(v, "v") != dt:
+        raise Error(Status.UNSUPPORTED_DTYPE, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    with Plan(q.shape, k.shape, _DTYPE_NAMES[dt], scale=scale, dense=dense, keep=keep, threshold=threshold,
+              block=block, sort=sort, covariance=covariance, layout=layout, device=device) as plan:
+        o = plan(q, k, v)
+        extra = ([plan.selection()] if return_selection else []) + ([plan.stats()] if return_stats else [])
+    return (o, *extra) if extra else o
