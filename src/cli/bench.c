@@ -11,7 +11,7 @@
  *  - every failure of one configuration (out of memory, too large, unsupported) is reported and
  *    skipped, and the JSON file is rewritten after each configuration, so a sweep that is cut
  *    short still leaves valid, complete records of what ran. */
-#define VK_NO_PROTOTYPES /* runtime.h includes volk, which must see this before any Vulkan header */
+#define VK_NO_PROTOTYPES /* runtime.h's function tables: no Vulkan prototypes in baatt */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -384,8 +384,7 @@ static baatt_status run_once(bench *b, baatt_plan *plan, const inputs *in, uint3
     BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
     baatt_status s = baatt_plan_record(plan, cmd, &t);
     if (s) {
-        ctx->vk.vkEndCommandBuffer(cmd);
-        ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
+        baatt_cmd_discard(ctx, cmd);
         return s;
     }
     double t0 = cli_now_ms();
