@@ -692,9 +692,11 @@ static void destroy_slots(baatt_context *ctx)
     ctx->slots = NULL;
 }
 
-void baatt_context_destroy(baatt_context *ctx)
+void baatt_context_destroy(baatt_context *ctx) { (void)baatt_context_destroy_counted(ctx); }
+
+uint32_t baatt_context_destroy_counted(baatt_context *ctx)
 {
-    if (!ctx) return;
+    if (!ctx) return 0;
     if (ctx->device) {
         pthread_mutex_lock(&ctx->lock); /* vkDeviceWaitIdle needs every queue to itself */
         ctx->vk.vkDeviceWaitIdle(ctx->device);
@@ -707,9 +709,11 @@ void baatt_context_destroy(baatt_context *ctx)
         if (ctx->messenger) ctx->vki.vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
         ctx->vki.vkDestroyInstance(ctx->instance, NULL);
     }
+    uint32_t msgs = atomic_load(&ctx->validation_messages); /* with those the teardown raised */
     pthread_mutex_destroy(&ctx->lock);
     pthread_mutex_destroy(&ctx->error_lock);
     free(ctx);
+    return msgs;
 }
 
 /* ------------------------------------------------------------------------------------------ */

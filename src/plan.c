@@ -664,6 +664,7 @@ static void record_sort_side(rec *r, uint32_t which)
     pc.padded = which ? p->pk : p->pq;
     pc.key_offset = which ? p->bh * p->pq : 0;
     pc.identity = !p->cfg.norm_sort;
+    if (which) barrier(r); /* Q's perm read the key buffer K's side writes (other ranges: sync validation sees one binding) */
     if (p->cfg.norm_sort) {
         uint32_t rows = 4 * vector_rows_per_wg(&p->cfg); /* sort_keys' C * R (C = 4 there) */
         dispatch(r, p->p_keys, &pc, (pc.padded + rows - 1) / rows, heads, 1);

@@ -80,6 +80,10 @@ struct baatt_context {
     char lost_reason[512];            /* why `lost` was set (error_lock) */
 };
 
+/* baatt_context_destroy, returning the validation messages counted up to the end, those raised
+ * while tearing down (leaked objects) included: what tests check. */
+uint32_t baatt_context_destroy_counted(baatt_context *ctx);
+
 /* Records a failure message (printf-style) on ctx and returns status. */
 baatt_status baatt_fail(baatt_context *ctx, baatt_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
