@@ -152,10 +152,14 @@ static void run_workers(baatt_context *shared)
     }
 }
 
+/* A fresh context: its pipeline cache starts empty, so the workers build and insert pipelines
+ * concurrently too. */
 static void one_context_many_threads(void **s)
 {
     (void)s;
-    run_workers(th_ctx);
+    baatt_context *ctx = th_context();
+    run_workers(ctx);
+    th_context_done(ctx);
 }
 
 static void context_per_thread(void **s)
