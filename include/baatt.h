@@ -6,7 +6,8 @@
  *  - a context owns (or wraps) one Vulkan device; its last error message says what failed;
  *  - a plan is created from a baatt_config, owns all scratch (sized once, nothing O(N^2)),
  *    and is then run on host arrays or recorded into the caller's command buffer;
- *  - nothing the caller passes in is modified; the library never prints.
+ *  - nothing the caller passes in is modified; the library never prints;
+ *  - what may run in several threads at once, and what a lost context is: "Threads" below.
  *
  * Tensor layouts (row-major, C order):
  *   Q, O : [batch, heads,    q_len,  head_dim]
@@ -180,13 +181,44 @@ BAATT_API baatt_status baatt_context_handles(const baatt_context *ctx, baatt_ext
 BAATT_API void baatt_context_destroy(baatt_context *ctx);
 
 /* The last failure's message ("vkAllocateMemory failed: VK_ERROR_OUT_OF_DEVICE_MEMORY ..."),
- * or "" if none. Valid until the next call on this context. NULL ctx gives a static string. */
+ * or "" if none: the calling thread's own when its latest failed baatt call was on ctx, else the
+ * latest failure any thread had on ctx. Valid until the calling thread's next baatt call.
+ * NULL ctx gives a static string. */
 BAATT_API const char *baatt_context_error(const baatt_context *ctx);
 
 BAATT_API baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_info *info);
 
-/* Number of validation-layer messages (warnings and errors) seen so far; 0 if not enabled. */
+/* Number of validation-layer messages (warnings and errors) seen so far, from every thread; 0 if
+ * not enabled. */
 BAATT_API uint32_t baatt_context_validation_messages(const baatt_context *ctx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Threads, errors and lost contexts (docs/RELIABILITY.md says how each rule is tested).
+ *
+ *  - A context may be used from any number of threads at once: creating, running, reading and
+ *    destroying different plans, on one context or on several. baatt serialises its submissions
+ *    to the context's one queue and its pipeline cache internally; each thread records into its
+ *    own command pool. Concurrent runs overlap on the host; the GPU takes them in queue order.
+ *  - A plan is used by one thread at a time: calls on the same plan (run_host, record, stats,
+ *    read_*, destroy) must not overlap; synchronise them yourself if threads share a plan.
+ *  - Destroy calls must not overlap any other call on the object, and every plan goes before
+ *    its context.
+ *  - A wrapped context submits to the application's queue inside baatt_plan_run_host and the
+ *    read functions. Vulkan requires queues to be externally synchronised: the application must
+ *    not use that VkQueue (nor another context wrapping it) during those calls.
+ *  - Nothing process-wide is written after the first context: libvulkan.so.1 is opened once
+ *    (never closed) and every context has its own Vulkan function tables.
+ *  - A GPU wait longer than BAATT_TIMEOUT_S (seconds, default 600, read when a context is
+ *    created; a value that is not a positive number fails creation with
+ *    BAATT_ERROR_INVALID_ARGUMENT) returns BAATT_ERROR_TIMEOUT after about that long. The work
+ *    is still pending on the GPU, so the context is then lost, as after
+ *    BAATT_ERROR_DEVICE_LOST: every later call that would run work on it returns
+ *    BAATT_ERROR_DEVICE_LOST at once with a message saying why. Destroying its plans and the
+ *    context still frees everything, first waiting for the pending work to finish (or for the
+ *    driver to report the device lost). Create a new context to go on.
+ *  - BAATT_ERROR_OUT_OF_DEVICE_MEMORY and BAATT_ERROR_OUT_OF_HOST_MEMORY leave the context and
+ *    the plan usable: free memory and call again.
+ * ------------------------------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------------------------------
  * Configuration. Fill with baatt_config_default(), then set the shape.

@@ -20,7 +20,7 @@ if [ ! -e /etc/apt/sources.list.d/bpo.sources ] && ! grep -rqs bookworm-backport
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  cmake make gcc libc6-dev libvulkan-dev libvulkan1 libvulkan-volk-dev glslc glslang-tools spirv-tools \
+  cmake make gcc libc6-dev libvulkan-dev libvulkan1 glslc glslang-tools spirv-tools \
   vulkan-tools vulkan-validationlayers libcmocka-dev ca-certificates >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers >/dev/null
 # Newer glslc builds (nothing installed system-wide) for the optional tensor-core shader variants

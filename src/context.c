@@ -1,10 +1,12 @@
-/* Context: loading Vulkan through volk, choosing a device, creating (or wrapping) it, errors,
- * validation messages and the submit/fence helper. */
+/* Context: loading Vulkan (per-context tables, vk_table.h), choosing a device, creating (or
+ * wrapping) it, errors, validation messages and thread-safe submission. */
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime.h"
 
@@ -53,15 +55,45 @@ const char *baatt_vkresult_name(VkResult r)
     }
 }
 
+/* The calling thread's last failure and the context it happened on, so that concurrent failures
+ * on one context do not overwrite each other's messages (baatt.h, "Threads"). */
+static _Thread_local struct {
+    uint64_t ctx_id;
+    char msg[1024];
+} tls_error;
+static _Thread_local char tls_error_view[1024]; /* a copy of a context's shared message */
+
+static void set_error(baatt_context *ctx, const char *msg)
+{
+    tls_error.ctx_id = ctx->id;
+    snprintf(tls_error.msg, sizeof tls_error.msg, "%s", msg);
+    pthread_mutex_lock(&ctx->error_lock);
+    snprintf(ctx->error, sizeof ctx->error, "%s", msg);
+    pthread_mutex_unlock(&ctx->error_lock);
+}
+
 baatt_status baatt_fail(baatt_context *ctx, baatt_status status, const char *fmt, ...)
 {
     if (ctx) {
+        char msg[1024];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        set_error(ctx, msg);
     }
     return status;
+}
+
+/* Marks ctx lost (first reason wins) and records the failure. */
+static baatt_status mark_lost(baatt_context *ctx, baatt_status status, const char *msg)
+{
+    pthread_mutex_lock(&ctx->error_lock);
+    if (!ctx->lost_reason[0]) snprintf(ctx->lost_reason, sizeof ctx->lost_reason, "%s", msg);
+    pthread_mutex_unlock(&ctx->error_lock);
+    int none = 0;
+    atomic_compare_exchange_strong(&ctx->lost, &none, (int)status);
+    return baatt_fail(ctx, status, "%s", msg);
 }
 
 baatt_status baatt_vk(baatt_context *ctx, VkResult r, const char *what)
@@ -72,32 +104,41 @@ baatt_status baatt_vk(baatt_context *ctx, VkResult r, const char *what)
     else if (r == VK_ERROR_OUT_OF_HOST_MEMORY) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
     else if (r == VK_ERROR_DEVICE_LOST) s = BAATT_ERROR_DEVICE_LOST;
     else if (r == VK_TIMEOUT) s = BAATT_ERROR_TIMEOUT;
+    if (s == BAATT_ERROR_DEVICE_LOST && ctx) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s failed: VK_ERROR_DEVICE_LOST (the context is lost: destroy its plans and "
+                 "the context, then create a new one)", what);
+        return mark_lost(ctx, s, msg);
+    }
     return baatt_fail(ctx, s, "%s failed: %s", what, baatt_vkresult_name(r));
 }
 
 const char *baatt_context_error(const baatt_context *ctx)
 {
-    return ctx ? ctx->error : "no context (creation failed before one existed)";
+    if (!ctx) return "no context (creation failed before one existed)";
+    if (tls_error.ctx_id == ctx->id) return tls_error.msg;
+    baatt_context *c = (baatt_context *)ctx; /* the lock is not part of the context's value */
+    pthread_mutex_lock(&c->error_lock);
+    snprintf(tls_error_view, sizeof tls_error_view, "%s", c->error);
+    pthread_mutex_unlock(&c->error_lock);
+    return tls_error_view;
 }
 
 uint32_t baatt_context_validation_messages(const baatt_context *ctx)
 {
-    return ctx ? ctx->validation_messages : 0;
+    return ctx ? atomic_load(&ctx->validation_messages) : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* loader and instance                                                                        */
 
-static baatt_status load_vulkan(baatt_context *ctx)
+static baatt_status load_vulkan(baatt_context *ctx, PFN_vkGetInstanceProcAddr gipa)
 {
-    static int loaded;
-    if (loaded) return BAATT_OK;
-    if (volkInitialize() != VK_SUCCESS)
-        return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN,
-                          "could not load the Vulkan loader libvulkan.so.1 (install libvulkan1 and a driver, "
-                          "e.g. mesa-vulkan-drivers)");
-    loaded = 1;
-    return BAATT_OK;
+    if (baatt_vk_load_global(&ctx->vki, gipa)) return BAATT_OK;
+    if (gipa) return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the application's vkGetInstanceProcAddr has no vkCreateInstance");
+    return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN,
+                      "could not load the Vulkan loader libvulkan.so.1 (install libvulkan1 and a driver, "
+                      "e.g. mesa-vulkan-drivers)");
 }
 
 /* An operator's switch (BAATT_VALIDATION): set by any value but "" and "0". */
@@ -133,13 +174,13 @@ static baatt_status read_environment(baatt_context *ctx)
     return BAATT_OK;
 }
 
-static int has_layer(const char *name)
+static int has_layer(const baatt_vk_instance *vki, const char *name)
 {
     uint32_t n = 0;
-    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || !n) return 0;
+    if (vki->vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || !n) return 0;
     VkLayerProperties *p = calloc(n, sizeof *p);
     int found = 0;
-    if (p && vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
+    if (p && vki->vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(p[i].layerName, name);
     free(p);
     return found;
@@ -152,8 +193,8 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityF
 {
     (void)type;
     baatt_context *ctx = user;
-    ctx->validation_messages++;
-    snprintf(ctx->error, sizeof ctx->error, "validation: %s", data->pMessage);
+    atomic_fetch_add(&ctx->validation_messages, 1);
+    baatt_fail(ctx, BAATT_ERROR_VULKAN, "validation: %s", data->pMessage);
     /* Validation is an explicit debugging mode: the message itself is the point, so show it. */
     fprintf(stderr, "baatt validation %s: %s\n",
             sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT ? "error" : "warning", data->pMessage);
@@ -164,11 +205,12 @@ static baatt_status create_instance(baatt_context *ctx, int validation)
 {
     const char *layers[1] = {VALIDATION_LAYER};
     const char *exts[1] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
-    if (validation && !has_layer(VALIDATION_LAYER))
+    const baatt_vk_instance *vki = &ctx->vki;
+    if (validation && !has_layer(vki, VALIDATION_LAYER))
         return baatt_fail(ctx, BAATT_ERROR_VALIDATION_LAYER,
                           "validation requested but " VALIDATION_LAYER " is not installed (Debian: vulkan-validationlayers)");
     uint32_t api = VK_API_VERSION_1_0;
-    if (vkEnumerateInstanceVersion) vkEnumerateInstanceVersion(&api);
+    if (vki->vkEnumerateInstanceVersion) vki->vkEnumerateInstanceVersion(&api);
     if (api < VK_API_VERSION_1_2)
         return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the Vulkan loader supports only %u.%u; baatt needs 1.2",
                           VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api));
@@ -179,49 +221,49 @@ static baatt_status create_instance(baatt_context *ctx, int validation)
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app,
                                .enabledLayerCount = validation ? 1 : 0, .ppEnabledLayerNames = layers,
                                .enabledExtensionCount = validation ? 1 : 0, .ppEnabledExtensionNames = exts};
-    VkResult r = vkCreateInstance(&ci, NULL, &ctx->instance);
+    VkResult r = vki->vkCreateInstance(&ci, NULL, &ctx->instance);
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
         return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "vkCreateInstance: no compatible Vulkan driver is installed");
     BAATT_TRY(baatt_vk(ctx, r, "vkCreateInstance"));
-    volkLoadInstanceOnly(ctx->instance);
+    baatt_vk_load_instance(&ctx->vki, ctx->instance);
     if (!validation) return BAATT_OK;
     VkDebugUtilsMessengerCreateInfoEXT mi = {
         .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
         .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
         .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
         .pfnUserCallback = on_validation, .pUserData = ctx};
-    return baatt_vk(ctx, vkCreateDebugUtilsMessengerEXT(ctx->instance, &mi, NULL, &ctx->messenger),
+    return baatt_vk(ctx, vki->vkCreateDebugUtilsMessengerEXT(ctx->instance, &mi, NULL, &ctx->messenger),
                     "vkCreateDebugUtilsMessengerEXT");
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* device description and choice                                                              */
 
-static int has_device_ext(VkPhysicalDevice pd, const char *name)
+static int has_device_ext(const baatt_vk_instance *vki, VkPhysicalDevice pd, const char *name)
 {
     uint32_t n = 0;
-    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS) return 0;
+    if (vki->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS) return 0;
     VkExtensionProperties *p = calloc(n ? n : 1, sizeof *p);
     int found = 0;
-    if (p && vkEnumerateDeviceExtensionProperties(pd, NULL, &n, p) == VK_SUCCESS)
+    if (p && vki->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, p) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(p[i].extensionName, name);
     free(p);
     return found;
 }
 
-static void describe(VkPhysicalDevice pd, uint32_t index, baatt_device_info *info)
+static void describe(const baatt_vk_instance *vki, VkPhysicalDevice pd, uint32_t index, baatt_device_info *info)
 {
     memset(info, 0, sizeof *info);
     VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
     VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
                                               .pNext = &drv};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
-    vkGetPhysicalDeviceProperties2(pd, &p2);
+    vki->vkGetPhysicalDeviceProperties2(pd, &p2);
     VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
     VkPhysicalDeviceShaderFloat16Int8Features f16 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES, .pNext = &s16};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16};
-    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    vki->vkGetPhysicalDeviceFeatures2(pd, &f2);
     const VkPhysicalDeviceProperties *p = &p2.properties;
     info->index = index;
     snprintf(info->name, sizeof info->name, "%s", p->deviceName);
@@ -244,12 +286,12 @@ static void describe(VkPhysicalDevice pd, uint32_t index, baatt_device_info *inf
     info->timestamp_period_ns = p->limits.timestampComputeAndGraphics ? p->limits.timestampPeriod : 0;
     info->fp16_storage = s16.storageBuffer16BitAccess;
     info->fp16_arithmetic = f16.shaderFloat16;
-    info->coopmat_nv = has_device_ext(pd, "VK_NV_cooperative_matrix");
-    info->coopmat_khr = has_device_ext(pd, "VK_KHR_cooperative_matrix");
-    info->coopmat2_nv = has_device_ext(pd, "VK_NV_cooperative_matrix2");
-    info->bf16 = has_device_ext(pd, "VK_KHR_shader_bfloat16");
+    info->coopmat_nv = has_device_ext(vki, pd, "VK_NV_cooperative_matrix");
+    info->coopmat_khr = has_device_ext(vki, pd, "VK_KHR_cooperative_matrix");
+    info->coopmat2_nv = has_device_ext(vki, pd, "VK_NV_cooperative_matrix2");
+    info->bf16 = has_device_ext(vki, pd, "VK_KHR_shader_bfloat16");
     VkPhysicalDeviceMemoryProperties mp;
-    vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+    vki->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
     for (uint32_t i = 0; i < mp.memoryHeapCount; i++)
         if ((mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && mp.memoryHeaps[i].size > info->device_local_bytes)
             info->device_local_bytes = mp.memoryHeaps[i].size;
@@ -308,34 +350,39 @@ static baatt_status enumerate(baatt_context *ctx, VkInstance inst, VkPhysicalDev
 {
     *pds = NULL;
     *n = 0;
-    BAATT_VK(ctx, vkEnumeratePhysicalDevices(inst, n, NULL));
+    const baatt_vk_instance *vki = &ctx->vki;
+    BAATT_VK(ctx, vki->vkEnumeratePhysicalDevices(inst, n, NULL));
     if (!*n) return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "Vulkan reports no physical device");
     *pds = calloc(*n, sizeof **pds);
     if (!*pds) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    return baatt_vk(ctx, vkEnumeratePhysicalDevices(inst, n, *pds), "vkEnumeratePhysicalDevices");
+    return baatt_vk(ctx, vki->vkEnumeratePhysicalDevices(inst, n, *pds), "vkEnumeratePhysicalDevices");
 }
+
+static baatt_status context_alloc(baatt_context **out);
 
 baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count)
 {
     if (!count) return BAATT_ERROR_INVALID_ARGUMENT;
-    baatt_context tmp = {0};
-    baatt_status s = load_vulkan(&tmp);
-    if (!s) s = create_instance(&tmp, 0);
+    baatt_context *tmp = NULL; /* an instance only, destroyed below like any context */
+    baatt_status s = context_alloc(&tmp);
+    if (!s) tmp->owns_device = 1;
+    if (!s) s = load_vulkan(tmp, NULL);
+    if (!s) s = create_instance(tmp, 0);
     VkPhysicalDevice *pds = NULL;
     uint32_t n = 0;
-    if (!s) s = enumerate(&tmp, tmp.instance, &pds, &n);
+    if (!s) s = enumerate(tmp, tmp->instance, &pds, &n);
     baatt_device_info *all = s ? NULL : calloc(n, sizeof *all);
     if (!s && !all) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (!s) {
-        for (uint32_t i = 0; i < n; i++) describe(pds[i], i, &all[i]);
-        int pick = choose(&tmp, all, n, -1, NULL);
+        for (uint32_t i = 0; i < n; i++) describe(&tmp->vki, pds[i], i, &all[i]);
+        int pick = choose(tmp, all, n, -1, NULL);
         if (pick >= 0) all[pick].picked = 1;
-        if (infos) memcpy(infos, all, (n < *count ? n : *count) * sizeof *all);
+        if (infos && n) memcpy(infos, all, (n < *count ? n : *count) * sizeof *all);
         *count = n;
     }
     free(all);
     free(pds);
-    if (tmp.instance) vkDestroyInstance(tmp.instance, NULL);
+    baatt_context_destroy(tmp);
     return s;
 }
 
@@ -345,10 +392,11 @@ baatt_status baatt_devices_list(baatt_device_info *infos, uint32_t *count)
 static baatt_status pick_queue(baatt_context *ctx)
 {
     uint32_t n = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, NULL);
+    const baatt_vk_instance *vki = &ctx->vki;
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, NULL);
     VkQueueFamilyProperties *q = calloc(n ? n : 1, sizeof *q);
     if (!q) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, q);
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(ctx->phys, &n, q);
     uint32_t found = UINT32_MAX;
     for (uint32_t i = 0; i < n && found == UINT32_MAX; i++)
         if ((q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && q[i].timestampValidBits) found = i;
@@ -363,9 +411,9 @@ static baatt_status pick_queue(baatt_context *ctx)
 
 /* True when the device offers the one cooperative-matrix shape attention_nvcm.comp uses:
  * 16x16x16, fp16 A/B, fp32 C/D, subgroup scope. */
-static int has_nvcm_shape(VkPhysicalDevice pd)
+static int has_nvcm_shape(const baatt_vk_instance *vki, VkPhysicalDevice pd)
 {
-    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = vki->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
     uint32_t n = 0;
     if (!get || get(pd, &n, NULL) != VK_SUCCESS || !n) return 0;
     VkCooperativeMatrixPropertiesNV *p = calloc(n, sizeof *p);
@@ -390,7 +438,7 @@ static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_fea
     *khr = (baatt_coopmat_khr_features){.sType = STYPE_COOPMAT_KHR_FEATURES};
     *cm2 = (baatt_coopmat2_nv_features){.sType = STYPE_COOPMAT2_NV_FEATURES, .pNext = khr};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = cm2};
-    vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+    ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
     int ok = khr->cooperativeMatrix && cm2->workgroupScope && cm2->flexibleDimensions && cm2->reductions &&
              cm2->conversions && cm2->perElementOperations && cm2->tensorAddressing;
     khr->cooperativeMatrixRobustBufferAccess = VK_FALSE;
@@ -405,7 +453,7 @@ static int want_bf16_coopmat(baatt_context *ctx, baatt_bf16_features *bf)
     if (!ctx->info.bf16) return 0;
     *bf = (baatt_bf16_features){.sType = STYPE_BF16_FEATURES};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = bf};
-    vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+    ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
     bf->shaderBFloat16DotProduct = VK_FALSE;
     return bf->shaderBFloat16Type && bf->shaderBFloat16CooperativeMatrix;
 }
@@ -422,7 +470,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceVulkan12Features v12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceVulkan11Features v11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &v12};
     VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &v11};
-    vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
+    ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
 
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
     baatt_coopmat_khr_features khr;
@@ -438,7 +486,7 @@ static baatt_status create_device(baatt_context *ctx)
     if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
     if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
     int tensor_ok = v12.vulkanMemoryModel && v12.shaderFloat16 && v11.storageBuffer16BitAccess;
-    if (tensor_ok && ctx->info.coopmat_nv && has_nvcm_shape(ctx->phys)) {
+    if (tensor_ok && ctx->info.coopmat_nv && has_nvcm_shape(&ctx->vki, ctx->phys)) {
         cm.cooperativeMatrix = VK_TRUE;
         *tail = &cm;
         tail = &cm.pNext;
@@ -464,7 +512,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE};
-    if (ctx->pipeline_stats && has_device_ext(ctx->phys, "VK_KHR_pipeline_executable_properties")) {
+    if (ctx->pipeline_stats && has_device_ext(&ctx->vki, ctx->phys, "VK_KHR_pipeline_executable_properties")) {
         *tail = &pe;
         tail = &pe.pNext;
         exts[next++] = "VK_KHR_pipeline_executable_properties";
@@ -475,7 +523,7 @@ static baatt_status create_device(baatt_context *ctx)
      * (bench/NOTES.md #20). The tuning's robust=on keeps the driver's default. */
     VkPhysicalDevicePipelineRobustnessFeaturesEXT rb = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_ROBUSTNESS_FEATURES_EXT, .pipelineRobustness = VK_TRUE};
-    if (!ctx->tuning.robust && has_device_ext(ctx->phys, "VK_EXT_pipeline_robustness")) {
+    if (!ctx->tuning.robust && has_device_ext(&ctx->vki, ctx->phys, "VK_EXT_pipeline_robustness")) {
         *tail = &rb;
         tail = &rb.pNext;
         exts[next++] = "VK_EXT_pipeline_robustness";
@@ -487,7 +535,7 @@ static baatt_status create_device(baatt_context *ctx)
     }
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want, .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &qi, .enabledExtensionCount = next, .ppEnabledExtensionNames = exts};
-    BAATT_VK(ctx, vkCreateDevice(ctx->phys, &ci, NULL, &ctx->device));
+    BAATT_VK(ctx, ctx->vki.vkCreateDevice(ctx->phys, &ci, NULL, &ctx->device));
     return BAATT_OK;
 }
 
@@ -496,11 +544,11 @@ static baatt_status create_device(baatt_context *ctx)
 static void subgroup_range(const baatt_context *ctx, uint32_t size, uint32_t *lo, uint32_t *hi)
 {
     *lo = *hi = size;
-    if (ctx->info.api_version < VK_API_VERSION_1_3 && !has_device_ext(ctx->phys, "VK_EXT_subgroup_size_control")) return;
+    if (ctx->info.api_version < VK_API_VERSION_1_3 && !has_device_ext(&ctx->vki, ctx->phys, "VK_EXT_subgroup_size_control")) return;
     VkPhysicalDeviceSubgroupSizeControlProperties sc = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sc};
-    vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
+    ctx->vki.vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
     if (sc.minSubgroupSize && sc.minSubgroupSize < *lo) *lo = sc.minSubgroupSize;
     if (sc.maxSubgroupSize > *hi) *hi = sc.maxSubgroupSize;
 }
@@ -542,22 +590,16 @@ static baatt_status finish_setup(baatt_context *ctx)
 {
     VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
-    vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
+    ctx->vki.vkGetPhysicalDeviceProperties2(ctx->phys, &p2);
     const VkPhysicalDeviceProperties p = p2.properties;
     ctx->limits = p.limits;
     fill_caps(ctx, &sub);
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
                           ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
-    vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
-    volkLoadDeviceTable(&ctx->vk, ctx->device);
+    ctx->vki.vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
+    baatt_vk_load_device(&ctx->vki, ctx->device, &ctx->vk);
     if (!ctx->queue) ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
-    VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                  .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-                                  .queueFamilyIndex = ctx->queue_family};
-    BAATT_VK(ctx, ctx->vk.vkCreateCommandPool(ctx->device, &pi, NULL, &ctx->pool));
-    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    BAATT_VK(ctx, ctx->vk.vkCreateFence(ctx->device, &fi, NULL, &ctx->fence));
     return baatt_pipelines_init(ctx);
 }
 
@@ -575,9 +617,29 @@ baatt_context_options baatt_context_options_default(void)
 
 static baatt_status context_alloc(baatt_context **out)
 {
+    static atomic_uint_fast64_t next_id;
     if (!out) return BAATT_ERROR_INVALID_ARGUMENT;
-    *out = calloc(1, sizeof **out);
-    return *out ? BAATT_OK : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    baatt_context *ctx = *out = calloc(1, sizeof **out);
+    if (!ctx) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    ctx->id = atomic_fetch_add(&next_id, 1) + 1; /* 0: no context, as in a fresh thread's error */
+    pthread_mutex_init(&ctx->lock, NULL);
+    pthread_mutex_init(&ctx->error_lock, NULL);
+    ctx->timeout_s = 600;
+    return BAATT_OK;
+}
+
+/* BAATT_TIMEOUT_S: seconds (a positive decimal number) one GPU wait may take. */
+static baatt_status read_timeout(baatt_context *ctx)
+{
+    const char *v = getenv("BAATT_TIMEOUT_S");
+    if (!v || !*v) return BAATT_OK;
+    char *end;
+    double secs = strtod(v, &end);
+    if (*end || !(secs > 0) || !isfinite(secs) || secs > 1e9)
+        return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "BAATT_TIMEOUT_S='%s' is not a positive number of seconds (e.g. 0.5 or 600)", v);
+    ctx->timeout_s = secs;
+    return BAATT_OK;
 }
 
 baatt_status baatt_context_create(const baatt_context_options *opts, baatt_context **out)
@@ -587,7 +649,8 @@ baatt_status baatt_context_create(const baatt_context_options *opts, baatt_conte
     baatt_context_options o = opts ? *opts : baatt_context_options_default();
     ctx->owns_device = 1;
     BAATT_TRY(read_environment(ctx));
-    BAATT_TRY(load_vulkan(ctx));
+    BAATT_TRY(read_timeout(ctx));
+    BAATT_TRY(load_vulkan(ctx, NULL));
     BAATT_TRY(create_instance(ctx, o.validation || env_flag("BAATT_VALIDATION")));
     VkPhysicalDevice *pds;
     uint32_t n;
@@ -595,7 +658,7 @@ baatt_status baatt_context_create(const baatt_context_options *opts, baatt_conte
     baatt_device_info *infos = s ? NULL : calloc(n, sizeof *infos);
     if (!s && !infos) s = baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     if (!s) {
-        for (uint32_t i = 0; i < n; i++) describe(pds[i], i, &infos[i]);
+        for (uint32_t i = 0; i < n; i++) describe(&ctx->vki, pds[i], i, &infos[i]);
         int pick = choose(ctx, infos, n, o.device_index, o.device_name);
         if (pick < 0) s = BAATT_ERROR_NO_DEVICE;
         else {
@@ -619,9 +682,9 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
         return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
                           "baatt_context_wrap: instance, physical_device, device and queue must all be set");
     BAATT_TRY(read_environment(ctx));
-    if (ext->get_instance_proc_addr) volkInitializeCustom(ext->get_instance_proc_addr);
-    else BAATT_TRY(load_vulkan(ctx));
-    volkLoadInstanceOnly(ext->instance);
+    BAATT_TRY(read_timeout(ctx));
+    BAATT_TRY(load_vulkan(ctx, ext->get_instance_proc_addr));
+    baatt_vk_load_instance(&ctx->vki, ext->instance);
     ctx->instance = ext->instance;
     ctx->phys = ext->physical_device;
     ctx->device = ext->device;
@@ -634,8 +697,8 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
         for (uint32_t i = 0; i < n; i++)
             if (pds[i] == ctx->phys) index = i;
     free(pds);
-    ctx->error[0] = 0;
-    describe(ctx->phys, index, &ctx->info);
+    set_error(ctx, "");
+    describe(&ctx->vki, ctx->phys, index, &ctx->info);
     ctx->info.picked = 1;
     return finish_setup(ctx);
 }
@@ -643,7 +706,7 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
 baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out)
 {
     if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
-    *out = (baatt_external_device){.get_instance_proc_addr = vkGetInstanceProcAddr, .instance = ctx->instance,
+    *out = (baatt_external_device){.get_instance_proc_addr = ctx->vki.vkGetInstanceProcAddr, .instance = ctx->instance,
                                    .physical_device = ctx->phys, .device = ctx->device, .queue = ctx->queue,
                                    .queue_family_index = ctx->queue_family, .enabled = ctx->features};
     return BAATT_OK;
@@ -656,37 +719,152 @@ baatt_status baatt_context_device_info(const baatt_context *ctx, baatt_device_in
     return BAATT_OK;
 }
 
-void baatt_context_destroy(baatt_context *ctx)
+static void slot_free(baatt_context *ctx, baatt_submit_slot *sl)
 {
-    if (!ctx) return;
+    if (!sl) return;
+    if (sl->fence) ctx->vk.vkDestroyFence(ctx->device, sl->fence, NULL);
+    if (sl->pool) ctx->vk.vkDestroyCommandPool(ctx->device, sl->pool, NULL); /* frees its cmd */
+    free(sl);
+}
+
+static void destroy_slots(baatt_context *ctx)
+{
+    for (baatt_submit_slot *sl = ctx->slots, *next; sl; sl = next) {
+        next = sl->next;
+        slot_free(ctx, sl);
+    }
+    ctx->slots = NULL;
+}
+
+void baatt_context_destroy(baatt_context *ctx) { (void)baatt_context_destroy_counted(ctx); }
+
+uint32_t baatt_context_destroy_counted(baatt_context *ctx)
+{
+    if (!ctx) return 0;
     if (ctx->device) {
+        pthread_mutex_lock(&ctx->lock); /* vkDeviceWaitIdle needs every queue to itself */
         ctx->vk.vkDeviceWaitIdle(ctx->device);
+        pthread_mutex_unlock(&ctx->lock);
         baatt_pipelines_destroy(ctx);
-        if (ctx->fence) ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
-        if (ctx->pool) ctx->vk.vkDestroyCommandPool(ctx->device, ctx->pool, NULL);
+        destroy_slots(ctx);
         if (ctx->owns_device) ctx->vk.vkDestroyDevice(ctx->device, NULL);
     }
     if (ctx->owns_device && ctx->instance) {
-        if (ctx->messenger) vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
-        vkDestroyInstance(ctx->instance, NULL);
+        if (ctx->messenger) ctx->vki.vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
+        ctx->vki.vkDestroyInstance(ctx->instance, NULL);
     }
+    uint32_t msgs = atomic_load(&ctx->validation_messages); /* with those the teardown raised */
+    pthread_mutex_destroy(&ctx->lock);
+    pthread_mutex_destroy(&ctx->error_lock);
     free(ctx);
+    return msgs;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* submission                                                                                 */
 
+/* Fails with the status that lost ctx, if it is lost. */
+static baatt_status check_lost(baatt_context *ctx)
+{
+    baatt_status why = (baatt_status)atomic_load(&ctx->lost);
+    if (!why) return BAATT_OK;
+    char reason[512];
+    pthread_mutex_lock(&ctx->error_lock);
+    snprintf(reason, sizeof reason, "%s", ctx->lost_reason);
+    pthread_mutex_unlock(&ctx->error_lock);
+    return baatt_fail(ctx, BAATT_ERROR_DEVICE_LOST,
+                      "the context is lost and runs nothing more (earlier: %s); destroy its plans and the "
+                      "context, then create a new one", reason);
+}
+
+static baatt_status slot_create(baatt_context *ctx, baatt_submit_slot **out)
+{
+    baatt_submit_slot *sl = calloc(1, sizeof *sl);
+    if (!sl) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    *out = sl;
+    VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                  .flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT, .queueFamilyIndex = ctx->queue_family};
+    BAATT_VK(ctx, ctx->vk.vkCreateCommandPool(ctx->device, &pi, NULL, &sl->pool));
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = sl->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1};
+    BAATT_VK(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &ai, &sl->cmd));
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    return baatt_vk(ctx, ctx->vk.vkCreateFence(ctx->device, &fi, NULL, &sl->fence), "vkCreateFence");
+}
+
+/* A free slot, marked busy: an idle one, else a new one (kept for reuse until the context goes). */
+static baatt_status slot_take(baatt_context *ctx, baatt_submit_slot **out)
+{
+    pthread_mutex_lock(&ctx->lock);
+    baatt_submit_slot *sl = ctx->slots;
+    while (sl && sl->busy) sl = sl->next;
+    if (sl) sl->busy = 1;
+    pthread_mutex_unlock(&ctx->lock);
+    if (sl) {
+        *out = sl;
+        return BAATT_OK;
+    }
+    sl = NULL;
+    baatt_status s = slot_create(ctx, &sl);
+    if (s) {
+        slot_free(ctx, sl);
+        return s;
+    }
+    sl->busy = 1;
+    pthread_mutex_lock(&ctx->lock);
+    sl->next = ctx->slots;
+    ctx->slots = sl;
+    pthread_mutex_unlock(&ctx->lock);
+    *out = sl;
+    return BAATT_OK;
+}
+
+/* The busy slot recording cmd; NULL (a caller bug) when cmd did not come from baatt_cmd_begin. */
+static baatt_submit_slot *slot_of(baatt_context *ctx, VkCommandBuffer cmd)
+{
+    pthread_mutex_lock(&ctx->lock);
+    baatt_submit_slot *sl = ctx->slots;
+    while (sl && !(sl->busy && sl->cmd == cmd)) sl = sl->next;
+    pthread_mutex_unlock(&ctx->lock);
+    return sl;
+}
+
+/* Recycles the slot's command buffer and gives the slot back (unless its work is still pending). */
+static void slot_give_back(baatt_context *ctx, baatt_submit_slot *sl)
+{
+    if (sl->pending) return; /* the GPU may still read the command buffer: never reused */
+    ctx->vk.vkResetCommandPool(ctx->device, sl->pool, 0);
+    pthread_mutex_lock(&ctx->lock);
+    sl->busy = 0;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 baatt_status baatt_cmd_begin(baatt_context *ctx, VkCommandBuffer *cmd)
 {
-    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                      .commandPool = ctx->pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                      .commandBufferCount = 1};
-    BAATT_VK(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &ai, cmd));
+    BAATT_TRY(check_lost(ctx));
+    baatt_submit_slot *sl;
+    BAATT_TRY(slot_take(ctx, &sl));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    baatt_status s = baatt_vk(ctx, ctx->vk.vkBeginCommandBuffer(*cmd, &bi), "vkBeginCommandBuffer");
-    if (s) ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, cmd);
+    baatt_status s = baatt_vk(ctx, ctx->vk.vkBeginCommandBuffer(sl->cmd, &bi), "vkBeginCommandBuffer");
+    if (s) slot_give_back(ctx, sl);
+    else *cmd = sl->cmd;
     return s;
+}
+
+void baatt_cmd_discard(baatt_context *ctx, VkCommandBuffer cmd)
+{
+    baatt_submit_slot *sl = slot_of(ctx, cmd);
+    if (sl) slot_give_back(ctx, sl);
+}
+
+void baatt_cmd_drain(baatt_context *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    for (baatt_submit_slot *sl = ctx->slots; sl; sl = sl->next)
+        if (sl->pending && ctx->vk.vkWaitForFences(ctx->device, 1, &sl->fence, VK_TRUE, UINT64_MAX) != VK_TIMEOUT)
+            sl->pending = 0; /* finished, or the device is lost: nothing runs any more */
+    pthread_mutex_unlock(&ctx->lock);
 }
 
 void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd)
@@ -698,23 +876,49 @@ void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd)
                                  NULL);
 }
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Waits for the slot's fence at most ctx->timeout_s. A timeout leaves the work pending (the
+ * command buffer and everything it uses stay alive) and marks the context lost: waiting for the
+ * device to go idle instead would not bound the caller's wall time. */
+static baatt_status wait_slot(baatt_context *ctx, baatt_submit_slot *sl, double t0)
+{
+    VkResult r = ctx->vk.vkWaitForFences(ctx->device, 1, &sl->fence, VK_TRUE, (uint64_t)(ctx->timeout_s * 1e9));
+    if (r == VK_SUCCESS) {
+        sl->pending = 0;
+        return baatt_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &sl->fence), "vkResetFences");
+    }
+    if (r != VK_TIMEOUT) return baatt_vk(ctx, r, "vkWaitForFences (the GPU's completion of a submitted command buffer)");
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "timed out after %.3g s waiting for the GPU to finish a submitted command buffer (limit %g s, "
+             "BAATT_TIMEOUT_S); the work is still pending, so the context is marked lost",
+             now_s() - t0, ctx->timeout_s);
+    return mark_lost(ctx, BAATT_ERROR_TIMEOUT, msg);
+}
+
 baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd)
 {
+    baatt_submit_slot *sl = slot_of(ctx, cmd);
+    if (!sl) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "command buffer not from baatt_cmd_begin");
     baatt_status s = baatt_vk(ctx, ctx->vk.vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
-    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    if (!s) s = baatt_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences");
-    if (!s) s = baatt_vk(ctx, ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, ctx->fence), "vkQueueSubmit");
+    if (!s) s = check_lost(ctx);
+    double t0 = now_s();
     if (!s) {
-        const char *env = getenv("BAATT_TIMEOUT_S");
-        double secs = env ? atof(env) : 600.0;
-        if (secs <= 0) secs = 600.0;
-        VkResult r = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, (uint64_t)(secs * 1e9));
-        if (r == VK_TIMEOUT)
-            s = baatt_fail(ctx, BAATT_ERROR_TIMEOUT, "the GPU did not finish within %.0f s (BAATT_TIMEOUT_S)", secs);
-        else s = baatt_vk(ctx, r, "vkWaitForFences");
-        if (s == BAATT_ERROR_TIMEOUT) ctx->vk.vkDeviceWaitIdle(ctx->device);
+        VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+        pthread_mutex_lock(&ctx->lock); /* the queue is externally synchronised */
+        VkResult r = ctx->vk.vkQueueSubmit(ctx->queue, 1, &si, sl->fence);
+        sl->pending = r == VK_SUCCESS;
+        pthread_mutex_unlock(&ctx->lock);
+        s = baatt_vk(ctx, r, "vkQueueSubmit");
     }
-    ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
+    if (!s) s = wait_slot(ctx, sl, t0);
+    slot_give_back(ctx, sl);
     return s;
 }
 

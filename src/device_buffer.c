@@ -127,8 +127,7 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
     BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
     baatt_status s = baatt_plan_record(plan, cmd, &t);
     if (s) {
-        ctx->vk.vkEndCommandBuffer(cmd);
-        ctx->vk.vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd);
+        baatt_cmd_discard(ctx, cmd);
         return s;
     }
     return baatt_cmd_submit_wait(ctx, cmd);

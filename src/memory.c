@@ -54,6 +54,8 @@ baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host
 void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b)
 {
     if (!b) return;
+    /* After a timed-out wait the GPU may still use this buffer: freeing waits for that work. */
+    if (b->buffer && atomic_load(&ctx->lost)) baatt_cmd_drain(ctx);
     if (b->buffer) ctx->vk.vkDestroyBuffer(ctx->device, b->buffer, NULL);
     if (b->memory) ctx->vk.vkFreeMemory(ctx->device, b->memory, NULL);
     *b = (baatt_buffer){0};

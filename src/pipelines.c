@@ -48,7 +48,8 @@ static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const 
 {
     for (uint32_t i = 0; i < ctx->npipelines; i++) {
         baatt_pipeline_entry *e = &ctx->pipelines[i];
-        if (e->nspec == nspec && !strcmp(e->name, name) && (!nspec || !memcmp(e->spec, spec, nspec * sizeof *spec))) return e;
+        if (e->nspec == nspec && !strcmp(e->name, name) && (!nspec || !memcmp(e->spec, spec, nspec * sizeof *spec)))
+            return e;
     }
     return NULL;
 }
@@ -149,31 +150,60 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
     return BAATT_OK;
 }
 
+/* The cached pipeline for (name, spec), or VK_NULL_HANDLE; under the context lock. */
+static VkPipeline cached(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec)
+{
+    pthread_mutex_lock(&ctx->lock);
+    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
+    VkPipeline pl = e ? e->pipeline : VK_NULL_HANDLE;
+    pthread_mutex_unlock(&ctx->lock);
+    return pl;
+}
+
+/* Adds a built pipeline to the cache; if another thread added the same one meanwhile, keeps
+ * theirs and returns it (the caller destroys its own). Under the context lock. */
+static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
+                           VkPipeline *pl, int *duplicate)
+{
+    baatt_status s = BAATT_OK;
+    pthread_mutex_lock(&ctx->lock);
+    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
+    *duplicate = e != NULL;
+    if (e) *pl = e->pipeline;
+    if (!e && ctx->npipelines == ctx->cap_pipelines) {
+        uint32_t cap = ctx->cap_pipelines ? 2 * ctx->cap_pipelines : 16;
+        baatt_pipeline_entry *p = realloc(ctx->pipelines, cap * sizeof *p);
+        if (p) ctx->pipelines = p, ctx->cap_pipelines = cap;
+        else s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    if (!e && !s) {
+        e = &ctx->pipelines[ctx->npipelines++];
+        memset(e, 0, sizeof *e);
+        snprintf(e->name, sizeof e->name, "%s", name);
+        if (nspec) memcpy(e->spec, spec, nspec * sizeof *spec);
+        e->nspec = nspec;
+        e->pipeline = *pl;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return s;
+}
+
+/* Pipelines are built outside the lock (compiling takes long; plans on other threads go on) and
+ * inserted under it. */
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 VkPipeline *out)
 {
     if (nspec > BAATT_MAX_SPEC) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
-    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
-    if (e) {
-        *out = e->pipeline;
-        return BAATT_OK;
-    }
+    if ((*out = cached(ctx, name, spec, nspec))) return BAATT_OK;
     const baatt_embedded_shader *sh = find_shader(name);
     if (!sh) return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "shader variant %s was not built into this library", name);
-    if (ctx->npipelines == ctx->cap_pipelines) {
-        uint32_t cap = ctx->cap_pipelines ? 2 * ctx->cap_pipelines : 16;
-        baatt_pipeline_entry *p = realloc(ctx->pipelines, cap * sizeof *p);
-        if (!p) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        ctx->pipelines = p;
-        ctx->cap_pipelines = cap;
-    }
-    e = &ctx->pipelines[ctx->npipelines];
-    memset(e, 0, sizeof *e);
-    snprintf(e->name, sizeof e->name, "%s", name);
-    if (nspec) memcpy(e->spec, spec, nspec * sizeof *spec);
-    e->nspec = nspec;
-    BAATT_TRY(build(ctx, sh, spec, nspec, &e->pipeline));
-    ctx->npipelines++;
-    *out = e->pipeline;
+    VkPipeline pl = VK_NULL_HANDLE, built;
+    BAATT_TRY(build(ctx, sh, spec, nspec, &pl));
+    built = pl;
+    int duplicate = 0;
+    baatt_status s = insert(ctx, name, spec, nspec, &pl, &duplicate);
+    if (s || duplicate) ctx->vk.vkDestroyPipeline(ctx->device, built, NULL);
+    if (s) return baatt_fail(ctx, s, "out of host memory");
+    *out = pl;
     return BAATT_OK;
 }

@@ -1,10 +1,13 @@
 /* The Vulkan runtime behind the public API: context internals, buffers, pipelines, submission.
- * Device-level calls go through the context's own volk device table (ctx->vk), so several
- * contexts (ours and an application's) can coexist in one process. */
+ * Device-level calls go through the context's own device table (ctx->vk, vk_table.h), so several
+ * contexts (ours and an application's) can coexist in one process and in several threads. */
 #ifndef BAATT_RUNTIME_H
 #define BAATT_RUNTIME_H
 
-#include <volk.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "vk_table.h"
 
 #include "choice.h"
 #include "internal.h"
@@ -20,16 +23,34 @@ typedef struct baatt_pipeline_entry {
     VkPipeline pipeline;
 } baatt_pipeline_entry;
 
+/* One in-flight submission's command pool, command buffer and fence. A thread takes a free slot in
+ * baatt_cmd_begin and owns it (records without a lock) until baatt_cmd_submit_wait or
+ * baatt_cmd_discard gives it back; only the queue submission itself is serialised. */
+typedef struct baatt_submit_slot {
+    struct baatt_submit_slot *next;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    int busy;                         /* taken by a thread (under ctx->lock) */
+    atomic_int pending;               /* submitted, not seen finished (a timed-out wait) */
+} baatt_submit_slot;
+
 struct baatt_context {
+    uint64_t id;                      /* unique per process: keys the per-thread error message */
+    pthread_mutex_t lock;             /* queue submission, the slot list, the pipeline cache */
+    pthread_mutex_t error_lock;       /* error and lost_reason only (a leaf: no Vulkan call inside) */
+    baatt_vk_instance vki;            /* instance-level functions of this context's loader */
     VkInstance instance;
     VkPhysicalDevice phys;
     VkDevice device;
     VkQueue queue;
     uint32_t queue_family;
     int owns_device;                  /* 0 when wrapping an application's objects */
-    struct VolkDeviceTable vk;
+    baatt_vk_device vk;
     VkDebugUtilsMessengerEXT messenger;
-    uint32_t validation_messages;
+    atomic_uint validation_messages;  /* the layer may call back from any thread */
+    atomic_int lost;                  /* 0, or the status (DEVICE_LOST, TIMEOUT) that lost it */
+    double timeout_s;                 /* GPU wait limit (BAATT_TIMEOUT_S, default 600) */
     uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
     int pipeline_stats;               /* BAATT_PROFILE=pipelines: print driver statistics per pipeline */
     char cache_dir[256];              /* BAATT_PROFILE=cache=DIR: keep each pipeline's driver binary */
@@ -39,14 +60,18 @@ struct baatt_context {
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
-    VkCommandPool pool;
-    VkFence fence;
+    baatt_submit_slot *slots;
     VkDescriptorSetLayout set_layout;
     VkPipelineLayout pipeline_layout;
     baatt_pipeline_entry *pipelines;
     uint32_t npipelines, cap_pipelines;
-    char error[1024];
+    char error[1024];                 /* the last failure from any thread (error_lock) */
+    char lost_reason[512];            /* why `lost` was set (error_lock) */
 };
+
+/* baatt_context_destroy, returning the validation messages counted up to the end, those raised
+ * while tearing down (leaked objects) included: what tests check. */
+uint32_t baatt_context_destroy_counted(baatt_context *ctx);
 
 /* Records a failure message (printf-style) on ctx and returns status. */
 baatt_status baatt_fail(baatt_context *ctx, baatt_status status, const char *fmt, ...)
@@ -69,10 +94,18 @@ baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host
                                  baatt_buffer *out);
 void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b);
 
-/* ---- submission (context.c) ---- */
+/* ---- submission (context.c); safe from several threads on one context ---- */
+/* A command buffer in the recording state, owned by the calling thread until it is given back by
+ * baatt_cmd_submit_wait or baatt_cmd_discard. Fails with BAATT_ERROR_DEVICE_LOST once the context
+ * is lost (device loss, or a wait that timed out with the work still pending). */
 baatt_status baatt_cmd_begin(baatt_context *ctx, VkCommandBuffer *cmd);
-/* Ends, submits and waits for cmd (BAATT_TIMEOUT_S, default 600 s), then frees it. */
+/* Ends, submits and waits for cmd (ctx->timeout_s of wall time at most), then gives it back. On
+ * a timeout the work stays pending and the context is marked lost. */
 baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd);
+/* Gives back a command buffer from baatt_cmd_begin without submitting it. */
+void baatt_cmd_discard(baatt_context *ctx, VkCommandBuffer cmd);
+/* Blocks until no submission of ctx is pending (after a timeout: before freeing what it uses). */
+void baatt_cmd_drain(baatt_context *ctx);
 /* Transfer-write -> host-read barrier: record after the last copy into a staging buffer. */
 void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 /* Compute-write -> compute/transfer-read memory barrier. */

@@ -10,6 +10,7 @@
 #include "choice.h"
 #include "internal.h"
 #include "rng.h"
+#include "runtime.h"
 
 uint64_t th_seed(void)
 {
@@ -65,6 +66,43 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
     return worst;
 }
 
+/* The live contexts from th_context and their message counts when the current test started. */
+enum { TH_MAX_CONTEXTS = 16 };
+static struct {
+    baatt_context *ctx;
+    uint32_t start;
+} th_live[TH_MAX_CONTEXTS];
+
+static void th_register(baatt_context *ctx)
+{
+    for (int i = 0; i < TH_MAX_CONTEXTS; i++)
+        if (!th_live[i].ctx) {
+            th_live[i].ctx = ctx;
+            th_live[i].start = baatt_context_validation_messages(ctx);
+            return;
+        }
+}
+
+int th_test_setup(void **state)
+{
+    (void)state;
+    for (int i = 0; i < TH_MAX_CONTEXTS; i++)
+        if (th_live[i].ctx) th_live[i].start = baatt_context_validation_messages(th_live[i].ctx);
+    return 0;
+}
+
+int th_test_teardown(void **state)
+{
+    (void)state;
+    uint32_t fresh = 0;
+    for (int i = 0; i < TH_MAX_CONTEXTS; i++)
+        if (th_live[i].ctx) fresh += baatt_context_validation_messages(th_live[i].ctx) - th_live[i].start;
+    if (fresh) fprintf(stderr, "[ FAILED   ] %u validation message(s) during this test (see above)\n", fresh);
+    th_test_setup(state); /* counted once: the next test starts from here */
+    assert_int_equal(fresh, 0);
+    return 0;
+}
+
 baatt_context *th_context(void)
 {
     baatt_context_options o = baatt_context_options_default();
@@ -78,13 +116,22 @@ baatt_context *th_context(void)
     }
     if (s != BAATT_OK) fprintf(stderr, "context: %s: %s\n", baatt_status_string(s), baatt_context_error(ctx));
     assert_int_equal(s, BAATT_OK);
+    th_register(ctx);
     return ctx;
+}
+
+/* Unregisters and destroys ctx; returns its validation messages (teardown's included). */
+static uint32_t th_context_close(baatt_context *ctx)
+{
+    for (int i = 0; i < TH_MAX_CONTEXTS; i++)
+        if (th_live[i].ctx == ctx) th_live[i].ctx = NULL;
+    return baatt_context_destroy_counted(ctx);
 }
 
 void th_context_done(baatt_context *ctx)
 {
-    uint32_t msgs = baatt_context_validation_messages(ctx);
-    baatt_context_destroy(ctx);
+    uint32_t msgs = th_context_close(ctx);
+    if (msgs) fprintf(stderr, "[ FAILED   ] %u validation message(s) on a context (see above)\n", msgs);
     assert_int_equal(msgs, 0);
 }
 
@@ -113,7 +160,12 @@ int th_group_setup(void **state)
 int th_group_teardown(void **state)
 {
     (void)state;
-    th_context_done(th_ctx);
+    uint32_t msgs = th_context_close(th_ctx);
+    th_ctx = NULL;
+    if (msgs) {
+        fprintf(stderr, "[ FAILED   ] %u validation message(s) on the group's context (see above)\n", msgs);
+        exit(1);
+    }
     return 0;
 }
 

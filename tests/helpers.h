@@ -35,14 +35,25 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
 void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
 
 /* A context for GPU tests, with validation; skips (exit 77) if no Vulkan device exists.
- * th_context_done asserts there were no validation messages, then destroys the context. */
+ * th_context_done destroys the context and asserts that it raised no validation message, those
+ * of its teardown (leaked objects) included. */
 baatt_context *th_context(void);
 void th_context_done(baatt_context *ctx);
 
-/* Group fixtures for GPU test files: th_ctx is the shared context (th_context / th_context_done). */
+/* Group fixtures for GPU test files: th_ctx is the shared context (th_context / th_context_done).
+ * A validation message the group teardown sees exits the process with status 1 (cmocka would
+ * report it and still exit 0). */
 extern baatt_context *th_ctx;
 int th_group_setup(void **state);
 int th_group_teardown(void **state);
+
+/* Per-test validation check: every test fails when a context from th_context (still alive) got a
+ * validation message during it. cmocka_unit_test is redefined so that every test file gets the
+ * check without listing it; tests with their own fixtures call these from them. */
+int th_test_setup(void **state);
+int th_test_teardown(void **state);
+#undef cmocka_unit_test
+#define cmocka_unit_test(f) cmocka_unit_test_setup_teardown(f, th_test_setup, th_test_teardown)
 
 /* The tuning th_ctx gives its plans (the defaults, or BAATT_TUNE's), to change a field of, and a
  * plan on th_ctx with tuning t (NULL: th_ctx's). */

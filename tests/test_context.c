@@ -364,7 +364,7 @@ static void embed_buffers(embed *e)
 /* Our own pool, command buffer and fence, through B's device table (the application's). */
 static void embed_begin(embed *e)
 {
-    const struct VolkDeviceTable *vk = &e->b->vk;
+    const baatt_vk_device *vk = &e->b->vk;
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .queueFamilyIndex = e->ext.queue_family_index};
     assert_int_equal(vk->vkCreateCommandPool(e->ext.device, &pi, NULL, &e->pool), VK_SUCCESS);
@@ -382,7 +382,7 @@ static void embed_begin(embed *e)
  * only a compute-write -> compute-read barrier before its first stage. */
 static void record_uploads(embed *e)
 {
-    const struct VolkDeviceTable *vk = &e->b->vk;
+    const baatt_vk_device *vk = &e->b->vk;
     VkDeviceSize off = 0;
     for (int i = 0; i < 4; i++) {
         VkBufferCopy c = {off, 0, e->dev[i].size};
@@ -421,7 +421,7 @@ static void check_record_errors(embed *e, baatt_plan *plan, const baatt_tensors 
  * queue and wait on our fence. */
 static void submit_and_wait(embed *e)
 {
-    const struct VolkDeviceTable *vk = &e->b->vk;
+    const baatt_vk_device *vk = &e->b->vk;
     VkBufferCopy c = {0, 0, e->dev[3].size};
     vk->vkCmdCopyBuffer(e->cmd, e->dev[3].buffer, e->down.buffer, 1, &c);
     assert_int_equal(vk->vkEndCommandBuffer(e->cmd), VK_SUCCESS);
@@ -456,7 +456,7 @@ static void check_output(embed *e, baatt_plan *plan)
  * cleanly, and no validation message was raised by either (they share A's messenger). */
 static void embed_close(embed *e)
 {
-    const struct VolkDeviceTable *vk = &e->a->vk;
+    const baatt_vk_device *vk = &e->a->vk;
     vk->vkDestroyFence(e->ext.device, e->fence, NULL);
     vk->vkDestroyCommandPool(e->ext.device, e->pool, NULL);
     for (int i = 0; i < 4; i++) baatt_buffer_destroy(e->a, &e->dev[i]);
@@ -528,8 +528,7 @@ static void record_tensor_over_buffer_limit(void **s)
     VkCommandBuffer cmd;
     assert_int_equal(baatt_cmd_begin(g_ctx, &cmd), BAATT_OK);
     baatt_status st = baatt_plan_record(plan, cmd, &t);
-    g_ctx->vk.vkEndCommandBuffer(cmd); /* never submitted */
-    g_ctx->vk.vkFreeCommandBuffers(g_ctx->device, g_ctx->pool, 1, &cmd);
+    baatt_cmd_discard(g_ctx, cmd); /* never submitted */
     baatt_plan_destroy(plan);
     baatt_buffer_destroy(g_ctx, &b);
     assert_int_equal(st, BAATT_ERROR_TOO_LARGE);

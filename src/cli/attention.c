@@ -263,7 +263,7 @@ int cmd_attention(int argc, char **argv)
 done:
     free(out);
     baatt_plan_destroy(plan);
-    baatt_context_destroy(ctx);
+    if (cli_close("attention", ctx)) rc = 1;
     baatt_npy_free(&q);
     baatt_npy_free(&k);
     baatt_npy_free(&v);

@@ -25,6 +25,9 @@ int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out);
 
 /* Opens a context on --device (index or name substring; NULL: default choice). */
 int cli_open(const char *cmd, const char *device, baatt_context **ctx);
+/* Destroys ctx; returns 1 (after saying so) when the validation layer (BAATT_VALIDATION=1)
+ * reported anything on it, teardown included: a validated run with messages fails. */
+int cli_close(const char *cmd, baatt_context *ctx);
 /* Writes a one-line device description: "NVIDIA H100 80GB HBM3 (discrete GPU, NVIDIA 580.x)". */
 void cli_device_line(const baatt_device_info *d, char *buf, size_t n);
 const char *cli_device_type(baatt_device_type t);

@@ -85,6 +85,14 @@ int cli_open(const char *cmd, const char *device, baatt_context **ctx)
     return 1;
 }
 
+int cli_close(const char *cmd, baatt_context *ctx)
+{
+    uint32_t msgs = baatt_context_validation_messages(ctx);
+    baatt_context_destroy(ctx);
+    if (msgs) cli_fail(cmd, "the validation layer reported %u message%s (BAATT_VALIDATION=1)", msgs, msgs == 1 ? "" : "s");
+    return msgs != 0;
+}
+
 const char *cli_device_type(baatt_device_type t)
 {
     switch (t) {

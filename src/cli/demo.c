@@ -221,6 +221,6 @@ done:
     free(v);
     free_run(&sp);
     free_run(&dn);
-    baatt_context_destroy(ctx);
+    if (cli_close("demo", ctx)) rc = 1;
     return rc;
 }

@@ -284,7 +284,7 @@ static int gpu_select(const opts *o, const eval_data *d, gpu_sel *g)
     if (!cli_open("eval", o->device, &ctx)) return 0;
     int ok = 1;
     for (uint32_t t = 0; ok && t < o->n_targets; t++) ok = gpu_target(o, ctx, d, t, g);
-    baatt_context_destroy(ctx);
+    if (cli_close("eval", ctx)) ok = 0;
     return ok;
 }
 
