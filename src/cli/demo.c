@@ -221,6 +221,5 @@ done:
     free(v);
     free_run(&sp);
     free_run(&dn);
-    baatt_context_destroy(ctx);
-    return rc;
+    return cli_finish("demo", ctx, rc);
 }
