@@ -302,7 +302,9 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
  *  - V is not part of the selection: a non-finite value reaches the output rows whose selection
  *    holds its block (dense: every row).
  * Opt-in check: baatt_find_nonfinite scans a host tensor before baatt_plan_run_host; it reads
- * the bit patterns once (about a memory pass; ~0.3 ms per 16 MiB on one core of the CI machine).
+ * the bit patterns once, vectorised: 34 ms for 256 MiB of fp32 (7.9 GB/s; fp16 6.7 GB/s) on one
+ * shared core of the 2-core CI machine, where a memcpy of 128 MiB takes 12 ms, i.e. about the
+ * copy into staging that run_host makes anyway. It is not run implicitly: callers opt in.
  * BAATT_OK if all n elements of x are finite; else BAATT_ERROR_NONFINITE_INPUT with *first the
  * index of the first NaN or infinity (*first = n when none; first may be NULL). */
 baatt_status baatt_find_nonfinite(const void *x, baatt_dtype dtype, uint64_t n, uint64_t *first);

@@ -121,10 +121,34 @@ static void reference_rule(void **s)
     assert_int_equal(baatt_mass_prefix(all_nan, order, 3, 0.5), 0);
 }
 
+/* The opt-in check, in every dtype: the first NaN or infinity by index, or none. */
+static void find_nonfinite(void **s)
+{
+    (void)s;
+    const baatt_dtype dts[3] = {BAATT_DTYPE_F32, BAATT_DTYPE_F16, BAATT_DTYPE_BF16};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    for (int d = 0; d < 3; d++)
+        for (int b = 0; b < 3; b++) {
+            uint64_t rng = th_seed() ^ (uint64_t)(d * 3 + b), first = 7;
+            void *x = th_random_tensor(&rng, dts[d], 1000, 1e3f);
+            assert_int_equal(baatt_find_nonfinite(x, dts[d], 1000, &first), BAATT_OK);
+            assert_int_equal(first, 1000);
+            baatt_store(x, dts[d], 617, bad[b]);
+            baatt_store(x, dts[d], 900, NAN);
+            assert_int_equal(baatt_find_nonfinite(x, dts[d], 1000, &first), BAATT_ERROR_NONFINITE_INPUT);
+            assert_int_equal(first, 617);
+            assert_int_equal(baatt_find_nonfinite(x, dts[d], 617, NULL), BAATT_OK);
+            free(x);
+        }
+    assert_int_equal(baatt_find_nonfinite(NULL, BAATT_DTYPE_F32, 0, NULL), BAATT_OK);
+    assert_int_equal(baatt_find_nonfinite(NULL, BAATT_DTYPE_F32, 1, NULL), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(baatt_find_nonfinite(bad, (baatt_dtype)9, 1, NULL), BAATT_ERROR_UNSUPPORTED_DTYPE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(reference_rule),  cmocka_unit_test(nan_k_keep),      cmocka_unit_test(nan_k_threshold),
+        cmocka_unit_test(find_nonfinite),  cmocka_unit_test(reference_rule),  cmocka_unit_test(nan_k_keep),      cmocka_unit_test(nan_k_threshold),
         cmocka_unit_test(inf_k_keep),      cmocka_unit_test(inf_k_threshold), cmocka_unit_test(nan_q_keep),
         cmocka_unit_test(nan_q_threshold),
     };
