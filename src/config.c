@@ -167,7 +167,9 @@ uint32_t baatt_config_keep_blocks(const baatt_config *c)
     uint32_t nk = baatt_config_k_blocks(c);
     /* ceil in double with a tiny slack so that e.g. 0.5f * 6 is exactly 3, not 4. */
     double want = ceil((double)c->keep_ratio * nk - 1e-6);
-    uint32_t k = want < 1 ? 1 : (uint32_t)want;
+    /* a ratio the check would refuse (NaN, > 1: possible on a threshold-mode config, which never
+     * checks it) must not reach the float-to-int conversion, undefined outside uint32_t's range */
+    uint32_t k = !(want >= 1) ? 1 : want > nk ? nk : (uint32_t)want;
     return clamp_blocks(c, k, nk);
 }
 
