@@ -301,6 +301,9 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
  *    NaN: the row takes all its blocks up to max_blocks.
  *  - V is not part of the selection: a non-finite value reaches the output rows whose selection
  *    holds its block (dense: every row).
+ *  - auto sort: a NaN sampled recall (a sampled row that is NaN) keeps the sorted blocking.
+ *  - the norm sort: a row with a NaN norm sorts as the largest norm; an infinite norm as the
+ *    next largest (the blocking differs, the rule above holds in either).
  * Opt-in check: baatt_find_nonfinite scans a host tensor before baatt_plan_run_host; it reads
  * the bit patterns once, vectorised: 34 ms for 256 MiB of fp32 (7.9 GB/s; fp16 6.7 GB/s) on one
  * shared core of the 2-core CI machine, where a memcpy of 128 MiB takes 12 ms, i.e. about the
