@@ -29,8 +29,13 @@ shared float red_f[WG];
 shared uint red_u[WG];
 shared uint sh_cut;
 
+// NaN of either sign maps to the largest key (NAN_KEY; no number maps there), so a NaN logit
+// ranks above every other and its block is selected like the dense path attends to it
+// (docs/RELIABILITY.md). An integer compare: drivers may fold an isnan() away.
+const uint NAN_KEY = 0xffffffffu;
 uint okey(float l) {
     uint u = floatBitsToUint(l);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return NAN_KEY;
     return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
 }
 
@@ -176,15 +181,16 @@ void main() {
         k = pc.keep;
         T = select_count(k, exact);
     } else {
+        // NaN logits carry no mass (they still rank first): the mass is the finite blocks'.
         float mx = -1.0 / 0.0;
         for (uint i = 0; i < PER; i++) {
             uint J = tid + i * WG;
-            if (J < pc.nk) mx = max(mx, logits[lbase + J]);
+            if (J < pc.nk && keys[i] != NAN_KEY) mx = max(mx, logits[lbase + J]);
         }
         mx = reduce_max(mx);
         for (uint i = 0; i < PER; i++) {
             uint J = tid + i * WG;
-            mass[i] = J < pc.nk ? exp(logits[lbase + J] - mx) : 0.0;
+            mass[i] = J < pc.nk && keys[i] != NAN_KEY ? exp(logits[lbase + J] - mx) : 0.0;
         }
         float target = pc.threshold * mass_ge(1u);
         T = select_mass(target);

@@ -22,6 +22,7 @@ const char *baatt_status_string(baatt_status s)
     case BAATT_ERROR_BAD_SCALE: return "BAATT_ERROR_BAD_SCALE: scale must be finite and non-negative";
     case BAATT_ERROR_TOO_LARGE: return "BAATT_ERROR_TOO_LARGE: problem exceeds device limits";
     case BAATT_ERROR_NOT_READY: return "BAATT_ERROR_NOT_READY: no run has completed yet";
+    case BAATT_ERROR_NONFINITE_INPUT: return "BAATT_ERROR_NONFINITE_INPUT: an input holds a NaN or an infinity";
     case BAATT_ERROR_NO_VULKAN: return "BAATT_ERROR_NO_VULKAN: the Vulkan loader (libvulkan.so.1) could not be loaded";
     case BAATT_ERROR_NO_DEVICE: return "BAATT_ERROR_NO_DEVICE: no matching Vulkan device";
     case BAATT_ERROR_MISSING_FEATURE: return "BAATT_ERROR_MISSING_FEATURE: the device lacks a required feature";
@@ -166,7 +167,9 @@ uint32_t baatt_config_keep_blocks(const baatt_config *c)
     uint32_t nk = baatt_config_k_blocks(c);
     /* ceil in double with a tiny slack so that e.g. 0.5f * 6 is exactly 3, not 4. */
     double want = ceil((double)c->keep_ratio * nk - 1e-6);
-    uint32_t k = want < 1 ? 1 : (uint32_t)want;
+    /* a ratio the check would refuse (NaN, > 1: possible on a threshold-mode config, which never
+     * checks it) must not reach the float-to-int conversion, undefined outside uint32_t's range */
+    uint32_t k = !(want >= 1) ? 1 : want > nk ? nk : (uint32_t)want;
     return clamp_blocks(c, k, nk);
 }
 

@@ -8,6 +8,7 @@
  *    (what NumPy's own reader demands);
  *  - the element count and byte size are computed with checked multiplication and compared with
  *    the file size *before* anything is allocated, so a tiny file cannot ask for a huge buffer;
+ *  - from a pipe (no size to compare with), the data buffer grows only as bytes arrive;
  *  - a file shorter than its header or data fails; trailing bytes after the data are ignored
  *    (NumPy reads only the first count elements, too).
  * The writer produces exactly what numpy.save writes for the same array (version 1.0, the spare
@@ -416,16 +417,31 @@ static baatt_status check_header(npy_file *nf, npy_header *h, baatt_npy *out, ch
     return BAATT_OK;
 }
 
+/* Without a known size (a pipe), the buffer grows with what arrives, at most doubling, so a tiny
+ * stream that declares a huge shape fails as truncated after allocating about what it sent. */
+#define NPY_PIPE_CHUNK (1u << 20)
+
 static baatt_status read_data(npy_file *nf, baatt_npy *out, char *msg, size_t n)
 {
-    size_t bytes = (size_t)out->count * baatt_npy_dtype_size(out->dtype);
-    out->data = malloc(bytes ? bytes : 1); /* never NULL on success, even for count 0 */
-    if (!out->data)
-        return fail(msg, n, BAATT_ERROR_OUT_OF_HOST_MEMORY, "%s: out of memory for %zu bytes of data", nf->path, bytes);
-    int r = read_exact(nf->f, out->data, bytes);
-    if (r < 0) return fail(msg, n, BAATT_ERROR_IO, "%s: read failed: %s", nf->path, strerror(errno));
-    if (r > 0) return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: truncated .npy data", nf->path);
-    return BAATT_OK;
+    size_t bytes = (size_t)out->count * baatt_npy_dtype_size(out->dtype), have = 0;
+    size_t cap = nf->size_known || bytes < NPY_PIPE_CHUNK ? bytes : NPY_PIPE_CHUNK;
+    out->data = malloc(cap ? cap : 1); /* never NULL on success, even for count 0 */
+    for (;;) {
+        if (!out->data)
+            return fail(msg, n, BAATT_ERROR_OUT_OF_HOST_MEMORY, "%s: out of memory for %zu bytes of data", nf->path,
+                        cap);
+        int r = read_exact(nf->f, (char *)out->data + have, cap - have);
+        if (r < 0) return fail(msg, n, BAATT_ERROR_IO, "%s: read failed: %s", nf->path, strerror(errno));
+        if (r > 0)
+            return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: truncated .npy data: the shape needs %zu bytes, the "
+                        "stream ended within the first %zu", nf->path, bytes, cap);
+        if (cap == bytes) return BAATT_OK;
+        have = cap;
+        cap = bytes - cap > cap ? 2 * cap : bytes;
+        void *grown = realloc(out->data, cap);
+        if (!grown) free(out->data);
+        out->data = grown;
+    }
 }
 
 static baatt_status read_open_file(npy_file *nf, baatt_npy *out, char *msg, size_t n)

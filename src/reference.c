@@ -86,7 +86,10 @@ static baatt_status check_perms(const int32_t *perm, uint64_t rows, uint32_t len
     return s;
 }
 
-/* Stable argsort, descending by key: idx[p] = index of the p-th largest key, ties keep the lower
+/* The selection's order: a NaN ranks above every number (select.comp's NAN_KEY), NaNs tie. */
+static int key_gt(float x, float y) { return isnan(x) ? !isnan(y) : x > y; }
+
+/* Stable argsort, descending by key (key_gt): idx[p] = index of the p-th largest key, ties keep the lower
  * index first. A bottom-up merge sort, stable by construction (the right run wins only when
  * strictly greater), so the result is deterministic and never reads out of bounds even with NaN
  * keys. tmp: n entries of scratch. */
@@ -97,7 +100,7 @@ void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp
         for (uint32_t lo = 0; lo < n; lo += 2 * w) {
             uint32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             uint32_t a = lo, b = mid, o = lo;
-            while (a < mid && b < hi) tmp[o++] = key[idx[b]] > key[idx[a]] ? idx[b++] : idx[a++];
+            while (a < mid && b < hi) tmp[o++] = key_gt(key[idx[b]], key[idx[a]]) ? idx[b++] : idx[a++];
             while (a < mid) tmp[o++] = idx[a++];
             while (b < hi) tmp[o++] = idx[b++];
         }
@@ -387,16 +390,21 @@ baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *
  * ------------------------------------------------------------------------------------------- */
 
 /* Threshold mode: length of the shortest prefix of `order` whose softmax mass reaches theta
- * (>= 1). The accuracy harness calls it too, so its threshold rule is this one. */
+ * (0 when no logit is finite; callers clamp it). The accuracy harness calls it too, so its threshold rule is this one. */
 uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta)
 {
     double mx = -INFINITY, sum = 0, cum = 0;
     for (uint32_t j = 0; j < nk; j++)
         if (l[j] > mx) mx = l[j];
-    for (uint32_t j = 0; j < nk; j++) sum += exp((double)l[j] - mx);
+    /* NaN logits carry no mass (they rank first, so every prefix holds them): the mass is the
+     * finite blocks'. None: the empty prefix reaches it. A +inf logit makes sum NaN: all blocks. */
+    for (uint32_t j = 0; j < nk; j++)
+        if (!isnan(l[j])) sum += exp((double)l[j] - mx);
+    if (sum == 0) return 0;
     uint32_t m = 0;
     while (m < nk) {
-        cum += exp((double)l[order[m++]] - mx) / sum;
+        float x = l[order[m++]];
+        if (!isnan(x)) cum += exp((double)x - mx) / sum;
         if (cum >= theta) break;
     }
     return m;

@@ -3,10 +3,12 @@
  * reference on the tool's own selection, its side outputs and JSON, every argument error (exit
  * status and a one-line message naming the problem), `demo`, `bench --check` and `eval`. The binary
  * is BAATT_CLI. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -486,6 +488,81 @@ static void bad_inputs(void **s)
     free(r);
 }
 
+/* A NaN or infinity in an input is refused, naming the tensor and the first bad index, unless
+ * --allow-nonfinite: then a NaN key poisons every output row (docs/RELIABILITY.md). */
+static void nonfinite_inputs(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    const input *f = &g_f32;
+    char kp[PATH_MAX_], op[PATH_MAX_], msg[512];
+    float *k = th_to_float(f->k, BAATT_DTYPE_F32, (size_t)B * HKV * NK * D);
+    k[(37 * D) + 5] = NAN;
+    k[(50 * D) + 1] = INFINITY; /* after the first: not the one named */
+    uint64_t shape[4] = {B, HKV, NK, D};
+    assert_int_equal(baatt_npy_write(tmp(kp, "k_nan.npy"), BAATT_NPY_F32, 4, shape, k, msg, sizeof msg), BAATT_OK);
+    unlink(tmp(op, "o_nan.npy"));
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, kp, f->vp, op);
+    expect_failure(r, 1, "--k (");
+    expect_contains(r->err, "non-finite value nan at [0, 0, 37, 5] (flat index 2373)");
+    expect_contains(r->err, "--allow-nonfinite");
+    assert_int_equal(access(op, F_OK), -1);
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s' --allow-nonfinite", f->qp, kp, f->vp, op);
+    expect_ok(r);
+    baatt_npy o;
+    uint64_t oshape[4] = {B, H, NQ, D};
+    read_npy(op, &o, BAATT_NPY_F32, 4, oshape);
+    for (size_t i = 0; i < o.count; i++) assert_true(isnan(((const float *)o.data)[i]));
+    baatt_npy_free(&o);
+    unlink(op);
+    unlink(kp);
+    free(k);
+    free(r);
+}
+
+/* Output paths are refused before any GPU work when they are an input (by another name too),
+ * another output, a directory or in a missing directory; the input stays untouched. bench's
+ * --json and --mask-dir likewise exit 1 at once. */
+static void output_paths(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    const input *f = &g_f32;
+    char op[PATH_MAX_], dir[PATH_MAX_], bad[PATH_MAX_ + 32], link[PATH_MAX_];
+    size_t n0;
+    baatt_npy before;
+    read_npy(f->qp, &before, BAATT_NPY_F32, 4, (const uint64_t[]){B, H, NQ, D});
+    n0 = before.count;
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, f->kp, f->vp, f->qp);
+    expect_failure(r, 1, "is also an input");
+    unlink(tmp(link, "q_link.npy"));
+    assert_int_equal(symlink(f->qp, link), 0);
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, f->kp, f->vp, link);
+    expect_failure(r, 1, "is also an input");
+    unlink(link);
+    baatt_npy after;
+    read_npy(f->qp, &after, BAATT_NPY_F32, 4, (const uint64_t[]){B, H, NQ, D});
+    assert_int_equal(after.count, n0);
+    assert_memory_equal(after.data, before.data, n0 * 4);
+    baatt_npy_free(&before);
+    baatt_npy_free(&after);
+    unlink(tmp(op, "o_twice.npy"));
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s' --mask-out '%s'", f->qp, f->kp, f->vp, op, op);
+    expect_failure(r, 1, "given twice");
+    snprintf(bad, sizeof bad, "%s/no/such/dir/o.npy", th_tmp_path(dir, sizeof dir, "outdir"));
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, f->kp, f->vp, bad);
+    expect_failure(r, 1, "cannot create");
+    mkdir(dir, 0755);
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s'", f->qp, f->kp, f->vp, dir);
+    expect_failure(r, 1, "is a directory");
+    run_cli(r, "bench --n 64 --reps 3 --json '%s'", bad);
+    expect_failure(r, 1, "cannot create");
+    run_cli(r, "bench --n 64 --reps 3 --mask-dir '%s'", f->qp);
+    expect_failure(r, 1, "not a directory");
+    rmdir(dir);
+    free(r);
+}
+
 static void demo(void **s)
 {
     (void)s;
@@ -570,6 +647,7 @@ int main(void)
         cmocka_unit_test(baatt_threshold_no_sort), cmocka_unit_test(json_output),
         cmocka_unit_test(sort_auto),
         cmocka_unit_test(bad_options),       cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(nonfinite_inputs),  cmocka_unit_test(output_paths),
         cmocka_unit_test(demo),              cmocka_unit_test(bench_check),
         cmocka_unit_test(eval_json),
     };

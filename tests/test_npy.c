@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Runs of spaces, for spelling out NumPy's header padding in string literals. */
@@ -553,6 +554,80 @@ static void test_small_message_buffer(void **state)
     assert_int_equal(baatt_npy_read("/nonexistent-dir/x.npy", &a, NULL, 100), BAATT_ERROR_IO);
 }
 
+/* ---- pipes: no file size to check a shape against ---- */
+
+/* Reads img through a pipe (/dev/fd/N) that a child process fills; returns the reader's status. */
+static baatt_status read_pipe(const void *img, size_t n, baatt_npy *a, char *msg, size_t msg_size)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the writer: all of img, then EOF (the reader may stop early: EPIPE) */
+        close(fd[0]);
+        for (size_t off = 0; off < n;) {
+            ssize_t w = write(fd[1], (const char *)img + off, n - off);
+            if (w <= 0) break;
+            off += (size_t)w;
+        }
+        _exit(0);
+    }
+    close(fd[1]);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/fd/%d", fd[0]);
+    baatt_status s = baatt_npy_read(path, a, msg, msg_size);
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return s;
+}
+
+/* A 3 MiB array through a pipe: the reader's buffer grows in steps and the data arrives intact. */
+static void test_pipe_large(void **state)
+{
+    (void)state;
+    const uint64_t count = 3u << 18; /* float32: 3 MiB, past the first 1 MiB step */
+    char header[128];
+    snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%llu,), }\n",
+             (unsigned long long)count);
+    size_t n;
+    unsigned char *img = npy_image(1, 0, header, count * 4, &n);
+    for (uint64_t i = 0; i < count; i++) {
+        float x = (float)i;
+        memcpy(img + n - count * 4 + i * 4, &x, 4);
+    }
+    baatt_npy a;
+    char msg[512];
+    assert_int_equal(read_pipe(img, n, &a, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(a.count, count);
+    assert_memory_equal(a.data, img + n - count * 4, count * 4);
+    baatt_npy_free(&a);
+    free(img);
+}
+
+/* 69 bytes that declare 4 GiB (the issue's case), and a shape of 2^52 bytes: each fails as
+ * truncated after allocating about what arrived; a reader that trusted the header would ask for
+ * the whole size first (out of memory, or an abort under ASan). */
+static void test_pipe_huge_declared(void **state)
+{
+    (void)state;
+    const char *headers[] = {"{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824,), }",
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': (1125899906842624,), }"};
+    for (int i = 0; i < 2; i++) {
+        size_t n;
+        unsigned char *img = npy_image(1, 0, headers[i], 0, &n);
+        baatt_npy a;
+        char msg[512];
+        memset(&a, 0x5a, sizeof a);
+        baatt_status s = read_pipe(img, n, &a, msg, sizeof msg);
+        if (s != BAATT_ERROR_FILE_FORMAT) fprintf(stderr, "[ mismatch ] %d: %s\n", s, msg);
+        assert_int_equal(s, BAATT_ERROR_FILE_FORMAT);
+        assert_non_null(strstr(msg, "truncated .npy data"));
+        assert_null(a.data);
+        free(img);
+    }
+}
+
 static void test_dtype_size(void **state)
 {
     (void)state;
@@ -582,6 +657,8 @@ int main(void)
         cmocka_unit_test(test_null_arguments),
         cmocka_unit_test(test_small_message_buffer),
         cmocka_unit_test(test_dtype_size),
+        cmocka_unit_test(test_pipe_large),
+        cmocka_unit_test(test_pipe_huge_declared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,7 @@ class Status(enum.IntEnum):
     BAD_SCALE = 109
     TOO_LARGE = 110
     NOT_READY = 111
+    NONFINITE_INPUT = 112
     NO_VULKAN = 200
     NO_DEVICE = 201
     MISSING_FEATURE = 202

@@ -6,7 +6,7 @@
 
 typedef struct opts {
     const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
-    int json;
+    int json, allow_nonfinite;
     baatt_config cfg;
 } opts;
 
@@ -33,7 +33,12 @@ static const char USAGE[] =
     "  --perm-q-out f.npy  int32 [batch, heads, q_len]: original index at each sorted position\n"
     "  --perm-k-out f.npy  int32 [batch, kv_heads, kv_len]\n"
     "  --device D          device index or name substring (default: BAATT_DEVICE, else best GPU)\n"
-    "  --json              print device, timings and sparsity as one JSON object\n";
+    "  --json              print device, timings and sparsity as one JSON object\n"
+    "  --allow-nonfinite   run on inputs holding NaN or infinities (refused by default; how they\n"
+    "                      propagate: docs/RELIABILITY.md)\n"
+    "\n"
+    "Output paths are checked before any GPU work: each must be writable and differ from the\n"
+    "inputs and from each other.\n";
 
 static const char *const SORT_NAMES[] = {"off", "norm", "auto"}; /* indexed by baatt_sort_mode */
 
@@ -64,6 +69,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--perm-k-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_out);
         else if (!strcmp(a, "--dense")) o->cfg.dense = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = 1;
         else if (!strcmp(a, "--no-sort")) o->cfg.norm_sort = BAATT_SORT_OFF;
         else if (!strcmp(a, "--sort")) ok = parse_sort(argc, argv, &i, &o->cfg.norm_sort);
         else if (!strcmp(a, "--no-cov")) o->cfg.covariance = 0;
@@ -79,13 +85,16 @@ static int parse(int argc, char **argv, opts *o)
         if (!ok) return 0;
     }
     if (!o->q || !o->k || !o->v || !o->out) return cli_fail(c, "--q, --k, --v and --out are required (try --help)"), 0;
+    const char *in[] = {o->q, o->k, o->v}, *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out};
+    if (!cli_check_outputs(c, in, 3, out, 4)) return 0;
     if (o->cfg.dense && (o->mask_out || o->pq_out || o->pk_out))
         fprintf(stderr, "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
     return 1;
 }
 
-/* Reads one tensor and checks rank and dtype; a rank-3 tensor is taken as batch 1. */
-static int load(const char *path, const char *name, baatt_npy *t, uint64_t shape[4])
+/* Reads one tensor and checks rank, dtype and (unless allowed) finiteness; a rank-3 tensor is
+ * taken as batch 1. */
+static int load(const opts *o, const char *path, const char *name, baatt_npy *t, uint64_t shape[4])
 {
     char msg[512];
     baatt_status s = baatt_npy_read(path, t, msg, sizeof msg);
@@ -95,6 +104,8 @@ static int load(const char *path, const char *name, baatt_npy *t, uint64_t shape
     if (t->rank != 4 && t->rank != 3)
         return cli_fail("attention", "%s (%s): expected rank 4 [batch, heads, len, head_dim] (or 3), got rank %u", name,
                         path, t->rank), 0;
+    baatt_dtype dt = t->dtype == BAATT_NPY_F16 ? BAATT_DTYPE_F16 : BAATT_DTYPE_F32;
+    if (!o->allow_nonfinite && !cli_check_finite("attention", name, path, t->data, dt, t->shape, t->rank)) return 0;
     int off = t->rank == 3;
     shape[0] = 1;
     for (uint32_t i = 0; i < t->rank; i++) shape[i + off] = t->shape[i];
@@ -238,7 +249,7 @@ int cmd_attention(int argc, char **argv)
     baatt_context *ctx = NULL;
     baatt_plan *plan = NULL;
     void *out = NULL;
-    if (!load(o.q, "--q", &q, sq) || !load(o.k, "--k", &k, sk) || !load(o.v, "--v", &v, sv)) goto done;
+    if (!load(&o, o.q, "--q", &q, sq) || !load(&o, o.k, "--k", &k, sk) || !load(&o, o.v, "--v", &v, sv)) goto done;
     if (!shapes(&o, &q, &k, &v, sq, sk, sv)) goto done;
     char msg[512];
     baatt_status s = baatt_config_check(&o.cfg, msg, sizeof msg);

@@ -63,6 +63,7 @@ typedef struct bench {
     bresult *res;
     size_t nres, cap;
     int check_failed;
+    int io_failed;  /* an output (--json, --mask-dir) could not be written: the exit status says so */
 } bench;
 
 /* Device-resident inputs of one size: rotate sets of Q, K, V and one shared O. */
@@ -513,7 +514,7 @@ static baatt_status after_timing(bench *b, baatt_plan *plan, const inputs *in, b
     CLI_TRY(run_once(plan, in, 0, &st));
     selection sel = {0};
     baatt_status s = g->dense ? BAATT_OK : selection_read(plan, g, &sel);
-    if (!s && want_mask && !export_selection(b->o.mask_dir, g, &sel)) s = BAATT_ERROR_IO;
+    if (!s && want_mask && !export_selection(b->o.mask_dir, g, &sel)) s = BAATT_ERROR_IO, b->io_failed = 1;
     if (!s && want_check) {
         fprintf(stderr, "  checking head 0 against the CPU reference...\n");
         r->check_err = check_head0(b, g, in, &sel);
@@ -606,20 +607,24 @@ static void json_record(FILE *f, const bench *b, const bresult *r)
 }
 
 /* Rewrites the whole file through a temporary and a rename, so it is always a valid list. */
-static void write_json(const bench *b)
+static void write_json(bench *b)
 {
     if (!b->o.json) return;
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", b->o.json);
     FILE *f = fopen(tmp, "w");
-    if (!f) { cli_fail("bench", "cannot write %s: %s", tmp, strerror(errno)); return; }
+    if (!f) { cli_fail("bench", "cannot write %s: %s", tmp, strerror(errno)); b->io_failed = 1; return; }
     fputs("[\n", f);
     for (size_t i = 0; i < b->nres; i++) {
         json_record(f, b, &b->res[i]);
         fputs(i + 1 < b->nres ? ",\n" : "\n", f);
     }
     fputs("]\n", f);
-    if (fclose(f) || rename(tmp, b->o.json)) cli_fail("bench", "cannot write %s: %s", b->o.json, strerror(errno));
+    if (fclose(f) || rename(tmp, b->o.json)) {
+        cli_fail("bench", "cannot write %s: %s", b->o.json, strerror(errno));
+        remove(tmp);
+        b->io_failed = 1;
+    }
 }
 
 static bresult *add_result(bench *b, const baatt_config *g)
@@ -673,6 +678,22 @@ static void record_skip(bench *b, const baatt_config *g, const char *why)
     if (!r) return;
     snprintf(r->error, sizeof r->error, "%s", why);
     print_row(r);
+}
+
+/* --json and --mask-dir, before any GPU work: the directory is created if missing. */
+static int check_outputs(const bopts *o)
+{
+    const char *out[] = {o->json};
+    if (o->json && !cli_check_outputs("bench", NULL, 0, out, 1)) return 0;
+    if (!o->mask_dir) return 1;
+    struct stat st;
+    if (mkdir(o->mask_dir, 0755) && errno != EEXIST)
+        return cli_fail("bench", "cannot create --mask-dir %s: %s", o->mask_dir, strerror(errno)), 0;
+    if (stat(o->mask_dir, &st) || !S_ISDIR(st.st_mode))
+        return cli_fail("bench", "--mask-dir %s is not a directory", o->mask_dir), 0;
+    if (access(o->mask_dir, W_OK | X_OK))
+        return cli_fail("bench", "cannot write in --mask-dir %s: %s", o->mask_dir, strerror(errno)), 0;
+    return 1;
 }
 
 /* Every method at one N and dtype, on one allocation of inputs. */
@@ -732,7 +753,7 @@ static int timed_count(const bench *b)
 int cmd_bench(int argc, char **argv)
 {
     bench b = {0};
-    if (!parse(argc, argv, &b.o)) return 1;
+    if (!parse(argc, argv, &b.o) || !check_outputs(&b.o)) return 1;
     if (!cli_open("bench", b.o.device, &b.ctx)) return 1;
     baatt_context_device_info(b.ctx, &b.dev);
     apply_defaults(&b.o, &b.dev);
@@ -743,6 +764,10 @@ int cmd_bench(int argc, char **argv)
            line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, b.o.reps, b.o.warmup, b.o.rotate, (double)b.o.max_seconds);
     print_header();
     write_json(&b); /* an empty list until the first result: the file exists even if nothing runs */
+    if (b.io_failed) {
+        baatt_context_destroy(b.ctx);
+        return 1;
+    }
     for (int t = 0; t < b.o.ndt; t++) {
         if (!dtype_supported(&b, b.o.dt[t])) continue;
         for (int i = 0; i < b.o.nn; i++) {
@@ -758,8 +783,9 @@ int cmd_bench(int argc, char **argv)
     write_json(&b);
     /* with BAATT_VALIDATION=1 the layer's messages count as failures, as in the tests */
     uint32_t vmsgs = baatt_context_validation_messages(b.ctx);
-    int timed = timed_count(&b), rc = !timed || b.check_failed || vmsgs;
-    fprintf(stderr, "[bench] %d of %zu configurations timed%s", timed, b.nres, b.check_failed ? "; a check FAILED" : "");
+    int timed = timed_count(&b), rc = !timed || b.check_failed || vmsgs || b.io_failed;
+    fprintf(stderr, "[bench] %d of %zu configurations timed%s%s", timed, b.nres, b.check_failed ? "; a check FAILED" : "",
+            b.io_failed ? "; an output could not be written" : "");
     if (vmsgs) fprintf(stderr, "; %u validation messages", vmsgs);
     fputc('\n', stderr);
     free(b.res);

@@ -34,6 +34,15 @@ const char *cli_device_type(baatt_device_type t);
 /* Prints s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 
+/* Refuses a non-finite input (unless allowed): "<name> (<path>): non-finite value nan at
+ * [0, 1, 37, 5] (flat index 4869); ..." naming the first one. shape: rank dimensions. */
+int cli_check_finite(const char *cmd, const char *name, const char *path, const void *data, baatt_dtype dt,
+                     const uint64_t *shape, uint32_t rank);
+/* Checks output paths before any GPU work: each must be creatable or writable (not a
+ * directory), differ from every input and from every other output (as a file, not only as a
+ * string). NULL entries are skipped. */
+int cli_check_outputs(const char *cmd, const char *const *in, int nin, const char *const *out, int nout);
+
 /* Random N(0,1) host tensor in dtype from the harness's generator (rng.h); caller frees. */
 void *cli_random(uint64_t *state, baatt_dtype dt, size_t n);
 /* Element i of a host tensor in dtype, as float. */

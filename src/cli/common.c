@@ -1,10 +1,14 @@
 /* Helpers shared by the commands: errors, option values, opening a device, JSON strings. */
+#define _XOPEN_SOURCE 700 /* realpath, access under a strict -std=c11 */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "rng.h"
@@ -157,3 +161,81 @@ double cli_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
+
+int cli_check_finite(const char *cmd, const char *name, const char *path, const void *data, baatt_dtype dt,
+                     const uint64_t *shape, uint32_t rank)
+{
+    uint64_t n = 1, at;
+    for (uint32_t i = 0; i < rank; i++) n *= shape[i];
+    if (baatt_find_nonfinite(data, dt, n, &at) == BAATT_OK) return 1;
+    char idx[8 * 24 + 4] = "";
+    size_t len = 0;
+    uint64_t rest = at, stride = n;
+    for (uint32_t i = 0; i < rank && len < sizeof idx; i++) {
+        stride /= shape[i];
+        len += (size_t)snprintf(idx + len, sizeof idx - len, "%s%llu", i ? ", " : "", (unsigned long long)(rest / stride));
+        rest %= stride;
+    }
+    float x = cli_load(data, dt, (size_t)at);
+    return cli_fail(cmd, "%s (%s): non-finite value %s at [%s] (flat index %llu); NaN and infinities propagate "
+                    "(docs/RELIABILITY.md): pass --allow-nonfinite to run anyway", name, path,
+                    isnan(x) ? "nan" : x > 0 ? "inf" : "-inf", idx, (unsigned long long)at), 0;
+}
+
+/* The absolute path a name refers to, also for a file not created yet (its directory resolved). */
+static void canonical(const char *path, char *out)
+{
+    if (realpath(path, out)) return;
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == path ? 1 : slash - path) : 1, slash ? path : ".");
+    if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+    if (snprintf(out, PATH_MAX, "%s/%s", real, slash ? slash + 1 : path) >= PATH_MAX) snprintf(out, PATH_MAX, "%s", path);
+}
+
+/* Same file: the same inode where both exist (hard links too), else the same canonical path. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char ca[PATH_MAX], cb[PATH_MAX];
+    canonical(a, ca);
+    canonical(b, cb);
+    return !strcmp(ca, cb);
+}
+
+/* An existing path must be a writable non-directory; a new one needs a writable directory. */
+static int writable(const char *cmd, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return cli_fail(cmd, "output %s is a directory", path), 0;
+        if (access(path, W_OK)) return cli_fail(cmd, "cannot write %s: %s", path, strerror(errno)), 0;
+        return 1;
+    }
+    if (errno != ENOENT) return cli_fail(cmd, "cannot write %s: %s", path, strerror(errno)), 0;
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK))
+        return cli_fail(cmd, "cannot create %s: directory %s is %s", path, dir,
+                        stat(dir, &st) ? "missing" : S_ISDIR(st.st_mode) ? "not writable" : "not a directory"), 0;
+    return 1;
+}
+
+int cli_check_outputs(const char *cmd, const char *const *in, int nin, const char *const *out, int nout)
+{
+    for (int i = 0; i < nout; i++) {
+        if (!out[i]) continue;
+        for (int j = 0; j < nin; j++)
+            if (in[j] && same_file(out[i], in[j]))
+                return cli_fail(cmd, "output %s is also an input: refusing to overwrite it", out[i]), 0;
+        for (int j = 0; j < i; j++)
+            if (out[j] && same_file(out[i], out[j]))
+                return cli_fail(cmd, "output %s is given twice: each output needs its own file", out[i]), 0;
+        if (!writable(cmd, out[i])) return 0;
+    }
+    return 1;
+}
+

@@ -361,12 +361,14 @@ int cmd_eval(int argc, char **argv)
     opts o = {0};
     if (!parse(argc, argv, &o)) return 1;
     FILE *json = NULL;
+    const char *in[] = {o.q, o.k, o.v}, *out[] = {o.json && strcmp(o.json, "-") ? o.json : NULL};
+    if (!cli_check_outputs("eval", in, 3, out, 1)) return 1;
     if (o.json) json = strcmp(o.json, "-") ? fopen(o.json, "w") : stdout;
     if (o.json && !json) return cli_fail("eval", "cannot write %s", o.json);
     if (json) fputc('[', json);
     int first = 1;
     int ok = o.q ? eval_npy(&o, json, &first) : eval_workloads(&o, json, &first);
     if (json) fputs("\n]\n", json);
-    if (json && json != stdout) fclose(json);
+    if (json && (json == stdout ? fflush(json) : fclose(json))) ok = (cli_fail("eval", "cannot write %s", o.json), 0);
     return ok ? 0 : 1;
 }
