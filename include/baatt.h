@@ -69,13 +69,13 @@ typedef enum baatt_status {
     BAATT_ERROR_VALIDATION_LAYER = 203, /* validation requested but the layer is missing */
     BAATT_ERROR_OUT_OF_HOST_MEMORY = 204,
     /* the device */
-    BAATT_ERROR_VULKAN = 300,           /* a Vulkan call failed (the message names it) */
+    BAATT_ERROR_VULKAN = 300, /* a Vulkan call failed (the message names it) */
     BAATT_ERROR_OUT_OF_DEVICE_MEMORY = 301,
     BAATT_ERROR_DEVICE_LOST = 302,
     BAATT_ERROR_TIMEOUT = 303,
     /* files */
-    BAATT_ERROR_IO = 400,               /* open/read/write failed */
-    BAATT_ERROR_FILE_FORMAT = 401,      /* malformed .npy, or a dtype/order we do not read */
+    BAATT_ERROR_IO = 400,          /* open/read/write failed */
+    BAATT_ERROR_FILE_FORMAT = 401, /* malformed .npy, or a dtype/order we do not read */
 } baatt_status;
 
 /* A static English name for the status ("BAATT_ERROR_BAD_SHAPE: ..."). Never NULL. */
@@ -103,26 +103,26 @@ typedef enum baatt_device_type {
 } baatt_device_type;
 
 typedef struct baatt_device_info {
-    uint32_t index;                 /* position in Vulkan's enumeration order */
+    uint32_t index; /* position in Vulkan's enumeration order */
     char name[256];
-    char driver_name[256];          /* VkPhysicalDeviceDriverProperties, or "" */
+    char driver_name[256]; /* VkPhysicalDeviceDriverProperties, or "" */
     char driver_info[256];
     baatt_device_type type;
     uint32_t vendor_id, device_id;
-    uint32_t api_version;           /* VK_MAKE_API_VERSION form */
+    uint32_t api_version; /* VK_MAKE_API_VERSION form */
     uint32_t subgroup_size;
-    uint32_t max_shared_memory;     /* maxComputeSharedMemorySize, bytes */
+    uint32_t max_shared_memory; /* maxComputeSharedMemorySize, bytes */
     uint32_t max_workgroup_invocations;
     uint64_t max_storage_buffer_range;
-    uint64_t device_local_bytes;    /* largest device-local heap */
-    float timestamp_period_ns;      /* 0: no compute timestamps */
-    int fp16_storage;               /* storageBuffer16BitAccess */
-    int fp16_arithmetic;            /* shaderFloat16 */
-    int coopmat_nv;                 /* VK_NV_cooperative_matrix */
-    int coopmat_khr;                /* VK_KHR_cooperative_matrix */
-    int coopmat2_nv;                /* VK_NV_cooperative_matrix2 */
-    int bf16;                       /* VK_KHR_shader_bfloat16 */
-    int picked;                     /* 1 for the device the default selection would use */
+    uint64_t device_local_bytes; /* largest device-local heap */
+    float timestamp_period_ns;   /* 0: no compute timestamps */
+    int fp16_storage;            /* storageBuffer16BitAccess */
+    int fp16_arithmetic;         /* shaderFloat16 */
+    int coopmat_nv;              /* VK_NV_cooperative_matrix */
+    int coopmat_khr;             /* VK_KHR_cooperative_matrix */
+    int coopmat2_nv;             /* VK_NV_cooperative_matrix2 */
+    int bf16;                    /* VK_KHR_shader_bfloat16 */
+    int picked;                  /* 1 for the device the default selection would use */
 } baatt_device_info;
 
 /* Lists the Vulkan devices. Call with infos == NULL to get the count; then with an array of
@@ -135,8 +135,8 @@ typedef struct baatt_context_options {
     /* Device choice, in order of precedence: device_index >= 0; then device_name (a
      * case-insensitive substring of the device name); then the environment variable BAATT_DEVICE
      * (an index or a name substring); then discrete GPU, integrated GPU, virtual GPU, CPU. */
-    int device_index;               /* -1: not set */
-    const char *device_name;        /* NULL: not set */
+    int device_index;        /* -1: not set */
+    const char *device_name; /* NULL: not set */
     /* Enable VK_LAYER_KHRONOS_validation and count its messages (also set by BAATT_VALIDATION=1).
      * If the layer is missing, context creation fails with BAATT_ERROR_VALIDATION_LAYER. */
     int validation;
@@ -153,14 +153,14 @@ BAATT_API baatt_status baatt_context_create(const baatt_context_options *opts, b
  * The device must have been created with the features listed in `enabled` (see BAATT_FEATURE_*):
  * baatt cannot query what an application enabled. */
 enum {
-    BAATT_FEATURE_FP16_STORAGE = 1u << 0,   /* storageBuffer16BitAccess */
-    BAATT_FEATURE_FP16_ARITH = 1u << 1,     /* shaderFloat16 */
-    BAATT_FEATURE_COOPMAT_NV = 1u << 2,     /* VK_NV_cooperative_matrix + vulkanMemoryModel */
-    BAATT_FEATURE_COOPMAT2_NV = 1u << 4,    /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
+    BAATT_FEATURE_FP16_STORAGE = 1u << 0, /* storageBuffer16BitAccess */
+    BAATT_FEATURE_FP16_ARITH = 1u << 1,   /* shaderFloat16 */
+    BAATT_FEATURE_COOPMAT_NV = 1u << 2,   /* VK_NV_cooperative_matrix + vulkanMemoryModel */
+    BAATT_FEATURE_COOPMAT2_NV = 1u << 4,  /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
                                                (workgroup scope, flexible dimensions, reductions,
                                                conversions, per-element ops, tensor addressing);
                                                device API >= 1.3 */
-    BAATT_FEATURE_BF16_COOPMAT = 1u << 5,   /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
+    BAATT_FEATURE_BF16_COOPMAT = 1u << 5, /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
                                                shaderBFloat16CooperativeMatrix (with COOPMAT2_NV:
                                                bf16 tensors on the tensor cores) */
 };
@@ -169,9 +169,9 @@ typedef struct baatt_external_device {
     VkInstance instance;
     VkPhysicalDevice physical_device;
     VkDevice device;
-    VkQueue queue;                  /* a queue with compute support */
+    VkQueue queue; /* a queue with compute support */
     uint32_t queue_family_index;
-    uint32_t enabled;               /* BAATT_FEATURE_* bits the device was created with */
+    uint32_t enabled; /* BAATT_FEATURE_* bits the device was created with */
 } baatt_external_device;
 
 BAATT_API baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context **ctx);
@@ -250,15 +250,15 @@ typedef struct baatt_config {
     float scale;                      /* 0: 1/sqrt(head_dim) */
     int dense;                        /* 1: exact dense attention; the BA-Att fields are ignored */
     /* BA-Att (see docs/ALGORITHM.md) */
-    uint32_t block_size;              /* 32, 64 (default) or 128 */
-    int norm_sort;                    /* a baatt_sort_mode: 1 (default) sort Q and K by L2 norm
+    uint32_t block_size; /* 32, 64 (default) or 128 */
+    int norm_sort;       /* a baatt_sort_mode: 1 (default) sort Q and K by L2 norm
                                          before blocking, 0 do not, 2 choose per kv head */
-    int covariance;                   /* 1 (default): lambda = 1 in the block logit */
+    int covariance;      /* 1 (default): lambda = 1 in the block logit */
     baatt_select_mode select_mode;
-    float keep_ratio;                 /* default 0.5 */
-    float mass_threshold;             /* default 0.9; used in BAATT_SELECT_MASS_THRESHOLD mode */
-    uint32_t min_blocks;              /* per query block; 0 or 1: at least one */
-    uint32_t max_blocks;              /* 0: no limit */
+    float keep_ratio;     /* default 0.5 */
+    float mass_threshold; /* default 0.9; used in BAATT_SELECT_MASS_THRESHOLD mode */
+    uint32_t min_blocks;  /* per query block; 0 or 1: at least one */
+    uint32_t max_blocks;  /* 0: no limit */
 } baatt_config;
 
 BAATT_API baatt_config baatt_config_default(void);
@@ -267,9 +267,9 @@ BAATT_API baatt_config baatt_config_default(void);
 BAATT_API baatt_status baatt_config_check(const baatt_config *cfg, char *msg, size_t msg_size);
 
 /* Derived sizes. */
-BAATT_API uint32_t baatt_config_q_blocks(const baatt_config *cfg);  /* ceil(q_len / block_size) */
-BAATT_API uint32_t baatt_config_k_blocks(const baatt_config *cfg);  /* ceil(kv_len / block_size) */
-BAATT_API float baatt_config_scale(const baatt_config *cfg);        /* the effective scale */
+BAATT_API uint32_t baatt_config_q_blocks(const baatt_config *cfg); /* ceil(q_len / block_size) */
+BAATT_API uint32_t baatt_config_k_blocks(const baatt_config *cfg); /* ceil(kv_len / block_size) */
+BAATT_API float baatt_config_scale(const baatt_config *cfg);       /* the effective scale */
 /* Blocks kept per query block in keep-ratio mode, after min/max clamping. */
 BAATT_API uint32_t baatt_config_keep_blocks(const baatt_config *cfg);
 
@@ -286,8 +286,7 @@ BAATT_API uint64_t baatt_plan_scratch_bytes(const baatt_plan *plan);
 
 /* Runs on host arrays: uploads Q, K, V, runs every stage, waits, downloads O (in cfg->dtype).
  * Staging and device buffers for the tensors are owned by the plan and reused. */
-BAATT_API baatt_status baatt_plan_run_host(baatt_plan *plan, const void *q, const void *k, const void *v,
-                                 void *o);
+BAATT_API baatt_status baatt_plan_run_host(baatt_plan *plan, const void *q, const void *k, const void *v, void *o);
 
 /* The embedding path: records every stage into the caller's command buffer (in the recording
  * state, on a queue family with compute) over the caller's device buffers. The caller submits
@@ -318,16 +317,15 @@ BAATT_API baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buff
 /* Copies bytes between host memory and [offset, offset + bytes) of the buffer through a staging
  * buffer and waits. A range outside the buffer is BAATT_ERROR_INVALID_ARGUMENT. */
 BAATT_API baatt_status baatt_device_buffer_write(baatt_device_buffer *buf, uint64_t offset, const void *src,
-                                       uint64_t bytes);
-BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst,
-                                      uint64_t bytes);
+                                                 uint64_t bytes);
+BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst, uint64_t bytes);
 /* Records the plan over q, k, v, o (each holding its whole tensor at offset 0, as for
  * baatt_plan_record) into a command buffer of the context the buffers and the plan were created
  * on, submits it and waits (BAATT_TIMEOUT_S). Timings are read with baatt_plan_stats as usual.
  * BAATT_ERROR_INVALID_ARGUMENT if they belong to different contexts, BAATT_ERROR_BAD_SHAPE if a
  * buffer is smaller than its tensor. */
 BAATT_API baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
-                                    baatt_device_buffer *v, baatt_device_buffer *o);
+                                              baatt_device_buffer *v, baatt_device_buffer *o);
 
 /* Non-finite inputs (docs/RELIABILITY.md). The library does not scan its inputs; NaN and
  * infinities propagate by one rule in every mode:
@@ -359,11 +357,11 @@ BAATT_API baatt_status baatt_find_nonfinite(const void *x, baatt_dtype dtype, ui
 
 /* After a run (run_host, or a recorded run the caller waited for). */
 enum {
-    BAATT_STAGE_SORT = 0,     /* norms + argsort of Q and K */
-    BAATT_STAGE_STATS = 1,    /* block means and variances */
-    BAATT_STAGE_SCORE = 2,    /* corrected block logits */
-    BAATT_STAGE_SELECT = 3,   /* block selection */
-    BAATT_STAGE_ATTEND = 4,   /* block-sparse (or dense) attention */
+    BAATT_STAGE_SORT = 0,   /* norms + argsort of Q and K */
+    BAATT_STAGE_STATS = 1,  /* block means and variances */
+    BAATT_STAGE_SCORE = 2,  /* corrected block logits */
+    BAATT_STAGE_SELECT = 3, /* block selection */
+    BAATT_STAGE_ATTEND = 4, /* block-sparse (or dense) attention */
     BAATT_STAGE_COUNT = 5,
 };
 BAATT_API const char *baatt_stage_name(int stage);
@@ -408,27 +406,25 @@ BAATT_API baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *so
  * ------------------------------------------------------------------------------------------- */
 
 /* Dense attention. o: float [batch, heads, q_len, head_dim]. */
-BAATT_API baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
-                                       const void *v, float *o);
+BAATT_API baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                                 float *o);
 
 /* Stable argsort of token L2 norms, descending (ties: lower index first), per head.
  * x: [batch, nheads, len, head_dim] in cfg->dtype; perm: int32 [batch, nheads, len].
  * Norms are computed in fp64 and rounded to fp32 before sorting (what the GPU compares).
  * With cfg->norm_sort == 0, perm is the identity; with BAATT_SORT_AUTO it is the sorted candidate. */
-BAATT_API baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
-                                  uint32_t len, int32_t *perm);
+BAATT_API baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads, uint32_t len,
+                                            int32_t *perm);
 
 /* Block means and diagonal variances over the valid tokens of each block of the sorted order.
  * mean, var: float [batch, nheads, ceil(len / block_size), head_dim]. */
 BAATT_API baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
-                                         uint32_t len, const int32_t *perm, float *mean,
-                                         float *var);
+                                                   uint32_t len, const int32_t *perm, float *mean, float *var);
 
 /* Corrected block logits l_IJ (ALGORITHM.md step 3, with ln(n_J)): float [batch, heads, nq, nk].
  * qmean/qvar: [batch, heads, nq, d]; kmean/kvar: [batch, kv_heads, nk, d]. */
-BAATT_API baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
-                                          const float *qvar, const float *kmean,
-                                          const float *kvar, float *logits);
+BAATT_API baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean, const float *qvar,
+                                                    const float *kmean, const float *kvar, float *logits);
 
 /* Block selection (ALGORITHM.md step 4) from logits [batch, heads, nq, nk] to mask uint8 (same shape). */
 BAATT_API baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits, uint8_t *mask);
@@ -436,38 +432,35 @@ BAATT_API baatt_status baatt_reference_select(const baatt_config *cfg, const flo
 /* Sparse attention over the selected blocks, rows written back in original order.
  * perm_q/perm_k as from baatt_reference_sort; mask from baatt_reference_select.
  * o: float [batch, heads, q_len, head_dim]. */
-BAATT_API baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
-                                              const void *k, const void *v,
-                                              const int32_t *perm_q, const int32_t *perm_k,
-                                              const uint8_t *mask, float *o);
+BAATT_API baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q, const void *k,
+                                                        const void *v, const int32_t *perm_q, const int32_t *perm_k,
+                                                        const uint8_t *mask, float *o);
 
 /* The BAATT_SORT_AUTO choice (see baatt_sort_mode) for every kv head, whatever cfg->norm_sort
  * says: sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in
  * fp64, so near-equal recalls may be decided differently from the GPU's fp32 sums. */
 BAATT_API baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
-                                         uint8_t *sorted);
+                                                   uint8_t *sorted);
 
 /* The whole BA-Att forward pass (cfg->dense == 1: dense attention). Any of mask, perm_q, perm_k
  * may be NULL. With norm_sort == BAATT_SORT_AUTO the perms and mask rows of each kv head (and its
  * query heads) are those of the blocking baatt_reference_auto_sorted chose. */
-BAATT_API baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
-                                   const void *v, float *o, uint8_t *mask, int32_t *perm_q,
-                                   int32_t *perm_k);
+BAATT_API baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                             float *o, uint8_t *mask, int32_t *perm_q, int32_t *perm_k);
 
 /* Quality metrics (docs/ALGORITHM.md) against exact dense attention. */
 typedef struct baatt_metrics {
-    double mass_recall;   /* mean over query rows of the dense attention mass on selected keys */
-    double rel_l1;        /* sum|O - O_dense| / sum|O_dense| */
-    double rel_l2;        /* ||O - O_dense|| / ||O_dense|| */
-    double cosine;        /* cosine similarity of flattened outputs */
-    double sparsity;      /* 1 - selected key tokens / (q_blocks * kv_len), all heads */
+    double mass_recall; /* mean over query rows of the dense attention mass on selected keys */
+    double rel_l1;      /* sum|O - O_dense| / sum|O_dense| */
+    double rel_l2;      /* ||O - O_dense|| / ||O_dense|| */
+    double cosine;      /* cosine similarity of flattened outputs */
+    double sparsity;    /* 1 - selected key tokens / (q_blocks * kv_len), all heads */
 } baatt_metrics;
 /* o: the approximate output (float, original order). mask/perm_q/perm_k describe the selection
  * (perms may be NULL for identity). o_dense may be NULL (then computed here). */
-BAATT_API baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
-                                     const void *v, const uint8_t *mask, const int32_t *perm_q,
-                                     const int32_t *perm_k, const float *o, const float *o_dense,
-                                     baatt_metrics *m);
+BAATT_API baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                               const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k,
+                                               const float *o, const float *o_dense, baatt_metrics *m);
 
 /* ---------------------------------------------------------------------------------------------
  * NumPy .npy files (format 1.0-3.0; little-endian float32, float16, int32, uint8; C order).
@@ -484,14 +477,14 @@ typedef struct baatt_npy {
     baatt_npy_dtype dtype;
     uint32_t rank;
     uint64_t shape[BAATT_NPY_MAX_RANK];
-    uint64_t count;   /* product of shape (1 for rank 0) */
-    void *data;       /* count elements, owned (free with baatt_npy_free) */
+    uint64_t count; /* product of shape (1 for rank 0) */
+    void *data;     /* count elements, owned (free with baatt_npy_free) */
 } baatt_npy;
 
 /* Reads path. On failure writes a message naming the problem into msg (if not NULL). */
 BAATT_API baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t msg_size);
-BAATT_API baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t rank,
-                             const uint64_t *shape, const void *data, char *msg, size_t msg_size);
+BAATT_API baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t rank, const uint64_t *shape,
+                                       const void *data, char *msg, size_t msg_size);
 BAATT_API void baatt_npy_free(baatt_npy *npy);
 BAATT_API size_t baatt_npy_dtype_size(baatt_npy_dtype dtype);
 
@@ -505,8 +498,8 @@ BAATT_API float baatt_bf16_to_f32(uint16_t h);
 
 /* Converts n elements from src (in src_dtype) to dst (in dst_dtype), as the functions above do
  * element by element. src and dst must not overlap. */
-BAATT_API baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst,
-                                 baatt_dtype dst_dtype, uint64_t n);
+BAATT_API baatt_status baatt_dtype_convert(const void *src, baatt_dtype src_dtype, void *dst, baatt_dtype dst_dtype,
+                                           uint64_t n);
 
 #ifdef __cplusplus
 }

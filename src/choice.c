@@ -8,10 +8,7 @@
 #include "choice.h"
 #include "internal.h"
 
-baatt_tuning baatt_tuning_default(void)
-{
-    return (baatt_tuning){.radix_min = 65536, .logits_mib = 128.0};
-}
+baatt_tuning baatt_tuning_default(void) { return (baatt_tuning){.radix_min = 65536, .logits_mib = 128.0}; }
 
 /* ---- names ---- */
 
@@ -85,9 +82,13 @@ static int parse_tile(const char *v, baatt_tuning *t)
 /* One key=value onto t; 0 with a message if either is unknown. */
 static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg, size_t n)
 {
-    static const struct { const char *key; int stage; } paths[] = {
-        {"attend", BAATT_STAGE_ATTEND}, {"sort", BAATT_STAGE_SORT}, {"score", BAATT_STAGE_SCORE},
-        {"select", BAATT_STAGE_SELECT}};
+    static const struct {
+        const char *key;
+        int stage;
+    } paths[] = {{"attend", BAATT_STAGE_ATTEND},
+                 {"sort", BAATT_STAGE_SORT},
+                 {"score", BAATT_STAGE_SCORE},
+                 {"select", BAATT_STAGE_SELECT}};
     int *path_of[] = {(int *)&t->attend, (int *)&t->sort, (int *)&t->score, (int *)&t->select};
     int ok = -1;
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
@@ -105,9 +106,9 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (ok < 0)
         baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
                    "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, radix_min, logits_mib, robust, "
-                   "profile)", key);
-    else if (!ok)
-        baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
+                   "profile)",
+                   key);
+    else if (!ok) baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
     return ok > 0;
 }
 
@@ -170,12 +171,13 @@ static baatt_status check_limits(const baatt_caps *caps, const baatt_config *c, 
                           "%s tensors need storageBuffer16BitAccess, which %s lacks (or which was not enabled)",
                           baatt_dtype_name(c->dtype), caps->name);
     if (caps->max_invocations < 256)
-        return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u invocations per workgroup; baatt needs 256",
-                          caps->name, caps->max_invocations);
+        return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
+                          "device %s allows %u invocations per workgroup; baatt needs 256", caps->name,
+                          caps->max_invocations);
     uint32_t maxg = caps->max_groups[0];
     if ((c->q_len + 15) / 16 > maxg || g->bh > caps->max_groups[1] || g->nq > maxg)
-        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE, "q_len %u x %u heads exceeds the device's workgroup-count limits",
-                          c->q_len, g->bh);
+        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE,
+                          "q_len %u x %u heads exceeds the device's workgroup-count limits", c->q_len, g->bh);
     if (c->dense) return BAATT_OK;
     /* The K side's statistics take a workgroup per key block; the row copies and norm keys one
      * per baatt_vector_rows_per_wg rows of the padded length. */
@@ -185,10 +187,11 @@ static baatt_status check_limits(const baatt_caps *caps, const baatt_config *c, 
                           c->kv_len, g->block, g->nk, maxg);
     uint32_t rows = baatt_vector_rows_per_wg(c), longest = g->pq > g->pk ? g->pq : g->pk;
     if ((longest + rows - 1) / rows > maxg)
-        return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE,
-                          "sequence length %u (padded to %u) needs %u workgroups of %u rows for the row copies and norm "
-                          "keys, over the device's workgroup-count limit (%u)",
-                          c->q_len > c->kv_len ? c->q_len : c->kv_len, longest, (longest + rows - 1) / rows, rows, maxg);
+        return baatt_msgf(
+            msg, n, BAATT_ERROR_TOO_LARGE,
+            "sequence length %u (padded to %u) needs %u workgroups of %u rows for the row copies and norm "
+            "keys, over the device's workgroup-count limit (%u)",
+            c->q_len > c->kv_len ? c->q_len : c->kv_len, longest, (longest + rows - 1) / rows, rows, maxg);
     return BAATT_OK;
 }
 

@@ -18,59 +18,59 @@ enum {
 /* What the choice needs to know of a device (the context fills it; tests describe devices). */
 typedef struct baatt_caps {
     char name[64];
-    uint32_t features;              /* BAATT_FEATURE_* enabled on the device */
-    uint32_t built;                 /* BAATT_BUILT_* variants in this library */
-    uint32_t subgroup_size;         /* the reported size */
+    uint32_t features;                   /* BAATT_FEATURE_* enabled on the device */
+    uint32_t built;                      /* BAATT_BUILT_* variants in this library */
+    uint32_t subgroup_size;              /* the reported size */
     uint32_t subgroup_min, subgroup_max; /* the range a pipeline may get (subgroup size control) */
-    int subgroup_arith;             /* basic + arithmetic subgroup operations in compute shaders */
-    int subgroup_ballot;            /* ... and ballots */
-    uint32_t max_shared;            /* maxComputeSharedMemorySize, bytes */
-    uint32_t max_invocations;       /* maxComputeWorkGroupInvocations */
-    uint32_t max_groups[3];         /* maxComputeWorkGroupCount */
-    uint64_t max_buffer;            /* maxStorageBufferRange */
+    int subgroup_arith;                  /* basic + arithmetic subgroup operations in compute shaders */
+    int subgroup_ballot;                 /* ... and ballots */
+    uint32_t max_shared;                 /* maxComputeSharedMemorySize, bytes */
+    uint32_t max_invocations;            /* maxComputeWorkGroupInvocations */
+    uint32_t max_groups[3];              /* maxComputeWorkGroupCount */
+    uint64_t max_buffer;                 /* maxStorageBufferRange */
 } baatt_caps;
 
 /* Per-stage paths. In a tuning, a value caps the path (AUTO: the best one): a plan takes the
  * best path at or below it that the device, the build and the config allow. */
 typedef enum baatt_attend_path {
     BAATT_ATTEND_AUTO = 0,
-    BAATT_ATTEND_PORTABLE,          /* attention.comp: any device, fp32/fp16/bf16 */
-    BAATT_ATTEND_NVCM,              /* attention_nvcm.comp: NV cooperative matrix, fp16 */
-    BAATT_ATTEND_CM2,               /* attention_cm2.comp: NV cooperative matrix 2, fp16/bf16 */
+    BAATT_ATTEND_PORTABLE, /* attention.comp: any device, fp32/fp16/bf16 */
+    BAATT_ATTEND_NVCM,     /* attention_nvcm.comp: NV cooperative matrix, fp16 */
+    BAATT_ATTEND_CM2,      /* attention_cm2.comp: NV cooperative matrix 2, fp16/bf16 */
     BAATT_ATTEND_COUNT
 } baatt_attend_path;
 typedef enum baatt_sort_path {
-    BAATT_SORTER_AUTO = 0,          /* radix from tuning.radix_min keys where the device can */
-    BAATT_SORTER_NONE,              /* not sorted (dense plans, sorting off) */
-    BAATT_SORTER_BITONIC,           /* sort_local/sort_global: any device */
-    BAATT_SORTER_RADIX,             /* sort_radix: subgroup ballots; in a tuning, at any length */
+    BAATT_SORTER_AUTO = 0, /* radix from tuning.radix_min keys where the device can */
+    BAATT_SORTER_NONE,     /* not sorted (dense plans, sorting off) */
+    BAATT_SORTER_BITONIC,  /* sort_local/sort_global: any device */
+    BAATT_SORTER_RADIX,    /* sort_radix: subgroup ballots; in a tuning, at any length */
     BAATT_SORTER_COUNT
 } baatt_sort_path;
 typedef enum baatt_score_path {
     BAATT_SCORE_AUTO = 0,
-    BAATT_SCORE_SCALAR,             /* score.comp: fp32 */
-    BAATT_SCORE_CM2,                /* score_cm2.comp: bf16 hi/lo parts on cooperative matrix 2 */
+    BAATT_SCORE_SCALAR, /* score.comp: fp32 */
+    BAATT_SCORE_CM2,    /* score_cm2.comp: bf16 hi/lo parts on cooperative matrix 2 */
     BAATT_SCORE_COUNT
 } baatt_score_path;
 typedef enum baatt_select_path {
     BAATT_SELECTOR_AUTO = 0,
-    BAATT_SELECTOR_SHARED,            /* select: a workgroup per row, shared-memory reductions */
-    BAATT_SELECTOR_SUBGROUP,          /* select_sg: a workgroup per row, subgroup reductions */
-    BAATT_SELECTOR_ROW,             /* select_row: a subgroup per row (keep-ratio mode) */
+    BAATT_SELECTOR_SHARED,   /* select: a workgroup per row, shared-memory reductions */
+    BAATT_SELECTOR_SUBGROUP, /* select_sg: a workgroup per row, subgroup reductions */
+    BAATT_SELECTOR_ROW,      /* select_row: a subgroup per row (keep-ratio mode) */
     BAATT_SELECTOR_COUNT
 } baatt_select_path;
 
 /* How a plan may run, beyond what its config says. Defaults: baatt_tuning_default(). */
 typedef struct baatt_tuning {
-    baatt_attend_path attend;       /* AUTO */
-    baatt_sort_path sort;           /* AUTO; NONE is not accepted */
-    baatt_score_path score;         /* AUTO */
-    baatt_select_path select;       /* AUTO */
-    uint32_t tile_rows, tile_keys;  /* cooperative-matrix-2 attention tile; 0: chosen (32, 64 or 128) */
-    uint32_t radix_min;             /* AUTO sort: radix for sides padded to at least this; 65536 */
-    double logits_mib;              /* block-logit scratch budget, MiB; 128 */
-    int robust;                     /* context: keep the driver's buffer robustness; 0 */
-    int profile;                    /* a timestamp after every dispatch, printed when the plan
+    baatt_attend_path attend;      /* AUTO */
+    baatt_sort_path sort;          /* AUTO; NONE is not accepted */
+    baatt_score_path score;        /* AUTO */
+    baatt_select_path select;      /* AUTO */
+    uint32_t tile_rows, tile_keys; /* cooperative-matrix-2 attention tile; 0: chosen (32, 64 or 128) */
+    uint32_t radix_min;            /* AUTO sort: radix for sides padded to at least this; 65536 */
+    double logits_mib;             /* block-logit scratch budget, MiB; 128 */
+    int robust;                    /* context: keep the driver's buffer robustness; 0 */
+    int profile;                   /* a timestamp after every dispatch, printed when the plan
                                        is destroyed (also BAATT_PROFILE=dispatch); 0 */
 } baatt_tuning;
 
@@ -82,35 +82,35 @@ baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_
 
 /* Sizes every stage derives from the config. */
 typedef struct baatt_geometry {
-    uint32_t block, nq, nk, words;  /* block size, query/key blocks, mask words per row */
-    uint32_t bh, bhkv;              /* (batch, head) rows of each side */
-    uint32_t pq, pk;                /* per-head lengths padded to powers of two (sort) */
+    uint32_t block, nq, nk, words; /* block size, query/key blocks, mask words per row */
+    uint32_t bh, bhkv;             /* (batch, head) rows of each side */
+    uint32_t pq, pk;               /* per-head lengths padded to powers of two (sort) */
 } baatt_geometry;
 
 typedef struct baatt_sort_choice {
-    baatt_sort_path side[2];        /* Q, K: NONE, BITONIC or RADIX */
-    uint32_t wg, chunk;             /* bitonic: sort_local's workgroup and keys per workgroup */
-    uint32_t radix_wg;              /* radix: workgroup; 0 where no side uses it */
+    baatt_sort_path side[2]; /* Q, K: NONE, BITONIC or RADIX */
+    uint32_t wg, chunk;      /* bitonic: sort_local's workgroup and keys per workgroup */
+    uint32_t radix_wg;       /* radix: workgroup; 0 where no side uses it */
 } baatt_sort_choice;
 typedef struct baatt_attend_choice {
     baatt_attend_path path;
-    uint32_t br, bc, wg;            /* query rows x keys per tile; invocations */
-    uint32_t full;                  /* CM2_FULL_* bits (interface.h) */
-    int sorted;                     /* reads norm-sorted copies and scatters O (cm2, sparse) */
+    uint32_t br, bc, wg; /* query rows x keys per tile; invocations */
+    uint32_t full;       /* CM2_FULL_* bits (interface.h) */
+    int sorted;          /* reads norm-sorted copies and scatters O (cm2, sparse) */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
     baatt_score_path path;
-    uint32_t tile, kc;              /* logit tile; feature step (cm2) */
-    int full;                       /* cm2: every tile whole */
+    uint32_t tile, kc;                /* logit tile; feature step (cm2) */
+    int full;                         /* cm2: every tile whole */
     uint32_t chunk_heads, chunk_rows; /* the logit scratch holds this many heads x rows */
 } baatt_score_choice;
 typedef struct baatt_select_choice {
     baatt_select_path path;
-    uint32_t wg, rows;              /* invocations; rows per workgroup */
+    uint32_t wg, rows; /* invocations; rows per workgroup */
 } baatt_select_choice;
 typedef struct baatt_stats_choice {
-    int copy;                       /* also write the sorted Q/K/V copies */
-    int split;                      /* also write the bf16 feature parts (cm2 score) */
+    int copy;  /* also write the sorted Q/K/V copies */
+    int split; /* also write the bf16 feature parts (cm2 score) */
 } baatt_stats_choice;
 
 typedef struct baatt_choice {
@@ -120,8 +120,8 @@ typedef struct baatt_choice {
     baatt_score_choice score;
     baatt_select_choice select;
     baatt_stats_choice stats;
-    int auto_sort;                  /* BAATT_SORT_AUTO: both blockings estimated, one kept per kv head */
-    uint32_t samples;               /* auto sort: sampled query rows per head */
+    int auto_sort;    /* BAATT_SORT_AUTO: both blockings estimated, one kept per kv head */
+    uint32_t samples; /* auto sort: sampled query rows per head */
 } baatt_choice;
 
 /* The whole choice for cfg (already checked) on a device with caps under tuning. Fails with
@@ -140,13 +140,13 @@ uint32_t baatt_row_vectors(const baatt_config *c);
 uint32_t baatt_vector_rows_per_wg(const baatt_config *c);
 
 /* Per-stage choices (src/stages/), in the order baatt_choose calls them. */
-void baatt_sort_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
-                       const baatt_geometry *g, baatt_sort_choice *out);
+void baatt_sort_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
+                       baatt_sort_choice *out);
 uint32_t baatt_radix_workgroup(const baatt_caps *caps); /* 0: the device cannot run it */
 baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
                                  const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n);
-void baatt_score_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
-                        const baatt_geometry *g, baatt_score_choice *out);
+void baatt_score_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
+                        baatt_score_choice *out);
 void baatt_select_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
                          const baatt_geometry *g, baatt_select_choice *out);
 void baatt_stats_choose(const baatt_config *cfg, const baatt_attend_choice *a, const baatt_score_choice *s,

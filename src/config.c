@@ -15,7 +15,8 @@ const char *baatt_status_string(baatt_status s)
     case BAATT_ERROR_GQA_MISMATCH: return "BAATT_ERROR_GQA_MISMATCH: heads is not a multiple of kv_heads";
     case BAATT_ERROR_UNSUPPORTED_HEAD_DIM: return "BAATT_ERROR_UNSUPPORTED_HEAD_DIM: head_dim must be 64 or 128";
     case BAATT_ERROR_UNSUPPORTED_DTYPE: return "BAATT_ERROR_UNSUPPORTED_DTYPE: unsupported data type";
-    case BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE: return "BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE: block_size must be 32, 64 or 128";
+    case BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE:
+        return "BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE: block_size must be 32, 64 or 128";
     case BAATT_ERROR_BAD_KEEP_RATIO: return "BAATT_ERROR_BAD_KEEP_RATIO: keep_ratio must be in (0, 1]";
     case BAATT_ERROR_BAD_THRESHOLD: return "BAATT_ERROR_BAD_THRESHOLD: mass_threshold must be in (0, 1]";
     case BAATT_ERROR_BAD_BLOCK_LIMITS: return "BAATT_ERROR_BAD_BLOCK_LIMITS: min_blocks exceeds max_blocks";
@@ -26,7 +27,8 @@ const char *baatt_status_string(baatt_status s)
     case BAATT_ERROR_NO_VULKAN: return "BAATT_ERROR_NO_VULKAN: the Vulkan loader (libvulkan.so.1) could not be loaded";
     case BAATT_ERROR_NO_DEVICE: return "BAATT_ERROR_NO_DEVICE: no matching Vulkan device";
     case BAATT_ERROR_MISSING_FEATURE: return "BAATT_ERROR_MISSING_FEATURE: the device lacks a required feature";
-    case BAATT_ERROR_VALIDATION_LAYER: return "BAATT_ERROR_VALIDATION_LAYER: VK_LAYER_KHRONOS_validation is not installed";
+    case BAATT_ERROR_VALIDATION_LAYER:
+        return "BAATT_ERROR_VALIDATION_LAYER: VK_LAYER_KHRONOS_validation is not installed";
     case BAATT_ERROR_OUT_OF_HOST_MEMORY: return "BAATT_ERROR_OUT_OF_HOST_MEMORY: out of host memory";
     case BAATT_ERROR_VULKAN: return "BAATT_ERROR_VULKAN: a Vulkan call failed";
     case BAATT_ERROR_OUT_OF_DEVICE_MEMORY: return "BAATT_ERROR_OUT_OF_DEVICE_MEMORY: out of device memory";
@@ -94,46 +96,47 @@ baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
     if (!c) return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "config is NULL");
     if (!c->batch || !c->heads || !c->kv_heads || !c->q_len || !c->kv_len || !c->head_dim)
         return baatt_msgf(msg, n, BAATT_ERROR_BAD_SHAPE,
-                    "every size must be > 0 (batch=%u heads=%u kv_heads=%u q_len=%u kv_len=%u head_dim=%u)",
-                    c->batch, c->heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim);
+                          "every size must be > 0 (batch=%u heads=%u kv_heads=%u q_len=%u kv_len=%u head_dim=%u)",
+                          c->batch, c->heads, c->kv_heads, c->q_len, c->kv_len, c->head_dim);
     if (c->heads % c->kv_heads)
-        return baatt_msgf(msg, n, BAATT_ERROR_GQA_MISMATCH, "heads (%u) is not a multiple of kv_heads (%u)",
-                    c->heads, c->kv_heads);
+        return baatt_msgf(msg, n, BAATT_ERROR_GQA_MISMATCH, "heads (%u) is not a multiple of kv_heads (%u)", c->heads,
+                          c->kv_heads);
     if (c->head_dim != 64 && c->head_dim != 128)
         return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim %u is not supported (64 or 128)",
-                    c->head_dim);
+                          c->head_dim);
     if (c->dtype != BAATT_DTYPE_F32 && c->dtype != BAATT_DTYPE_F16 && c->dtype != BAATT_DTYPE_BF16)
         return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_DTYPE, "dtype %d is not f32, f16 or bf16", (int)c->dtype);
     if (!isfinite(c->scale) || c->scale < 0)
         return baatt_msgf(msg, n, BAATT_ERROR_BAD_SCALE, "scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
-                    (double)c->scale);
+                          (double)c->scale);
     /* Element counts must stay addressable by 32-bit shader indices (per tensor). */
     uint64_t qn = (uint64_t)c->batch * c->heads * c->q_len * c->head_dim;
     uint64_t kn = (uint64_t)c->batch * c->kv_heads * c->kv_len * c->head_dim;
     if (qn > 0x7fffffffull || kn > 0x7fffffffull)
         return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE, "a tensor has more than 2^31-1 elements (Q %llu, K %llu)",
-                    (unsigned long long)qn, (unsigned long long)kn);
+                          (unsigned long long)qn, (unsigned long long)kn);
     if (c->dense) return BAATT_OK;
     if (c->block_size != 32 && c->block_size != 64 && c->block_size != 128)
         return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size %u is not supported (32, 64 or 128)",
-                    c->block_size);
+                          c->block_size);
     if (c->norm_sort != BAATT_SORT_OFF && c->norm_sort != BAATT_SORT_NORM && c->norm_sort != BAATT_SORT_AUTO)
         return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
-                    "norm_sort %d is not a baatt_sort_mode (0 off, 1 norm, 2 auto)", c->norm_sort);
+                          "norm_sort %d is not a baatt_sort_mode (0 off, 1 norm, 2 auto)", c->norm_sort);
     if (c->select_mode == BAATT_SELECT_KEEP_RATIO) {
         if (!(c->keep_ratio > 0.0f && c->keep_ratio <= 1.0f))
-            return baatt_msgf(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]", (double)c->keep_ratio);
+            return baatt_msgf(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]",
+                              (double)c->keep_ratio);
     } else if (c->select_mode == BAATT_SELECT_MASS_THRESHOLD) {
         if (!(c->mass_threshold > 0.0f && c->mass_threshold <= 1.0f))
             return baatt_msgf(msg, n, BAATT_ERROR_BAD_THRESHOLD, "mass_threshold %g is outside (0, 1]",
-                        (double)c->mass_threshold);
+                              (double)c->mass_threshold);
     } else {
         return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "select_mode %d is not a baatt_select_mode",
-                    (int)c->select_mode);
+                          (int)c->select_mode);
     }
     if (c->max_blocks && c->min_blocks > c->max_blocks)
-        return baatt_msgf(msg, n, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks (%u) exceeds max_blocks (%u)", c->min_blocks,
-                    c->max_blocks);
+        return baatt_msgf(msg, n, BAATT_ERROR_BAD_BLOCK_LIMITS, "min_blocks (%u) exceeds max_blocks (%u)",
+                          c->min_blocks, c->max_blocks);
     return BAATT_OK;
 }
 

@@ -23,8 +23,8 @@ typedef struct baatt_coopmat_khr_features {
 typedef struct baatt_coopmat2_nv_features {
     VkStructureType sType; /* 1000593000 */
     void *pNext;
-    VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
-        tensorAddressing, blockLoads;
+    VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations, tensorAddressing,
+        blockLoads;
 } baatt_coopmat2_nv_features;
 /* VK_KHR_shader_bfloat16 (not in the 1.3.239 headers either). */
 typedef struct baatt_bf16_features {
@@ -41,6 +41,7 @@ typedef struct baatt_bf16_features {
 
 const char *baatt_vkresult_name(VkResult r)
 {
+    // clang-format off
     switch (r) {
 #define N(x) case x: return #x;
     N(VK_SUCCESS) N(VK_NOT_READY) N(VK_TIMEOUT) N(VK_INCOMPLETE)
@@ -53,6 +54,7 @@ const char *baatt_vkresult_name(VkResult r)
 #undef N
     default: return "VK_ERROR_(unnamed)";
     }
+    // clang-format on
 }
 
 /* The calling thread's last failure and the context it happened on, so that concurrent failures
@@ -106,8 +108,10 @@ baatt_status baatt_vk(baatt_context *ctx, VkResult r, const char *what)
     else if (r == VK_TIMEOUT) s = BAATT_ERROR_TIMEOUT;
     if (s == BAATT_ERROR_DEVICE_LOST && ctx) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s failed: VK_ERROR_DEVICE_LOST (the context is lost: destroy its plans and "
-                 "the context, then create a new one)", what);
+        snprintf(msg, sizeof msg,
+                 "%s failed: VK_ERROR_DEVICE_LOST (the context is lost: destroy its plans and "
+                 "the context, then create a new one)",
+                 what);
         return mark_lost(ctx, s, msg);
     }
     return baatt_fail(ctx, s, "%s failed: %s", what, baatt_vkresult_name(r));
@@ -135,7 +139,9 @@ uint32_t baatt_context_validation_messages(const baatt_context *ctx)
 static baatt_status load_vulkan(baatt_context *ctx, PFN_vkGetInstanceProcAddr gipa)
 {
     if (baatt_vk_load_global(&ctx->vki, gipa)) return BAATT_OK;
-    if (gipa) return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the application's vkGetInstanceProcAddr has no vkCreateInstance");
+    if (gipa)
+        return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN,
+                          "the application's vkGetInstanceProcAddr has no vkCreateInstance");
     return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN,
                       "could not load the Vulkan loader libvulkan.so.1 (install libvulkan1 and a driver, "
                       "e.g. mesa-vulkan-drivers)");
@@ -165,7 +171,8 @@ static baatt_status read_environment(baatt_context *ctx)
         snprintf(item, sizeof item, "%.*s", (int)len, p);
         if (!strcmp(item, "dispatch") || !strcmp(item, "1")) ctx->tuning.profile = 1;
         else if (!strcmp(item, "pipelines")) ctx->pipeline_stats = 1;
-        else if (!strncmp(item, "cache=", 6) && item[6]) snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%.255s", item + 6);
+        else if (!strncmp(item, "cache=", 6) && item[6])
+            snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%.255s", item + 6);
         else if (strcmp(item, "0"))
             return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
                               "BAATT_PROFILE: unknown item \"%s\" (items: dispatch, pipelines, cache=DIR)", item);
@@ -188,8 +195,7 @@ static int has_layer(const baatt_vk_instance *vki, const char *name)
 
 static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
                                                     VkDebugUtilsMessageTypeFlagsEXT type,
-                                                    const VkDebugUtilsMessengerCallbackDataEXT *data,
-                                                    void *user)
+                                                    const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
 {
     (void)type;
     baatt_context *ctx = user;
@@ -208,30 +214,37 @@ static baatt_status create_instance(baatt_context *ctx, int validation)
     const baatt_vk_instance *vki = &ctx->vki;
     if (validation && !has_layer(vki, VALIDATION_LAYER))
         return baatt_fail(ctx, BAATT_ERROR_VALIDATION_LAYER,
-                          "validation requested but " VALIDATION_LAYER " is not installed (Debian: vulkan-validationlayers)");
+                          "validation requested but " VALIDATION_LAYER
+                          " is not installed (Debian: vulkan-validationlayers)");
     uint32_t api = VK_API_VERSION_1_0;
     if (vki->vkEnumerateInstanceVersion) vki->vkEnumerateInstanceVersion(&api);
     if (api < VK_API_VERSION_1_2)
         return baatt_fail(ctx, BAATT_ERROR_NO_VULKAN, "the Vulkan loader supports only %u.%u; baatt needs 1.2",
                           VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api));
     /* 1.3 where the loader has it: the cooperative-matrix-2 shaders are SPIR-V 1.6. */
-    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "baatt",
+    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                             .pApplicationName = "baatt",
                              .pEngineName = "baatt",
                              .apiVersion = api >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3 : VK_API_VERSION_1_2};
-    VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app,
-                               .enabledLayerCount = validation ? 1 : 0, .ppEnabledLayerNames = layers,
-                               .enabledExtensionCount = validation ? 1 : 0, .ppEnabledExtensionNames = exts};
+    VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                               .pApplicationInfo = &app,
+                               .enabledLayerCount = validation ? 1 : 0,
+                               .ppEnabledLayerNames = layers,
+                               .enabledExtensionCount = validation ? 1 : 0,
+                               .ppEnabledExtensionNames = exts};
     VkResult r = vki->vkCreateInstance(&ci, NULL, &ctx->instance);
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
         return baatt_fail(ctx, BAATT_ERROR_NO_DEVICE, "vkCreateInstance: no compatible Vulkan driver is installed");
     BAATT_TRY(baatt_vk(ctx, r, "vkCreateInstance"));
     baatt_vk_load_instance(&ctx->vki, ctx->instance);
     if (!validation) return BAATT_OK;
-    VkDebugUtilsMessengerCreateInfoEXT mi = {
-        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
-        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
-        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
-        .pfnUserCallback = on_validation, .pUserData = ctx};
+    VkDebugUtilsMessengerCreateInfoEXT mi = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+                                             .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                                                                VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+                                             .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                                                            VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
+                                             .pfnUserCallback = on_validation,
+                                             .pUserData = ctx};
     return baatt_vk(ctx, vki->vkCreateDebugUtilsMessengerEXT(ctx->instance, &mi, NULL, &ctx->messenger),
                     "vkCreateDebugUtilsMessengerEXT");
 }
@@ -293,7 +306,8 @@ static void describe(const baatt_vk_instance *vki, VkPhysicalDevice pd, uint32_t
     VkPhysicalDeviceMemoryProperties mp;
     vki->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
     for (uint32_t i = 0; i < mp.memoryHeapCount; i++)
-        if ((mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && mp.memoryHeaps[i].size > info->device_local_bytes)
+        if ((mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
+            mp.memoryHeaps[i].size > info->device_local_bytes)
             info->device_local_bytes = mp.memoryHeaps[i].size;
 }
 
@@ -421,9 +435,10 @@ static int has_nvcm_shape(const baatt_vk_instance *vki, VkPhysicalDevice pd)
     for (uint32_t i = 0; p && i < n; i++) p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
     if (p && get(pd, &n, p) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++)
-            found = p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 && p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
-                    p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV && p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-                    p[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV && p[i].scope == VK_SCOPE_SUBGROUP_NV;
+            found = p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 &&
+                    p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV && p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV && p[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                    p[i].scope == VK_SCOPE_SUBGROUP_NV;
     free(p);
     return found;
 }
@@ -433,8 +448,7 @@ static int has_nvcm_shape(const baatt_vk_instance *vki, VkPhysicalDevice pd)
 static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_features *khr,
                          baatt_coopmat2_nv_features *cm2)
 {
-    if (!ctx->info.coopmat2_nv || !ctx->info.coopmat_khr || api < VK_API_VERSION_1_3)
-        return 0;
+    if (!ctx->info.coopmat2_nv || !ctx->info.coopmat_khr || api < VK_API_VERSION_1_3) return 0;
     *khr = (baatt_coopmat_khr_features){.sType = STYPE_COOPMAT_KHR_FEATURES};
     *cm2 = (baatt_coopmat2_nv_features){.sType = STYPE_COOPMAT2_NV_FEATURES, .pNext = khr};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = cm2};
@@ -466,17 +480,22 @@ static baatt_status create_device(baatt_context *ctx)
     BAATT_TRY(pick_queue(ctx));
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-                                  .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio};
+                                  .queueFamilyIndex = ctx->queue_family,
+                                  .queueCount = 1,
+                                  .pQueuePriorities = &prio};
     VkPhysicalDeviceVulkan12Features v12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
-    VkPhysicalDeviceVulkan11Features v11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &v12};
+    VkPhysicalDeviceVulkan11Features v11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                            .pNext = &v12};
     VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &v11};
     ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
 
-    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
     baatt_coopmat_khr_features khr;
     baatt_coopmat2_nv_features cm2;
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
-    VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &e12};
+    VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                            .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
     const char *exts[8];
     uint32_t next = 0;
@@ -533,8 +552,12 @@ static baatt_status create_device(baatt_context *ctx)
         e12.vulkanMemoryModel = VK_TRUE;
         e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
     }
-    VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want, .queueCreateInfoCount = 1,
-                             .pQueueCreateInfos = &qi, .enabledExtensionCount = next, .ppEnabledExtensionNames = exts};
+    VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                             .pNext = &want,
+                             .queueCreateInfoCount = 1,
+                             .pQueueCreateInfos = &qi,
+                             .enabledExtensionCount = next,
+                             .ppEnabledExtensionNames = exts};
     BAATT_VK(ctx, ctx->vki.vkCreateDevice(ctx->phys, &ci, NULL, &ctx->device));
     return BAATT_OK;
 }
@@ -544,7 +567,9 @@ static baatt_status create_device(baatt_context *ctx)
 static void subgroup_range(const baatt_context *ctx, uint32_t size, uint32_t *lo, uint32_t *hi)
 {
     *lo = *hi = size;
-    if (ctx->info.api_version < VK_API_VERSION_1_3 && !has_device_ext(&ctx->vki, ctx->phys, "VK_EXT_subgroup_size_control")) return;
+    if (ctx->info.api_version < VK_API_VERSION_1_3 &&
+        !has_device_ext(&ctx->vki, ctx->phys, "VK_EXT_subgroup_size_control"))
+        return;
     VkPhysicalDeviceSubgroupSizeControlProperties sc = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sc};
@@ -555,10 +580,15 @@ static void subgroup_range(const baatt_context *ctx, uint32_t size, uint32_t *lo
 
 static uint32_t built_variants(void)
 {
-    static const struct { const char *name; uint32_t bit; } v[] = {
-        {"attention_nvcm_f16", BAATT_BUILT_NVCM}, {"attention_cm2_f16", BAATT_BUILT_CM2_F16},
-        {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16}, {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
-        {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16}, {"score_cm2", BAATT_BUILT_SCORE_CM2}};
+    static const struct {
+        const char *name;
+        uint32_t bit;
+    } v[] = {{"attention_nvcm_f16", BAATT_BUILT_NVCM},
+             {"attention_cm2_f16", BAATT_BUILT_CM2_F16},
+             {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
+             {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
+             {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
+             {"score_cm2", BAATT_BUILT_SCORE_CM2}};
     uint32_t built = 0, missing = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (baatt_shader_available(v[i].name)) built |= v[i].bit;
@@ -595,8 +625,9 @@ static baatt_status finish_setup(baatt_context *ctx)
     ctx->limits = p.limits;
     fill_caps(ctx, &sub);
     if (p.limits.maxPerStageDescriptorStorageBuffers < BIND_COUNT)
-        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "device %s allows %u storage buffers per stage; baatt needs %u",
-                          ctx->info.name, p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE,
+                          "device %s allows %u storage buffers per stage; baatt needs %u", ctx->info.name,
+                          p.limits.maxPerStageDescriptorStorageBuffers, (unsigned)BIND_COUNT);
     ctx->vki.vkGetPhysicalDeviceMemoryProperties(ctx->phys, &ctx->mem);
     baatt_vk_load_device(&ctx->vki, ctx->device, &ctx->vk);
     if (!ctx->queue) ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
@@ -706,9 +737,13 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
 baatt_status baatt_context_handles(const baatt_context *ctx, baatt_external_device *out)
 {
     if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
-    *out = (baatt_external_device){.get_instance_proc_addr = ctx->vki.vkGetInstanceProcAddr, .instance = ctx->instance,
-                                   .physical_device = ctx->phys, .device = ctx->device, .queue = ctx->queue,
-                                   .queue_family_index = ctx->queue_family, .enabled = ctx->features};
+    *out = (baatt_external_device){.get_instance_proc_addr = ctx->vki.vkGetInstanceProcAddr,
+                                   .instance = ctx->instance,
+                                   .physical_device = ctx->phys,
+                                   .device = ctx->device,
+                                   .queue = ctx->queue,
+                                   .queue_family_index = ctx->queue_family,
+                                   .enabled = ctx->features};
     return BAATT_OK;
 }
 
@@ -774,7 +809,8 @@ static baatt_status check_lost(baatt_context *ctx)
     pthread_mutex_unlock(&ctx->error_lock);
     return baatt_fail(ctx, BAATT_ERROR_DEVICE_LOST,
                       "the context is lost and runs nothing more (earlier: %s); destroy its plans and the "
-                      "context, then create a new one", reason);
+                      "context, then create a new one",
+                      reason);
 }
 
 static baatt_status slot_create(baatt_context *ctx, baatt_submit_slot **out)
@@ -783,10 +819,13 @@ static baatt_status slot_create(baatt_context *ctx, baatt_submit_slot **out)
     if (!sl) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     *out = sl;
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                  .flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT, .queueFamilyIndex = ctx->queue_family};
+                                  .flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT,
+                                  .queueFamilyIndex = ctx->queue_family};
     BAATT_VK(ctx, ctx->vk.vkCreateCommandPool(ctx->device, &pi, NULL, &sl->pool));
-    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = sl->pool,
-                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1};
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = sl->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
     BAATT_VK(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &ai, &sl->cmd));
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     return baatt_vk(ctx, ctx->vk.vkCreateFence(ctx->device, &fi, NULL, &sl->fence), "vkCreateFence");
@@ -870,7 +909,8 @@ void baatt_cmd_drain(baatt_context *ctx)
 void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd)
 {
     /* Device writes (the final copies into staging) made visible to host reads after the fence. */
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
     ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0,
                                  NULL);
@@ -893,7 +933,8 @@ static baatt_status wait_slot(baatt_context *ctx, baatt_submit_slot *sl, double 
         sl->pending = 0;
         return baatt_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &sl->fence), "vkResetFences");
     }
-    if (r != VK_TIMEOUT) return baatt_vk(ctx, r, "vkWaitForFences (the GPU's completion of a submitted command buffer)");
+    if (r != VK_TIMEOUT)
+        return baatt_vk(ctx, r, "vkWaitForFences (the GPU's completion of a submitted command buffer)");
     char msg[512];
     snprintf(msg, sizeof msg,
              "timed out after %.3g s waiting for the GPU to finish a submitted command buffer (limit %g s, "
@@ -926,8 +967,8 @@ void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd)
 {
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                           .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                          .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                                           VK_ACCESS_TRANSFER_READ_BIT};
+                          .dstAccessMask =
+                              VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT};
     ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
                                  NULL, 0, NULL);

@@ -119,8 +119,9 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
     const baatt_device_buffer *b[4] = {q, k, v, o};
     for (int i = 0; i < 4; i++)
         if (b[i]->bytes < (i == 0 || i == 3 ? qn : kn))
-            return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE, "baatt_plan_run_buffers: buffer %c holds %llu bytes, the plan's tensor %llu",
-                              "qkvo"[i], (unsigned long long)b[i]->bytes, (unsigned long long)(i == 0 || i == 3 ? qn : kn));
+            return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE,
+                              "baatt_plan_run_buffers: buffer %c holds %llu bytes, the plan's tensor %llu", "qkvo"[i],
+                              (unsigned long long)b[i] -> bytes, (unsigned long long)(i == 0 || i == 3 ? qn : kn));
     baatt_tensors t = {baatt_device_buffer_tensor(q), baatt_device_buffer_tensor(k), baatt_device_buffer_tensor(v),
                        baatt_device_buffer_tensor(o)};
     VkCommandBuffer cmd;

@@ -3,8 +3,18 @@
 
 #include <string.h>
 
-static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 uint16_t baatt_f32_to_f16(float f)
 {
@@ -40,7 +50,10 @@ float baatt_f16_to_f32(uint16_t h)
     if (exp == 0) {
         if (!man) return float_of(sign);
         int e = -1;
-        do { man <<= 1; e++; } while (!(man & 0x400u));
+        do {
+            man <<= 1;
+            e++;
+        } while (!(man & 0x400u));
         return float_of(sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13));
     }
     return float_of(sign | ((exp + 127 - 15) << 23) | (man << 13));

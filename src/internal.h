@@ -5,10 +5,10 @@
 #include "baatt.h"
 #include "../shaders/interface.h"
 
-#define BAATT_TRY(expr)                                                                            \
-    do {                                                                                           \
-        baatt_status s_ = (expr);                                                                  \
-        if (s_ != BAATT_OK) return s_;                                                             \
+#define BAATT_TRY(expr)                                                                                                \
+    do {                                                                                                               \
+        baatt_status s_ = (expr);                                                                                      \
+        if (s_ != BAATT_OK) return s_;                                                                                 \
     } while (0)
 
 /* An environment variable as an integer (atoi), or fallback when unset or empty. */
@@ -47,10 +47,7 @@ uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);
  * per head get exact attention, evenly spaced: sample s of n sits at original row s * q_len / n
  * (AUTO_SAMPLE_ROWS of interface.h, which the shaders share). */
 #define BAATT_AUTO_ROWS AUTO_SAMPLE_ROWS
-static inline uint32_t baatt_auto_samples(uint32_t q_len)
-{
-    return q_len < BAATT_AUTO_ROWS ? q_len : BAATT_AUTO_ROWS;
-}
+static inline uint32_t baatt_auto_samples(uint32_t q_len) { return q_len < BAATT_AUTO_ROWS ? q_len : BAATT_AUTO_ROWS; }
 static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
 {
     return (uint32_t)((uint64_t)s * q_len / n);

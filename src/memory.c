@@ -13,7 +13,8 @@ baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host
 {
     *out = (baatt_buffer){0};
     if (!size) size = 16; /* keep every binding valid even for empty scratch */
-    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = size,
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                             .size = size,
                              .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                       VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                              .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
@@ -21,29 +22,29 @@ baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host
     out->size = size;
     VkMemoryRequirements req;
     ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
-    int type = host_visible
-                   ? find_memory(ctx, req.memoryTypeBits,
-                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
-                   : find_memory(ctx, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    int type = host_visible ? find_memory(ctx, req.memoryTypeBits,
+                                          VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+                            : find_memory(ctx, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     if (type < 0 && !host_visible) type = find_memory(ctx, req.memoryTypeBits, 0);
     if (type < 0) {
         baatt_buffer_destroy(ctx, out);
         return baatt_fail(ctx, BAATT_ERROR_VULKAN, "no %s memory type for a %llu-byte buffer",
                           host_visible ? "host-visible coherent" : "device-local", (unsigned long long)size);
     }
-    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size,
-                               .memoryTypeIndex = (uint32_t)type};
+    VkMemoryAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)type};
     VkResult r = ctx->vk.vkAllocateMemory(ctx->device, &ai, NULL, &out->memory);
     if (r != VK_SUCCESS) {
         baatt_buffer_destroy(ctx, out);
         baatt_vk(ctx, r, "vkAllocateMemory");
-        return baatt_fail(ctx, r == VK_ERROR_OUT_OF_HOST_MEMORY ? BAATT_ERROR_OUT_OF_HOST_MEMORY
-                                                                 : BAATT_ERROR_OUT_OF_DEVICE_MEMORY,
-                          "vkAllocateMemory of %.1f MiB (%s) failed: %s", (double)req.size / 1048576.0,
-                          host_visible ? "staging" : "device-local", baatt_vkresult_name(r));
+        return baatt_fail(
+            ctx, r == VK_ERROR_OUT_OF_HOST_MEMORY ? BAATT_ERROR_OUT_OF_HOST_MEMORY : BAATT_ERROR_OUT_OF_DEVICE_MEMORY,
+            "vkAllocateMemory of %.1f MiB (%s) failed: %s", (double)req.size / 1048576.0,
+            host_visible ? "staging" : "device-local", baatt_vkresult_name(r));
     }
     r = ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);
-    if (r == VK_SUCCESS && host_visible) r = ctx->vk.vkMapMemory(ctx->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
+    if (r == VK_SUCCESS && host_visible)
+        r = ctx->vk.vkMapMemory(ctx->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
     if (r != VK_SUCCESS) {
         baatt_buffer_destroy(ctx, out);
         return baatt_vk(ctx, r, host_visible ? "vkBindBufferMemory/vkMapMemory" : "vkBindBufferMemory");

@@ -27,8 +27,8 @@
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
-#define NPY_ALIGN 64            /* numpy.lib.format.ARRAY_ALIGN */
-#define NPY_GROWTH_DIGITS 21    /* numpy.lib.format.GROWTH_AXIS_MAX_DIGITS */
+#define NPY_ALIGN 64         /* numpy.lib.format.ARRAY_ALIGN */
+#define NPY_GROWTH_DIGITS 21 /* numpy.lib.format.GROWTH_AXIS_MAX_DIGITS */
 /* NumPy itself refuses headers over 10000 characters by default; ours never exceed ~300, and
  * no dtype we support needs more. The cap bounds the allocation for a v2/v3 u32 length. */
 #define NPY_MAX_HEADER 65536u
@@ -79,14 +79,16 @@ void baatt_npy_free(baatt_npy *npy)
 /* count = product of shape (1 for rank 0, 0 if any dimension is 0) and bytes = count * itemsize,
  * both checked. As NumPy does, the non-zero dimensions must not overflow even when another
  * dimension is 0, so that no dimension is absurd. Returns 0 when everything fits. */
-static int shape_size(const uint64_t *shape, uint32_t rank, size_t itemsize, uint64_t *count,
-                      uint64_t *bytes)
+static int shape_size(const uint64_t *shape, uint32_t rank, size_t itemsize, uint64_t *count, uint64_t *bytes)
 {
     uint64_t nz = itemsize; /* bytes of the non-zero dimensions */
     int zero = 0;
     for (uint32_t i = 0; i < rank; i++) {
         if (shape[i] > NPY_MAX_DIM) return -1;
-        if (shape[i] == 0) { zero = 1; continue; }
+        if (shape[i] == 0) {
+            zero = 1;
+            continue;
+        }
         if (nz > UINT64_MAX / shape[i]) return -1;
         nz *= shape[i];
     }
@@ -115,16 +117,16 @@ static const char *shape_text(char *buf, size_t n, const uint64_t *shape, uint32
  *   dim    := digits, plus an 'L' suffix in 1.0/2.0 files (Python 2 longs; NumPy filters it too)
  * ------------------------------------------------------------------------------------------- */
 typedef struct npy_header {
-    const char *start, *p, *end;  /* the header text and the cursor */
+    const char *start, *p, *end; /* the header text and the cursor */
     unsigned major;
-    const char *descr;            /* points into the text; not NUL-terminated */
+    const char *descr; /* points into the text; not NUL-terminated */
     size_t descr_len;
     int seen_descr, seen_fortran, seen_shape;
     int fortran;
-    baatt_npy_dtype dtype;        /* resolved from descr by parse_dict */
+    baatt_npy_dtype dtype; /* resolved from descr by parse_dict */
     uint32_t rank;
     uint64_t shape[BAATT_NPY_MAX_RANK];
-    char why[200];                /* the problem, when a step returns -1 */
+    char why[200]; /* the problem, when a step returns -1 */
 } npy_header;
 
 static int bad(npy_header *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -144,7 +146,10 @@ static const char *printable(char *dst, size_t n, const char *s, size_t len)
 {
     size_t keep = len < n ? len : (n > 4 ? n - 4 : 0); /* n >= 1: callers pass arrays */
     for (size_t i = 0; i < keep; i++) dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-    if (keep < len && n > 4) { memcpy(dst + keep, "...", 3); keep += 3; }
+    if (keep < len && n > 4) {
+        memcpy(dst + keep, "...", 3);
+        keep += 3;
+    }
     dst[keep] = 0;
     return dst;
 }
@@ -159,9 +164,11 @@ static void skip_ws(npy_header *h)
 /* Consumes c or fails naming what was found instead. */
 static int expect(npy_header *h, char c, const char *where)
 {
-    if (h->p < h->end && *h->p == c) { h->p++; return 0; }
-    if (h->p >= h->end)
-        return bad(h, "malformed .npy header: expected '%c' %s, found the end of the header", c, where);
+    if (h->p < h->end && *h->p == c) {
+        h->p++;
+        return 0;
+    }
+    if (h->p >= h->end) return bad(h, "malformed .npy header: expected '%c' %s, found the end of the header", c, where);
     char got[8];
     return bad(h, "malformed .npy header: expected '%c' %s at offset %zu, found '%s'", c, where, offset(h),
                printable(got, sizeof got, h->p, 1));
@@ -179,7 +186,8 @@ static int parse_string(npy_header *h, const char **s, size_t *len)
             return bad(h, "malformed .npy header: escape or newline inside a string at offset %zu", offset(h));
         h->p++;
     }
-    if (h->p >= h->end) return bad(h, "malformed .npy header: unterminated string at offset %zu", (size_t)(begin - 1 - h->start));
+    if (h->p >= h->end)
+        return bad(h, "malformed .npy header: unterminated string at offset %zu", (size_t)(begin - 1 - h->start));
     *s = begin;
     *len = (size_t)(h->p - begin);
     h->p++;
@@ -202,15 +210,20 @@ static int parse_word(npy_header *h, const char *word)
 
 static int parse_descr(npy_header *h)
 {
-    if (h->p < h->end && *h->p == '[')
-        return bad(h, "structured dtypes (a list 'descr') are not supported");
+    if (h->p < h->end && *h->p == '[') return bad(h, "structured dtypes (a list 'descr') are not supported");
     return parse_string(h, &h->descr, &h->descr_len);
 }
 
 static int parse_fortran(npy_header *h)
 {
-    if (parse_word(h, "True")) { h->fortran = 1; return 0; }
-    if (parse_word(h, "False")) { h->fortran = 0; return 0; }
+    if (parse_word(h, "True")) {
+        h->fortran = 1;
+        return 0;
+    }
+    if (parse_word(h, "False")) {
+        h->fortran = 0;
+        return 0;
+    }
     return bad(h, "malformed .npy header: 'fortran_order' must be True or False (offset %zu)", offset(h));
 }
 
@@ -275,10 +288,16 @@ static int parse_entry(npy_header *h)
     skip_ws(h);
     int *seen;
     int (*value)(npy_header *);
-    if (len == 5 && !memcmp(key, "descr", 5)) { seen = &h->seen_descr; value = parse_descr; }
-    else if (len == 13 && !memcmp(key, "fortran_order", 13)) { seen = &h->seen_fortran; value = parse_fortran; }
-    else if (len == 5 && !memcmp(key, "shape", 5)) { seen = &h->seen_shape; value = parse_shape; }
-    else return bad(h, "unexpected key '%s' in the .npy header", printable(text, sizeof text, key, len));
+    if (len == 5 && !memcmp(key, "descr", 5)) {
+        seen = &h->seen_descr;
+        value = parse_descr;
+    } else if (len == 13 && !memcmp(key, "fortran_order", 13)) {
+        seen = &h->seen_fortran;
+        value = parse_fortran;
+    } else if (len == 5 && !memcmp(key, "shape", 5)) {
+        seen = &h->seen_shape;
+        value = parse_shape;
+    } else return bad(h, "unexpected key '%s' in the .npy header", printable(text, sizeof text, key, len));
     if (*seen) return bad(h, "duplicate key '%s' in the .npy header", printable(text, sizeof text, key, len));
     *seen = 1;
     return value(h);
@@ -287,12 +306,18 @@ static int parse_entry(npy_header *h)
 /* The descr string to a dtype, naming unsupported ones (and big-endian ones specifically). */
 static int resolve_dtype(npy_header *h)
 {
-    static const struct { const char *descr; baatt_npy_dtype dtype; } known[] = {
+    static const struct {
+        const char *descr;
+        baatt_npy_dtype dtype;
+    } known[] = {
         {"<f4", BAATT_NPY_F32}, {"<f2", BAATT_NPY_F16}, {"<i4", BAATT_NPY_I32},
         {"|u1", BAATT_NPY_U8},  {"<u1", BAATT_NPY_U8},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (h->descr_len == 3 && !memcmp(h->descr, known[i].descr, 3)) { h->dtype = known[i].dtype; return 0; }
+        if (h->descr_len == 3 && !memcmp(h->descr, known[i].descr, 3)) {
+            h->dtype = known[i].dtype;
+            return 0;
+        }
     char text[24];
     printable(text, sizeof text, h->descr, h->descr_len);
     if (h->descr_len == 3 && h->descr[0] == '>' && h->descr[1] && strchr("fiu", h->descr[1]))
@@ -309,7 +334,10 @@ static int parse_dict(npy_header *h)
         if (h->p < h->end && *h->p == '}') break;
         if (parse_entry(h)) return -1;
         skip_ws(h);
-        if (h->p < h->end && *h->p == ',') { h->p++; continue; }
+        if (h->p < h->end && *h->p == ',') {
+            h->p++;
+            continue;
+        }
         if (h->p < h->end && *h->p == '}') break;
         return expect(h, '}', "or ',' after a value"); /* fails, naming what is there */
     }
@@ -336,7 +364,7 @@ static int read_exact(FILE *f, void *buf, size_t n)
 typedef struct npy_file {
     FILE *f;
     const char *path;
-    int size_known;     /* a regular file: its size bounds every length before we allocate */
+    int size_known; /* a regular file: its size bounds every length before we allocate */
     uint64_t size;
     unsigned major;
     uint64_t data_offset;
@@ -365,8 +393,10 @@ static baatt_status read_prefix(npy_file *nf, uint32_t *hlen, char *msg, size_t 
     if (lenbytes == 4) *hlen |= (uint32_t)pre[10] << 16 | (uint32_t)pre[11] << 24;
     nf->data_offset = 8 + lenbytes + (uint64_t)*hlen;
     if (nf->size_known && nf->data_offset > nf->size)
-        return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: truncated .npy header: length %u runs past the end of the "
-                    "file (%llu bytes)", nf->path, *hlen, (unsigned long long)nf->size);
+        return fail(msg, n, BAATT_ERROR_FILE_FORMAT,
+                    "%s: truncated .npy header: length %u runs past the end of the "
+                    "file (%llu bytes)",
+                    nf->path, *hlen, (unsigned long long)nf->size);
     if (*hlen > NPY_MAX_HEADER)
         return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: .npy header length %u exceeds the %u-byte limit", nf->path,
                     *hlen, NPY_MAX_HEADER);
@@ -402,8 +432,10 @@ static baatt_status check_header(npy_file *nf, npy_header *h, baatt_npy *out, ch
     char dims[8 * 22 + 4];
     out->dtype = h->dtype;
     if (h->fortran)
-        return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: Fortran order (fortran_order: True) is not supported; "
-                    "save a C-contiguous array", nf->path);
+        return fail(msg, n, BAATT_ERROR_FILE_FORMAT,
+                    "%s: Fortran order (fortran_order: True) is not supported; "
+                    "save a C-contiguous array",
+                    nf->path);
     out->rank = h->rank;
     memcpy(out->shape, h->shape, sizeof out->shape);
     uint64_t bytes = 0;
@@ -411,9 +443,11 @@ static baatt_status check_header(npy_file *nf, npy_header *h, baatt_npy *out, ch
         return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: shape %s is too large (its byte size overflows)", nf->path,
                     shape_text(dims, sizeof dims, h->shape, h->rank));
     if (nf->size_known && bytes > nf->size - nf->data_offset)
-        return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: truncated .npy data: shape %s needs %llu bytes, the file "
-                    "has %llu after the header", nf->path, shape_text(dims, sizeof dims, h->shape, h->rank),
-                    (unsigned long long)bytes, (unsigned long long)(nf->size - nf->data_offset));
+        return fail(msg, n, BAATT_ERROR_FILE_FORMAT,
+                    "%s: truncated .npy data: shape %s needs %llu bytes, the file "
+                    "has %llu after the header",
+                    nf->path, shape_text(dims, sizeof dims, h->shape, h->rank), (unsigned long long)bytes,
+                    (unsigned long long)(nf->size - nf->data_offset));
     return BAATT_OK;
 }
 
@@ -433,8 +467,10 @@ static baatt_status read_data(npy_file *nf, baatt_npy *out, char *msg, size_t n)
         int r = read_exact(nf->f, (char *)out->data + have, cap - have);
         if (r < 0) return fail(msg, n, BAATT_ERROR_IO, "%s: read failed: %s", nf->path, strerror(errno));
         if (r > 0)
-            return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: truncated .npy data: the shape needs %zu bytes, the "
-                        "stream ended within the first %zu", nf->path, bytes, cap);
+            return fail(msg, n, BAATT_ERROR_FILE_FORMAT,
+                        "%s: truncated .npy data: the shape needs %zu bytes, the "
+                        "stream ended within the first %zu",
+                        nf->path, bytes, cap);
         if (cap == bytes) return BAATT_OK;
         have = cap;
         cap = bytes - cap > cap ? 2 * cap : bytes;
@@ -464,7 +500,8 @@ baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t 
 {
     if (msg && n) msg[0] = 0;
     if (out) memset(out, 0, sizeof *out);
-    if (!path || !out) return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "baatt_npy_read: path and out must not be NULL");
+    if (!path || !out)
+        return fail(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "baatt_npy_read: path and out must not be NULL");
     if (!host_is_little_endian())
         return fail(msg, n, BAATT_ERROR_FILE_FORMAT, "%s: .npy files are only supported on little-endian hosts", path);
     npy_file nf = {0};
@@ -487,8 +524,8 @@ baatt_status baatt_npy_read(const char *path, baatt_npy *out, char *msg, size_t 
 static size_t build_header(char *buf, size_t cap, baatt_npy_dtype dtype, uint32_t rank, const uint64_t *shape)
 {
     char dims[8 * 22 + 4];
-    int len = snprintf(buf + 10, cap - 10, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
-                       write_descr(dtype), shape_text(dims, sizeof dims, shape, rank));
+    int len = snprintf(buf + 10, cap - 10, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", write_descr(dtype),
+                       shape_text(dims, sizeof dims, shape, rank));
     size_t hlen = (size_t)len;
     if (rank > 0) {
         int digits = snprintf(dims, sizeof dims, "%llu", (unsigned long long)shape[0]);
@@ -543,7 +580,10 @@ baatt_status baatt_npy_write(const char *path, baatt_npy_dtype dtype, uint32_t r
     int regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
     int ok = fwrite(head, 1, hlen, f) == hlen && (bytes == 0 || fwrite(data, 1, (size_t)bytes, f) == bytes);
     int err = errno;
-    if (fclose(f) != 0 && ok) { ok = 0; err = errno; } /* a full disk may only show at the flush */
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    } /* a full disk may only show at the flush */
     if (ok) return BAATT_OK;
     if (regular) remove(path); /* never leave a truncated file that would later read as malformed */
     return fail(msg, n, BAATT_ERROR_IO, "%s: write failed: %s", path, strerror(err));

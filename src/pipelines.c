@@ -20,14 +20,18 @@ baatt_status baatt_pipelines_init(baatt_context *ctx)
 {
     VkDescriptorSetLayoutBinding b[BIND_COUNT];
     for (uint32_t i = 0; i < BIND_COUNT; i++)
-        b[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                              .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-    VkDescriptorSetLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                          .bindingCount = BIND_COUNT, .pBindings = b};
+        b[i] = (VkDescriptorSetLayoutBinding){.binding = i,
+                                              .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                              .descriptorCount = 1,
+                                              .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+    VkDescriptorSetLayoutCreateInfo li = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, .bindingCount = BIND_COUNT, .pBindings = b};
     BAATT_VK(ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &li, NULL, &ctx->set_layout));
     VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = BAATT_PUSH_BYTES};
-    VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, .setLayoutCount = 1,
-                                     .pSetLayouts = &ctx->set_layout, .pushConstantRangeCount = 1,
+    VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                     .setLayoutCount = 1,
+                                     .pSetLayouts = &ctx->set_layout,
+                                     .pushConstantRangeCount = 1,
                                      .pPushConstantRanges = &pr};
     return baatt_vk(ctx, ctx->vk.vkCreatePipelineLayout(ctx->device, &pi, NULL, &ctx->pipeline_layout),
                     "vkCreatePipelineLayout");
@@ -61,14 +65,16 @@ static void print_stats(baatt_context *ctx, const char *name, const uint32_t *sp
     VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pl};
     VkPipelineExecutablePropertiesKHR props[4];
     uint32_t ne = 4;
-    for (uint32_t i = 0; i < ne; i++) props[i] = (VkPipelineExecutablePropertiesKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
+    for (uint32_t i = 0; i < ne; i++)
+        props[i] = (VkPipelineExecutablePropertiesKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
     if (ctx->vk.vkGetPipelineExecutablePropertiesKHR(ctx->device, &pi, &ne, props) < 0) return;
     for (uint32_t e = 0; e < ne; e++) {
-        VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = pl,
-                                          .executableIndex = e};
+        VkPipelineExecutableInfoKHR ei = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = pl, .executableIndex = e};
         VkPipelineExecutableStatisticKHR st[32];
         uint32_t ns = 32;
-        for (uint32_t i = 0; i < ns; i++) st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+        for (uint32_t i = 0; i < ns; i++)
+            st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
         if (ctx->vk.vkGetPipelineExecutableStatisticsKHR(ctx->device, &ei, &ns, st) < 0) continue;
         fprintf(stderr, "baatt: pipeline %s spec[", name);
         for (uint32_t i = 0; i < nspec; i++) fprintf(stderr, i ? ",%u" : "%u", spec[i]);
@@ -77,8 +83,12 @@ static void print_stats(baatt_context *ctx, const char *name, const uint32_t *sp
             fprintf(stderr, " | %s=", st[i].name);
             switch (st[i].format) {
             case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR: fprintf(stderr, "%u", st[i].value.b32); break;
-            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR: fprintf(stderr, "%lld", (long long)st[i].value.i64); break;
-            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR: fprintf(stderr, "%llu", (unsigned long long)st[i].value.u64); break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+                fprintf(stderr, "%lld", (long long)st[i].value.i64);
+                break;
+            case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+                fprintf(stderr, "%llu", (unsigned long long)st[i].value.u64);
+                break;
             default: fprintf(stderr, "%g", st[i].value.f64); break;
             }
         }
@@ -118,26 +128,27 @@ static void dump_cache_end(baatt_context *ctx, VkPipelineCache c, const char *na
 static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, const uint32_t *spec, uint32_t nspec,
                           VkPipeline *out)
 {
-    VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = *sh->size,
-                                   .pCode = sh->code};
+    VkShaderModuleCreateInfo mi = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = *sh->size, .pCode = sh->code};
     VkShaderModule mod;
     BAATT_VK(ctx, ctx->vk.vkCreateShaderModule(ctx->device, &mi, NULL, &mod));
     VkSpecializationMapEntry map[BAATT_MAX_SPEC];
     for (uint32_t i = 0; i < nspec; i++)
         map[i] = (VkSpecializationMapEntry){.constantID = i, .offset = i * 4, .size = 4};
     VkSpecializationInfo si = {.mapEntryCount = nspec, .pMapEntries = map, .dataSize = nspec * 4, .pData = spec};
-    VkComputePipelineCreateInfo ci = {
-        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                  .module = mod, .pName = "main", .pSpecializationInfo = nspec ? &si : NULL},
-        .layout = ctx->pipeline_layout,
-        .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
-    VkPipelineRobustnessCreateInfoEXT rb = {
-        .sType = VK_STRUCTURE_TYPE_PIPELINE_ROBUSTNESS_CREATE_INFO_EXT,
-        .storageBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
-        .uniformBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
-        .vertexInputs = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DEVICE_DEFAULT_EXT,
-        .images = VK_PIPELINE_ROBUSTNESS_IMAGE_BEHAVIOR_DEVICE_DEFAULT_EXT};
+    VkComputePipelineCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+                                      .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                                                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                                                .module = mod,
+                                                .pName = "main",
+                                                .pSpecializationInfo = nspec ? &si : NULL},
+                                      .layout = ctx->pipeline_layout,
+                                      .flags = ctx->pipeline_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0};
+    VkPipelineRobustnessCreateInfoEXT rb = {.sType = VK_STRUCTURE_TYPE_PIPELINE_ROBUSTNESS_CREATE_INFO_EXT,
+                                            .storageBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
+                                            .uniformBuffers = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DISABLED_EXT,
+                                            .vertexInputs = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DEVICE_DEFAULT_EXT,
+                                            .images = VK_PIPELINE_ROBUSTNESS_IMAGE_BEHAVIOR_DEVICE_DEFAULT_EXT};
     if (ctx->no_robustness) ci.pNext = &rb;
     VkPipelineCache cache = dump_cache_begin(ctx);
     VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, cache, 1, &ci, NULL, out);
@@ -162,8 +173,8 @@ static VkPipeline cached(baatt_context *ctx, const char *name, const uint32_t *s
 
 /* Adds a built pipeline to the cache; if another thread added the same one meanwhile, keeps
  * theirs and returns it (the caller destroys its own). Under the context lock. */
-static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
-                           VkPipeline *pl, int *duplicate)
+static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, VkPipeline *pl,
+                           int *duplicate)
 {
     baatt_status s = BAATT_OK;
     pthread_mutex_lock(&ctx->lock);
@@ -193,10 +204,12 @@ static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t 
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 VkPipeline *out)
 {
-    if (nspec > BAATT_MAX_SPEC) return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
+    if (nspec > BAATT_MAX_SPEC)
+        return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
     if ((*out = cached(ctx, name, spec, nspec))) return BAATT_OK;
     const baatt_embedded_shader *sh = find_shader(name);
-    if (!sh) return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "shader variant %s was not built into this library", name);
+    if (!sh)
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "shader variant %s was not built into this library", name);
     VkPipeline pl = VK_NULL_HANDLE, built;
     BAATT_TRY(build(ctx, sh, spec, nspec, &pl));
     built = pl;

@@ -12,8 +12,8 @@
 baatt_status baatt_plan_scratch(baatt_plan *p, int binding, uint64_t bytes, const char *what)
 {
     if (bytes > p->ctx->info.max_storage_buffer_range)
-        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "%s needs %.1f MiB, over this device's %.1f MiB buffer limit", what,
-                          bytes / 1048576.0, p->ctx->info.max_storage_buffer_range / 1048576.0);
+        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "%s needs %.1f MiB, over this device's %.1f MiB buffer limit",
+                          what, bytes / 1048576.0, p->ctx->info.max_storage_buffer_range / 1048576.0);
     return baatt_buffer_create(p->ctx, bytes, 0, &p->buf[binding]);
 }
 
@@ -26,11 +26,22 @@ baatt_status baatt_plan_pipeline(baatt_plan *p, baatt_kernel kernel, const char 
 static baatt_push base_push(const baatt_config *c, const baatt_geometry *g)
 {
     float t = baatt_config_scale(c);
-    return (baatt_push){.batch = c->batch, .heads = c->heads, .kv_heads = c->kv_heads, .q_len = c->q_len,
-                        .kv_len = c->kv_len, .head_dim = c->head_dim, .block = g->block, .nq = g->nq, .nk = g->nk,
-                        .words = g->words, .mode = c->select_mode == BAATT_SELECT_MASS_THRESHOLD,
-                        .keep = c->dense ? g->nk : baatt_config_keep_blocks(c), .min_blocks = c->min_blocks,
-                        .max_blocks = c->max_blocks, .threshold = c->mass_threshold, .scale = t,
+    return (baatt_push){.batch = c->batch,
+                        .heads = c->heads,
+                        .kv_heads = c->kv_heads,
+                        .q_len = c->q_len,
+                        .kv_len = c->kv_len,
+                        .head_dim = c->head_dim,
+                        .block = g->block,
+                        .nq = g->nq,
+                        .nk = g->nk,
+                        .words = g->words,
+                        .mode = c->select_mode == BAATT_SELECT_MASS_THRESHOLD,
+                        .keep = c->dense ? g->nk : baatt_config_keep_blocks(c),
+                        .min_blocks = c->min_blocks,
+                        .max_blocks = c->max_blocks,
+                        .threshold = c->mass_threshold,
+                        .scale = t,
                         .cov = c->covariance ? 0.5f * t * t : 0.0f};
 }
 
@@ -46,11 +57,13 @@ static baatt_status create_descriptors(baatt_plan *p)
 {
     baatt_context *ctx = p->ctx;
     VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
-    VkDescriptorPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1,
-                                     .poolSizeCount = 1, .pPoolSizes = &size};
+    VkDescriptorPoolCreateInfo pi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &size};
     BAATT_VK(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, &p->dpool));
-    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, .descriptorPool = p->dpool,
-                                      .descriptorSetCount = 1, .pSetLayouts = &ctx->set_layout};
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                      .descriptorPool = p->dpool,
+                                      .descriptorSetCount = 1,
+                                      .pSetLayouts = &ctx->set_layout};
     BAATT_VK(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &p->set));
     return BAATT_OK;
 }
@@ -142,8 +155,11 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     for (uint32_t i = 0; i < BIND_COUNT; i++) {
         bi[i] = i < BIND_FIRST_SCRATCH ? (VkDescriptorBufferInfo){ten[i]->buffer, ten[i]->offset, tsz[i]}
                                        : (VkDescriptorBufferInfo){p->buf[i].buffer, 0, VK_WHOLE_SIZE};
-        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = p->set, .dstBinding = i,
-                                      .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                      .dstSet = p->set,
+                                      .dstBinding = i,
+                                      .descriptorCount = 1,
+                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                       .pBufferInfo = &bi[i]};
     }
     p->ctx->vk.vkUpdateDescriptorSets(p->ctx->device, BIND_COUNT, w, 0, NULL);
@@ -185,15 +201,17 @@ static baatt_status check_tensor(baatt_plan *p, const baatt_device_tensor *t, co
     /* each tensor is bound as one storage-buffer range */
     uint64_t limit = p->ctx->info.max_storage_buffer_range;
     if (bytes > limit)
-        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "tensor %s needs %.1f MiB, over this device's %.1f MiB buffer limit",
-                          name, bytes / 1048576.0, limit / 1048576.0);
+        return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE,
+                          "tensor %s needs %.1f MiB, over this device's %.1f MiB buffer limit", name, bytes / 1048576.0,
+                          limit / 1048576.0);
     return BAATT_OK;
 }
 
 baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_tensors *t)
 {
-    if (!p || !cmd || !t) return p ? baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "NULL command buffer or tensors")
-                                   : BAATT_ERROR_INVALID_ARGUMENT;
+    if (!p || !cmd || !t)
+        return p ? baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "NULL command buffer or tensors")
+                 : BAATT_ERROR_INVALID_ARGUMENT;
     uint64_t qn, kn;
     baatt_plan_tensor_bytes(p, &qn, &kn);
     BAATT_TRY(check_tensor(p, &t->q, "q", qn));
@@ -219,8 +237,9 @@ static baatt_status ensure_host_buffers(baatt_plan *p, uint64_t qn, uint64_t kn)
     for (int i = 0; i < 4; i++) {
         if (p->host[i].buffer) continue;
         if (bytes[i] > p->ctx->info.max_storage_buffer_range)
-            return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE, "%s needs %.1f MiB, over this device's %.1f MiB buffer limit",
-                              names[i], bytes[i] / 1048576.0, p->ctx->info.max_storage_buffer_range / 1048576.0);
+            return baatt_fail(p->ctx, BAATT_ERROR_TOO_LARGE,
+                              "%s needs %.1f MiB, over this device's %.1f MiB buffer limit", names[i],
+                              bytes[i] / 1048576.0, p->ctx->info.max_storage_buffer_range / 1048576.0);
         BAATT_TRY(baatt_buffer_create(p->ctx, bytes[i], 0, &p->host[i]));
     }
     if (!p->staging.buffer) BAATT_TRY(baatt_buffer_create(p->ctx, 2 * qn + 2 * kn, 1, &p->staging));

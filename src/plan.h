@@ -18,22 +18,34 @@ _Static_assert(sizeof(baatt_push) <= BAATT_PUSH_BYTES, "push constants exceed th
 
 /* Every pipeline a plan may use; also the kinds of the dispatch profile (record.c's names). */
 typedef enum baatt_kernel {
-    K_SORT_KEYS, K_SORT_LOCAL, K_SORT_GLOBAL, K_RADIX_HIST, K_RADIX_SCAN, K_RADIX_SCATTER, K_SORT_PERM,
-    K_STATS, K_SCORE, K_SELECT, K_AUTO_RECALL, K_AUTO_CHOOSE, K_PERMUTE, K_ATTEND,
+    K_SORT_KEYS,
+    K_SORT_LOCAL,
+    K_SORT_GLOBAL,
+    K_RADIX_HIST,
+    K_RADIX_SCAN,
+    K_RADIX_SCATTER,
+    K_SORT_PERM,
+    K_STATS,
+    K_SCORE,
+    K_SELECT,
+    K_AUTO_RECALL,
+    K_AUTO_CHOOSE,
+    K_PERMUTE,
+    K_ATTEND,
     K_COUNT
 } baatt_kernel;
 
 /* Timestamps: one per stage mark, plus one per dispatch with tuning.profile. */
 typedef struct baatt_timing {
     VkQueryPool pool;
-    uint32_t max;                   /* queries in pool: every mark one recording writes */
-    uint32_t n;                     /* timestamps written by the last recording */
-    int8_t *stage;                  /* [max] stage of the interval ending at timestamp i */
-    uint8_t *kind;                  /* [max] kernel of a dispatch mark */
+    uint32_t max;  /* queries in pool: every mark one recording writes */
+    uint32_t n;    /* timestamps written by the last recording */
+    int8_t *stage; /* [max] stage of the interval ending at timestamp i */
+    uint8_t *kind; /* [max] kernel of a dispatch mark */
     int profile;
-    uint32_t recorded, profiled;    /* recordings made; the last one whose marks were summed */
-    uint32_t runs, marks;           /* runs summed into ms; dispatch marks in this recording */
-    double ms[K_COUNT];             /* per kernel, summed over runs */
+    uint32_t recorded, profiled; /* recordings made; the last one whose marks were summed */
+    uint32_t runs, marks;        /* runs summed into ms; dispatch marks in this recording */
+    double ms[K_COUNT];          /* per kernel, summed over runs */
     uint32_t count[K_COUNT];
 } baatt_timing;
 
@@ -42,10 +54,10 @@ struct baatt_plan {
     baatt_config cfg;
     baatt_tuning tuning;
     baatt_choice ch;
-    baatt_push base;                /* the push constants every dispatch starts from */
-    baatt_buffer buf[BIND_COUNT];   /* scratch by binding; below BIND_FIRST_SCRATCH unused */
+    baatt_push base;              /* the push constants every dispatch starts from */
+    baatt_buffer buf[BIND_COUNT]; /* scratch by binding; below BIND_FIRST_SCRATCH unused */
     VkPipeline pipe[K_COUNT];
-    baatt_buffer host[4], staging;  /* run_host only: Q, K, V, O, created on first use */
+    baatt_buffer host[4], staging; /* run_host only: Q, K, V, O, created on first use */
     VkDescriptorPool dpool;
     VkDescriptorSet set;
     baatt_timing timing;
@@ -79,11 +91,11 @@ void baatt_timing_read(baatt_plan *p, baatt_run_stats *st);
 
 /* ---- stages (src/stages/): scratch and pipelines, then recording ---- */
 baatt_status baatt_sort_create(baatt_plan *p);
-void baatt_sort_record(baatt_rec *r, uint32_t which);          /* which: 0 Q, 1 K */
+void baatt_sort_record(baatt_rec *r, uint32_t which); /* which: 0 Q, 1 K */
 baatt_status baatt_stats_create(baatt_plan *p);
-void baatt_stats_record(baatt_rec *r, uint32_t identity);      /* identity: original-order blocks */
+void baatt_stats_record(baatt_rec *r, uint32_t identity); /* identity: original-order blocks */
 baatt_status baatt_score_select_create(baatt_plan *p);
-void baatt_score_select_record(baatt_rec *r, uint32_t slot);   /* into mask slot `slot` */
+void baatt_score_select_record(baatt_rec *r, uint32_t slot); /* into mask slot `slot` */
 uint64_t baatt_score_select_chunks(const baatt_plan *p);
 baatt_status baatt_auto_sort_create(baatt_plan *p);
 void baatt_auto_sort_record(baatt_rec *r);

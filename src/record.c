@@ -10,8 +10,8 @@
 
 enum { PROF_MAX_MARKS = 4096, PROF_MARK = -2 };
 static const char *const kernel_names[K_COUNT] = {
-    "sort_keys", "sort_local", "sort_global", "radix_hist", "radix_scan", "radix_scatter", "sort_perm",
-    "stats", "score", "select", "auto_recall", "auto_choose", "permute", "attention"};
+    "sort_keys", "sort_local", "sort_global", "radix_hist",  "radix_scan",  "radix_scatter", "sort_perm",
+    "stats",     "score",      "select",      "auto_recall", "auto_choose", "permute",       "attention"};
 
 static void write_mark(baatt_rec *r, int stage, baatt_kernel kind)
 {
@@ -59,8 +59,8 @@ baatt_status baatt_timing_create(baatt_plan *p, uint64_t stage_marks)
     t->stage = calloc(t->max, 1);
     t->kind = calloc(t->max, 1);
     if (!t->stage || !t->kind) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
-                                .queryCount = t->max};
+    VkQueryPoolCreateInfo qi = {
+        .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = t->max};
     return baatt_vk(ctx, ctx->vk.vkCreateQueryPool(ctx->device, &qi, NULL, &t->pool), "vkCreateQueryPool");
 }
 

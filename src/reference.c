@@ -43,13 +43,11 @@ static uint32_t block_count(const baatt_config *c, uint32_t len, uint32_t j)
 static uint32_t gqa_group(const baatt_config *c) { return c->heads / c->kv_heads; }
 
 /* Rows [first, first + rows) of a dtype tensor with d columns, converted to double. */
-static void load_rows(const void *x, baatt_dtype dt, uint64_t first, uint32_t rows, uint32_t d,
-                      double *out)
+static void load_rows(const void *x, baatt_dtype dt, uint64_t first, uint32_t rows, uint32_t d, double *out)
 {
     uint64_t n = (uint64_t)rows * d;
     for (uint64_t i = 0; i < n; i++) out[i] = baatt_load(x, dt, first * d + i);
 }
-
 
 /* out += p * v over n = head_dim elements (a multiple of 4), unrolled for the same reason. */
 static void axpy(double *out, double p, const double *v, size_t n)
@@ -170,8 +168,8 @@ void baatt_softmax_f64(double *p, uint32_t n)
  * with values v (contiguous, head_dim each): exact softmax in double. On return
  * h->scores[r * n + j] is the probability row r puts on key j and, if want_out,
  * h->out[r * d + a] = sum_j p v_j[a] (0 when there are no keys). */
-static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const double *k,
-                        const double *v, uint32_t n, int want_out)
+static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const double *k, const double *v, uint32_t n,
+                        int want_out)
 {
     uint32_t d = h->d;
     for (uint32_t j = 0; j < n; j++) {
@@ -194,8 +192,7 @@ static void tile_rows(const int32_t *perm, uint32_t first, uint32_t nr, uint32_t
 }
 
 /* Loads K and V of (b, kv head kh); Q is loaded per query head by load_q. */
-static void load_kv(const baatt_config *c, const void *k, const void *v, uint32_t b, uint32_t kh,
-                    head_buf *h)
+static void load_kv(const baatt_config *c, const void *k, const void *v, uint32_t b, uint32_t kh, head_buf *h)
 {
     uint64_t first = ((uint64_t)b * c->kv_heads + kh) * c->kv_len;
     load_rows(k, c->dtype, first, c->kv_len, c->head_dim, h->k);
@@ -221,8 +218,7 @@ static void store_tile(const baatt_config *c, float *o, uint32_t b, uint32_t qh,
  * Dense attention.
  * ------------------------------------------------------------------------------------------- */
 
-baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k,
-                                       const void *v, float *o)
+baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k, const void *v, float *o)
 {
     baatt_status s = baatt_config_check(cfg, NULL, 0);
     if (s != BAATT_OK) return s;
@@ -253,8 +249,7 @@ baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, c
  * ------------------------------------------------------------------------------------------- */
 
 /* Norms of one head's len tokens: fp64 sum, rounded to fp32 (the value the GPU compares). */
-static void head_norms(const baatt_config *c, const void *x, uint64_t first, uint32_t len,
-                       float *norm)
+static void head_norms(const baatt_config *c, const void *x, uint64_t first, uint32_t len, float *norm)
 {
     for (uint32_t i = 0; i < len; i++) {
         double ss = 0;
@@ -266,8 +261,7 @@ static void head_norms(const baatt_config *c, const void *x, uint64_t first, uin
     }
 }
 
-baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads,
-                                  uint32_t len, int32_t *perm)
+baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32_t nheads, uint32_t len, int32_t *perm)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -300,8 +294,8 @@ baatt_status baatt_reference_sort(const baatt_config *cfg, const void *x, uint32
  * ------------------------------------------------------------------------------------------- */
 
 /* Mean and population variance (two passes, fp64) of the n tokens rows[0..n) of one head. */
-static void block_moments(const baatt_config *c, const void *x, uint64_t first, const int32_t *rows,
-                          uint32_t n, double *acc, float *mean, float *var)
+static void block_moments(const baatt_config *c, const void *x, uint64_t first, const int32_t *rows, uint32_t n,
+                          double *acc, float *mean, float *var)
 {
     uint32_t d = c->head_dim;
     memset(acc, 0, d * sizeof *acc);
@@ -318,9 +312,8 @@ static void block_moments(const baatt_config *c, const void *x, uint64_t first, 
     }
 }
 
-baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads,
-                                         uint32_t len, const int32_t *perm, float *mean,
-                                         float *var)
+baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x, uint32_t nheads, uint32_t len,
+                                         const int32_t *perm, float *mean, float *var)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -335,8 +328,8 @@ baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x,
     for (uint64_t r = 0; r < heads; r++) {
         for (uint32_t j = 0; j < nb; j++) {
             uint64_t at = (r * nb + j) * c.head_dim;
-            block_moments(&c, x, r * len, perm + r * len + (uint64_t)j * c.block_size,
-                          block_count(&c, len, j), acc, mean + at, var + at);
+            block_moments(&c, x, r * len, perm + r * len + (uint64_t)j * c.block_size, block_count(&c, len, j), acc,
+                          mean + at, var + at);
         }
     }
     free(acc);
@@ -348,8 +341,8 @@ baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x,
  * ------------------------------------------------------------------------------------------- */
 
 /* l_IJ = t qm.km + lambda (t^2/2) sum_a [qv (kv + km^2) + qm^2 kv] + ln(n_J), in fp64. */
-static double block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv,
-                          const float *km, const float *kv, uint32_t n_j)
+static double block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv, const float *km,
+                          const float *kv, uint32_t n_j)
 {
     double mean_dot = 0, var = 0;
     for (uint32_t a = 0; a < d; a++) {
@@ -360,9 +353,8 @@ static double block_logit(uint32_t d, double t, double lambda, const float *qm, 
     return t * mean_dot + lambda * (t * t / 2) * var + log((double)n_j);
 }
 
-baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean,
-                                          const float *qvar, const float *kmean,
-                                          const float *kvar, float *logits)
+baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *qmean, const float *qvar,
+                                          const float *kmean, const float *kvar, float *logits)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -377,9 +369,9 @@ baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *
             uint64_t krow = ((uint64_t)b * c.kv_heads + h / g) * nk;
             for (uint32_t i = 0; i < nq; i++)
                 for (uint32_t j = 0; j < nk; j++)
-                    logits[(qrow + i) * nk + j] = (float)block_logit(
-                        d, t, lambda, qmean + (qrow + i) * d, qvar + (qrow + i) * d,
-                        kmean + (krow + j) * d, kvar + (krow + j) * d, block_count(&c, c.kv_len, j));
+                    logits[(qrow + i) * nk + j] =
+                        (float)block_logit(d, t, lambda, qmean + (qrow + i) * d, qvar + (qrow + i) * d,
+                                           kmean + (krow + j) * d, kvar + (krow + j) * d, block_count(&c, c.kv_len, j));
         }
     }
     return BAATT_OK;
@@ -449,8 +441,7 @@ baatt_status baatt_reference_select(const baatt_config *cfg, const float *logits
 
 /* The original key indices selected by one mask row: perm_k[s] for s in every selected block.
  * Returns how many were written to keys (kv_len entries of room). */
-static uint32_t selected_keys(const baatt_config *c, const uint8_t *mask_row, const int32_t *perm_k,
-                              int32_t *keys)
+static uint32_t selected_keys(const baatt_config *c, const uint8_t *mask_row, const int32_t *perm_k, int32_t *keys)
 {
     uint32_t n = 0, nk = baatt_config_k_blocks(c);
     for (uint32_t j = 0; j < nk; j++) {
@@ -470,8 +461,8 @@ static baatt_status check_run_perms(const baatt_config *c, const int32_t *perm_q
 
 /* All query blocks of one (b, query head): sorted position p in block I reads original row
  * perm_q[p] and writes it back there; the rows of a block share one key list. */
-static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
-                        const uint8_t *mask, int32_t *keys, float *o, uint32_t b, uint32_t qh)
+static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk, const uint8_t *mask,
+                        int32_t *keys, float *o, uint32_t b, uint32_t qh)
 {
     uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), rows[ROW_TILE];
     for (uint32_t i = 0; i < nq; i++) {
@@ -490,10 +481,9 @@ static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, c
     }
 }
 
-baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q,
-                                              const void *k, const void *v,
-                                              const int32_t *perm_q, const int32_t *perm_k,
-                                              const uint8_t *mask, float *o)
+baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                              const int32_t *perm_q, const int32_t *perm_k, const uint8_t *mask,
+                                              float *o)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -552,8 +542,7 @@ static void *use_or_alloc(void *given, size_t bytes, void **owned)
     return *owned = malloc(bytes);
 }
 
-static baatt_status run_alloc(const baatt_config *c, run_buf *r, uint8_t *mask, int32_t *perm_q,
-                              int32_t *perm_k)
+static baatt_status run_alloc(const baatt_config *c, run_buf *r, uint8_t *mask, int32_t *perm_q, int32_t *perm_k)
 {
     size_t bq = (size_t)c->batch * c->heads, bk = (size_t)c->batch * c->kv_heads;
     size_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), d = c->head_dim;
@@ -565,8 +554,7 @@ static baatt_status run_alloc(const baatt_config *c, run_buf *r, uint8_t *mask, 
     r->kmean = malloc(sizeof(float) * bk * nk * d);
     r->kvar = malloc(sizeof(float) * bk * nk * d);
     r->logits = malloc(sizeof(float) * bq * nq * nk);
-    if (r->perm_q && r->perm_k && r->mask && r->qmean && r->qvar && r->kmean && r->kvar && r->logits)
-        return BAATT_OK;
+    if (r->perm_q && r->perm_k && r->mask && r->qmean && r->qvar && r->kmean && r->kvar && r->logits) return BAATT_OK;
     return BAATT_ERROR_OUT_OF_HOST_MEMORY;
 }
 
@@ -578,8 +566,8 @@ static void fill_identity(int32_t *perm, uint64_t heads, uint32_t len)
 }
 
 /* Dense run: what a dense plan reports besides O (all-ones mask, identity perms). */
-static baatt_status dense_run(const baatt_config *c, const void *q, const void *k, const void *v,
-                              float *o, uint8_t *mask, int32_t *perm_q, int32_t *perm_k)
+static baatt_status dense_run(const baatt_config *c, const void *q, const void *k, const void *v, float *o,
+                              uint8_t *mask, int32_t *perm_q, int32_t *perm_k)
 {
     baatt_status s = baatt_reference_attention(c, q, k, v, o);
     uint64_t rows = (uint64_t)c->batch * c->heads * baatt_config_q_blocks(c);
@@ -616,8 +604,8 @@ static uint32_t position_of(const int32_t *perm, uint32_t len, uint32_t i)
 /* Adds to rec[0] (sorted blocking: query positions pq, key blocks kblk, mask ms) and rec[1]
  * (original order, mask mi) the exact attention mass that the sampled rows of one query head put
  * on the key blocks selected for their query block. h holds the head's Q and its kv head's K. */
-static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, const uint32_t *kblk,
-                        const uint8_t *ms, const uint8_t *mi, double rec[2])
+static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, const uint32_t *kblk, const uint8_t *ms,
+                        const uint8_t *mi, double rec[2])
 {
     uint32_t n = baatt_auto_samples(c->q_len), nk = baatt_config_k_blocks(c), bs = c->block_size;
     for (uint32_t s = 0; s < n; s++) {
@@ -634,15 +622,12 @@ static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, c
 
 /* One rule for the library (shaders/auto_choose.comp), this reference and the accuracy harness:
  * a tie keeps the sorted blocking, so equal recalls never undo the default. */
-int baatt_auto_keeps_sorted(double recall_sorted, double recall_original)
-{
-    return !(recall_original > recall_sorted);
-}
+int baatt_auto_keeps_sorted(double recall_sorted, double recall_original) { return !(recall_original > recall_sorted); }
 
 /* sorted[b, kv head] = 1 if the sorted blocking (rs) recalls at least as much of the sampled rows
  * of the group's query heads as the original one (ri). kblk: kv_len entries of scratch. */
-static void auto_choice(const baatt_config *c, const void *q, const void *k, const run_buf *rs,
-                        const run_buf *ri, head_buf *h, uint32_t *kblk, uint8_t *sorted)
+static void auto_choice(const baatt_config *c, const void *q, const void *k, const run_buf *rs, const run_buf *ri,
+                        head_buf *h, uint32_t *kblk, uint8_t *sorted)
 {
     uint32_t g = gqa_group(c), nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c);
     for (uint32_t b = 0; b < c->batch; b++) {
@@ -700,8 +685,7 @@ static baatt_status auto_estimate(const baatt_config *c, const void *q, const vo
     return s;
 }
 
-baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
-                                         uint8_t *sorted)
+baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k, uint8_t *sorted)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -728,9 +712,8 @@ static baatt_status select_blocks(const baatt_config *c, const void *q, const vo
     return s;
 }
 
-baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k,
-                                   const void *v, float *o, uint8_t *mask, int32_t *perm_q,
-                                   int32_t *perm_k)
+baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k, const void *v, float *o,
+                                   uint8_t *mask, int32_t *perm_q, int32_t *perm_k)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
@@ -751,8 +734,8 @@ baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const
 
 /* Dense attention mass that one (b, query head) puts on its selected keys, summed over rows.
  * sel: kv_len bytes of scratch (1 = key selected for the current query block). */
-static double head_recall(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk,
-                          const uint8_t *mask, uint8_t *sel, int32_t *keys)
+static double head_recall(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk, const uint8_t *mask,
+                          uint8_t *sel, int32_t *keys)
 {
     uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), rows[ROW_TILE];
     double total = 0;
@@ -783,9 +766,8 @@ static const int32_t *perm_or_identity(const int32_t *perm, uint64_t heads, uint
 }
 
 /* Mean over query rows of the dense mass on selected keys. */
-static baatt_status mass_recall(const baatt_config *c, const void *q, const void *k, const void *v,
-                                const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k,
-                                double *recall)
+static baatt_status mass_recall(const baatt_config *c, const void *q, const void *k, const void *v, const uint8_t *mask,
+                                const int32_t *perm_q, const int32_t *perm_k, double *recall)
 {
     head_buf h = {0};
     int32_t *keys = malloc(sizeof(int32_t) * c->kv_len);
@@ -842,10 +824,9 @@ static double mask_sparsity(const baatt_config *c, const uint8_t *mask)
     return 1.0 - selected / ((double)rows * c->kv_len);
 }
 
-baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k,
-                                     const void *v, const uint8_t *mask, const int32_t *perm_q,
-                                     const int32_t *perm_k, const float *o, const float *o_dense,
-                                     baatt_metrics *m)
+baatt_status baatt_reference_metrics(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                     const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k, const float *o,
+                                     const float *o_dense, baatt_metrics *m)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);

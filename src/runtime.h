@@ -14,7 +14,7 @@
 
 /* Descriptor bindings (BIND_*, one layout for every pipeline) are in shaders/interface.h. */
 #define BAATT_PUSH_BYTES 128
-#define BAATT_MAX_SPEC 12               /* specialization constants per pipeline */
+#define BAATT_MAX_SPEC 12 /* specialization constants per pipeline */
 
 typedef struct baatt_pipeline_entry {
     char name[48];
@@ -31,32 +31,32 @@ typedef struct baatt_submit_slot {
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
-    int busy;                         /* taken by a thread (under ctx->lock) */
-    atomic_int pending;               /* submitted, not seen finished (a timed-out wait) */
+    int busy;           /* taken by a thread (under ctx->lock) */
+    atomic_int pending; /* submitted, not seen finished (a timed-out wait) */
 } baatt_submit_slot;
 
 struct baatt_context {
-    uint64_t id;                      /* unique per process: keys the per-thread error message */
-    pthread_mutex_t lock;             /* queue submission, the slot list, the pipeline cache */
-    pthread_mutex_t error_lock;       /* error and lost_reason only (a leaf: no Vulkan call inside) */
-    baatt_vk_instance vki;            /* instance-level functions of this context's loader */
+    uint64_t id;                /* unique per process: keys the per-thread error message */
+    pthread_mutex_t lock;       /* queue submission, the slot list, the pipeline cache */
+    pthread_mutex_t error_lock; /* error and lost_reason only (a leaf: no Vulkan call inside) */
+    baatt_vk_instance vki;      /* instance-level functions of this context's loader */
     VkInstance instance;
     VkPhysicalDevice phys;
     VkDevice device;
     VkQueue queue;
     uint32_t queue_family;
-    int owns_device;                  /* 0 when wrapping an application's objects */
+    int owns_device; /* 0 when wrapping an application's objects */
     baatt_vk_device vk;
     VkDebugUtilsMessengerEXT messenger;
-    atomic_uint validation_messages;  /* the layer may call back from any thread */
-    atomic_int lost;                  /* 0, or the status (DEVICE_LOST, TIMEOUT) that lost it */
-    double timeout_s;                 /* GPU wait limit (BAATT_TIMEOUT_S, default 600) */
-    uint32_t features;                /* BAATT_FEATURE_* enabled on the device */
-    int pipeline_stats;               /* BAATT_PROFILE=pipelines: print driver statistics per pipeline */
-    char cache_dir[256];              /* BAATT_PROFILE=cache=DIR: keep each pipeline's driver binary */
-    int no_robustness;                /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
-    baatt_caps caps;                  /* the device as the path choice sees it */
-    baatt_tuning tuning;              /* what plans get unless created with their own (BAATT_TUNE) */
+    atomic_uint validation_messages; /* the layer may call back from any thread */
+    atomic_int lost;                 /* 0, or the status (DEVICE_LOST, TIMEOUT) that lost it */
+    double timeout_s;                /* GPU wait limit (BAATT_TIMEOUT_S, default 600) */
+    uint32_t features;               /* BAATT_FEATURE_* enabled on the device */
+    int pipeline_stats;              /* BAATT_PROFILE=pipelines: print driver statistics per pipeline */
+    char cache_dir[256];             /* BAATT_PROFILE=cache=DIR: keep each pipeline's driver binary */
+    int no_robustness;               /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
+    baatt_caps caps;                 /* the device as the path choice sees it */
+    baatt_tuning tuning;             /* what plans get unless created with their own (BAATT_TUNE) */
     baatt_device_info info;
     VkPhysicalDeviceMemoryProperties mem;
     VkPhysicalDeviceLimits limits;
@@ -65,8 +65,8 @@ struct baatt_context {
     VkPipelineLayout pipeline_layout;
     baatt_pipeline_entry *pipelines;
     uint32_t npipelines, cap_pipelines;
-    char error[1024];                 /* the last failure from any thread (error_lock) */
-    char lost_reason[512];            /* why `lost` was set (error_lock) */
+    char error[1024];      /* the last failure from any thread (error_lock) */
+    char lost_reason[512]; /* why `lost` was set (error_lock) */
 };
 
 /* baatt_context_destroy, returning the validation messages counted up to the end, those raised
@@ -87,11 +87,10 @@ typedef struct baatt_buffer {
     VkBuffer buffer;
     VkDeviceMemory memory;
     VkDeviceSize size;
-    void *mapped;                     /* host-visible buffers only */
+    void *mapped; /* host-visible buffers only */
 } baatt_buffer;
 /* host_visible: staging (host-coherent, mapped); else device-local storage buffer. */
-baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host_visible,
-                                 baatt_buffer *out);
+baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host_visible, baatt_buffer *out);
 void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b);
 
 /* ---- submission (context.c); safe from several threads on one context ---- */
@@ -116,8 +115,8 @@ baatt_status baatt_pipelines_init(baatt_context *ctx);
 void baatt_pipelines_destroy(baatt_context *ctx);
 /* A compute pipeline for embedded shader `name` with specialization constants 0..nspec-1,
  * created on first use and cached on the context. */
-baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec,
-                                uint32_t nspec, VkPipeline *out);
+baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
+                                VkPipeline *out);
 int baatt_shader_available(const char *name);
 
 #endif

@@ -57,7 +57,10 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
     size_t wi = 0;
     for (size_t i = 0; i < n; i++) {
         double e = isnan(a[i]) || isnan(b[i]) ? INFINITY : fabs((double)a[i] - b[i]) / (atol + rtol * fabs(b[i]));
-        if (!(e <= worst)) { worst = e; wi = i; }
+        if (!(e <= worst)) {
+            worst = e;
+            wi = i;
+        }
         if (isinf(worst)) break;
     }
     if (label && worst > 1)

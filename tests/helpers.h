@@ -14,8 +14,8 @@
 uint64_t th_seed(void);
 /* The harness's xorshift64* stream (src/eval/rng.h). */
 uint64_t th_next(uint64_t *state);
-float th_uniform(uint64_t *state);          /* [0, 1) */
-float th_normal(uint64_t *state);           /* N(0, 1) */
+float th_uniform(uint64_t *state); /* [0, 1) */
+float th_normal(uint64_t *state);  /* N(0, 1) */
 
 /* n random N(0, sigma) elements in dtype (fp16/bf16 as bit patterns); caller frees. */
 void *th_random_tensor(uint64_t *state, baatt_dtype dt, size_t n, float sigma);

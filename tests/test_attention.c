@@ -7,7 +7,6 @@
 
 #include "helpers.h"
 
-
 /* Tolerances by dtype: see th_tolerance. */
 static void check_dense(baatt_config cfg)
 {
@@ -53,13 +52,41 @@ static baatt_config shape(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uin
     return c;
 }
 
-static void dense_f32_d64(void **s) { (void)s; check_dense(shape(1, 2, 2, 128, 128, 64, BAATT_DTYPE_F32)); }
-static void dense_odd_lengths(void **s) { (void)s; check_dense(shape(2, 2, 2, 77, 131, 64, BAATT_DTYPE_F32)); }
-static void dense_gqa(void **s) { (void)s; check_dense(shape(1, 4, 2, 65, 100, 64, BAATT_DTYPE_F32)); }
-static void dense_mqa_d128(void **s) { (void)s; check_dense(shape(1, 3, 1, 40, 300, 128, BAATT_DTYPE_F32)); }
-static void dense_f16_d128(void **s) { (void)s; check_dense(shape(1, 2, 1, 96, 257, 128, BAATT_DTYPE_F16)); }
-static void dense_bf16_gqa(void **s) { (void)s; check_dense(shape(2, 4, 2, 70, 129, 128, BAATT_DTYPE_BF16)); }
-static void dense_f16_d64_single(void **s) { (void)s; check_dense(shape(1, 1, 1, 1, 1, 64, BAATT_DTYPE_F16)); }
+static void dense_f32_d64(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 2, 2, 128, 128, 64, BAATT_DTYPE_F32));
+}
+static void dense_odd_lengths(void **s)
+{
+    (void)s;
+    check_dense(shape(2, 2, 2, 77, 131, 64, BAATT_DTYPE_F32));
+}
+static void dense_gqa(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 4, 2, 65, 100, 64, BAATT_DTYPE_F32));
+}
+static void dense_mqa_d128(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 3, 1, 40, 300, 128, BAATT_DTYPE_F32));
+}
+static void dense_f16_d128(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 2, 1, 96, 257, 128, BAATT_DTYPE_F16));
+}
+static void dense_bf16_gqa(void **s)
+{
+    (void)s;
+    check_dense(shape(2, 4, 2, 70, 129, 128, BAATT_DTYPE_BF16));
+}
+static void dense_f16_d64_single(void **s)
+{
+    (void)s;
+    check_dense(shape(1, 1, 1, 1, 1, 64, BAATT_DTYPE_F16));
+}
 /* Lengths that are multiples of the tensor-core kernel's tiles (128 x 128 at head_dim 128, 64 x 64
  * at 64) on one side or both: its partial-tile code is compiled out per side there
  * (attention_cm2.comp FULL). */
@@ -147,12 +174,10 @@ static void results_before_run(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dense_f32_d64),      cmocka_unit_test(dense_odd_lengths),
-        cmocka_unit_test(dense_gqa),          cmocka_unit_test(dense_mqa_d128),
-        cmocka_unit_test(dense_f16_d128),     cmocka_unit_test(dense_f16_d64_single), cmocka_unit_test(dense_bf16_gqa),
-        cmocka_unit_test(dense_full_tiles),
-        cmocka_unit_test(dense_custom_scale), cmocka_unit_test(bad_configs),
-        cmocka_unit_test(results_before_run), cmocka_unit_test(too_large_for_device),
+        cmocka_unit_test(dense_f32_d64),  cmocka_unit_test(dense_odd_lengths),  cmocka_unit_test(dense_gqa),
+        cmocka_unit_test(dense_mqa_d128), cmocka_unit_test(dense_f16_d128),     cmocka_unit_test(dense_f16_d64_single),
+        cmocka_unit_test(dense_bf16_gqa), cmocka_unit_test(dense_full_tiles),   cmocka_unit_test(dense_custom_scale),
+        cmocka_unit_test(bad_configs),    cmocka_unit_test(results_before_run), cmocka_unit_test(too_large_for_device),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

@@ -18,7 +18,6 @@
 #include "internal.h"
 #include "workloads.h"
 
-
 typedef struct gpu_result {
     baatt_config cfg;
     void *q, *k, *v, *o;
@@ -101,8 +100,10 @@ static baatt_status run_plan(gpu_result *r)
     size_t f = 3 * (size_t)cfg->head_dim;
     r->qfeat = malloc(4 * f * cfg->batch * cfg->heads * r->nq);
     r->kfeat = malloc(4 * f * cfg->batch * cfg->kv_heads * r->nk);
-    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_QFEAT, r->qfeat, 4 * f * cfg->batch * cfg->heads * r->nq), BAATT_OK);
-    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_KFEAT, r->kfeat, 4 * f * cfg->batch * cfg->kv_heads * r->nk), BAATT_OK);
+    assert_int_equal(baatt_plan_debug_read(plan, BAATT_DEBUG_QFEAT, r->qfeat, 4 * f * cfg->batch * cfg->heads * r->nq),
+                     BAATT_OK);
+    assert_int_equal(
+        baatt_plan_debug_read(plan, BAATT_DEBUG_KFEAT, r->kfeat, 4 * f * cfg->batch * cfg->kv_heads * r->nk), BAATT_OK);
     baatt_plan_debug_chunks(plan, &r->chunk_heads, &r->chunk_rows);
     size_t lbytes = 4ull * r->chunk_heads * r->chunk_rows * r->nk;
     r->logits = malloc(lbytes);
@@ -171,8 +172,12 @@ static void check_stats(const gpu_result *r, const void *x, uint32_t heads, uint
         for (size_t blk = 0; blk < n / d; blk++)
             for (uint32_t a = 0; a < d; a++) {
                 float m = mean[blk * d + a], v = var[blk * d + a];
-                float w = is_q ? (part == 0 ? t * m : part == 1 ? cov * v : cov * m * m)
-                               : (part == 0 ? m : part == 1 ? v + m * m : v);
+                float w = is_q ? (part == 0   ? t * m
+                                  : part == 1 ? cov * v
+                                              : cov * m * m)
+                               : (part == 0   ? m
+                                  : part == 1 ? v + m * m
+                                              : v);
                 want[blk * d + a] = w;
                 got[blk * d + a] = feat[blk * 3 * d + part * d + a];
             }
@@ -261,7 +266,8 @@ static void check_counts(const gpu_result *r)
 static void check_stages(const gpu_result *r)
 {
     const baatt_config *c = &r->cfg;
-    for (uint32_t i = 0; i < c->batch * c->kv_heads; i++) assert_int_equal(r->sorted[i], c->norm_sort == BAATT_SORT_NORM);
+    for (uint32_t i = 0; i < c->batch * c->kv_heads; i++)
+        assert_int_equal(r->sorted[i], c->norm_sort == BAATT_SORT_NORM);
     check_perm(r, r->q, c->heads, c->q_len, r->pq);
     check_perm(r, r->k, c->kv_heads, c->kv_len, r->pk);
     float *qm, *qv, *km, *kv;
@@ -293,9 +299,21 @@ static void check_typed(baatt_config c, baatt_dtype dt)
     check_all(c);
 }
 
-static void baatt_f32_d64(void **s) { (void)s; check_all(make(1, 2, 2, 256, 256, 64, 64, 0.5f)); }
-static void baatt_partial_blocks(void **s) { (void)s; check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f)); }
-static void baatt_d128_block128(void **s) { (void)s; check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f)); }
+static void baatt_f32_d64(void **s)
+{
+    (void)s;
+    check_all(make(1, 2, 2, 256, 256, 64, 64, 0.5f));
+}
+static void baatt_partial_blocks(void **s)
+{
+    (void)s;
+    check_all(make(1, 2, 1, 200, 333, 64, 32, 0.4f));
+}
+static void baatt_d128_block128(void **s)
+{
+    (void)s;
+    check_all(make(1, 1, 1, 300, 520, 128, 128, 0.5f));
+}
 
 /* fp16, 128-token blocks: two key tiles per block in the cooperative-matrix-2 kernels, partial
  * query and key blocks at the ends. */
@@ -329,11 +347,19 @@ static void baatt_f16_d128_block64(void **s)
 
 /* Several 64 x 64 logit tiles each way, the last ones partial (score.comp), rows of more than one
  * selection word, and more keys than one local sort chunk (4096, or 1024 on smaller devices). */
-static void baatt_many_blocks(void **s) { (void)s; check_all(make(1, 1, 1, 4200, 4300, 64, 32, 0.3f)); }
+static void baatt_many_blocks(void **s)
+{
+    (void)s;
+    check_all(make(1, 1, 1, 4200, 4300, 64, 32, 0.3f));
+}
 
 /* Beyond one sort chunk on every device: padded to 8192 queries and 16384 keys, the global bitonic
  * steps (two stages on the key side) and padding. */
-static void baatt_long_sort(void **s) { (void)s; check_all(make(1, 1, 1, 5000, 9000, 64, 64, 0.25f)); }
+static void baatt_long_sort(void **s)
+{
+    (void)s;
+    check_all(make(1, 1, 1, 5000, 9000, 64, 64, 0.25f));
+}
 
 /* Whole tiles everywhere: 64 query and 64 key blocks of 64 tokens, so the tensor-core logit
  * product takes its unclamped layouts (score_cm2 FULL) and the attention kernel its FULL bits;
@@ -703,7 +729,8 @@ static void tensor_core_path_chosen(void **s)
             c.dense = dense;
             baatt_plan *plan = NULL;
             assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);
-            const char *attend = baatt_plan_path(plan, BAATT_STAGE_ATTEND), *score = baatt_plan_path(plan, BAATT_STAGE_SCORE);
+            const char *attend = baatt_plan_path(plan, BAATT_STAGE_ATTEND),
+                       *score = baatt_plan_path(plan, BAATT_STAGE_SCORE);
             print_message("dtype %d dense %d: %s, score %s\n", (int)dts[i], dense, attend, score);
             if (want) assert_string_equal(attend, "nv-coopmat2");
             /* the logit product's path depends on the device, not on the dtype of Q/K/V */
@@ -720,7 +747,8 @@ static const char *path_of(baatt_config c, const baatt_tuning *t, int stage, int
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, t, &plan), BAATT_OK);
     static char path[32];
-    snprintf(path, sizeof path, "%s", stage == BAATT_STAGE_SORT ? baatt_plan_sort_path(plan, side) : baatt_plan_path(plan, stage));
+    snprintf(path, sizeof path, "%s",
+             stage == BAATT_STAGE_SORT ? baatt_plan_sort_path(plan, side) : baatt_plan_path(plan, stage));
     baatt_plan_destroy(plan);
     return path;
 }
@@ -797,19 +825,23 @@ static void plan_follows_choice(void **s)
 static void sort_exact_ties(void **s)
 {
     (void)s;
-    if (!baatt_radix_workgroup(baatt_context_caps(th_ctx))) print_message("no radix sort on this device: bitonic only\n");
+    if (!baatt_radix_workgroup(baatt_context_caps(th_ctx)))
+        print_message("no radix sort on this device: bitonic only\n");
     baatt_config c = make(1, 2, 1, 5000, 4500, 64, 64, 0.1f);
     gpu_result r[2];
     result_init(&c, &r[0]);
     uint64_t rng = th_seed() ^ 0x7135u;
-    void *x[3] = {inputs(&rng, &c, r[0].qn, 1), inputs(&rng, &c, r[0].kn, 0), th_random_tensor(&rng, c.dtype, r[0].kn, 1.0f)};
+    void *x[3] = {inputs(&rng, &c, r[0].qn, 1), inputs(&rng, &c, r[0].kn, 0),
+                  th_random_tensor(&rng, c.dtype, r[0].kn, 1.0f)};
     size_t rows[2] = {r[0].qn / c.head_dim, r[0].kn / c.head_dim}, es = baatt_dtype_size(c.dtype) * c.head_dim;
     for (int side = 0; side < 2; side++)
-        for (size_t t = 5; t < rows[side]; t++) memcpy((char *)x[side] + t * es, (char *)x[side] + (t * 2654435761u % 5) * es, es);
+        for (size_t t = 5; t < rows[side]; t++)
+            memcpy((char *)x[side] + t * es, (char *)x[side] + (t * 2654435761u % 5) * es, es);
     baatt_tuning t = th_tuning();
     for (int m = 0; m < 2; m++) {
         result_init(&c, &r[m]);
-        size_t bytes[3] = {r[m].qn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype)};
+        size_t bytes[3] = {r[m].qn * baatt_dtype_size(c.dtype), r[m].kn * baatt_dtype_size(c.dtype),
+                           r[m].kn * baatt_dtype_size(c.dtype)};
         void **dst[3] = {&r[m].q, &r[m].k, &r[m].v};
         for (int i = 0; i < 3; i++) *dst[i] = malloc(bytes[i]), memcpy(*dst[i], x[i], bytes[i]);
         t.sort = m ? BAATT_SORTER_RADIX : BAATT_SORTER_BITONIC;
@@ -873,14 +905,19 @@ static void bad_baatt_configs(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(baatt_f32_d64),         cmocka_unit_test(baatt_partial_blocks),
-        cmocka_unit_test(baatt_d128_block128), cmocka_unit_test(baatt_f16_d128_block128), cmocka_unit_test(baatt_f16_gqa), cmocka_unit_test(baatt_bf16_gqa),
-        cmocka_unit_test(baatt_f16_d128_block64), cmocka_unit_test(baatt_long_sort), cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks), cmocka_unit_test(baatt_stats_offset), cmocka_unit_test(select_path_rules), cmocka_unit_test(sort_path_rules), cmocka_unit_test(plan_follows_choice), cmocka_unit_test(sort_exact_ties),       cmocka_unit_test(baatt_no_sort_no_cov),
-        cmocka_unit_test(baatt_threshold),       cmocka_unit_test(baatt_threshold_clamped),
-        cmocka_unit_test(baatt_chunked_logits),  cmocka_unit_test(baatt_many_chunks_timed),  cmocka_unit_test(baatt_keep_one_is_dense),
-        cmocka_unit_test(auto_sort_wins),        cmocka_unit_test(auto_sort_loses),
-        cmocka_unit_test(auto_mixed_f16_gqa),    cmocka_unit_test(bad_baatt_configs),
-        cmocka_unit_test(tensor_core_path_chosen),
+        cmocka_unit_test(baatt_f32_d64),           cmocka_unit_test(baatt_partial_blocks),
+        cmocka_unit_test(baatt_d128_block128),     cmocka_unit_test(baatt_f16_d128_block128),
+        cmocka_unit_test(baatt_f16_gqa),           cmocka_unit_test(baatt_bf16_gqa),
+        cmocka_unit_test(baatt_f16_d128_block64),  cmocka_unit_test(baatt_long_sort),
+        cmocka_unit_test(baatt_whole_tiles),       cmocka_unit_test(baatt_many_blocks),
+        cmocka_unit_test(baatt_stats_offset),      cmocka_unit_test(select_path_rules),
+        cmocka_unit_test(sort_path_rules),         cmocka_unit_test(plan_follows_choice),
+        cmocka_unit_test(sort_exact_ties),         cmocka_unit_test(baatt_no_sort_no_cov),
+        cmocka_unit_test(baatt_threshold),         cmocka_unit_test(baatt_threshold_clamped),
+        cmocka_unit_test(baatt_chunked_logits),    cmocka_unit_test(baatt_many_chunks_timed),
+        cmocka_unit_test(baatt_keep_one_is_dense), cmocka_unit_test(auto_sort_wins),
+        cmocka_unit_test(auto_sort_loses),         cmocka_unit_test(auto_mixed_f16_gqa),
+        cmocka_unit_test(bad_baatt_configs),       cmocka_unit_test(tensor_core_path_chosen),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

@@ -15,9 +15,17 @@ enum { F16 = BAATT_FEATURE_FP16_STORAGE | BAATT_FEATURE_FP16_ARITH };
 static baatt_caps device(const char *name, uint32_t features, uint32_t sg, uint32_t sg_min, uint32_t sg_max,
                          uint32_t shared, uint32_t invocations, uint32_t groups_x)
 {
-    baatt_caps c = {.features = features, .built = ALL_BUILT, .subgroup_size = sg, .subgroup_min = sg_min,
-                    .subgroup_max = sg_max, .subgroup_arith = 1, .subgroup_ballot = 1, .max_shared = shared,
-                    .max_invocations = invocations, .max_groups = {groups_x, 65535, 65535}, .max_buffer = 0xffffffffu};
+    baatt_caps c = {.features = features,
+                    .built = ALL_BUILT,
+                    .subgroup_size = sg,
+                    .subgroup_min = sg_min,
+                    .subgroup_max = sg_max,
+                    .subgroup_arith = 1,
+                    .subgroup_ballot = 1,
+                    .max_shared = shared,
+                    .max_invocations = invocations,
+                    .max_groups = {groups_x, 65535, 65535},
+                    .max_buffer = 0xffffffffu};
     snprintf(c.name, sizeof c.name, "%s", name);
     return c;
 }
@@ -70,7 +78,8 @@ static baatt_choice choose(baatt_caps caps, baatt_config c, const baatt_tuning *
 
 static void expect_attend(const baatt_choice *ch, baatt_attend_path path, uint32_t br, uint32_t bc, uint32_t wg)
 {
-    assert_string_equal(baatt_path_name(BAATT_STAGE_ATTEND, ch->attend.path), baatt_path_name(BAATT_STAGE_ATTEND, path));
+    assert_string_equal(baatt_path_name(BAATT_STAGE_ATTEND, ch->attend.path),
+                        baatt_path_name(BAATT_STAGE_ATTEND, path));
     assert_int_equal(ch->attend.br, br);
     assert_int_equal(ch->attend.bc, bc);
     assert_int_equal(ch->attend.wg, wg);
@@ -314,13 +323,20 @@ static void tuning_parse(void **s)
     assert_int_equal(baatt_tuning_parse("attend=nv-coopmat2,select=row,sort=bitonic", &t, msg, sizeof msg), BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_CM2);
     assert_int_equal(baatt_tuning_parse("", &t, msg, sizeof msg), BAATT_OK);
-    static const struct { const char *s, *fragment; } bad[] = {
-        {"sort=on", "bad value \"on\" for tuning key \"sort\""}, {"sort=none", "\"none\""},
-        {"atend=portable", "unknown tuning key \"atend\""},    {"tile=48x64", "\"48x64\""},
-        {"tile=64", "\"64\""},                                  {"radix_min=-1", "radix_min"},
-        {"radix_min=12abc", "radix_min"},                       {"logits_mib=0", "logits_mib"},
-        {"robust=yes", "robust"},                               {"attend", "no '='"},
-        {"attend=portable,,sort=radix", "bad tuning item"},     {"select=row,", NULL}};
+    static const struct {
+        const char *s, *fragment;
+    } bad[] = {{"sort=on", "bad value \"on\" for tuning key \"sort\""},
+               {"sort=none", "\"none\""},
+               {"atend=portable", "unknown tuning key \"atend\""},
+               {"tile=48x64", "\"48x64\""},
+               {"tile=64", "\"64\""},
+               {"radix_min=-1", "radix_min"},
+               {"radix_min=12abc", "radix_min"},
+               {"logits_mib=0", "logits_mib"},
+               {"robust=yes", "robust"},
+               {"attend", "no '='"},
+               {"attend=portable,,sort=radix", "bad tuning item"},
+               {"select=row,", NULL}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         baatt_tuning before = t, after = t;
         msg[0] = 0;

@@ -29,12 +29,11 @@ typedef struct input {
 static input g_f32, g_f16;
 
 /* Files that exist only to be rejected; see bad_arguments. */
-static char g_k128[PATH_MAX_], g_v128[PATH_MAX_], g_v91[PATH_MAX_], g_q3[PATH_MAX_], g_k2[PATH_MAX_],
-    g_v2[PATH_MAX_], g_q80[PATH_MAX_], g_k80[PATH_MAX_], g_v80[PATH_MAX_], g_garbage[PATH_MAX_],
-    g_missing[PATH_MAX_];
+static char g_k128[PATH_MAX_], g_v128[PATH_MAX_], g_v91[PATH_MAX_], g_q3[PATH_MAX_], g_k2[PATH_MAX_], g_v2[PATH_MAX_],
+    g_q80[PATH_MAX_], g_k80[PATH_MAX_], g_v80[PATH_MAX_], g_garbage[PATH_MAX_], g_missing[PATH_MAX_];
 
 typedef struct cli_result {
-    int rc;       /* exit status; -1 if killed by a signal */
+    int rc; /* exit status; -1 if killed by a signal */
     char out[65536], err[65536];
 } cli_result;
 
@@ -51,8 +50,8 @@ static void *write_tensor(char *path, const char *name, baatt_dtype dt, uint32_t
     void *x = th_random_tensor(rng, dt, count, 1.0f);
     uint64_t shape[4] = {B, h, n, d};
     char msg[512];
-    baatt_status s = baatt_npy_write(tmp(path, name), dt == BAATT_DTYPE_F16 ? BAATT_NPY_F16 : BAATT_NPY_F32, 4,
-                                     shape, x, msg, sizeof msg);
+    baatt_status s = baatt_npy_write(tmp(path, name), dt == BAATT_DTYPE_F16 ? BAATT_NPY_F16 : BAATT_NPY_F32, 4, shape,
+                                     x, msg, sizeof msg);
     if (s) fprintf(stderr, "%s\n", msg);
     assert_int_equal(s, BAATT_OK);
     if (keep) return x;
@@ -82,7 +81,7 @@ static void write_bad_inputs(uint64_t *rng)
     write_tensor(g_q3, "q3.npy", f, 3, NQ, D, rng, 0);         /* 3 heads over 2 kv heads */
     write_tensor(g_k2, "k2.npy", f, 2, NK, D, rng, 0);
     write_tensor(g_v2, "v2.npy", f, 2, NK, D, rng, 0);
-    write_tensor(g_q80, "q80.npy", f, H, NQ, 80, rng, 0);      /* an unsupported head_dim */
+    write_tensor(g_q80, "q80.npy", f, H, NQ, 80, rng, 0); /* an unsupported head_dim */
     write_tensor(g_k80, "k80.npy", f, HKV, NK, 80, rng, 0);
     write_tensor(g_v80, "v80.npy", f, HKV, NK, 80, rng, 0);
     FILE *g = fopen(tmp(g_garbage, "garbage.npy"), "wb");
@@ -275,10 +274,7 @@ static void read_selection(selection *s, uint32_t block, uint32_t keep, int iden
     check_perm(s->pk.data, B * HKV, NK, identity);
 }
 
-static void free_selection(selection *s)
-{
-    baatt_npy_free(&s->mask), baatt_npy_free(&s->pq), baatt_npy_free(&s->pk);
-}
+static void free_selection(selection *s) { baatt_npy_free(&s->mask), baatt_npy_free(&s->pq), baatt_npy_free(&s->pk); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* tests                                                                                      */
@@ -340,8 +336,9 @@ static void sparse_run(const input *in, const char *opts, uint32_t block, uint32
     baatt_config c = input_config(in);
     c.block_size = block;
     float *ref = malloc(sizeof(float) * B * H * NQ * D);
-    assert_int_equal(baatt_reference_sparse_attention(&c, in->q, in->k, in->v, sel.pq.data, sel.pk.data,
-                                                      sel.mask.data, ref), BAATT_OK);
+    assert_int_equal(
+        baatt_reference_sparse_attention(&c, in->q, in->k, in->v, sel.pq.data, sel.pk.data, sel.mask.data, ref),
+        BAATT_OK);
     check_output(op, in, ref, tol, 2 * tol);
     unlink(op);
     free_selection(&sel);
@@ -584,8 +581,10 @@ static void bench_check(void **s)
     char jp[PATH_MAX_], dir[PATH_MAX_], mp[PATH_MAX_ + 64], kp[PATH_MAX_ + 64], json[4096];
     tmp(jp, "bench.json");
     tmp(dir, "masks");
-    run_cli(r, "bench --n 200 --keep 0.5 --heads 2 --dim 64 --dtype f32,f16 --reps 2 --warmup 0 --check --json '%s' "
-               "--mask-dir '%s'", jp, dir);
+    run_cli(r,
+            "bench --n 200 --keep 0.5 --heads 2 --dim 64 --dtype f32,f16 --reps 2 --warmup 0 --check --json '%s' "
+            "--mask-dir '%s'",
+            jp, dir);
     expect_ok(r);
     expect_contains(r->err, "4 of 4 configurations timed");
     assert_null(strstr(r->err, "FAIL"));
@@ -641,14 +640,20 @@ static void eval_json(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(help_and_info),     cmocka_unit_test(dense),
+        cmocka_unit_test(help_and_info),
+        cmocka_unit_test(dense),
         cmocka_unit_test(dense_side_outputs),
-        cmocka_unit_test(baatt_default_f32), cmocka_unit_test(baatt_default_f16),
-        cmocka_unit_test(baatt_threshold_no_sort), cmocka_unit_test(json_output),
+        cmocka_unit_test(baatt_default_f32),
+        cmocka_unit_test(baatt_default_f16),
+        cmocka_unit_test(baatt_threshold_no_sort),
+        cmocka_unit_test(json_output),
         cmocka_unit_test(sort_auto),
-        cmocka_unit_test(bad_options),       cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(nonfinite_inputs),  cmocka_unit_test(output_paths),
-        cmocka_unit_test(demo),              cmocka_unit_test(bench_check),
+        cmocka_unit_test(bad_options),
+        cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(nonfinite_inputs),
+        cmocka_unit_test(output_paths),
+        cmocka_unit_test(demo),
+        cmocka_unit_test(bench_check),
         cmocka_unit_test(eval_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -219,15 +219,35 @@ static void env_device_bad_name(void **s)
 static void status_strings(void **s)
 {
     (void)s;
-    static const struct { baatt_status s; const char *name; } all[] = {
+    static const struct {
+        baatt_status s;
+        const char *name;
+    } all[] = {
 #define S(x) {x, #x}
-        S(BAATT_OK), S(BAATT_ERROR_INVALID_ARGUMENT), S(BAATT_ERROR_BAD_SHAPE), S(BAATT_ERROR_GQA_MISMATCH),
-        S(BAATT_ERROR_UNSUPPORTED_HEAD_DIM), S(BAATT_ERROR_UNSUPPORTED_DTYPE), S(BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE),
-        S(BAATT_ERROR_BAD_KEEP_RATIO), S(BAATT_ERROR_BAD_THRESHOLD), S(BAATT_ERROR_BAD_BLOCK_LIMITS),
-        S(BAATT_ERROR_BAD_SCALE), S(BAATT_ERROR_TOO_LARGE), S(BAATT_ERROR_NOT_READY), S(BAATT_ERROR_NO_VULKAN),
-        S(BAATT_ERROR_NO_DEVICE), S(BAATT_ERROR_MISSING_FEATURE), S(BAATT_ERROR_VALIDATION_LAYER),
-        S(BAATT_ERROR_OUT_OF_HOST_MEMORY), S(BAATT_ERROR_VULKAN), S(BAATT_ERROR_OUT_OF_DEVICE_MEMORY),
-        S(BAATT_ERROR_DEVICE_LOST), S(BAATT_ERROR_TIMEOUT), S(BAATT_ERROR_IO), S(BAATT_ERROR_FILE_FORMAT),
+        S(BAATT_OK),
+        S(BAATT_ERROR_INVALID_ARGUMENT),
+        S(BAATT_ERROR_BAD_SHAPE),
+        S(BAATT_ERROR_GQA_MISMATCH),
+        S(BAATT_ERROR_UNSUPPORTED_HEAD_DIM),
+        S(BAATT_ERROR_UNSUPPORTED_DTYPE),
+        S(BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE),
+        S(BAATT_ERROR_BAD_KEEP_RATIO),
+        S(BAATT_ERROR_BAD_THRESHOLD),
+        S(BAATT_ERROR_BAD_BLOCK_LIMITS),
+        S(BAATT_ERROR_BAD_SCALE),
+        S(BAATT_ERROR_TOO_LARGE),
+        S(BAATT_ERROR_NOT_READY),
+        S(BAATT_ERROR_NO_VULKAN),
+        S(BAATT_ERROR_NO_DEVICE),
+        S(BAATT_ERROR_MISSING_FEATURE),
+        S(BAATT_ERROR_VALIDATION_LAYER),
+        S(BAATT_ERROR_OUT_OF_HOST_MEMORY),
+        S(BAATT_ERROR_VULKAN),
+        S(BAATT_ERROR_OUT_OF_DEVICE_MEMORY),
+        S(BAATT_ERROR_DEVICE_LOST),
+        S(BAATT_ERROR_TIMEOUT),
+        S(BAATT_ERROR_IO),
+        S(BAATT_ERROR_FILE_FORMAT),
 #undef S
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
@@ -316,10 +336,10 @@ typedef struct embed {
     baatt_context *a, *b;
     baatt_external_device ext;
     baatt_config cfg;
-    size_t qn, kn;             /* elements */
+    size_t qn, kn; /* elements */
     void *q, *k, *v;
-    baatt_buffer dev[4];       /* Q, K, V, O on the device: the application's tensors */
-    baatt_buffer up, down;     /* staging: Q | K | V | O(NaN) in, O out */
+    baatt_buffer dev[4];   /* Q, K, V, O on the device: the application's tensors */
+    baatt_buffer up, down; /* staging: Q | K | V | O(NaN) in, O out */
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
@@ -368,8 +388,10 @@ static void embed_begin(embed *e)
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .queueFamilyIndex = e->ext.queue_family_index};
     assert_int_equal(vk->vkCreateCommandPool(e->ext.device, &pi, NULL, &e->pool), VK_SUCCESS);
-    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = e->pool,
-                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1};
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = e->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
     assert_int_equal(vk->vkAllocateCommandBuffers(e->ext.device, &ai, &e->cmd), VK_SUCCESS);
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     assert_int_equal(vk->vkCreateFence(e->ext.device, &fi, NULL, &e->fence), VK_SUCCESS);
@@ -389,10 +411,11 @@ static void record_uploads(embed *e)
         vk->vkCmdCopyBuffer(e->cmd, e->up.buffer, e->dev[i].buffer, 1, &c);
         off += e->dev[i].size;
     }
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                          .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-    vk->vkCmdPipelineBarrier(e->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb,
-                             0, NULL, 0, NULL);
+    vk->vkCmdPipelineBarrier(e->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0,
+                             NULL, 0, NULL);
 }
 
 /* Bad recordings fail before anything is recorded, so the command buffer stays usable. */
@@ -541,7 +564,7 @@ static PFN_vkDestroyBuffer g_real_destroy_buffer;
 static int g_live_buffers;
 
 static VKAPI_ATTR VkResult VKAPI_CALL counting_create_buffer(VkDevice d, const VkBufferCreateInfo *ci,
-                                                            const VkAllocationCallbacks *a, VkBuffer *out)
+                                                             const VkAllocationCallbacks *a, VkBuffer *out)
 {
     VkResult r = g_real_create_buffer(d, ci, a, out);
     if (r == VK_SUCCESS) g_live_buffers++;

@@ -169,8 +169,10 @@ static void dtype_convert(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(buffer_round_trip), cmocka_unit_test(buffer_errors),
-        cmocka_unit_test(run_buffers_matches_host), cmocka_unit_test(plan_paths),
+        cmocka_unit_test(buffer_round_trip),
+        cmocka_unit_test(buffer_errors),
+        cmocka_unit_test(run_buffers_matches_host),
+        cmocka_unit_test(plan_paths),
         cmocka_unit_test(dtype_convert),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);

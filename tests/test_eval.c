@@ -185,9 +185,12 @@ static void test_npy_load_pad(void **state)
     assert_true(q && k);
     for (int i = 0; i < 4 * 10 * 32; i++) q[i] = baatt_f32_to_f16((float)(i % 7) - 3);
     for (int i = 0; i < 2 * 12 * 32; i++) k[i] = baatt_f32_to_f16((float)(i % 5) * 0.5f);
-    assert_int_equal(baatt_npy_write(th_tmp_path(pq, sizeof pq, "eq.npy"), BAATT_NPY_F16, 3, sq, q, msg, sizeof msg), 0);
-    assert_int_equal(baatt_npy_write(th_tmp_path(pk, sizeof pk, "ek.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg), 0);
-    assert_int_equal(baatt_npy_write(th_tmp_path(pv, sizeof pv, "ev.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg), 0);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pq, sizeof pq, "eq.npy"), BAATT_NPY_F16, 3, sq, q, msg, sizeof msg),
+                     0);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pk, sizeof pk, "ek.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg),
+                     0);
+    assert_int_equal(baatt_npy_write(th_tmp_path(pv, sizeof pv, "ev.npy"), BAATT_NPY_F16, 3, sk, k, msg, sizeof msg),
+                     0);
     eval_data d;
     assert_int_equal(eval_data_load(pq, pk, pv, 0, &d, msg, sizeof msg), BAATT_OK);
     assert_int_equal(d.heads, 4);
@@ -200,7 +203,9 @@ static void test_npy_load_pad(void **state)
             for (uint32_t a = 0; a < 64; a++) {
                 float want = a < 32 ? baatt_f16_to_f32(k[((h / 2) * 12 + i) * 32 + a]) : 0;
                 assert_float_equal(d.k[(h * 12 + i) * 64 + a], want, 0);
-                if (i < 10) assert_float_equal(d.q[(h * 10 + i) * 64 + a], a < 32 ? baatt_f16_to_f32(q[(h * 10 + i) * 32 + a]) : 0, 0);
+                if (i < 10)
+                    assert_float_equal(d.q[(h * 10 + i) * 64 + a],
+                                       a < 32 ? baatt_f16_to_f32(q[(h * 10 + i) * 32 + a]) : 0, 0);
             }
     eval_data_free(&d);
     assert_int_not_equal(eval_data_load(pq, pq, pv, 0, &d, msg, sizeof msg), BAATT_OK); /* k and v differ */
@@ -232,9 +237,9 @@ static void test_mask_counts(void **state)
             uint32_t cnt[4] = {0};
             for (int k = 0; k < 4; k++)
                 for (uint32_t j = 0; j < nk; j++) cnt[k] += c.masks[m * 4 + k][r * nk + j];
-            assert_int_equal(cnt[0], 4);                /* ceil(0.33 * 10) */
+            assert_int_equal(cnt[0], 4); /* ceil(0.33 * 10) */
             assert_int_equal(cnt[1], 5);
-            assert_true(cnt[2] == 1 || cnt[2] == 2);    /* mean 1.3 */
+            assert_true(cnt[2] == 1 || cnt[2] == 2); /* mean 1.3 */
             assert_true(cnt[3] >= 1 && cnt[3] <= nk);
             for (int k = 0; k < 4; k++) total[k] += cnt[k];
         }
@@ -331,7 +336,8 @@ static void test_oracle_bounds(void **state)
         for (int i = 0; i < NM; i++) {
             int sorted = !strcmp(m[i], "baatt") || !strcmp(m[i], "baatt_sort") || !strcmp(m[i], "oracle");
             int orc = method_index(sorted ? "oracle" : "oracle_unsorted");
-            for (int k = 0; k < 3; k++) assert_true(c.rec[i * 4 + k].mass_recall <= c.rec[orc * 4 + k].mass_recall + 1e-12);
+            for (int k = 0; k < 3; k++)
+                assert_true(c.rec[i * 4 + k].mass_recall <= c.rec[orc * 4 + k].mass_recall + 1e-12);
             const eval_record *all = &c.rec[i * 4 + 3];
             assert_float_equal(all->mass_recall, 1.0, 1e-12);
             assert_float_equal(all->sparsity, 0.0, 1e-12);

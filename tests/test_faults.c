@@ -150,8 +150,8 @@ static void bad_timeout_refused(void **s)
 
 /* ---- injected device loss and out-of-memory ---- */
 
-static VkResult g_inject;        /* what the hooked call returns while armed */
-static int g_armed;              /* calls left to fail */
+static VkResult g_inject; /* what the hooked call returns while armed */
+static int g_armed;       /* calls left to fail */
 static PFN_vkQueueSubmit g_real_submit;
 static PFN_vkAllocateMemory g_real_alloc;
 

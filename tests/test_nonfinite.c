@@ -89,7 +89,8 @@ static void check(bad_input what, baatt_select_mode mode)
         assert_int_equal(row_nan(o, r), row_nan(ro, r));
         nan_rows += row_nan(o, r);
         for (size_t a = 0; a < D; a++)
-            if (!isnan(ro[r * D + a])) assert_true(fabs(o[r * D + a] - ro[r * D + a]) <= 2e-5 + 2e-5 * fabs(ro[r * D + a]));
+            if (!isnan(ro[r * D + a]))
+                assert_true(fabs(o[r * D + a] - ro[r * D + a]) <= 2e-5 + 2e-5 * fabs(ro[r * D + a]));
     }
     /* NaN in K reaches every query row; in Q only its own row. */
     if (what == NAN_IN_K) assert_int_equal(nan_rows, qn / D);
@@ -98,12 +99,36 @@ static void check(bad_input what, baatt_select_mode mode)
     free(q), free(k), free(v), free(o), free(od), free(ro);
 }
 
-static void nan_k_keep(void **s) { (void)s; check(NAN_IN_K, BAATT_SELECT_KEEP_RATIO); }
-static void nan_k_threshold(void **s) { (void)s; check(NAN_IN_K, BAATT_SELECT_MASS_THRESHOLD); }
-static void inf_k_keep(void **s) { (void)s; check(INF_IN_K, BAATT_SELECT_KEEP_RATIO); }
-static void inf_k_threshold(void **s) { (void)s; check(INF_IN_K, BAATT_SELECT_MASS_THRESHOLD); }
-static void nan_q_keep(void **s) { (void)s; check(NAN_IN_Q, BAATT_SELECT_KEEP_RATIO); }
-static void nan_q_threshold(void **s) { (void)s; check(NAN_IN_Q, BAATT_SELECT_MASS_THRESHOLD); }
+static void nan_k_keep(void **s)
+{
+    (void)s;
+    check(NAN_IN_K, BAATT_SELECT_KEEP_RATIO);
+}
+static void nan_k_threshold(void **s)
+{
+    (void)s;
+    check(NAN_IN_K, BAATT_SELECT_MASS_THRESHOLD);
+}
+static void inf_k_keep(void **s)
+{
+    (void)s;
+    check(INF_IN_K, BAATT_SELECT_KEEP_RATIO);
+}
+static void inf_k_threshold(void **s)
+{
+    (void)s;
+    check(INF_IN_K, BAATT_SELECT_MASS_THRESHOLD);
+}
+static void nan_q_keep(void **s)
+{
+    (void)s;
+    check(NAN_IN_Q, BAATT_SELECT_KEEP_RATIO);
+}
+static void nan_q_threshold(void **s)
+{
+    (void)s;
+    check(NAN_IN_Q, BAATT_SELECT_MASS_THRESHOLD);
+}
 
 /* The CPU rule alone: NaN first (ties by index), no mass; a row without finite mass selects the
  * minimum. */
@@ -148,9 +173,9 @@ static void find_nonfinite(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(find_nonfinite),  cmocka_unit_test(reference_rule),  cmocka_unit_test(nan_k_keep),      cmocka_unit_test(nan_k_threshold),
-        cmocka_unit_test(inf_k_keep),      cmocka_unit_test(inf_k_threshold), cmocka_unit_test(nan_q_keep),
-        cmocka_unit_test(nan_q_threshold),
+        cmocka_unit_test(find_nonfinite),  cmocka_unit_test(reference_rule),  cmocka_unit_test(nan_k_keep),
+        cmocka_unit_test(nan_k_threshold), cmocka_unit_test(inf_k_keep),      cmocka_unit_test(inf_k_threshold),
+        cmocka_unit_test(nan_q_keep),      cmocka_unit_test(nan_q_threshold),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

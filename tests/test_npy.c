@@ -22,16 +22,26 @@
 /* np.save(f, np.arange(6, dtype=np.float32).reshape(2, 3) * 0.5 - 1) */
 static const char k_v1_f32[] = "\x93NUMPY\x01\x00\x76\x00"
                                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }" SP32 SP16 SP8 SP2 "\n"
-                               "\x00\x00\x80\xbf" "\x00\x00\x00\xbf" "\x00\x00\x00\x00"
-                               "\x00\x00\x00\x3f" "\x00\x00\x80\x3f" "\x00\x00\xc0\x3f";
+                               "\x00\x00\x80\xbf"
+                               "\x00\x00\x00\xbf"
+                               "\x00\x00\x00\x00"
+                               "\x00\x00\x00\x3f"
+                               "\x00\x00\x80\x3f"
+                               "\x00\x00\xc0\x3f";
 /* np.array([-2, -1, 0, 2147483647], np.int32), version (2, 0) */
 static const char k_v2_i32[] = "\x93NUMPY\x02\x00\x74\x00\x00\x00"
                                "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }" SP32 SP16 SP8 SP2 "\n"
-                               "\xfe\xff\xff\xff" "\xff\xff\xff\xff" "\x00\x00\x00\x00" "\xff\xff\xff\x7f";
+                               "\xfe\xff\xff\xff"
+                               "\xff\xff\xff\xff"
+                               "\x00\x00\x00\x00"
+                               "\xff\xff\xff\x7f";
 /* np.array([1, -2, 0.5, 65504], np.float16).reshape(2, 1, 2), version (3, 0) */
 static const char k_v3_f16[] = "\x93NUMPY\x03\x00\x74\x00\x00\x00"
                                "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 1, 2), }" SP32 SP16 SP4 " \n"
-                               "\x00\x3c" "\x00\xc0" "\x00\x38" "\xff\x7b";
+                               "\x00\x3c"
+                               "\x00\xc0"
+                               "\x00\x38"
+                               "\xff\x7b";
 /* np.save(f, np.array(200, np.uint8)): rank 0 gets no growth spaces */
 static const char k_v1_u8[] = "\x93NUMPY\x01\x00\x76\x00"
                               "{'descr': '|u1', 'fortran_order': False, 'shape': (), }" SP32 SP16 SP8 SP4 SP2 "\n"
@@ -165,8 +175,12 @@ static void test_round_trips(void **state)
 {
     (void)state;
     uint64_t rng = th_seed();
-    static const uint64_t s1[] = {7}, s2[] = {3, 5}, s4[] = {2, 1, 3, 2}, s0[] = {4, 0, 3}, s8[] = {1, 2, 1, 2, 1, 2, 1, 3};
-    static const struct { uint32_t rank; const uint64_t *shape; } shapes[] = {
+    static const uint64_t s1[] = {7}, s2[] = {3, 5}, s4[] = {2, 1, 3, 2}, s0[] = {4, 0, 3},
+                          s8[] = {1, 2, 1, 2, 1, 2, 1, 3};
+    static const struct {
+        uint32_t rank;
+        const uint64_t *shape;
+    } shapes[] = {
         {0, NULL}, {1, s1}, {2, s2}, {4, s4}, {3, s0}, {8, s8},
     };
     for (int dt = BAATT_NPY_F32; dt <= BAATT_NPY_U8; dt++)
@@ -269,7 +283,13 @@ static void test_read_numpy_v2_v3(void **state)
 static void test_read_lenient_headers(void **state)
 {
     (void)state;
-    static const struct { unsigned major; const char *header; uint32_t rank; uint64_t count; size_t ndata; } ok[] = {
+    static const struct {
+        unsigned major;
+        const char *header;
+        uint32_t rank;
+        uint64_t count;
+        size_t ndata;
+    } ok[] = {
         {1, "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}", 2, 6, 24},
         {1, "{\"descr\":\"<f4\",\"fortran_order\":False,\"shape\":(3,)}\n", 1, 3, 12},
         {1, " {\n\t'descr' : '<i4' ,\n 'fortran_order' :False, 'shape' : ( 2 , 2 , ) , }  \r\n", 2, 4, 16},
@@ -299,7 +319,11 @@ static void test_bad_prefix(void **state)
     (void)state;
     char path[256];
     th_tmp_path(path, sizeof path, "prefix.npy");
-    static const struct { const char *bytes; size_t n; const char *needle; } cases[] = {
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *needle;
+    } cases[] = {
         {"", 0, "too short"},
         {"\x93NUMP", 5, "too short"},
         {"\x93NUMPZ\x01\x00\x10\x00{}", 12, "bad magic"},
@@ -336,7 +360,11 @@ static void test_header_too_long(void **state)
 static void test_bad_headers(void **state)
 {
     (void)state;
-    static const struct { const char *header; size_t ndata; const char *needle; } cases[] = {
+    static const struct {
+        const char *header;
+        size_t ndata;
+        const char *needle;
+    } cases[] = {
         /* semantics */
         {"{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24, "Fortran order"},
         {"{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", 24, "big-endian byte order (dtype '>f4')"},
@@ -545,7 +573,10 @@ static void test_null_arguments(void **state)
 static void test_small_message_buffer(void **state)
 {
     (void)state;
-    struct { char msg[8]; char guard[8]; } b;
+    struct {
+        char msg[8];
+        char guard[8];
+    } b;
     memset(&b, 'G', sizeof b);
     baatt_npy a;
     assert_int_equal(baatt_npy_read("/nonexistent-dir/x.npy", &a, b.msg, sizeof b.msg), BAATT_ERROR_IO);

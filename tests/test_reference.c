@@ -33,10 +33,7 @@ static baatt_config shape(uint32_t b, uint32_t h, uint32_t kvh, uint32_t ql, uin
 }
 
 static size_t q_elems(const baatt_config *c) { return (size_t)c->batch * c->heads * c->q_len * c->head_dim; }
-static size_t k_elems(const baatt_config *c)
-{
-    return (size_t)c->batch * c->kv_heads * c->kv_len * c->head_dim;
-}
+static size_t k_elems(const baatt_config *c) { return (size_t)c->batch * c->kv_heads * c->kv_len * c->head_dim; }
 static size_t mask_elems(const baatt_config *c)
 {
     return (size_t)c->batch * c->heads * baatt_config_q_blocks(c) * baatt_config_k_blocks(c);
@@ -72,8 +69,8 @@ static float *fbuf(size_t n)
 
 /* Naive softmax row: p[j] = softmax_j(t q.k_j) over keys with allowed[j] (NULL: all), 0 elsewhere.
  * Plain loops, one accumulator: deliberately unlike the reference. */
-static void naive_probs(const float *q, const float *k, const uint8_t *allowed, uint32_t n, uint32_t d,
-                        double t, double *p)
+static void naive_probs(const float *q, const float *k, const uint8_t *allowed, uint32_t n, uint32_t d, double t,
+                        double *p)
 {
     double mx = -INFINITY, sum = 0;
     for (uint32_t j = 0; j < n; j++) {
@@ -89,8 +86,8 @@ static void naive_probs(const float *q, const float *k, const uint8_t *allowed, 
     for (uint32_t j = 0; j < n; j++) p[j] /= sum;
 }
 
-static void naive_row(const float *q, const float *k, const float *v, const uint8_t *allowed, uint32_t n,
-                      uint32_t d, double t, float *o)
+static void naive_row(const float *q, const float *k, const float *v, const uint8_t *allowed, uint32_t n, uint32_t d,
+                      double t, float *o)
 {
     double *p = malloc(sizeof(double) * n);
     assert_non_null(p);
@@ -118,13 +115,13 @@ static void naive_dense(const baatt_config *c, const float *q, const float *k, c
     for (uint32_t b = 0; b < c->batch; b++)
         for (uint32_t h = 0; h < c->heads; h++)
             for (uint32_t i = 0; i < c->q_len; i++)
-                naive_row(q_row(c, q, b, h, i), kv_head(c, k, b, h), kv_head(c, v, b, h), NULL, c->kv_len,
-                          c->head_dim, baatt_config_scale(c), (float *)q_row(c, o, b, h, i));
+                naive_row(q_row(c, q, b, h, i), kv_head(c, k, b, h), kv_head(c, v, b, h), NULL, c->kv_len, c->head_dim,
+                          baatt_config_scale(c), (float *)q_row(c, o, b, h, i));
 }
 
 /* Allowed keys (original indices) of original query row i under mask/perms: ALGORITHM.md steps 1 and 5. */
-static void naive_allowed(const baatt_config *c, const int32_t *pq, const int32_t *pk, const uint8_t *mrows,
-                          uint32_t i, uint8_t *allowed)
+static void naive_allowed(const baatt_config *c, const int32_t *pq, const int32_t *pk, const uint8_t *mrows, uint32_t i,
+                          uint8_t *allowed)
 {
     uint32_t p = 0, nk = baatt_config_k_blocks(c);
     while ((uint32_t)pq[p] != i) p++;
@@ -167,8 +164,8 @@ static void test_dense_two_tokens(void **state)
     baatt_config c = shape(1, 1, 1, 2, 2);
     c.scale = 1.0f;
     float q[2 * 64] = {0}, k[2 * 64] = {0}, v[2 * 64] = {0}, o[2 * 64];
-    q[0] = 1.0f;                 /* query 0; query 1 stays zero */
-    k[0] = (float)log(3.0);      /* key 0; key 1 stays zero */
+    q[0] = 1.0f;            /* query 0; query 1 stays zero */
+    k[0] = (float)log(3.0); /* key 0; key 1 stays zero */
     for (int a = 0; a < 64; a++) {
         v[a] = 1.0f;
         v[64 + a] = 5.0f;
@@ -353,8 +350,8 @@ static void test_block_stats(void **state)
  * Step 3: block logits.
  * ------------------------------------------------------------------------------------------- */
 
-static double formula_logit(const baatt_config *c, const float *qm, const float *qv, const float *km,
-                            const float *kv, uint32_t nj)
+static double formula_logit(const baatt_config *c, const float *qm, const float *qv, const float *km, const float *kv,
+                            uint32_t nj)
 {
     double t = baatt_config_scale(c), dot = 0, var = 0;
     for (uint32_t a = 0; a < c->head_dim; a++) {
@@ -546,8 +543,8 @@ static void test_sparse_vs_naive(void **state)
     for (uint32_t h = 0; h < 4; h++) {
         for (uint32_t i = 0; i < 100; i++) {
             naive_allowed(&c, pq + h * 100, pk + (h / 2) * 150, m + (size_t)h * nq * nk, i, allowed);
-            naive_row(q_row(&c, t.q, 0, h, i), kv_head(&c, t.k, 0, h), kv_head(&c, t.v, 0, h), allowed, 150,
-                      64, baatt_config_scale(&c), want);
+            naive_row(q_row(&c, t.q, 0, h, i), kv_head(&c, t.k, 0, h), kv_head(&c, t.v, 0, h), allowed, 150, 64,
+                      baatt_config_scale(&c), want);
             assert_true(th_compare(q_row(&c, o, 0, h, i), want, 64, 1e-6, 1e-6, "sparse row") <= 1);
         }
     }
@@ -600,8 +597,7 @@ static void test_baatt_pipeline(void **state)
     assert_memory_equal(pk, pk2, sizeof pk);
     assert_memory_equal(m, m2, mask_elems(&c));
     assert_memory_equal(o, o2, q_elems(&c) * sizeof(float));
-    for (uint32_t r = 0; r < 4 * nq; r++)
-        assert_int_equal(row_count(m + r * nk, nk), baatt_config_keep_blocks(&c));
+    for (uint32_t r = 0; r < 4 * nq; r++) assert_int_equal(row_count(m + r * nk, nk), baatt_config_keep_blocks(&c));
     free(qm), free(qv), free(km), free(kv), free(l), free(o), free(o2), free(m), free(m2);
     qkv_free(&t);
 }
@@ -625,7 +621,7 @@ static void test_baatt_dense_mode(void **state)
     assert_int_equal(baatt_reference_attention(&c, t.q, t.k, t.v, od), BAATT_OK);
     assert_memory_equal(o, od, q_elems(&c) * sizeof(float));
     for (int i = 0; i < 12; i++) assert_int_equal(m[i], 1); /* nq = 3, nk = 2 with B = 64 */
-    assert_int_equal(m[12], 7);                               /* nothing past the mask */
+    assert_int_equal(m[12], 7);                             /* nothing past the mask */
     for (int i = 0; i < 260; i++) assert_int_equal(pq[i], i % 130);
     for (int i = 0; i < 70; i++) assert_int_equal(pk[i], i);
     free(o), free(od);
@@ -652,8 +648,8 @@ static void test_metrics_all_selected(void **state)
     assert_int_equal(baatt_reference_attention(&c, t.q, t.k, t.v, od), BAATT_OK);
     for (int with_perms = 0; with_perms < 2; with_perms++) {
         baatt_metrics mt;
-        assert_int_equal(baatt_reference_metrics(&c, t.q, t.k, t.v, m, with_perms ? pq : NULL,
-                                                 with_perms ? pk : NULL, od, with_perms ? od : NULL, &mt),
+        assert_int_equal(baatt_reference_metrics(&c, t.q, t.k, t.v, m, with_perms ? pq : NULL, with_perms ? pk : NULL,
+                                                 od, with_perms ? od : NULL, &mt),
                          BAATT_OK);
         assert_float_equal(mt.mass_recall, 1.0, 1e-12);
         assert_float_equal(mt.rel_l1, 0.0, 1e-12);
@@ -666,8 +662,8 @@ static void test_metrics_all_selected(void **state)
 }
 
 /* Dense mass on the keys a mask selects for original row i, recomputed naively. */
-static double naive_recall(const baatt_config *c, const float *q, const float *k, const int32_t *pq,
-                           const int32_t *pk, const uint8_t *m)
+static double naive_recall(const baatt_config *c, const float *q, const float *k, const int32_t *pq, const int32_t *pk,
+                           const uint8_t *m)
 {
     double total = 0, p[100];
     uint8_t allowed[100];

@@ -19,8 +19,8 @@ static baatt_config tie_config(baatt_select_mode mode)
     c.q_len = 3 * BLOCK, c.kv_len = NK * BLOCK, c.block_size = BLOCK;
     c.norm_sort = BAATT_SORT_OFF;
     c.select_mode = mode;
-    c.keep_ratio = 0.5f;      /* 4 of 8 blocks */
-    c.mass_threshold = 0.5f;  /* 8 equal masses of 1/8: the shortest prefix reaching 0.5 is 4 */
+    c.keep_ratio = 0.5f;     /* 4 of 8 blocks */
+    c.mass_threshold = 0.5f; /* 8 equal masses of 1/8: the shortest prefix reaching 0.5 is 4 */
     return c;
 }
 
@@ -68,8 +68,16 @@ static void check_ties(baatt_select_mode mode)
     free(q), free(k), free(v), free(o), free(mask), free(ref);
 }
 
-static void ties_keep_ratio(void **s) { (void)s; check_ties(BAATT_SELECT_KEEP_RATIO); }
-static void ties_threshold(void **s) { (void)s; check_ties(BAATT_SELECT_MASS_THRESHOLD); }
+static void ties_keep_ratio(void **s)
+{
+    (void)s;
+    check_ties(BAATT_SELECT_KEEP_RATIO);
+}
+static void ties_threshold(void **s)
+{
+    (void)s;
+    check_ties(BAATT_SELECT_MASS_THRESHOLD);
+}
 
 int main(void)
 {

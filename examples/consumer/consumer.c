@@ -43,8 +43,9 @@ static int run(baatt_context *ctx)
         double d = fabs((double)o[i] - want[i]);
         err = isnan(d) || d > err ? (isnan(d) ? INFINITY : d) : err;
     }
-    if (ok) printf("consumer: baatt %s, dense attention max |error| %.3g against the CPU reference\n",
-                   baatt_version(), err);
+    if (ok)
+        printf("consumer: baatt %s, dense attention max |error| %.3g against the CPU reference\n", baatt_version(),
+               err);
     baatt_plan_destroy(plan);
     free(qkv), free(o), free(want);
     return ok && err <= 1e-4;

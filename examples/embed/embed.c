@@ -27,7 +27,7 @@ typedef struct app {
     VkDevice device;
     VkQueue queue;
     uint32_t family;
-    uint32_t enabled;              /* BAATT_FEATURE_* bits this device was created with */
+    uint32_t enabled; /* BAATT_FEATURE_* bits this device was created with */
     VkPhysicalDeviceMemoryProperties mem;
 } app;
 
@@ -35,7 +35,7 @@ typedef struct buffer {
     VkBuffer buffer;
     VkDeviceMemory memory;
     VkDeviceSize size;
-    void *mapped;                  /* host-visible buffers only */
+    void *mapped; /* host-visible buffers only */
 } buffer;
 
 static int vk_ok(VkResult r, const char *what)
@@ -81,9 +81,13 @@ static int create_device(app *a)
     a->enabled = (have11.storageBuffer16BitAccess ? BAATT_FEATURE_FP16_STORAGE : 0) |
                  (have12.shaderFloat16 ? BAATT_FEATURE_FP16_ARITH : 0);
     float prio = 1.0f;
-    VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = a->family,
-                                  .queueCount = 1, .pQueuePriorities = &prio};
-    VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &v11, .queueCreateInfoCount = 1,
+    VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                  .queueFamilyIndex = a->family,
+                                  .queueCount = 1,
+                                  .pQueuePriorities = &prio};
+    VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                             .pNext = &v11,
+                             .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &qi};
     if (!vk_ok(vkCreateDevice(a->phys, &ci, NULL, &a->device), "vkCreateDevice")) return 0;
     vkGetDeviceQueue(a->device, a->family, 0, &a->queue);
@@ -93,7 +97,8 @@ static int create_device(app *a)
 
 static int app_open(app *a)
 {
-    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "baatt-embed",
+    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                            .pApplicationName = "baatt-embed",
                             .apiVersion = VK_API_VERSION_1_2};
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &ai};
     if (vkCreateInstance(&ci, NULL, &a->instance) != VK_SUCCESS) return 0;
@@ -115,9 +120,9 @@ static int memory_type(const app *a, uint32_t bits, VkMemoryPropertyFlags want)
 
 static int buffer_create(const app *a, VkDeviceSize size, int host, buffer *b)
 {
-    VkBufferUsageFlags usage = host ? VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT
-                                    : VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                          VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    VkBufferUsageFlags usage =
+        host ? VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT
+             : VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = size, .usage = usage};
     b->size = size;
     if (!vk_ok(vkCreateBuffer(a->device, &bi, NULL, &b->buffer), "vkCreateBuffer")) return 0;
@@ -126,8 +131,8 @@ static int buffer_create(const app *a, VkDeviceSize size, int host, buffer *b)
     VkMemoryPropertyFlags want = host ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
                                       : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
     int type = memory_type(a, req.memoryTypeBits, want);
-    VkMemoryAllocateInfo mi = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size,
-                               .memoryTypeIndex = (uint32_t)type};
+    VkMemoryAllocateInfo mi = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = (uint32_t)type};
     if (type < 0 || !vk_ok(vkAllocateMemory(a->device, &mi, NULL, &b->memory), "vkAllocateMemory")) return 0;
     if (!vk_ok(vkBindBufferMemory(a->device, b->buffer, b->memory, 0), "vkBindBufferMemory")) return 0;
     return !host || vk_ok(vkMapMemory(a->device, b->memory, 0, size, 0, &b->mapped), "vkMapMemory");
@@ -139,11 +144,11 @@ static void buffer_destroy(const app *a, buffer *b)
     if (b->memory) vkFreeMemory(a->device, b->memory, NULL);
 }
 
-static void barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
-                    VkPipelineStageFlags dst, VkAccessFlags dst_access)
+static void barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access, VkPipelineStageFlags dst,
+                    VkAccessFlags dst_access)
 {
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access,
-                          .dstAccessMask = dst_access};
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
     vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
@@ -179,7 +184,8 @@ static int submit(const app *a, baatt_plan *plan, const buffer *up, buffer dev[4
     VkCommandBuffer cmd;
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .queueFamilyIndex = a->family};
     VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1};
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
@@ -245,7 +251,8 @@ static int run(const app *a, baatt_context *ctx)
     if (ok) {
         double err = max_error(down.mapped, want, qn);
         printf("embed: %s: BA-Att [1, 4/2 heads, 512, 64] fp32 through the application's command buffer, "
-               "max error %.3g of max |O| against the CPU reference\n", err <= 1e-4 ? "ok" : "MISMATCH", err);
+               "max error %.3g of max |O| against the CPU reference\n",
+               err <= 1e-4 ? "ok" : "MISMATCH", err);
         ok = err <= 1e-4;
     }
     free(want);
@@ -266,9 +273,13 @@ int main(void)
     }
     printf("embed: baatt %s (header %d.%d.%d)\n", baatt_version(), BAATT_VERSION_MAJOR, BAATT_VERSION_MINOR,
            BAATT_VERSION_PATCH);
-    baatt_external_device ext = {.get_instance_proc_addr = vkGetInstanceProcAddr, .instance = a.instance,
-                                 .physical_device = a.phys, .device = a.device, .queue = a.queue,
-                                 .queue_family_index = a.family, .enabled = a.enabled};
+    baatt_external_device ext = {.get_instance_proc_addr = vkGetInstanceProcAddr,
+                                 .instance = a.instance,
+                                 .physical_device = a.phys,
+                                 .device = a.device,
+                                 .queue = a.queue,
+                                 .queue_family_index = a.family,
+                                 .enabled = a.enabled};
     baatt_context *ctx = NULL;
     baatt_status s = baatt_context_wrap(&ext, &ctx);
     int ok = s == BAATT_OK;

@@ -58,8 +58,10 @@ static int parse(int argc, char **argv, opts *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int ok = 1;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); exit(0); }
-        else if (!strcmp(a, "--q")) ok = cli_arg_str(c, argc, argv, &i, &o->q);
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            exit(0);
+        } else if (!strcmp(a, "--q")) ok = cli_arg_str(c, argc, argv, &i, &o->q);
         else if (!strcmp(a, "--k")) ok = cli_arg_str(c, argc, argv, &i, &o->k);
         else if (!strcmp(a, "--v")) ok = cli_arg_str(c, argc, argv, &i, &o->v);
         else if (!strcmp(a, "--out")) ok = cli_arg_str(c, argc, argv, &i, &o->out);
@@ -88,7 +90,8 @@ static int parse(int argc, char **argv, opts *o)
     const char *in[] = {o->q, o->k, o->v}, *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out};
     if (!cli_check_outputs(c, in, 3, out, 4)) return 0;
     if (o->cfg.dense && (o->mask_out || o->pq_out || o->pk_out))
-        fprintf(stderr, "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
+        fprintf(stderr,
+                "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
     return 1;
 }
 
@@ -103,7 +106,8 @@ static int load(const opts *o, const char *path, const char *name, baatt_npy *t,
         return cli_fail("attention", "%s (%s): dtype must be float32 or float16", name, path), 0;
     if (t->rank != 4 && t->rank != 3)
         return cli_fail("attention", "%s (%s): expected rank 4 [batch, heads, len, head_dim] (or 3), got rank %u", name,
-                        path, t->rank), 0;
+                        path, t->rank),
+               0;
     baatt_dtype dt = t->dtype == BAATT_NPY_F16 ? BAATT_DTYPE_F16 : BAATT_DTYPE_F32;
     if (!o->allow_nonfinite && !cli_check_finite("attention", name, path, t->data, dt, t->shape, t->rank)) return 0;
     int off = t->rank == 3;
@@ -112,18 +116,24 @@ static int load(const opts *o, const char *path, const char *name, baatt_npy *t,
     return 1;
 }
 
-static int shapes(opts *o, const baatt_npy *q, const baatt_npy *k, const baatt_npy *v, uint64_t sq[4],
-                  uint64_t sk[4], uint64_t sv[4])
+static int shapes(opts *o, const baatt_npy *q, const baatt_npy *k, const baatt_npy *v, uint64_t sq[4], uint64_t sk[4],
+                  uint64_t sv[4])
 {
     const char *c = "attention";
     if (q->dtype != k->dtype || q->dtype != v->dtype) return cli_fail(c, "q, k and v must have the same dtype"), 0;
     for (int i = 0; i < 4; i++)
-        if (sk[i] != sv[i]) return cli_fail(c, "k and v shapes differ (dimension %d: %llu vs %llu)", i,
-                                            (unsigned long long)sk[i], (unsigned long long)sv[i]), 0;
-    if (sq[0] != sk[0]) return cli_fail(c, "q and k batch sizes differ (%llu vs %llu)", (unsigned long long)sq[0],
-                                        (unsigned long long)sk[0]), 0;
-    if (sq[3] != sk[3]) return cli_fail(c, "q and k head_dim differ (%llu vs %llu)", (unsigned long long)sq[3],
-                                        (unsigned long long)sk[3]), 0;
+        if (sk[i] != sv[i])
+            return cli_fail(c, "k and v shapes differ (dimension %d: %llu vs %llu)", i, (unsigned long long)sk[i],
+                            (unsigned long long)sv[i]),
+                   0;
+    if (sq[0] != sk[0])
+        return cli_fail(c, "q and k batch sizes differ (%llu vs %llu)", (unsigned long long)sq[0],
+                        (unsigned long long)sk[0]),
+               0;
+    if (sq[3] != sk[3])
+        return cli_fail(c, "q and k head_dim differ (%llu vs %llu)", (unsigned long long)sq[3],
+                        (unsigned long long)sk[3]),
+               0;
     for (int i = 0; i < 4; i++)
         if (sq[i] > 0xffffffffu || sk[i] > 0xffffffffu) return cli_fail(c, "a dimension exceeds 2^32-1"), 0;
     baatt_config *g = &o->cfg;
@@ -197,7 +207,8 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         printf("GPU time: %.3f ms (attention kernel: %s)", st->gpu_ms, kernel);
         if (!g->dense) {
             printf(" (");
-            for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
+            for (int s = 0; s < BAATT_STAGE_COUNT; s++)
+                printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
             printf(")\nsparsity: %.4f\nsort: %s, sorted kv heads: %u of %u", st->sparsity, SORT_NAMES[g->norm_sort],
                    sorted_heads, g->batch * g->kv_heads);
         }
@@ -220,7 +231,8 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         if (g->select_mode == BAATT_SELECT_KEEP_RATIO) printf("\"keep\": %g", (double)g->keep_ratio);
         else printf("\"threshold\": %g", (double)g->mass_threshold);
         printf(", \"sparsity\": %.6f, \"stages_ms\": {", st->sparsity);
-        for (int s = 0; s < BAATT_STAGE_COUNT; s++) printf("%s\"%s\": %.6f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
+        for (int s = 0; s < BAATT_STAGE_COUNT; s++)
+            printf("%s\"%s\": %.6f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
         printf("}");
     }
     printf("}\n");
@@ -253,17 +265,32 @@ int cmd_attention(int argc, char **argv)
     if (!shapes(&o, &q, &k, &v, sq, sk, sv)) goto done;
     char msg[512];
     baatt_status s = baatt_config_check(&o.cfg, msg, sizeof msg);
-    if (s) { cli_fail("attention", "%s", msg); goto done; }
+    if (s) {
+        cli_fail("attention", "%s", msg);
+        goto done;
+    }
     if (!cli_open("attention", o.device, &ctx)) goto done;
     s = baatt_plan_create(ctx, &o.cfg, &plan);
-    if (s) { cli_fail_status("attention", s, ctx, "cannot create the plan"); goto done; }
+    if (s) {
+        cli_fail_status("attention", s, ctx, "cannot create the plan");
+        goto done;
+    }
     out = malloc(q.count * baatt_dtype_size(o.cfg.dtype) + 1);
-    if (!out) { cli_fail("attention", "out of memory"); goto done; }
+    if (!out) {
+        cli_fail("attention", "out of memory");
+        goto done;
+    }
     s = baatt_plan_run_host(plan, q.data, k.data, v.data, out);
-    if (s) { cli_fail_status("attention", s, ctx, "run failed"); goto done; }
+    if (s) {
+        cli_fail_status("attention", s, ctx, "run failed");
+        goto done;
+    }
     baatt_run_stats st;
     s = baatt_plan_stats(plan, &st);
-    if (s) { cli_fail_status("attention", s, ctx, "cannot read results"); goto done; }
+    if (s) {
+        cli_fail_status("attention", s, ctx, "cannot read results");
+        goto done;
+    }
     if (!write_outputs(&o, plan, &q, out)) goto done;
     uint32_t sorted_heads;
     if (!count_sorted(plan, &o.cfg, ctx, &sorted_heads)) goto done;

@@ -27,10 +27,10 @@
 #define STAGING_CHUNK (256ull << 20) /* bounds the host memory of an upload */
 #define CHECK_MAX_N 4096             /* the CPU reference of larger sizes takes too long */
 /* Returns a failed library call's status from the enclosing function. */
-#define CLI_TRY(expr)                                                                              \
-    do {                                                                                           \
-        baatt_status s_ = (expr);                                                                  \
-        if (s_ != BAATT_OK) return s_;                                                             \
+#define CLI_TRY(expr)                                                                                                  \
+    do {                                                                                                               \
+        baatt_status s_ = (expr);                                                                                      \
+        if (s_ != BAATT_OK) return s_;                                                                                 \
     } while (0)
 
 typedef struct bopts {
@@ -50,9 +50,9 @@ typedef struct bresult {
     double ms, min_ms, stage_ms[BAATT_STAGE_COUNT];
     double sparsity, speedup, check_err; /* NAN when not measured */
     unsigned reps;
-    int gpu_timer;                       /* 0: host wall clock (device without timestamps) */
-    const char *kernel;                  /* attention kernel the plan chose (static string) */
-    const char *score_kernel;            /* its block-logit product (BA-Att plans; static string) */
+    int gpu_timer;            /* 0: host wall clock (device without timestamps) */
+    const char *kernel;       /* attention kernel the plan chose (static string) */
+    const char *score_kernel; /* its block-logit product (BA-Att plans; static string) */
     char error[512];
 } bresult;
 
@@ -63,7 +63,7 @@ typedef struct bench {
     bresult *res;
     size_t nres, cap;
     int check_failed;
-    int io_failed;  /* an output (--json, --mask-dir) could not be written: the exit status says so */
+    int io_failed; /* an output (--json, --mask-dir) could not be written: the exit status says so */
 } bench;
 
 /* Device-resident inputs of one size: rotate sets of Q, K, V and one shared O. */
@@ -157,7 +157,8 @@ static int one_dtype(const char *t, int i, void *out)
 static int parse_lists(bopts *o, int argc, char **argv, int *i, int *ok)
 {
     const char *a = argv[*i], *s;
-    if (!strcmp(a, "--n")) *ok = cli_arg_str("bench", argc, argv, i, &s) && parse_list(a, s, MAX_LIST, &o->nn, one_u32, o->n);
+    if (!strcmp(a, "--n"))
+        *ok = cli_arg_str("bench", argc, argv, i, &s) && parse_list(a, s, MAX_LIST, &o->nn, one_u32, o->n);
     else if (!strcmp(a, "--keep"))
         *ok = cli_arg_str("bench", argc, argv, i, &s) && parse_list(a, s, MAX_LIST, &o->nkeep, one_keep, o->keep);
     else if (!strcmp(a, "--dtype"))
@@ -173,9 +174,11 @@ static int parse(int argc, char **argv, bopts *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int ok = 1;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); exit(0); }
-        else if (parse_lists(o, argc, argv, &i, &ok)) {}
-        else if (!strcmp(a, "--heads")) ok = cli_arg_u32(c, argc, argv, &i, &o->heads);
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            exit(0);
+        } else if (parse_lists(o, argc, argv, &i, &ok)) {
+        } else if (!strcmp(a, "--heads")) ok = cli_arg_u32(c, argc, argv, &i, &o->heads);
         else if (!strcmp(a, "--kv-heads")) ok = cli_arg_u32(c, argc, argv, &i, &o->kv_heads);
         else if (!strcmp(a, "--dim")) ok = cli_arg_u32(c, argc, argv, &i, &o->dim);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &o->block);
@@ -263,7 +266,8 @@ static void *fill_range(void *arg)
     else if (j->dt == BAATT_DTYPE_F16)
         for (uint64_t i = 0; i < j->n; i++) ((uint16_t *)j->dst)[i] = to_f16(uniform_at(j->seed, j->first + i));
     else
-        for (uint64_t i = 0; i < j->n; i++) ((uint16_t *)j->dst)[i] = baatt_f32_to_bf16(uniform_at(j->seed, j->first + i));
+        for (uint64_t i = 0; i < j->n; i++)
+            ((uint16_t *)j->dst)[i] = baatt_f32_to_bf16(uniform_at(j->seed, j->first + i));
     return NULL;
 }
 
@@ -397,14 +401,16 @@ static baatt_status time_runs(bench *b, baatt_plan *plan, const inputs *in, bres
 {
     const bopts *o = &b->o;
     unsigned cap = o->reps, min_reps = o->reps < 3 ? o->reps : 3, n = 0;
-    double *ms = calloc((size_t)cap * (BAATT_STAGE_COUNT + 1), sizeof *ms), t0 = cli_now_ms(), limit = o->max_seconds * 1e3;
+    double *ms = calloc((size_t)cap * (BAATT_STAGE_COUNT + 1), sizeof *ms), t0 = cli_now_ms(),
+           limit = o->max_seconds * 1e3;
     if (!ms) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     baatt_run_stats st = {0};
     baatt_status s = BAATT_OK;
     /* At least --warmup runs and at least WARMUP_MS of them, so that the clocks have ramped up
      * after the idle input upload (short configurations measured 2.5x slow without it; a warm-up
      * that already took a quarter of the budget has done its job). */
-    for (unsigned w = 0; !s && (w < o->warmup || cli_now_ms() - t0 < WARMUP_MS) && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
+    for (unsigned w = 0;
+         !s && (w < o->warmup || cli_now_ms() - t0 < WARMUP_MS) && (w == 0 || cli_now_ms() - t0 < limit / 4); w++)
         s = run_once(plan, in, w % in->nsets, &st);
     for (; !s && n < cap && (n < min_reps || cli_now_ms() - t0 < limit); n++) {
         s = run_once(plan, in, n % in->nsets, &st);
@@ -464,7 +470,8 @@ static int export_selection(const char *dir, const baatt_config *g, const select
     if (mkdir(dir, 0755) && errno != EEXIST) return cli_fail("bench", "cannot create %s: %s", dir, strerror(errno)), 0;
     uint64_t ms[4] = {g->batch, g->heads, baatt_config_q_blocks(g), baatt_config_k_blocks(g)};
     uint64_t qs[3] = {g->batch, g->heads, g->q_len}, ks[3] = {g->batch, g->kv_heads, g->kv_len};
-    return write_npy(dir, "mask", g, BAATT_NPY_U8, 4, ms, sel->mask) && write_npy(dir, "permq", g, BAATT_NPY_I32, 3, qs, sel->pq) &&
+    return write_npy(dir, "mask", g, BAATT_NPY_U8, 4, ms, sel->mask) &&
+           write_npy(dir, "permq", g, BAATT_NPY_I32, 3, qs, sel->pq) &&
            write_npy(dir, "permk", g, BAATT_NPY_I32, 3, ks, sel->pk);
 }
 
@@ -478,7 +485,8 @@ static double check_head0(bench *b, const baatt_config *g, const inputs *in, con
     void *q = malloc(n * es), *k = malloc(n * es), *v = malloc(n * es), *o = malloc(n * es);
     float *ref = malloc(n * sizeof *ref);
     double err = NAN;
-    baatt_status s = q && k && v && o && ref ? baatt_device_buffer_read(in->o, 0, o, n * es) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    baatt_status s =
+        q && k && v && o && ref ? baatt_device_buffer_read(in->o, 0, o, n * es) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (!s) {
         fill_uniform(q, g->dtype, stream_seed(0, 0), 0, n);
         fill_uniform(k, g->dtype, stream_seed(0, 1), 0, n);
@@ -561,8 +569,8 @@ static void print_row(const bresult *r)
     double tf = flops(&r->cfg) / (r->ms * 1e9);
     char sp[16] = "-";
     if (!isnan(r->speedup)) snprintf(sp, sizeof sp, "%.2fx", r->speedup);
-    printf("%7u %-5s %-17s %10.3f %10.3f %4u %8.4f %8.4g %8.4g %8s", r->cfg.q_len, baatt_dtype_name(r->cfg.dtype), m, r->ms,
-           r->min_ms, r->reps, r->sparsity, tf, tf * (1 - r->sparsity), sp);
+    printf("%7u %-5s %-17s %10.3f %10.3f %4u %8.4f %8.4g %8.4g %8s", r->cfg.q_len, baatt_dtype_name(r->cfg.dtype), m,
+           r->ms, r->min_ms, r->reps, r->sparsity, tf, tf * (1 - r->sparsity), sp);
     for (int k = 0; k < BAATT_STAGE_COUNT; k++) printf(" %8.3f", r->stage_ms[k]);
     printf("%s\n", r->gpu_timer ? "" : "  (host clock)");
     fflush(stdout);
@@ -578,8 +586,9 @@ static void json_num(FILE *f, const char *key, double v, const char *fmt)
 static void json_record(FILE *f, const bench *b, const bresult *r)
 {
     const baatt_config *g = &r->cfg;
-    fprintf(f, "  {\"n\": %u, \"heads\": %u, \"kv_heads\": %u, \"head_dim\": %u, \"batch\": %u, \"block\": %u, "
-               "\"dtype\": \"%s\", \"method\": \"%s\", \"keep\": ",
+    fprintf(f,
+            "  {\"n\": %u, \"heads\": %u, \"kv_heads\": %u, \"head_dim\": %u, \"batch\": %u, \"block\": %u, "
+            "\"dtype\": \"%s\", \"method\": \"%s\", \"keep\": ",
             g->q_len, g->heads, g->kv_heads, g->head_dim, g->batch, g->block_size, baatt_dtype_name(g->dtype),
             g->dense ? "baatt_dense" : "baatt");
     if (g->dense) fputs("null", f);
@@ -613,7 +622,11 @@ static void write_json(bench *b)
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp", b->o.json);
     FILE *f = fopen(tmp, "w");
-    if (!f) { cli_fail("bench", "cannot write %s: %s", tmp, strerror(errno)); b->io_failed = 1; return; }
+    if (!f) {
+        cli_fail("bench", "cannot write %s: %s", tmp, strerror(errno));
+        b->io_failed = 1;
+        return;
+    }
     fputs("[\n", f);
     for (size_t i = 0; i < b->nres; i++) {
         json_record(f, b, &b->res[i]);
@@ -738,8 +751,9 @@ static int dtype_supported(bench *b, baatt_dtype dt)
     baatt_plan *p = NULL;
     baatt_status s = baatt_plan_create(b->ctx, &g, &p);
     baatt_plan_destroy(p);
-    if (s) fprintf(stderr, "[bench] dtype %s skipped: %s: %s\n", baatt_dtype_name(dt), baatt_status_string(s),
-                   baatt_context_error(b->ctx));
+    if (s)
+        fprintf(stderr, "[bench] dtype %s skipped: %s: %s\n", baatt_dtype_name(dt), baatt_status_string(s),
+                baatt_context_error(b->ctx));
     return !s;
 }
 
@@ -761,7 +775,8 @@ int cmd_bench(int argc, char **argv)
     cli_device_line(&b.dev, line, sizeof line);
     printf("device: %s\nshape: batch 1, heads %u (kv %u), head_dim %u, block %u; reps %u (warm-up %u, %u input sets, "
            "max %.0f s per configuration)\n",
-           line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, b.o.reps, b.o.warmup, b.o.rotate, (double)b.o.max_seconds);
+           line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, b.o.reps, b.o.warmup, b.o.rotate,
+           (double)b.o.max_seconds);
     print_header();
     write_json(&b); /* an empty list until the first result: the file exists even if nothing runs */
     if (b.io_failed) {
@@ -776,7 +791,10 @@ int cmd_bench(int argc, char **argv)
             g.q_len = g.kv_len = b.o.n[i];
             g.dtype = b.o.dt[t];
             char msg[512];
-            if (baatt_config_check(&g, msg, sizeof msg)) { record_skip(&b, &g, msg); continue; }
+            if (baatt_config_check(&g, msg, sizeof msg)) {
+                record_skip(&b, &g, msg);
+                continue;
+            }
             bench_size(&b, g);
         }
     }
@@ -784,8 +802,8 @@ int cmd_bench(int argc, char **argv)
     /* with BAATT_VALIDATION=1 the layer's messages count as failures, as in the tests */
     uint32_t vmsgs = baatt_context_validation_messages(b.ctx);
     int timed = timed_count(&b), rc = !timed || b.check_failed || vmsgs || b.io_failed;
-    fprintf(stderr, "[bench] %d of %zu configurations timed%s%s", timed, b.nres, b.check_failed ? "; a check FAILED" : "",
-            b.io_failed ? "; an output could not be written" : "");
+    fprintf(stderr, "[bench] %d of %zu configurations timed%s%s", timed, b.nres,
+            b.check_failed ? "; a check FAILED" : "", b.io_failed ? "; an output could not be written" : "");
     if (vmsgs) fprintf(stderr, "; %u validation messages", vmsgs);
     fputc('\n', stderr);
     free(b.res);

@@ -93,7 +93,8 @@ int cli_close(const char *cmd, baatt_context *ctx)
 {
     uint32_t msgs = baatt_context_validation_messages(ctx);
     baatt_context_destroy(ctx);
-    if (msgs) cli_fail(cmd, "the validation layer reported %u message%s (BAATT_VALIDATION=1)", msgs, msgs == 1 ? "" : "s");
+    if (msgs)
+        cli_fail(cmd, "the validation layer reported %u message%s (BAATT_VALIDATION=1)", msgs, msgs == 1 ? "" : "s");
     return msgs != 0;
 }
 
@@ -173,13 +174,20 @@ int cli_check_finite(const char *cmd, const char *name, const char *path, const 
     uint64_t rest = at, stride = n;
     for (uint32_t i = 0; i < rank && len < sizeof idx; i++) {
         stride /= shape[i];
-        len += (size_t)snprintf(idx + len, sizeof idx - len, "%s%llu", i ? ", " : "", (unsigned long long)(rest / stride));
+        len +=
+            (size_t)snprintf(idx + len, sizeof idx - len, "%s%llu", i ? ", " : "", (unsigned long long)(rest / stride));
         rest %= stride;
     }
     float x = cli_load(data, dt, (size_t)at);
-    return cli_fail(cmd, "%s (%s): non-finite value %s at [%s] (flat index %llu); NaN and infinities propagate "
-                    "(docs/RELIABILITY.md): pass --allow-nonfinite to run anyway", name, path,
-                    isnan(x) ? "nan" : x > 0 ? "inf" : "-inf", idx, (unsigned long long)at), 0;
+    return cli_fail(cmd,
+                    "%s (%s): non-finite value %s at [%s] (flat index %llu); NaN and infinities propagate "
+                    "(docs/RELIABILITY.md): pass --allow-nonfinite to run anyway",
+                    name, path,
+                    isnan(x) ? "nan"
+                    : x > 0  ? "inf"
+                             : "-inf",
+                    idx, (unsigned long long)at),
+           0;
 }
 
 /* The absolute path a name refers to, also for a file not created yet (its directory resolved). */
@@ -190,7 +198,8 @@ static void canonical(const char *path, char *out)
     const char *slash = strrchr(path, '/');
     snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == path ? 1 : slash - path) : 1, slash ? path : ".");
     if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
-    if (snprintf(out, PATH_MAX, "%s/%s", real, slash ? slash + 1 : path) >= PATH_MAX) snprintf(out, PATH_MAX, "%s", path);
+    if (snprintf(out, PATH_MAX, "%s/%s", real, slash ? slash + 1 : path) >= PATH_MAX)
+        snprintf(out, PATH_MAX, "%s", path);
 }
 
 /* Same file: the same inode where both exist (hard links too), else the same canonical path. */
@@ -220,7 +229,10 @@ static int writable(const char *cmd, const char *path)
     else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
     if (stat(dir, &st) || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK))
         return cli_fail(cmd, "cannot create %s: directory %s is %s", path, dir,
-                        stat(dir, &st) ? "missing" : S_ISDIR(st.st_mode) ? "not writable" : "not a directory"), 0;
+                        stat(dir, &st)        ? "missing"
+                        : S_ISDIR(st.st_mode) ? "not writable"
+                                              : "not a directory"),
+               0;
     return 1;
 }
 
@@ -238,4 +250,3 @@ int cli_check_outputs(const char *cmd, const char *const *in, int nin, const cha
     }
     return 1;
 }
-

@@ -10,7 +10,7 @@
 typedef struct demo {
     baatt_config cfg;
     const char *device;
-    int sized;            /* the user gave a size: keep it */
+    int sized; /* the user gave a size: keep it */
     int kv_given;
     const char *workload; /* a src/eval/workloads.c generator; "random": iid N(0,1) at any GQA shape */
     int dtype_given;
@@ -38,12 +38,23 @@ static int parse(int argc, char **argv, demo *d)
         const char *a = argv[i];
         int ok = 1;
         unsigned u;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); exit(0); }
-        else if (!strcmp(a, "--n")) { ok = cli_arg_u32(c, argc, argv, &i, &u); d->cfg.q_len = d->cfg.kv_len = u; d->sized = 1; }
-        else if (!strcmp(a, "--heads")) { ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.heads); d->sized = 1; }
-        else if (!strcmp(a, "--kv-heads")) { ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.kv_heads); d->kv_given = 1; }
-        else if (!strcmp(a, "--dim")) { ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.head_dim); d->sized = 1; }
-        else if (!strcmp(a, "--batch")) ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.batch);
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            exit(0);
+        } else if (!strcmp(a, "--n")) {
+            ok = cli_arg_u32(c, argc, argv, &i, &u);
+            d->cfg.q_len = d->cfg.kv_len = u;
+            d->sized = 1;
+        } else if (!strcmp(a, "--heads")) {
+            ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.heads);
+            d->sized = 1;
+        } else if (!strcmp(a, "--kv-heads")) {
+            ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.kv_heads);
+            d->kv_given = 1;
+        } else if (!strcmp(a, "--dim")) {
+            ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.head_dim);
+            d->sized = 1;
+        } else if (!strcmp(a, "--batch")) ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.batch);
         else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &d->cfg.keep_ratio);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.block_size);
         else if (!strcmp(a, "--device")) ok = cli_arg_str(c, argc, argv, &i, &d->device);
@@ -115,7 +126,10 @@ static void check(const baatt_config *g, const void *q, const void *k, const voi
     if (!all) one.batch = one.heads = one.kv_heads = 1;
     size_t on = (size_t)one.batch * one.heads * one.q_len * one.head_dim;
     float *ref = malloc(on * sizeof *ref);
-    if (!ref) { *err = NAN; return; }
+    if (!ref) {
+        *err = NAN;
+        return;
+    }
     baatt_status s = g->dense ? baatt_reference_attention(&one, q, k, v, ref)
                               : baatt_reference_sparse_attention(&one, q, k, v, r->pq, r->pk, r->mask, ref);
     *err = s ? NAN : cli_max_rel(r->o, g->dtype, ref, on);
@@ -142,7 +156,8 @@ static int make_inputs(const demo *d, void **q, void **k, void **v)
     size_t kn = (size_t)g->batch * g->kv_heads * g->kv_len * g->head_dim;
     if (!strcmp(d->workload, "random")) {
         uint64_t seed = 0x9E3779B97F4A7C15ull;
-        *q = cli_random(&seed, g->dtype, qn), *k = cli_random(&seed, g->dtype, kn), *v = cli_random(&seed, g->dtype, kn);
+        *q = cli_random(&seed, g->dtype, qn), *k = cli_random(&seed, g->dtype, kn),
+        *v = cli_random(&seed, g->dtype, kn);
         return *q && *k && *v ? 1 : (cli_fail("demo", "out of memory"), 0);
     }
     eval_workload_params wp = {g->batch * g->heads, g->q_len, g->head_dim, 1, EVAL_DEFAULT_JITTER};
@@ -180,7 +195,10 @@ int cmd_demo(int argc, char **argv)
     baatt_config *g = &d.cfg;
     char msg[512], line[900];
     baatt_status s = baatt_config_check(g, msg, sizeof msg);
-    if (s) { baatt_context_destroy(ctx); return cli_fail("demo", "%s", msg); }
+    if (s) {
+        baatt_context_destroy(ctx);
+        return cli_fail("demo", "%s", msg);
+    }
     cli_device_line(&dev, line, sizeof line);
     printf("device : %s\n", line);
     printf("shape  : batch %u, heads %u (kv %u), seq %u, head_dim %u, %s\n", g->batch, g->heads, g->kv_heads, g->q_len,

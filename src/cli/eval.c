@@ -167,14 +167,14 @@ static const char *kind_name(eval_target_kind k)
     return k == EVAL_KEEP ? "keep" : k == EVAL_THRESHOLD ? "threshold" : "sparsity";
 }
 
-static void print_table(const char *workload, const eval_data *d, uint32_t block, const eval_record *rec,
-                        uint32_t n, uint32_t nt)
+static void print_table(const char *workload, const eval_data *d, uint32_t block, const eval_record *rec, uint32_t n,
+                        uint32_t nt)
 {
     printf("\n== %s: %u heads, q_len %u, kv_len %u, head_dim %u, block %u\n", workload, d->heads, d->q_len, d->kv_len,
            d->head_dim, block);
     for (uint32_t t = 0; t < nt; t++) {
-        printf("-- %s %g\n%-16s %7s %8s %8s %8s %8s %8s\n", kind_name(rec[t].target.kind), rec[t].target.value, "method",
-               "keep", "sparsity", "recall", "rel_l1", "rel_l2", "cosine");
+        printf("-- %s %g\n%-16s %7s %8s %8s %8s %8s %8s\n", kind_name(rec[t].target.kind), rec[t].target.value,
+               "method", "keep", "sparsity", "recall", "rel_l1", "rel_l2", "cosine");
         for (uint32_t i = t; i < n; i += nt)
             printf("%-16s %7.4f %8.4f %8.4f %8.4f %8.4f %8.5f\n", rec[i].method, rec[i].keep, rec[i].sparsity,
                    rec[i].mass_recall, rec[i].rel_l1, rec[i].rel_l2, rec[i].cosine);
@@ -204,8 +204,9 @@ static void write_records(FILE *f, int *first, const char *workload, const opts 
         json_num(f, "rel_l2", r->rel_l2);
         json_num(f, "cosine", r->cosine);
         json_num(f, "sorted_heads", r->sorted_heads);
-        fprintf(f, ", \"heads\": %u, \"q_len\": %u, \"kv_len\": %u, \"head_dim\": %u, \"block\": %u, \"seed\": %llu, "
-                   "\"selection\": \"%s\"}",
+        fprintf(f,
+                ", \"heads\": %u, \"q_len\": %u, \"kv_len\": %u, \"head_dim\": %u, \"block\": %u, \"seed\": %llu, "
+                "\"selection\": \"%s\"}",
                 d->heads, d->q_len, d->kv_len, d->head_dim, o->block, o->q ? 0ull : (unsigned long long)o->wp.seed,
                 o->gpu && !strcmp(r->method, "baatt") ? "gpu" : "cpu");
     }
@@ -332,8 +333,10 @@ static int eval_workloads(const opts *o, FILE *json, int *first)
     for (int i = 0; tok; i++) {
         eval_data d;
         baatt_status s = eval_workload_make(tok, &o->wp, &d);
-        if (s != BAATT_OK) return cli_fail("eval", "workload '%s': %s (names: see --help)", tok, baatt_status_string(s)), 0;
-        if (!o->quiet) fprintf(stderr, "baatt eval: %s: %u heads x %u tokens x %u\n", tok, d.heads, d.q_len, d.head_dim);
+        if (s != BAATT_OK)
+            return cli_fail("eval", "workload '%s': %s (names: see --help)", tok, baatt_status_string(s)), 0;
+        if (!o->quiet)
+            fprintf(stderr, "baatt eval: %s: %u heads x %u tokens x %u\n", tok, d.heads, d.q_len, d.head_dim);
         int ok = eval_one(o, tok, &d, json, first);
         eval_data_free(&d);
         if (!ok) return 0;
@@ -349,8 +352,8 @@ static int eval_npy(const opts *o, FILE *json, int *first)
     baatt_status s = eval_data_load(o->q, o->k, o->v, o->scale, &d, msg, sizeof msg);
     if (s != BAATT_OK) return cli_fail("eval", "%s", msg), 0;
     if (!o->quiet)
-        fprintf(stderr, "baatt eval: %s: %u heads x %u/%u tokens x %u (scale %g)\n", o->name, d.heads, d.q_len, d.kv_len,
-                d.head_dim, (double)d.scale);
+        fprintf(stderr, "baatt eval: %s: %u heads x %u/%u tokens x %u (scale %g)\n", o->name, d.heads, d.q_len,
+                d.kv_len, d.head_dim, (double)d.scale);
     int ok = eval_one(o, o->name, &d, json, first);
     eval_data_free(&d);
     return ok;

@@ -40,10 +40,10 @@ typedef baatt_status (*score_fn)(head_ctx *c, const method *m, float *scores);
 
 struct method {
     const char *name;
-    int blocking;       /* BLK_IDENTITY, BLK_SORTED or BLK_AUTO */
+    int blocking; /* BLK_IDENTITY, BLK_SORTED or BLK_AUTO */
     score_fn score;
-    int param;          /* scorer-specific: covariance on/off, antidiagonal stride */
-    int adaptive;       /* selects by mass threshold in EVAL_THRESHOLD targets */
+    int param;    /* scorer-specific: covariance on/off, antidiagonal stride */
+    int adaptive; /* selects by mass threshold in EVAL_THRESHOLD targets */
     const char *about;
 };
 
@@ -53,20 +53,20 @@ typedef struct acc {
     double sel_tokens, all_tokens; /* selected key tokens, and q_blocks * kv_len */
     double sel_blocks, all_blocks;
     double l1, l1d, l2, l2d, l2o, cross; /* output error sums (see output_errors in reference.c) */
-    double sorted;                 /* 1 if the head was measured on the norm-sorted blocking */
+    double sorted;                       /* 1 if the head was measured on the norm-sorted blocking */
 } acc;
 
 struct run {
     const eval_data *d;
     const eval_options *o;
-    baatt_config cfg;              /* one head of d, as the reference stages want it */
-    uint32_t nq, nk, nm, nt, ns;   /* blocks, methods, targets, slots = nm * nt */
+    baatt_config cfg;            /* one head of d, as the reference stages want it */
+    uint32_t nq, nk, nm, nt, ns; /* blocks, methods, targets, slots = nm * nt */
     const method **methods;
-    double *k_avg;                 /* per target: mean blocks per row (sparsity, threshold) */
-    uint32_t *k_fixed;             /* per target: blocks per row (keep ratio) */
-    int need[BLK_COUNT];           /* blockings some slot uses */
-    int need_sample;               /* a BLK_AUTO method is run */
-    acc *acc;                      /* [heads, ns] */
+    double *k_avg;       /* per target: mean blocks per row (sparsity, threshold) */
+    uint32_t *k_fixed;   /* per target: blocks per row (keep ratio) */
+    int need[BLK_COUNT]; /* blockings some slot uses */
+    int need_sample;     /* a BLK_AUTO method is run */
+    acc *acc;            /* [heads, ns] */
     pthread_mutex_t lock;
     uint32_t next_head, done_heads;
     baatt_status status;
@@ -76,24 +76,24 @@ struct run {
 struct head_ctx {
     const run *r;
     uint32_t h;
-    const float *q, *k;            /* fp32 slices of head h (what the reference stages read) */
-    double *qd, *kd, *vd;          /* fp64 copies, original order */
+    const float *q, *k;   /* fp32 slices of head h (what the reference stages read) */
+    double *qd, *kd, *vd; /* fp64 copies, original order */
     int32_t *perm_q[BLK_COUNT], *perm_k[BLK_COUNT];
     uint32_t *qblk[BLK_COUNT], *kblk[BLK_COUNT]; /* original index -> block of that blocking */
     double *ks[BLK_COUNT], *vs[BLK_COUNT];       /* K, V rows in the blocking's key order */
-    double *pooled[BLK_COUNT];     /* [nq, nk]: sum_{i in I, j in J} A_ij */
-    double *s, *sg;                /* [TILE, kv_len] scores of a tile; [kv_len] one row gathered */
+    double *pooled[BLK_COUNT];                   /* [nq, nk]: sum_{i in I, j in J} A_ij */
+    double *s, *sg;                              /* [TILE, kv_len] scores of a tile; [kv_len] one row gathered */
     double *bm[BLK_COUNT], *bz[BLK_COUNT], *bu[BLK_COUNT]; /* per key block: max, sum, value sum */
-    double *od, *o;                /* [d]: dense and sparse output of one row */
-    float *scores;                 /* [nq, nk] of one method */
-    int32_t *order, *tmp;          /* [nq, nk] per-row ranking; [nk] sort scratch */
-    uint8_t *masks;                /* [ns, nq, nk] */
-    int *slot_blk;                 /* [ns] blocking each slot is measured on */
-    int auto_blk;                  /* the blocking a BLK_AUTO method is being scored on */
-    float *scores2;                /* [nq, nk] a BLK_AUTO method's scores on the original order */
-    int32_t *order2;               /* [nq, nk] and their ranking */
-    double *sample, *mass;         /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
-    acc *acc;                      /* [ns] this head's sums (points into run.acc) */
+    double *od, *o;                                        /* [d]: dense and sparse output of one row */
+    float *scores;                                         /* [nq, nk] of one method */
+    int32_t *order, *tmp;                                  /* [nq, nk] per-row ranking; [nk] sort scratch */
+    uint8_t *masks;                                        /* [ns, nq, nk] */
+    int *slot_blk;                                         /* [ns] blocking each slot is measured on */
+    int auto_blk;                                          /* the blocking a BLK_AUTO method is being scored on */
+    float *scores2;        /* [nq, nk] a BLK_AUTO method's scores on the original order */
+    int32_t *order2;       /* [nq, nk] and their ranking */
+    double *sample, *mass; /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
+    acc *acc;              /* [ns] this head's sums (points into run.acc) */
     void *owned[MAX_OWNED];
     int n_owned;
 };
@@ -122,7 +122,6 @@ static uint32_t block_len(uint32_t len, uint32_t b, uint32_t j)
     uint32_t start = j * b;
     return len - start < b ? len - start : b;
 }
-
 
 /* ---------------------------------------------------------------------------------------------
  * Scorers.
@@ -203,7 +202,8 @@ static void probe_profiles(head_ctx *c, double *vcol, double *slash)
     uint8_t *seen = calloc(L, 1);
     for (uint32_t p = 0; p < np; p++) {
         uint32_t i = ql - np + p;
-        for (uint32_t j = 0; j < kl; j++) c->sg[j] = t * baatt_dot_f64(c->qd + (uint64_t)i * d, c->kd + (uint64_t)j * d, d);
+        for (uint32_t j = 0; j < kl; j++)
+            c->sg[j] = t * baatt_dot_f64(c->qd + (uint64_t)i * d, c->kd + (uint64_t)j * d, d);
         baatt_softmax_f64(c->sg, kl);
         for (uint32_t j = 0; j < kl; j++) {
             vcol[j] += c->sg[j] / np;
@@ -421,7 +421,8 @@ static void qk_tile(head_ctx *c, uint32_t i0, uint32_t nr)
     double t = baatt_config_scale(&c->r->cfg);
     for (uint32_t j = 0; j < kl; j++) {
         const double *kr = c->kd + (uint64_t)j * d;
-        for (uint32_t r = 0; r < nr; r++) c->s[(uint64_t)r * kl + j] = t * baatt_dot_f64(c->qd + (uint64_t)(i0 + r) * d, kr, d);
+        for (uint32_t r = 0; r < nr; r++)
+            c->s[(uint64_t)r * kl + j] = t * baatt_dot_f64(c->qd + (uint64_t)(i0 + r) * d, kr, d);
     }
 }
 
@@ -634,8 +635,7 @@ static double pooled_recall(const head_ctx *c, int b, const int32_t *order, uint
     double total = 0;
     for (uint32_t I = 0; I < r->nq; I++) {
         uint32_t keep = row_budget(r, t, c->h, I);
-        for (uint32_t k = 0; k < keep; k++)
-            total += c->pooled[b][(uint64_t)I * r->nk + order[(uint64_t)I * r->nk + k]];
+        for (uint32_t k = 0; k < keep; k++) total += c->pooled[b][(uint64_t)I * r->nk + order[(uint64_t)I * r->nk + k]];
     }
     return total;
 }
@@ -799,10 +799,12 @@ static baatt_status check_targets(run *r, char *msg, size_t n)
     for (uint32_t t = 0; t < r->nt; t++) {
         const eval_target *tg = &r->o->targets[t];
         double v = tg->value;
-        int ok = tg->kind == EVAL_SPARSITY ? v >= 0 && v < 1 : tg->kind == EVAL_KEEP || tg->kind == EVAL_THRESHOLD ? v > 0 && v <= 1 : 0;
+        int ok = tg->kind == EVAL_SPARSITY                             ? v >= 0 && v < 1
+                 : tg->kind == EVAL_KEEP || tg->kind == EVAL_THRESHOLD ? v > 0 && v <= 1
+                                                                       : 0;
         if (!ok)
-            return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "target %u (kind %d) has value %g outside its range", t,
-                              (int)tg->kind, v);
+            return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+                              "target %u (kind %d) has value %g outside its range", t, (int)tg->kind, v);
         if (tg->kind == EVAL_SPARSITY) r->k_avg[t] = (1 - v) * r->nk;
         baatt_config c = r->cfg;
         c.keep_ratio = (float)v;
@@ -898,8 +900,8 @@ static baatt_status run_heads(run *r)
     return r->status;
 }
 
-baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count,
-                      char *msg, size_t msg_size)
+baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count, char *msg,
+                      size_t msg_size)
 {
     if (!d || !o || !records || !count || !d->q || !d->k || !d->v || !d->heads) return BAATT_ERROR_INVALID_ARGUMENT;
     if (msg && msg_size) msg[0] = 0;

@@ -43,13 +43,13 @@ typedef struct eval_target {
 } eval_target;
 
 typedef struct eval_options {
-    uint32_t block_size;            /* 32, 64 or 128 */
-    const char *const *methods;     /* method names; NULL: eval_default_methods() */
+    uint32_t block_size;        /* 32, 64 or 128 */
+    const char *const *methods; /* method names; NULL: eval_default_methods() */
     uint32_t n_methods;
     const eval_target *targets;
     uint32_t n_targets;
-    int outputs;                    /* 1: also rel_l1 / rel_l2 / cosine (a second dense pass) */
-    uint32_t threads;               /* heads evaluated in parallel; 0 or 1: one thread */
+    int outputs;      /* 1: also rel_l1 / rel_l2 / cosine (a second dense pass) */
+    uint32_t threads; /* heads evaluated in parallel; 0 or 1: one thread */
     /* Progress lines ("head 3/8 ...") for long runs; called under a lock. NULL: silent. */
     void (*progress)(void *user, const char *line);
     void *user;
@@ -66,13 +66,13 @@ typedef struct eval_options {
 } eval_options;
 
 typedef struct eval_record {
-    const char *method;     /* static string */
+    const char *method; /* static string */
     eval_target target;
-    double keep;            /* achieved mean fraction of key blocks kept per query block */
-    double sparsity;        /* ALGORITHM.md: 1 - selected key tokens / (q_blocks * kv_len), all heads */
-    double mass_recall;     /* mean over query rows of the dense mass on the selected keys */
+    double keep;                   /* achieved mean fraction of key blocks kept per query block */
+    double sparsity;               /* ALGORITHM.md: 1 - selected key tokens / (q_blocks * kv_len), all heads */
+    double mass_recall;            /* mean over query rows of the dense mass on the selected keys */
     double rel_l1, rel_l2, cosine; /* NAN when options.outputs == 0 */
-    double sorted_heads;    /* share of heads measured on a norm-sorted blocking (0 or 1 except
+    double sorted_heads;           /* share of heads measured on a norm-sorted blocking (0 or 1 except
                              * for per-head choices such as baatt_auto) */
 } eval_record;
 
@@ -85,7 +85,7 @@ const char *eval_method_about(const char *name);
 
 /* Runs every method at every target on d. *records (n_methods * n_targets entries, method-major)
  * is allocated here; free() it. On failure msg says why. */
-baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count,
-                      char *msg, size_t msg_size);
+baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count, char *msg,
+                      size_t msg_size);
 
 #endif

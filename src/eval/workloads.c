@@ -24,22 +24,22 @@
 
 #include "rng.h"
 
-#define CLUSTERS 16          /* clustered: centroids per head */
-#define CLUSTER_A 0.75       /* clustered: centroid weight (same-cluster logit ~ 0.56 sqrt(d)) */
-#define NEEDLES 8            /* needles: strong keys per head */
-#define NEEDLE_G 1.25        /* needles: needle key weight on its direction */
-#define NEEDLE_B 1.0         /* needles: weight of the needle direction a seeking query carries */
-#define NEEDLE_P 0.75        /* needles: fraction of queries that seek a needle */
-#define ROPE_A 1.0           /* rotary: weight of the shared content direction */
-#define ROPE_BASE 10000.0    /* rotary: RoPE base (GPT-NeoX half-split pairs) */
-#define STRIPES 8            /* sinks: vertical stripes besides the sink at position 0 */
-#define SINK_G 1.6           /* sinks: weight of the sink key on the shared direction */
-#define STRIPE_G 1.25        /* sinks: weight of a stripe key */
-#define SINK_B 0.7           /* sinks: weight of the shared direction in every query */
-#define SEGMENTS 4           /* shift: contiguous segments with their own statistics */
-#define SEG_CLUSTERS 4       /* shift: centroids per segment */
-#define SEG_MEAN 0.5         /* shift: weight of the segment's mean direction */
-#define SEG_A 0.6            /* shift: weight of the token's centroid */
+#define CLUSTERS 16       /* clustered: centroids per head */
+#define CLUSTER_A 0.75    /* clustered: centroid weight (same-cluster logit ~ 0.56 sqrt(d)) */
+#define NEEDLES 8         /* needles: strong keys per head */
+#define NEEDLE_G 1.25     /* needles: needle key weight on its direction */
+#define NEEDLE_B 1.0      /* needles: weight of the needle direction a seeking query carries */
+#define NEEDLE_P 0.75     /* needles: fraction of queries that seek a needle */
+#define ROPE_A 1.0        /* rotary: weight of the shared content direction */
+#define ROPE_BASE 10000.0 /* rotary: RoPE base (GPT-NeoX half-split pairs) */
+#define STRIPES 8         /* sinks: vertical stripes besides the sink at position 0 */
+#define SINK_G 1.6        /* sinks: weight of the sink key on the shared direction */
+#define STRIPE_G 1.25     /* sinks: weight of a stripe key */
+#define SINK_B 0.7        /* sinks: weight of the shared direction in every query */
+#define SEGMENTS 4        /* shift: contiguous segments with their own statistics */
+#define SEG_CLUSTERS 4    /* shift: centroids per segment */
+#define SEG_MEAN 0.5      /* shift: weight of the segment's mean direction */
+#define SEG_A 0.6         /* shift: weight of the token's centroid */
 static const double SEG_SCALE[SEGMENTS] = {0.7, 1.0, 1.3, 1.6}; /* shift: norm scale per segment */
 
 static const char HELP[] =
@@ -103,8 +103,7 @@ static void direction(rng *r, uint32_t d, float *u)
 static double jitter(rng *r, const head_io *h) { return exp(h->jitter * gauss(r)); }
 
 /* x = scale * (noise + a1 u1 + a2 u2); either direction may be NULL. */
-static void token(rng *r, uint32_t d, float *x, double scale, const float *u1, double a1,
-                  const float *u2, double a2)
+static void token(rng *r, uint32_t d, float *x, double scale, const float *u1, double a1, const float *u2, double a2)
 {
     for (uint32_t a = 0; a < d; a++) {
         double e = gauss(r);
@@ -266,9 +265,14 @@ static const struct {
     const char *name;
     gen_fn gen;
 } WORKLOADS[] = {
-    {"iid", gen_iid},         {"clustered", gen_clustered},         {"needles", gen_needles},
-    {"rotary", gen_rotary},   {"rotary_needle", gen_rotary_needle}, {"sinks", gen_sinks},
-    {"mixture", gen_mixture}, {"shift", gen_shift},
+    {"iid", gen_iid},
+    {"clustered", gen_clustered},
+    {"needles", gen_needles},
+    {"rotary", gen_rotary},
+    {"rotary_needle", gen_rotary_needle},
+    {"sinks", gen_sinks},
+    {"mixture", gen_mixture},
+    {"shift", gen_shift},
 };
 #define N_WORKLOADS (sizeof WORKLOADS / sizeof WORKLOADS[0])
 
@@ -332,8 +336,7 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
  * ------------------------------------------------------------------------------------------- */
 
 /* Reads one tensor as [batch, heads, len, d] (rank 3 = batch 1). */
-static baatt_status load_one(const char *path, const char *what, baatt_npy *t, uint64_t shape[4], char *msg,
-                             size_t n)
+static baatt_status load_one(const char *path, const char *what, baatt_npy *t, uint64_t shape[4], char *msg, size_t n)
 {
     baatt_status s = baatt_npy_read(path, t, msg, n);
     if (s != BAATT_OK) return s;
@@ -382,8 +385,8 @@ static baatt_status check_shapes(const uint64_t q[4], const uint64_t k[4], const
     return BAATT_OK;
 }
 
-baatt_status eval_data_load(const char *q_path, const char *k_path, const char *v_path, float scale,
-                            eval_data *out, char *msg, size_t msg_size)
+baatt_status eval_data_load(const char *q_path, const char *k_path, const char *v_path, float scale, eval_data *out,
+                            char *msg, size_t msg_size)
 {
     baatt_npy q = {0}, k = {0}, v = {0};
     uint64_t sq[4], sk[4], sv[4];

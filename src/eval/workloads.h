@@ -12,9 +12,9 @@
  * multi-head attention. All arrays fp32, row-major. */
 typedef struct eval_data {
     uint32_t heads, q_len, kv_len, head_dim;
-    float scale;   /* softmax scale; 0: 1/sqrt(head_dim). Set when head_dim was zero-padded */
-    float *q;      /* [heads, q_len, head_dim] */
-    float *k, *v;  /* [heads, kv_len, head_dim] */
+    float scale;  /* softmax scale; 0: 1/sqrt(head_dim). Set when head_dim was zero-padded */
+    float *q;     /* [heads, q_len, head_dim] */
+    float *k, *v; /* [heads, kv_len, head_dim] */
 } eval_data;
 
 void eval_data_free(eval_data *d);
@@ -39,7 +39,7 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
 /* Loads Q, K, V from .npy files ([batch, heads, len, d] or [heads, len, d]; float32 or float16).
  * A head_dim below 64 is zero-padded to 64 (exact: q.k and the outputs' first d columns do not
  * change) with the scale kept at 1/sqrt(original head_dim) unless scale > 0 is given. */
-baatt_status eval_data_load(const char *q_path, const char *k_path, const char *v_path, float scale,
-                            eval_data *out, char *msg, size_t msg_size);
+baatt_status eval_data_load(const char *q_path, const char *k_path, const char *v_path, float scale, eval_data *out,
+                            char *msg, size_t msg_size);
 
 #endif

@@ -53,8 +53,8 @@ static int choose_cm2(const baatt_caps *caps, const baatt_config *cfg, const baa
 static int choose_nvcm(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                        baatt_attend_choice *out)
 {
-    if (!allows(t, BAATT_ATTEND_NVCM) || cfg->dtype != BAATT_DTYPE_F16 || !(caps->features & BAATT_FEATURE_COOPMAT_NV) ||
-        caps->subgroup_size != 32 || !(caps->built & BAATT_BUILT_NVCM))
+    if (!allows(t, BAATT_ATTEND_NVCM) || cfg->dtype != BAATT_DTYPE_F16 ||
+        !(caps->features & BAATT_FEATURE_COOPMAT_NV) || caps->subgroup_size != 32 || !(caps->built & BAATT_BUILT_NVCM))
         return 0;
     uint32_t nsg = cfg->dense || g->block / 16 >= 4 ? 4 : g->block / 16;
     *out = (baatt_attend_choice){.path = BAATT_ATTEND_NVCM, .br = 16 * nsg, .bc = 32, .wg = 32 * nsg};
@@ -91,7 +91,8 @@ static baatt_status create_sorted_copies(baatt_plan *p)
 {
     const baatt_config *c = &p->cfg;
     uint64_t es = baatt_dtype_size(c->dtype);
-    uint64_t qbytes = es * p->ch.geo.bh * c->q_len * c->head_dim, kbytes = es * p->ch.geo.bhkv * c->kv_len * c->head_dim;
+    uint64_t qbytes = es * p->ch.geo.bh * c->q_len * c->head_dim,
+             kbytes = es * p->ch.geo.bhkv * c->kv_len * c->head_dim;
     BAATT_TRY(baatt_plan_scratch(p, BIND_QS, qbytes, "sorted Q"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_KS, kbytes, "sorted K"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_VS, kbytes, "sorted V"));
@@ -110,18 +111,22 @@ baatt_status baatt_attend_create(baatt_plan *p)
     if (a->sorted) BAATT_TRY(create_sorted_copies(p));
     if (a->path == BAATT_ATTEND_CM2) {
         snprintf(name, sizeof name, "attention_cm2%s_%s", sparse ? "_sorted" : "", dt);
-        uint32_t sc[SC_CM2_COUNT] = {[SC_CM2_WG] = a->wg, [SC_CM2_D] = d, [SC_CM2_BR] = a->br, [SC_CM2_BC] = a->bc,
-                                     [SC_CM2_TPB] = sparse ? p->ch.geo.block / a->bc : 1, [SC_CM2_FULL] = a->full};
+        uint32_t sc[SC_CM2_COUNT] = {[SC_CM2_WG] = a->wg,
+                                     [SC_CM2_D] = d,
+                                     [SC_CM2_BR] = a->br,
+                                     [SC_CM2_BC] = a->bc,
+                                     [SC_CM2_TPB] = sparse ? p->ch.geo.block / a->bc : 1,
+                                     [SC_CM2_FULL] = a->full};
         return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_CM2_COUNT);
     }
     if (a->path == BAATT_ATTEND_NVCM) {
-        uint32_t sc[SC_NVCM_COUNT] = {[SC_NVCM_WG] = a->wg, [SC_NVCM_D] = d, [SC_NVCM_NSG] = a->br / 16,
+        uint32_t sc[SC_NVCM_COUNT] = {[SC_NVCM_WG] = a->wg, [SC_NVCM_D] = d,           [SC_NVCM_NSG] = a->br / 16,
                                       [SC_NVCM_BC] = a->bc, [SC_NVCM_SPARSE] = sparse, [SC_NVCM_SG] = 32};
         return baatt_plan_pipeline(p, K_ATTEND, "attention_nvcm_f16", sc, SC_NVCM_COUNT);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
-    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d, [SC_ATT_BR] = a->br, [SC_ATT_BC] = a->bc,
-                                 [SC_ATT_SPARSE] = sparse};
+    uint32_t sc[SC_ATT_COUNT] = {
+        [SC_ATT_WG] = a->wg, [SC_ATT_D] = d, [SC_ATT_BR] = a->br, [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse};
     return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
 }
 

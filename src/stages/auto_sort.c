@@ -11,8 +11,8 @@
 baatt_status baatt_auto_sort_create(baatt_plan *p)
 {
     const baatt_choice *ch = &p->ch;
-    BAATT_TRY(baatt_plan_scratch(p, BIND_AUTO, 4ull * (2ull * ch->geo.bh * ch->samples + ch->geo.bhkv),
-                                 "auto sort recalls"));
+    BAATT_TRY(
+        baatt_plan_scratch(p, BIND_AUTO, 4ull * (2ull * ch->geo.bh * ch->samples + ch->geo.bhkv), "auto sort recalls"));
     char name[32];
     snprintf(name, sizeof name, "auto_recall_%s", baatt_dtype_name(p->cfg.dtype));
     uint32_t rec[SC_RECALL_COUNT] = {[SC_RECALL_D] = p->cfg.head_dim, [SC_RECALL_ROWS] = AUTO_SAMPLE_ROWS};

@@ -71,8 +71,11 @@ static baatt_status create_score(baatt_plan *p)
     const baatt_score_choice *s = &p->ch.score;
     uint32_t d = p->cfg.head_dim;
     if (s->path == BAATT_SCORE_CM2) {
-        uint32_t sc[SC_SCM2_COUNT] = {[SC_SCM2_WG] = 2 * s->tile, [SC_SCM2_D] = d, [SC_SCM2_T] = s->tile,
-                                      [SC_SCM2_KC] = s->kc, [SC_SCM2_FULL] = (uint32_t)s->full};
+        uint32_t sc[SC_SCM2_COUNT] = {[SC_SCM2_WG] = 2 * s->tile,
+                                      [SC_SCM2_D] = d,
+                                      [SC_SCM2_T] = s->tile,
+                                      [SC_SCM2_KC] = s->kc,
+                                      [SC_SCM2_FULL] = (uint32_t)s->full};
         return baatt_plan_pipeline(p, K_SCORE, "score_cm2", sc, SC_SCM2_COUNT);
     }
     uint32_t sc[SC_SCORE_COUNT] = {[SC_SCORE_D] = d};

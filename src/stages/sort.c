@@ -65,8 +65,8 @@ baatt_status baatt_sort_create(baatt_plan *p)
     BAATT_TRY(baatt_plan_scratch(p, BIND_KEYS2, keys, "sort keys (radix copy)"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_HIST, 4ull * 256 * tiles, "radix sort digit counts"));
     for (uint32_t phase = 0; phase < 3; phase++) {
-        uint32_t rs[SC_RADIX_COUNT] = {[SC_RADIX_WG] = ch->sort.radix_wg, [SC_RADIX_KPT] = RADIX_KPT,
-                                       [SC_RADIX_PHASE] = phase};
+        uint32_t rs[SC_RADIX_COUNT] = {
+            [SC_RADIX_WG] = ch->sort.radix_wg, [SC_RADIX_KPT] = RADIX_KPT, [SC_RADIX_PHASE] = phase};
         BAATT_TRY(baatt_plan_pipeline(p, K_RADIX_HIST + phase, "sort_radix", rs, SC_RADIX_COUNT));
     }
     return BAATT_OK;

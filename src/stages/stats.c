@@ -27,7 +27,8 @@ baatt_status baatt_stats_create(baatt_plan *p)
     }
     char name[32];
     snprintf(name, sizeof name, "stats_%s", baatt_dtype_name(p->cfg.dtype));
-    uint32_t sc[SC_STATS_COUNT] = {[SC_STATS_D] = p->cfg.head_dim, [SC_STATS_COPY] = (uint32_t)p->ch.stats.copy,
+    uint32_t sc[SC_STATS_COUNT] = {[SC_STATS_D] = p->cfg.head_dim,
+                                   [SC_STATS_COPY] = (uint32_t)p->ch.stats.copy,
                                    [SC_STATS_SPLIT] = (uint32_t)p->ch.stats.split};
     return baatt_plan_pipeline(p, K_STATS, name, sc, SC_STATS_COUNT);
 }

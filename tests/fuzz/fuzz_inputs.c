@@ -15,12 +15,12 @@
 #include "baatt.h"
 #include "internal.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_inputs: %s:%d: %s\n", __FILE__, __LINE__, #cond);                \
-            abort();                                                                               \
-        }                                                                                          \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "fuzz_inputs: %s:%d: %s\n", __FILE__, __LINE__, #cond);                                    \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 /* The contract of baatt_npy_read, whatever the bytes: a status, a one-line message naming the
@@ -42,7 +42,7 @@ static void check_read(const char *path, size_t n)
     for (uint32_t i = 0; i < a.rank; i++) count *= a.shape[i];
     CHECK(count == a.count);
     size_t bytes = (size_t)a.count * baatt_npy_dtype_size(a.dtype);
-    CHECK(bytes <= n);                               /* the data came from the input */
+    CHECK(bytes <= n);                                                        /* the data came from the input */
     volatile uint8_t sink = bytes ? ((const uint8_t *)a.data)[bytes - 1] : 0; /* ASan: the size */
     (void)sink;
     baatt_npy_free(&a);

@@ -28,7 +28,11 @@ int main(int argc, char **argv)
     int files = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         DIR *d = opendir(argv[i]);
-        if (!d) { bad |= run_file(argv[i]); files++; continue; }
+        if (!d) {
+            bad |= run_file(argv[i]);
+            files++;
+            continue;
+        }
         for (struct dirent *e; (e = readdir(d));) {
             if (e->d_name[0] == '.') continue;
             char path[4096];
