@@ -144,6 +144,19 @@ void th_tolerance(baatt_dtype dt, double *atol, double *rtol)
     *rtol = dt == BAATT_DTYPE_BF16 ? 8e-3 : dt == BAATT_DTYPE_F16 ? 2e-3 : 2e-5;
 }
 
+void th_check_dense(const baatt_config *c, const void *q, const void *k, const void *v, const void *o,
+                    const char *label)
+{
+    size_t n = (size_t)c->batch * c->heads * c->q_len * c->head_dim;
+    float *ref = malloc(n * sizeof *ref), *got = th_to_float(o, c->dtype, n);
+    assert_non_null(ref);
+    assert_int_equal(baatt_reference_attention(c, q, k, v, ref), BAATT_OK);
+    double atol, rtol;
+    th_tolerance(c->dtype, &atol, &rtol);
+    assert_true(th_compare(got, ref, n, atol, rtol, label) <= 1);
+    free(ref), free(got);
+}
+
 baatt_context *th_ctx;
 
 baatt_tuning th_tuning(void) { return *baatt_context_tuning(th_ctx); }

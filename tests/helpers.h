@@ -33,6 +33,10 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
  * fp16: inputs exact in both; output rounding 2^-11 (4.9e-4) relative plus fp32 accumulation.
  * bf16: inputs exact in both; output rounding 2^-8 (3.9e-3) relative. */
 void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
+/* Asserts that o (in c->dtype) is dense attention of q, k, v within th_tolerance (label names a
+ * mismatch). */
+void th_check_dense(const baatt_config *c, const void *q, const void *k, const void *v, const void *o,
+                    const char *label);
 
 /* A context for GPU tests, with validation; skips (exit 77) if no Vulkan device exists.
  * th_context_done destroys the context and asserts that it raised no validation message, those

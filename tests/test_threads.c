@@ -68,12 +68,7 @@ static int setup(void **state)
         baatt_plan_destroy(plan);
     }
     const job *d = &g_jobs[1];
-    float *ref = malloc(d->qn * sizeof *ref), *got = th_to_float(d->want, d->cfg.dtype, d->qn);
-    assert_int_equal(baatt_reference_attention(&d->cfg, d->q, d->k, d->v, ref), BAATT_OK);
-    double atol, rtol;
-    th_tolerance(d->cfg.dtype, &atol, &rtol);
-    assert_true(th_compare(got, ref, d->qn, atol, rtol, "single-thread dense") <= 1);
-    free(ref), free(got);
+    th_check_dense(&d->cfg, d->q, d->k, d->v, d->want, "single-thread dense");
     return 0;
 }
 
