@@ -713,6 +713,7 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
         return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
                           "baatt_context_wrap: instance, physical_device, device and queue must all be set");
     BAATT_TRY(read_environment(ctx));
+    ctx->pipeline_stats = 0; /* the application's device has no pipeline-executable properties enabled */
     BAATT_TRY(read_timeout(ctx));
     BAATT_TRY(load_vulkan(ctx, ext->get_instance_proc_addr));
     baatt_vk_load_instance(&ctx->vki, ext->instance);

@@ -99,6 +99,7 @@ baatt_status baatt_plan_create_tuned(baatt_context *ctx, const baatt_config *cfg
     baatt_plan *p = calloc(1, sizeof *p);
     if (!p) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     *p = (baatt_plan){.ctx = ctx, .cfg = *cfg, .tuning = tuning ? *tuning : ctx->tuning, .ch = ch};
+    p->tuning.profile |= ctx->tuning.profile; /* BAATT_PROFILE=dispatch: an operator's switch for every plan */
     p->base = base_push(cfg, &ch.geo);
     s = create_stages(p);
     if (s) {

@@ -492,6 +492,32 @@ static void embed_close(embed *e)
     free(e->q), free(e->k), free(e->v);
 }
 
+/* BAATT_PROFILE=pipelines on a wrapped context: the application's device never enabled pipeline
+ * executable properties, so baatt must not ask the driver for statistics (it used to call a
+ * function the device table left NULL). The plan is created and runs. */
+static void wrapped_profile_pipelines(void **s)
+{
+    (void)s;
+    baatt_context *a, *b;
+    baatt_external_device ext;
+    assert_int_equal(open_ctx(-1, NULL, &a), BAATT_OK);
+    assert_int_equal(baatt_context_handles(a, &ext), BAATT_OK);
+    setenv("BAATT_PROFILE", "pipelines", 1);
+    baatt_status st = baatt_context_wrap(&ext, &b);
+    unsetenv("BAATT_PROFILE");
+    assert_int_equal(st, BAATT_OK);
+    baatt_config c = baatt_config_default();
+    c.batch = c.heads = c.kv_heads = 1, c.q_len = c.kv_len = 64, c.head_dim = 64, c.dense = 1;
+    float *x = calloc(64 * 64, sizeof *x), *o = calloc(64 * 64, sizeof *o);
+    baatt_plan *plan = NULL;
+    assert_int_equal(baatt_plan_create(b, &c, &plan), BAATT_OK);
+    assert_int_equal(baatt_plan_run_host(plan, x, x, x, o), BAATT_OK);
+    baatt_plan_destroy(plan);
+    baatt_context_destroy(b);
+    th_context_done(a);
+    free(x), free(o);
+}
+
 static void embedded_record(void **s)
 {
     (void)s;
@@ -640,6 +666,7 @@ int main(void)
         cmocka_unit_test(wrap_invalid),
         cmocka_unit_test(buffer_round_trip),
         cmocka_unit_test(embedded_record),
+        cmocka_unit_test(wrapped_profile_pipelines),
         cmocka_unit_test(record_tensor_over_buffer_limit),
         cmocka_unit_test(run_host_retry_leaks_nothing),
         cmocka_unit_test(kv_blocks_over_workgroup_limit),
