@@ -213,6 +213,33 @@ static void env_device_bad_name(void **s)
     th_context_done(ctx);
 }
 
+/* The operator's strings are parsed strictly: a bad BAATT_TUNE or BAATT_PROFILE fails context
+ * creation with a message naming the variable and the item; a good one reaches the plans. */
+static void env_tune_and_profile(void **s)
+{
+    (void)s;
+    static const struct {
+        const char *var, *value, *fragment;
+    } bad[] = {{"BAATT_TUNE", "sort=on", "BAATT_TUNE: bad value \"on\" for tuning key \"sort\""},
+               {"BAATT_TUNE", "attend", "no '='"},
+               {"BAATT_PROFILE", "dispatch,bogus", "BAATT_PROFILE: unknown item \"bogus\""}};
+    baatt_context *ctx;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv(bad[i].var, bad[i].value, 1);
+        baatt_status st = open_ctx(-1, NULL, &ctx);
+        unsetenv(bad[i].var);
+        assert_int_equal(st, BAATT_ERROR_INVALID_ARGUMENT);
+        expect_message(baatt_context_error(ctx), bad[i].fragment);
+        baatt_context_destroy(ctx);
+    }
+    setenv("BAATT_TUNE", "attend=portable,sort=bitonic,logits_mib=0.5", 1);
+    assert_int_equal(open_ctx(-1, NULL, &ctx), BAATT_OK);
+    unsetenv("BAATT_TUNE");
+    const baatt_tuning *t = baatt_context_tuning(ctx);
+    assert_true(t->attend == BAATT_ATTEND_PORTABLE && t->sort == BAATT_SORTER_BITONIC && t->logits_mib == 0.5);
+    th_context_done(ctx);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* status strings and errors                                                                  */
 
@@ -667,6 +694,7 @@ int main(void)
         cmocka_unit_test(buffer_round_trip),
         cmocka_unit_test(embedded_record),
         cmocka_unit_test(wrapped_profile_pipelines),
+        cmocka_unit_test(env_tune_and_profile),
         cmocka_unit_test(record_tensor_over_buffer_limit),
         cmocka_unit_test(run_host_retry_leaks_nothing),
         cmocka_unit_test(kv_blocks_over_workgroup_limit),
