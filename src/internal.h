@@ -11,9 +11,6 @@
         if (s_ != BAATT_OK) return s_;                                                                                 \
     } while (0)
 
-/* An environment variable as an integer (atoi), or fallback when unset or empty. */
-int baatt_env_int(const char *name, int fallback);
-
 /* Formats a message into msg (if msg && n) and returns s. */
 baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
