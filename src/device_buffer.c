@@ -5,9 +5,6 @@
 
 #include "plan.h"
 
-/* Staging per copy: bounds host-visible memory for GiB-sized tensors. */
-#define STAGING_MAX (64ull << 20)
-
 struct baatt_device_buffer {
     baatt_context *ctx;
     baatt_buffer buf;
@@ -62,48 +59,16 @@ static baatt_status check_range(const baatt_device_buffer *b, uint64_t offset, c
     return BAATT_OK;
 }
 
-/* One staged copy of n bytes at offset: host -> staging -> buffer (to_device), or back. */
-static baatt_status copy_chunk(baatt_device_buffer *b, baatt_buffer *st, uint64_t offset, uint64_t n, int to_device)
-{
-    baatt_context *ctx = b->ctx;
-    VkCommandBuffer cmd;
-    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
-    VkBufferCopy c = {to_device ? 0 : offset, to_device ? offset : 0, n};
-    if (to_device) ctx->vk.vkCmdCopyBuffer(cmd, st->buffer, b->buf.buffer, 1, &c);
-    else {
-        ctx->vk.vkCmdCopyBuffer(cmd, b->buf.buffer, st->buffer, 1, &c);
-        baatt_cmd_host_barrier(ctx, cmd);
-    }
-    return baatt_cmd_submit_wait(ctx, cmd);
-}
-
-/* Copies bytes at offset from src into the buffer, or (src NULL) from the buffer into dst. */
-static baatt_status staged_copy(baatt_device_buffer *b, uint64_t offset, const void *src, void *dst, uint64_t bytes)
-{
-    if (!bytes) return BAATT_OK;
-    baatt_buffer st;
-    BAATT_TRY(baatt_buffer_create(b->ctx, bytes < STAGING_MAX ? bytes : STAGING_MAX, 1, &st));
-    baatt_status s = BAATT_OK;
-    for (uint64_t done = 0; !s && done < bytes; done += st.size) {
-        uint64_t n = bytes - done < st.size ? bytes - done : st.size;
-        if (src) memcpy(st.mapped, (const char *)src + done, n);
-        s = copy_chunk(b, &st, offset + done, n, src != NULL);
-        if (!s && !src) memcpy((char *)dst + done, st.mapped, n);
-    }
-    baatt_buffer_destroy(b->ctx, &st);
-    return s;
-}
-
 baatt_status baatt_device_buffer_write(baatt_device_buffer *b, uint64_t offset, const void *src, uint64_t bytes)
 {
     BAATT_TRY(check_range(b, offset, src, bytes, "baatt_device_buffer_write"));
-    return staged_copy(b, offset, src, NULL, bytes);
+    return baatt_buffer_transfer(b->ctx, &b->buf, offset, src, NULL, bytes);
 }
 
 baatt_status baatt_device_buffer_read(baatt_device_buffer *b, uint64_t offset, void *dst, uint64_t bytes)
 {
     BAATT_TRY(check_range(b, offset, dst, bytes, "baatt_device_buffer_read"));
-    return staged_copy(b, offset, NULL, dst, bytes);
+    return baatt_buffer_transfer(b->ctx, &b->buf, offset, NULL, dst, bytes);
 }
 
 baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,

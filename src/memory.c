@@ -1,6 +1,11 @@
 /* Buffers: device-local storage buffers for tensors and scratch, host-visible coherent buffers
  * for staging. One allocation per buffer: baatt's buffers are few and large. */
+#include <string.h>
+
 #include "runtime.h"
+
+/* Staging per submission: bounds host-visible memory for GiB-sized tensors. */
+#define STAGING_MAX (64ull << 20)
 
 static int find_memory(const baatt_context *ctx, uint32_t bits, VkMemoryPropertyFlags want)
 {
@@ -60,4 +65,36 @@ void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b)
     if (b->buffer) ctx->vk.vkDestroyBuffer(ctx->device, b->buffer, NULL);
     if (b->memory) ctx->vk.vkFreeMemory(ctx->device, b->memory, NULL);
     *b = (baatt_buffer){0};
+}
+
+/* One staged copy of n bytes at offset: staging -> buffer (up), or back. */
+static baatt_status copy_chunk(baatt_context *ctx, const baatt_buffer *dev, const baatt_buffer *st, uint64_t offset,
+                               uint64_t n, int up)
+{
+    VkCommandBuffer cmd;
+    BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    VkBufferCopy c = {up ? 0 : offset, up ? offset : 0, n};
+    if (up) ctx->vk.vkCmdCopyBuffer(cmd, st->buffer, dev->buffer, 1, &c);
+    else {
+        ctx->vk.vkCmdCopyBuffer(cmd, dev->buffer, st->buffer, 1, &c);
+        baatt_cmd_host_barrier(ctx, cmd);
+    }
+    return baatt_cmd_submit_wait(ctx, cmd);
+}
+
+baatt_status baatt_buffer_transfer(baatt_context *ctx, const baatt_buffer *dev, uint64_t offset, const void *src,
+                                   void *dst, uint64_t bytes)
+{
+    if (!bytes) return BAATT_OK;
+    baatt_buffer st;
+    BAATT_TRY(baatt_buffer_create(ctx, bytes < STAGING_MAX ? bytes : STAGING_MAX, 1, &st));
+    baatt_status s = BAATT_OK;
+    for (uint64_t done = 0; !s && done < bytes; done += st.size) {
+        uint64_t n = bytes - done < st.size ? bytes - done : st.size;
+        if (src) memcpy(st.mapped, (const char *)src + done, n);
+        s = copy_chunk(ctx, dev, &st, offset + done, n, src != NULL);
+        if (!s && !src) memcpy((char *)dst + done, st.mapped, n);
+    }
+    baatt_buffer_destroy(ctx, &st);
+    return s;
 }

@@ -5,22 +5,10 @@
 
 #include "plan.h"
 
-/* Copies n bytes at offset `at` of a device buffer into dst through a temporary staging buffer. */
+/* n bytes at offset `at` of one of the plan's buffers, into dst. */
 static baatt_status download_at(baatt_plan *p, const baatt_buffer *src, uint64_t at, void *dst, uint64_t n)
 {
-    baatt_buffer st;
-    BAATT_TRY(baatt_buffer_create(p->ctx, n, 1, &st));
-    VkCommandBuffer cmd;
-    baatt_status s = baatt_cmd_begin(p->ctx, &cmd);
-    if (!s) {
-        VkBufferCopy c = {at, 0, n};
-        p->ctx->vk.vkCmdCopyBuffer(cmd, src->buffer, st.buffer, 1, &c);
-        baatt_cmd_host_barrier(p->ctx, cmd);
-        s = baatt_cmd_submit_wait(p->ctx, cmd);
-    }
-    if (!s) memcpy(dst, st.mapped, n);
-    baatt_buffer_destroy(p->ctx, &st);
-    return s;
+    return baatt_buffer_transfer(p->ctx, src, at, NULL, dst, n);
 }
 
 static baatt_status require_run(baatt_plan *p)

@@ -92,6 +92,10 @@ typedef struct baatt_buffer {
 /* host_visible: staging (host-coherent, mapped); else device-local storage buffer. */
 baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host_visible, baatt_buffer *out);
 void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b);
+/* Copies bytes between host memory and [offset, offset + bytes) of dev through a staging buffer
+ * (at most 64 MiB, one submission each): src != NULL uploads it, else downloads into dst. */
+baatt_status baatt_buffer_transfer(baatt_context *ctx, const baatt_buffer *dev, uint64_t offset, const void *src,
+                                   void *dst, uint64_t bytes);
 
 /* ---- submission (context.c); safe from several threads on one context ---- */
 /* A command buffer in the recording state, owned by the calling thread until it is given back by
@@ -117,6 +121,5 @@ void baatt_pipelines_destroy(baatt_context *ctx);
  * created on first use and cached on the context. */
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 VkPipeline *out);
-int baatt_shader_available(const char *name);
 
 #endif
