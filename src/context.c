@@ -170,7 +170,7 @@ static baatt_status read_environment(baatt_context *ctx)
         size_t len = strcspn(p, ",");
         snprintf(item, sizeof item, "%.*s", (int)len, p);
         if (!strcmp(item, "dispatch") || !strcmp(item, "1")) ctx->tuning.profile = 1;
-        else if (!strcmp(item, "pipelines")) ctx->pipeline_stats = 1;
+        else if (!strcmp(item, "pipelines")) ctx->want_pipeline_stats = 1;
         else if (!strncmp(item, "cache=", 6) && item[6])
             snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%.255s", item + 6);
         else if (strcmp(item, "0"))
@@ -531,11 +531,12 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE};
-    if (ctx->pipeline_stats && has_device_ext(&ctx->vki, ctx->phys, "VK_KHR_pipeline_executable_properties")) {
+    if (ctx->want_pipeline_stats && has_device_ext(&ctx->vki, ctx->phys, "VK_KHR_pipeline_executable_properties")) {
         *tail = &pe;
         tail = &pe.pNext;
         exts[next++] = "VK_KHR_pipeline_executable_properties";
-    } else ctx->pipeline_stats = 0;
+        ctx->pipeline_stats = 1;
+    }
     /* Our shaders bound-check every access themselves; VK_EXT_pipeline_robustness lets the
      * pipelines say so (pipelines.c): the NVIDIA driver otherwise guards every buffer load
      * against the descriptor's size (seen in the SASS), which cost the sparse path 2% on the H100
@@ -713,7 +714,6 @@ baatt_status baatt_context_wrap(const baatt_external_device *ext, baatt_context 
         return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT,
                           "baatt_context_wrap: instance, physical_device, device and queue must all be set");
     BAATT_TRY(read_environment(ctx));
-    ctx->pipeline_stats = 0; /* the application's device has no pipeline-executable properties enabled */
     BAATT_TRY(read_timeout(ctx));
     BAATT_TRY(load_vulkan(ctx, ext->get_instance_proc_addr));
     baatt_vk_load_instance(&ctx->vki, ext->instance);

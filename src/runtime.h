@@ -52,7 +52,8 @@ struct baatt_context {
     atomic_int lost;                 /* 0, or the status (DEVICE_LOST, TIMEOUT) that lost it */
     double timeout_s;                /* GPU wait limit (BAATT_TIMEOUT_S, default 600) */
     uint32_t features;               /* BAATT_FEATURE_* enabled on the device */
-    int pipeline_stats;              /* BAATT_PROFILE=pipelines: print driver statistics per pipeline */
+    int want_pipeline_stats;         /* BAATT_PROFILE=pipelines asked for them */
+    int pipeline_stats;              /* ... and the device baatt created enables them: print per pipeline */
     char cache_dir[256];             /* BAATT_PROFILE=cache=DIR: keep each pipeline's driver binary */
     int no_robustness;               /* pipelines say robustness is off (VK_EXT_pipeline_robustness) */
     baatt_caps caps;                 /* the device as the path choice sees it */
