@@ -153,16 +153,23 @@ BAATT_API baatt_status baatt_context_create(const baatt_context_options *opts, b
  * The device must have been created with the features listed in `enabled` (see BAATT_FEATURE_*):
  * baatt cannot query what an application enabled. */
 enum {
-    BAATT_FEATURE_FP16_STORAGE = 1u << 0, /* storageBuffer16BitAccess */
-    BAATT_FEATURE_FP16_ARITH = 1u << 1,   /* shaderFloat16 */
-    BAATT_FEATURE_COOPMAT_NV = 1u << 2,   /* VK_NV_cooperative_matrix + vulkanMemoryModel */
-    BAATT_FEATURE_COOPMAT2_NV = 1u << 4,  /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
+    BAATT_FEATURE_FP16_STORAGE = 1u << 0,          /* storageBuffer16BitAccess */
+    BAATT_FEATURE_FP16_ARITH = 1u << 1,            /* shaderFloat16 */
+    BAATT_FEATURE_COOPMAT_NV = 1u << 2,            /* VK_NV_cooperative_matrix + vulkanMemoryModel */
+    BAATT_FEATURE_COOPMAT2_NV = 1u << 4,           /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
                                                (workgroup scope, flexible dimensions, reductions,
                                                conversions, per-element ops, tensor addressing);
                                                device API >= 1.3 */
-    BAATT_FEATURE_BF16_COOPMAT = 1u << 5, /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
+    BAATT_FEATURE_BF16_COOPMAT = 1u << 5,          /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
                                                shaderBFloat16CooperativeMatrix (with COOPMAT2_NV:
                                                bf16 tensors on the tensor cores) */
+    BAATT_FEATURE_COOPMAT_KHR = 1u << 6,           /* VK_KHR_cooperative_matrix (cooperativeMatrix) +
+                                               vulkanMemoryModel: the vendor-neutral tensor-core
+                                               kernel */
+    BAATT_FEATURE_SUBGROUP_SIZE_CONTROL = 1u << 7, /* subgroupSizeControl and computeFullSubgroups
+                                                       (Vulkan 1.3 or VK_EXT_subgroup_size_control):
+                                                       needed by that kernel where the subgroup
+                                                       size varies */
 };
 typedef struct baatt_external_device {
     PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: load libvulkan.so.1 */

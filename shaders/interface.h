@@ -63,6 +63,18 @@
 #define SC_NVCM_SPARSE 4
 #define SC_NVCM_SG 5
 #define SC_NVCM_COUNT 6
+/* attention_khr.comp */
+#define SC_KHR_WG 0
+#define SC_KHR_D 1
+#define SC_KHR_NSG 2      /* subgroups, MF * M query rows each */
+#define SC_KHR_BC 3
+#define SC_KHR_SPARSE 4
+#define SC_KHR_SG 5       /* the subgroup size the pipeline is created with */
+#define SC_KHR_M 6        /* fragment shape M x N x K, as the device lists it */
+#define SC_KHR_N 7
+#define SC_KHR_K 8
+#define SC_KHR_MF 9       /* row fragments per subgroup */
+#define SC_KHR_COUNT 10
 /* attention_cm2.comp */
 #define SC_CM2_WG 0
 #define SC_CM2_D 1

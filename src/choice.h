@@ -13,7 +13,16 @@ enum {
     BAATT_BUILT_CM2_F16 = 1u << 1,   /* attention_cm2_f16 and attention_cm2_sorted_f16 */
     BAATT_BUILT_CM2_BF16 = 1u << 2,  /* attention_cm2_bf16 and attention_cm2_sorted_bf16 */
     BAATT_BUILT_SCORE_CM2 = 1u << 3, /* score_cm2 */
+    BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 */
 };
+
+/* A KHR cooperative-matrix shape the device lists at subgroup scope with fp32 accumulation
+ * (vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR): M x N x K, A and B fp16 or bf16. */
+typedef struct baatt_mma_shape {
+    uint8_t m, n, k;
+    uint8_t bf16; /* A and B bf16 (else fp16) */
+} baatt_mma_shape;
+#define BAATT_MAX_MMA_SHAPES 16
 
 /* What the choice needs to know of a device (the context fills it; tests describe devices). */
 typedef struct baatt_caps {
@@ -28,6 +37,8 @@ typedef struct baatt_caps {
     uint32_t max_invocations;            /* maxComputeWorkGroupInvocations */
     uint32_t max_groups[3];              /* maxComputeWorkGroupCount */
     uint64_t max_buffer;                 /* maxStorageBufferRange */
+    uint32_t nshapes;                    /* KHR cooperative-matrix shapes (BAATT_FEATURE_COOPMAT_KHR) */
+    baatt_mma_shape shapes[BAATT_MAX_MMA_SHAPES];
 } baatt_caps;
 
 /* Per-stage paths. In a tuning, a value caps the path (AUTO: the best one): a plan takes the
@@ -36,6 +47,7 @@ typedef enum baatt_attend_path {
     BAATT_ATTEND_AUTO = 0,
     BAATT_ATTEND_PORTABLE, /* attention.comp: any device, fp32/fp16/bf16 */
     BAATT_ATTEND_NVCM,     /* attention_nvcm.comp: NV cooperative matrix, fp16 */
+    BAATT_ATTEND_KHR,      /* attention_khr.comp: KHR cooperative matrix (any vendor), fp16 */
     BAATT_ATTEND_CM2,      /* attention_cm2.comp: NV cooperative matrix 2, fp16/bf16 */
     BAATT_ATTEND_COUNT
 } baatt_attend_path;
@@ -94,9 +106,12 @@ typedef struct baatt_sort_choice {
 } baatt_sort_choice;
 typedef struct baatt_attend_choice {
     baatt_attend_path path;
-    uint32_t br, bc, wg; /* query rows x keys per tile; invocations */
-    uint32_t full;       /* CM2_FULL_* bits (interface.h) */
-    int sorted;          /* reads norm-sorted copies and scatters O (cm2, sparse) */
+    uint32_t br, bc, wg;   /* query rows x keys per tile; invocations */
+    baatt_mma_shape shape; /* KHR: the fragment shape */
+    uint32_t subgroup;     /* KHR: the subgroup size the pipeline is created with */
+    uint32_t mf;           /* KHR: row fragments per subgroup */
+    uint32_t full;         /* CM2_FULL_* bits (interface.h) */
+    int sorted;            /* reads norm-sorted copies and scatters O (cm2, sparse) */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
     baatt_score_path path;

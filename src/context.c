@@ -443,6 +443,46 @@ static int has_nvcm_shape(const baatt_vk_instance *vki, VkPhysicalDevice pd)
     return found;
 }
 
+/* The KHR cooperative-matrix shapes the KHR kernel can use: subgroup scope, A and B fp16 or bf16,
+ * fp32 accumulator and result, not saturating. Returns how many (at most max). */
+static uint32_t khr_shapes(const baatt_vk_instance *vki, VkPhysicalDevice pd, baatt_mma_shape *out, uint32_t max)
+{
+    enum { F16 = 0, F32 = 1, BF16 = 1000141000, SUBGROUP = 3 };
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR get = vki->vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR;
+    uint32_t n = 0, kept = 0;
+    if (!get || get(pd, &n, NULL) != VK_SUCCESS || !n) return 0;
+    baatt_coopmat_khr_properties *p = calloc(n, sizeof *p);
+    for (uint32_t i = 0; p && i < n; i++) p[i].sType = (VkStructureType)1000506001;
+    if (p && get(pd, &n, p) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && kept < max; i++) {
+            int ab = (int)p[i].AType == (int)p[i].BType && ((int)p[i].AType == F16 || (int)p[i].AType == BF16);
+            if (!ab || (int)p[i].CType != F32 || (int)p[i].ResultType != F32 || (int)p[i].scope != SUBGROUP ||
+                p[i].saturatingAccumulation || p[i].MSize > 255 || p[i].NSize > 255 || p[i].KSize > 255)
+                continue;
+            out[kept++] = (baatt_mma_shape){.m = (uint8_t)p[i].MSize,
+                                            .n = (uint8_t)p[i].NSize,
+                                            .k = (uint8_t)p[i].KSize,
+                                            .bf16 = (int)p[i].AType == BF16};
+        }
+    free(p);
+    return kept;
+}
+
+/* KHR cooperative matrices alone (no cooperative matrix 2): the feature, on a 1.3 device (the
+ * kernel is SPIR-V 1.6) that lists a usable shape. */
+static int want_coopmat_khr(baatt_context *ctx, baatt_coopmat_khr_features *khr)
+{
+    baatt_mma_shape shapes[BAATT_MAX_MMA_SHAPES];
+    if (!ctx->info.coopmat_khr || ctx->info.api_version < VK_API_VERSION_1_3 ||
+        !khr_shapes(&ctx->vki, ctx->phys, shapes, BAATT_MAX_MMA_SHAPES))
+        return 0;
+    *khr = (baatt_coopmat_khr_features){.sType = STYPE_COOPMAT_KHR_FEATURES};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = khr};
+    ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+    khr->cooperativeMatrixRobustBufferAccess = VK_FALSE;
+    return khr->cooperativeMatrix;
+}
+
 /* Cooperative matrix 2 (workgroup scope): every feature attention_cm2.comp uses, a 1.3 device
  * (SPIR-V 1.6). Fills the two structs to chain. */
 static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_features *khr,
@@ -518,6 +558,28 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_KHR_cooperative_matrix";
         exts[next++] = "VK_NV_cooperative_matrix2";
         ctx->features |= BAATT_FEATURE_COOPMAT2_NV;
+        if (want_coopmat_khr(ctx, &(baatt_coopmat_khr_features){0})) ctx->features |= BAATT_FEATURE_COOPMAT_KHR;
+    } else if (tensor_ok && want_coopmat_khr(ctx, &khr)) {
+        *tail = &khr;
+        tail = &khr.pNext;
+        exts[next++] = "VK_KHR_cooperative_matrix";
+        ctx->features |= BAATT_FEATURE_COOPMAT_KHR;
+    }
+    /* 1.3 devices: maintenance4 (SPIR-V 1.6 shaders with LocalSizeId), and subgroup size control
+     * with full subgroups, with which the KHR kernel pins its subgroup size. */
+    VkPhysicalDeviceVulkan13Features v13 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+    if (ctx->info.api_version >= VK_API_VERSION_1_3) {
+        VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &v13};
+        ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &f2);
+        VkPhysicalDeviceVulkan13Features have13 = v13;
+        v13 = (VkPhysicalDeviceVulkan13Features){.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES,
+                                                 .maintenance4 = have13.maintenance4};
+        if (have13.subgroupSizeControl && have13.computeFullSubgroups) {
+            v13.subgroupSizeControl = v13.computeFullSubgroups = VK_TRUE;
+            ctx->features |= BAATT_FEATURE_SUBGROUP_SIZE_CONTROL;
+        }
+        *tail = &v13;
+        tail = &v13.pNext;
     }
     baatt_bf16_features bf;
     if ((ctx->features & BAATT_FEATURE_COOPMAT2_NV) && want_bf16_coopmat(ctx, &bf)) {
@@ -549,7 +611,7 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_EXT_pipeline_robustness";
         ctx->no_robustness = 1;
     }
-    if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV)) {
+    if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_COOPMAT_KHR)) {
         e12.vulkanMemoryModel = VK_TRUE;
         e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
     }
@@ -589,7 +651,8 @@ static uint32_t built_variants(void)
              {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
              {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
              {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
-             {"score_cm2", BAATT_BUILT_SCORE_CM2}};
+             {"score_cm2", BAATT_BUILT_SCORE_CM2},
+             {"attention_khr_f16", BAATT_BUILT_KHR_F16}};
     uint32_t built = 0, missing = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (baatt_shader_available(v[i].name)) built |= v[i].bit;
@@ -614,6 +677,8 @@ static void fill_caps(baatt_context *ctx, const VkPhysicalDeviceSubgroupProperti
     c->max_invocations = ctx->limits.maxComputeWorkGroupInvocations;
     memcpy(c->max_groups, ctx->limits.maxComputeWorkGroupCount, sizeof c->max_groups);
     c->max_buffer = ctx->limits.maxStorageBufferRange;
+    if (ctx->features & BAATT_FEATURE_COOPMAT_KHR)
+        c->nshapes = khr_shapes(&ctx->vki, ctx->phys, c->shapes, BAATT_MAX_MMA_SHAPES);
 }
 
 /* Everything after the VkDevice exists, common to owned and wrapped devices. */

@@ -48,11 +48,13 @@ void baatt_pipelines_destroy(baatt_context *ctx)
     if (ctx->set_layout) ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layout, NULL);
 }
 
-static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec)
+static baatt_pipeline_entry *lookup(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
+                                    uint32_t subgroup)
 {
     for (uint32_t i = 0; i < ctx->npipelines; i++) {
         baatt_pipeline_entry *e = &ctx->pipelines[i];
-        if (e->nspec == nspec && !strcmp(e->name, name) && (!nspec || !memcmp(e->spec, spec, nspec * sizeof *spec)))
+        if (e->nspec == nspec && e->subgroup == subgroup && !strcmp(e->name, name) &&
+            (!nspec || !memcmp(e->spec, spec, nspec * sizeof *spec)))
             return e;
     }
     return NULL;
@@ -126,7 +128,7 @@ static void dump_cache_end(baatt_context *ctx, VkPipelineCache c, const char *na
 }
 
 static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, const uint32_t *spec, uint32_t nspec,
-                          VkPipeline *out)
+                          uint32_t subgroup, VkPipeline *out)
 {
     VkShaderModuleCreateInfo mi = {
         .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = *sh->size, .pCode = sh->code};
@@ -150,6 +152,13 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
                                             .vertexInputs = VK_PIPELINE_ROBUSTNESS_BUFFER_BEHAVIOR_DEVICE_DEFAULT_EXT,
                                             .images = VK_PIPELINE_ROBUSTNESS_IMAGE_BEHAVIOR_DEVICE_DEFAULT_EXT};
     if (ctx->no_robustness) ci.pNext = &rb;
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rs = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
+        .requiredSubgroupSize = subgroup};
+    if (subgroup) {
+        ci.stage.pNext = &rs;
+        ci.stage.flags = VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
+    }
     VkPipelineCache cache = dump_cache_begin(ctx);
     VkResult r = ctx->vk.vkCreateComputePipelines(ctx->device, cache, 1, &ci, NULL, out);
     dump_cache_end(ctx, cache, sh->name);
@@ -162,10 +171,10 @@ static baatt_status build(baatt_context *ctx, const baatt_embedded_shader *sh, c
 }
 
 /* The cached pipeline for (name, spec), or VK_NULL_HANDLE; under the context lock. */
-static VkPipeline cached(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec)
+static VkPipeline cached(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, uint32_t subgroup)
 {
     pthread_mutex_lock(&ctx->lock);
-    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
+    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec, subgroup);
     VkPipeline pl = e ? e->pipeline : VK_NULL_HANDLE;
     pthread_mutex_unlock(&ctx->lock);
     return pl;
@@ -173,12 +182,12 @@ static VkPipeline cached(baatt_context *ctx, const char *name, const uint32_t *s
 
 /* Adds a built pipeline to the cache; if another thread added the same one meanwhile, keeps
  * theirs and returns it (the caller destroys its own). Under the context lock. */
-static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec, VkPipeline *pl,
-                           int *duplicate)
+static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
+                           uint32_t subgroup, VkPipeline *pl, int *duplicate)
 {
     baatt_status s = BAATT_OK;
     pthread_mutex_lock(&ctx->lock);
-    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec);
+    baatt_pipeline_entry *e = lookup(ctx, name, spec, nspec, subgroup);
     *duplicate = e != NULL;
     if (e) *pl = e->pipeline;
     if (!e && ctx->npipelines == ctx->cap_pipelines) {
@@ -193,6 +202,7 @@ static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t 
         snprintf(e->name, sizeof e->name, "%s", name);
         if (nspec) memcpy(e->spec, spec, nspec * sizeof *spec);
         e->nspec = nspec;
+        e->subgroup = subgroup;
         e->pipeline = *pl;
     }
     pthread_mutex_unlock(&ctx->lock);
@@ -202,19 +212,19 @@ static baatt_status insert(baatt_context *ctx, const char *name, const uint32_t 
 /* Pipelines are built outside the lock (compiling takes long; plans on other threads go on) and
  * inserted under it. */
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
-                                VkPipeline *out)
+                                uint32_t subgroup, VkPipeline *out)
 {
     if (nspec > BAATT_MAX_SPEC)
         return baatt_fail(ctx, BAATT_ERROR_INVALID_ARGUMENT, "too many specialization constants");
-    if ((*out = cached(ctx, name, spec, nspec))) return BAATT_OK;
+    if ((*out = cached(ctx, name, spec, nspec, subgroup))) return BAATT_OK;
     const baatt_embedded_shader *sh = find_shader(name);
     if (!sh)
         return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE, "shader variant %s was not built into this library", name);
     VkPipeline pl = VK_NULL_HANDLE, built;
-    BAATT_TRY(build(ctx, sh, spec, nspec, &pl));
+    BAATT_TRY(build(ctx, sh, spec, nspec, subgroup, &pl));
     built = pl;
     int duplicate = 0;
-    baatt_status s = insert(ctx, name, spec, nspec, &pl, &duplicate);
+    baatt_status s = insert(ctx, name, spec, nspec, subgroup, &pl, &duplicate);
     if (s || duplicate) ctx->vk.vkDestroyPipeline(ctx->device, built, NULL);
     if (s) return baatt_fail(ctx, s, "out of host memory");
     *out = pl;

@@ -20,7 +20,13 @@ baatt_status baatt_plan_scratch(baatt_plan *p, int binding, uint64_t bytes, cons
 baatt_status baatt_plan_pipeline(baatt_plan *p, baatt_kernel kernel, const char *variant, const uint32_t *spec,
                                  uint32_t n)
 {
-    return baatt_pipeline_get(p->ctx, variant, spec, n, &p->pipe[kernel]);
+    return baatt_pipeline_get(p->ctx, variant, spec, n, 0, &p->pipe[kernel]);
+}
+
+baatt_status baatt_plan_pipeline_pinned(baatt_plan *p, baatt_kernel kernel, const char *variant, const uint32_t *spec,
+                                        uint32_t n, uint32_t subgroup)
+{
+    return baatt_pipeline_get(p->ctx, variant, spec, n, subgroup, &p->pipe[kernel]);
 }
 
 static baatt_push base_push(const baatt_config *c, const baatt_geometry *g)

@@ -79,6 +79,9 @@ baatt_status baatt_plan_scratch(baatt_plan *p, int binding, uint64_t bytes, cons
 /* Pipeline kernel from shader variant with specialization constants 0..n-1. */
 baatt_status baatt_plan_pipeline(baatt_plan *p, baatt_kernel kernel, const char *variant, const uint32_t *spec,
                                  uint32_t n);
+/* ... created with a required subgroup size and full subgroups (0: the driver's size). */
+baatt_status baatt_plan_pipeline_pinned(baatt_plan *p, baatt_kernel kernel, const char *variant, const uint32_t *spec,
+                                        uint32_t n, uint32_t subgroup);
 
 /* ---- recording (record.c) ---- */
 void baatt_dispatch(baatt_rec *r, baatt_kernel k, const baatt_push *pc, uint32_t x, uint32_t y, uint32_t z);

@@ -20,6 +20,7 @@ typedef struct baatt_pipeline_entry {
     char name[48];
     uint32_t spec[BAATT_MAX_SPEC];
     uint32_t nspec;
+    uint32_t subgroup; /* required subgroup size, 0: the driver's */
     VkPipeline pipeline;
 } baatt_pipeline_entry;
 
@@ -118,9 +119,10 @@ void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 /* ---- pipelines.c ---- */
 baatt_status baatt_pipelines_init(baatt_context *ctx);
 void baatt_pipelines_destroy(baatt_context *ctx);
-/* A compute pipeline for embedded shader `name` with specialization constants 0..nspec-1,
- * created on first use and cached on the context. */
+/* A compute pipeline for embedded shader `name` with specialization constants 0..nspec-1, created
+ * on first use and cached on the context. subgroup: a required subgroup size with full subgroups
+ * (BAATT_FEATURE_SUBGROUP_SIZE_CONTROL), or 0 for the driver's. */
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
-                                VkPipeline *out);
+                                uint32_t subgroup, VkPipeline *out);
 
 #endif

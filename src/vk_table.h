@@ -11,6 +11,23 @@
 #endif
 #include <vulkan/vulkan_core.h>
 
+/* VK_KHR_cooperative_matrix's properties query (Debian 12's 1.3.239 headers predate it), as the
+ * registry defines it. */
+#ifdef VK_KHR_cooperative_matrix
+typedef VkCooperativeMatrixPropertiesKHR baatt_coopmat_khr_properties;
+#else
+typedef struct baatt_coopmat_khr_properties {
+    VkStructureType sType; /* 1000506001 */
+    void *pNext;
+    uint32_t MSize, NSize, KSize;
+    int32_t AType, BType, CType, ResultType; /* VkComponentTypeKHR */
+    VkBool32 saturatingAccumulation;
+    int32_t scope; /* VkScopeKHR */
+} baatt_coopmat_khr_properties;
+typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)(VkPhysicalDevice, uint32_t *,
+                                                                                   baatt_coopmat_khr_properties *);
+#endif
+
 /* Loaded with vkGetInstanceProcAddr(NULL, ...). */
 #define BAATT_VK_GLOBAL_FUNCS(X)                                                                                       \
     X(vkCreateInstance)                                                                                                \
@@ -27,6 +44,7 @@
     X(vkGetPhysicalDeviceMemoryProperties)                                                                             \
     X(vkGetPhysicalDeviceQueueFamilyProperties)                                                                        \
     X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)                                                                \
+    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)                                                               \
     X(vkCreateDevice)                                                                                                  \
     X(vkGetDeviceProcAddr)                                                                                             \
     X(vkCreateDebugUtilsMessengerEXT)                                                                                  \

@@ -3,6 +3,7 @@
  *  - attention_cm2.comp: NVIDIA cooperative matrix 2 (workgroup scope), fp16 or bf16. Its sparse
  *    build reads norm-sorted copies of Q, K, V (contiguous key blocks for its tensor loads; made
  *    by stats.comp, or by permute.comp under auto sort) and scatters O back in its epilogue.
+ *  - attention_khr.comp: KHR cooperative matrix (subgroup scope, any vendor), fp16.
  *  - attention_nvcm.comp: NVIDIA cooperative matrix (subgroup scope), fp16.
  *  - attention.comp: portable, any subgroup size, tiles sized to the shared memory. */
 #include <stdio.h>
@@ -61,6 +62,60 @@ static int choose_nvcm(const baatt_caps *caps, const baatt_config *cfg, const ba
     return 1;
 }
 
+/* The KHR kernel's fp16 fragment shape at head_dim d: M 8 or 16, N and K multiples of 8 up to
+ * 16 (16-byte shared addressing, the shader's fragment-array bounds); most work per fragment. */
+static int khr_shape(const baatt_caps *caps, uint32_t d, baatt_mma_shape *out)
+{
+    int found = 0;
+    for (uint32_t i = 0; i < caps->nshapes; i++) {
+        baatt_mma_shape s = caps->shapes[i];
+        if (s.bf16 || (s.m != 8 && s.m != 16) || s.n % 8 || s.k % 8 || s.n > 16 || s.k > 16 || d % s.n || d % s.k)
+            continue;
+        if (!found || s.m * s.n * s.k > out->m * out->n * out->k) *out = s, found = 1;
+    }
+    return found;
+}
+
+/* attention_khr.comp's shared memory: K and V tiles (padded rows), S and P per subgroup row, a
+ * factor per row, the row-id table. */
+static uint64_t khr_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, baatt_mma_shape s)
+{
+    return 2ull * bc * (d + 8) * 2 + (uint64_t)br * (bc + 4) * 4 + (uint64_t)br * (bc + 8) * 2 + 4ull * br +
+           4ull * s.m * s.n;
+}
+
+/* KHR cooperative matrices, fp16: the best listed shape; the subgroup size the device's smallest
+ * (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32), pinned with full
+ * subgroups where the size varies; then the widest workgroup (up to 4 subgroups of M rows, at
+ * most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit the shared
+ * memory, inside one block in sparse plans. */
+static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
+                      baatt_attend_choice *out)
+{
+    static const uint32_t nsgs[] = {4, 2, 1}, bcs[] = {64, 32, 16};
+    baatt_mma_shape s;
+    uint32_t sg = caps->subgroup_min, d = cfg->head_dim;
+    if (!allows(t, BAATT_ATTEND_KHR) || cfg->dtype != BAATT_DTYPE_F16 ||
+        !(caps->features & BAATT_FEATURE_COOPMAT_KHR) || !(caps->built & BAATT_BUILT_KHR_F16) ||
+        !khr_shape(caps, d, &s))
+        return 0;
+    if (caps->subgroup_min != caps->subgroup_max && !(caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL)) return 0;
+    uint32_t mf = sg / s.m > 8 ? 2 : 1, rs = mf * s.m, lpr = sg >= rs ? sg / rs : 1;
+    if (sg / rs > 8 || rs / sg > 2) return 0; /* the softmax's lanes per row / rows per lane */
+    for (size_t i = 0; i < sizeof nsgs / sizeof nsgs[0]; i++)
+        for (size_t j = 0; j < sizeof bcs / sizeof bcs[0]; j++) {
+            uint32_t br = nsgs[i] * rs, bc = bcs[j];
+            if (bc % s.n || bc % s.k || bc % lpr || br > 2 * bc || nsgs[i] * sg > caps->max_invocations ||
+                khr_shared_bytes(d, br, bc, s) > caps->max_shared)
+                continue;
+            if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
+            *out = (baatt_attend_choice){
+                .path = BAATT_ATTEND_KHR, .br = br, .bc = bc, .wg = nsgs[i] * sg, .shape = s, .subgroup = sg, .mf = mf};
+            return 1;
+        }
+    return 0;
+}
+
 /* The largest tile (BR query rows x BC keys) whose shared memory fits the device. */
 static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_geometry *g,
                                     baatt_attend_choice *out, char *msg, size_t n)
@@ -83,7 +138,8 @@ baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg
                                  const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n)
 {
     *out = (baatt_attend_choice){0};
-    if (choose_cm2(caps, cfg, t, g, out) || choose_nvcm(caps, cfg, t, g, out)) return BAATT_OK;
+    if (choose_cm2(caps, cfg, t, g, out) || choose_khr(caps, cfg, t, g, out) || choose_nvcm(caps, cfg, t, g, out))
+        return BAATT_OK;
     return choose_portable(caps, cfg, g, out, msg, n);
 }
 
@@ -118,6 +174,15 @@ baatt_status baatt_attend_create(baatt_plan *p)
                                      [SC_CM2_TPB] = sparse ? p->ch.geo.block / a->bc : 1,
                                      [SC_CM2_FULL] = a->full};
         return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_CM2_COUNT);
+    }
+    if (a->path == BAATT_ATTEND_KHR) {
+        uint32_t sc[SC_KHR_COUNT] = {
+            [SC_KHR_WG] = a->wg,     [SC_KHR_D] = d,           [SC_KHR_NSG] = a->wg / a->subgroup,
+            [SC_KHR_BC] = a->bc,     [SC_KHR_SPARSE] = sparse, [SC_KHR_SG] = a->subgroup,
+            [SC_KHR_M] = a->shape.m, [SC_KHR_N] = a->shape.n,  [SC_KHR_K] = a->shape.k,
+            [SC_KHR_MF] = a->mf};
+        uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
+        return baatt_plan_pipeline_pinned(p, K_ATTEND, "attention_khr_f16", sc, SC_KHR_COUNT, pin);
     }
     if (a->path == BAATT_ATTEND_NVCM) {
         uint32_t sc[SC_NVCM_COUNT] = {[SC_NVCM_WG] = a->wg, [SC_NVCM_D] = d,           [SC_NVCM_NSG] = a->br / 16,

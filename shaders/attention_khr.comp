@@ -1,0 +1,252 @@
+#version 450
+// Stage 5 on KHR cooperative matrices (subgroup scope): the vendor-neutral tensor-core kernel
+// (AMD RDNA3+, Intel Arc, NVIDIA, Mesa lavapipe >= 26), with the contract of attention.comp.
+// The fragment shape (M x N x K), the subgroup size and the tiles are specialization constants
+// that the host picks from the shapes the device lists (src/stages/attend.c).
+//
+// KHR matrices have no reductions and no accumulator-to-operand conversion, so each key tile
+// goes S = Q K^T (tensor cores) -> shared memory -> online softmax, a row per lane group
+// (scalar) -> P in shared memory -> O += P V (tensor cores). O stays in fp32 accumulators and is
+// rescaled per row in registers: `rowid` is an accumulator loaded from a table of row numbers,
+// so element i of every accumulator of that type lies in row rowid[i] (one layout per type).
+// Work split: NSG subgroups, each owning RS = MF * M query rows (Q as A fragments in registers);
+// K and V tiles of BC keys are gathered (through perm_k when SPARSE) into shared memory once per
+// workgroup. Fragment arrays have compile-time sizes and every loop over them is unrolled with
+// spec-constant guards, so they stay in registers after specialization.
+// Grid: (ceil(q_len / BR), batch * heads); workgroup = NSG * SG invocations, full subgroups.
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_vote : require
+#include "common.glsl"
+
+layout(local_size_x_id = SC_KHR_WG) in;
+layout(constant_id = SC_KHR_WG) const uint WG = 128;
+layout(constant_id = SC_KHR_D) const uint D = 128;
+layout(constant_id = SC_KHR_NSG) const uint NSG = 4;
+layout(constant_id = SC_KHR_BC) const uint BC = 32;
+layout(constant_id = SC_KHR_SPARSE) const uint SPARSE = 0;
+layout(constant_id = SC_KHR_SG) const uint SG = 32;
+layout(constant_id = SC_KHR_M) const uint M = 16;
+layout(constant_id = SC_KHR_N) const uint N = 16;
+layout(constant_id = SC_KHR_K) const uint K = 16;
+layout(constant_id = SC_KHR_MF) const uint MF = 1;
+
+layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
+layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
+layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
+layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
+layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
+layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
+layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
+
+#define AF coopmat<float16_t, gl_ScopeSubgroup, M, K, gl_MatrixUseA>
+#define BF coopmat<float16_t, gl_ScopeSubgroup, K, N, gl_MatrixUseB>
+#define CF coopmat<float, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
+#define CH coopmat<float16_t, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
+
+const uint RS = MF * M;                 // query rows per subgroup
+const uint BR = NSG * RS;               // query rows per workgroup (the host keeps BR <= 2 BC)
+const uint DV = D / 8;                  // 16-byte vectors per row
+const uint KVS = D + 8;                 // padded shared row, halves: fragment rows hit new banks
+const uint SST = BC + 4;                // padded score row, floats
+const uint PST = BC + 8;                // padded probability row, halves
+const uint LPR = SG >= RS ? SG / RS : 1;  // lanes per row in the softmax
+const uint RPL = RS > SG ? RS / SG : 1;   // rows per lane
+const uint CPL = BC / LPR;              // columns per lane
+// Compile-time bounds of the fragment arrays (head_dim <= 128, M >= 8, N >= 8, K >= 8, MF <= 2).
+#define MAX_MF 2
+#define MAX_DK 16
+#define MAX_DN 16
+#define MAX_RPL 2
+
+shared uvec4 kv4[2 * BC * KVS / 8];     // K tile then V tile; Q and O staging (BR <= 2 BC)
+shared float s_sh[NSG * RS * SST];
+shared float16_t p_sh[NSG * RS * PST];
+shared float row_a[BR];                 // this tile's rescale factor per row, then 1 / l
+shared float rowid_sh[M * N];
+
+AF qf[MAX_MF * MAX_DK];
+CF of[MAX_MF * MAX_DN];
+CF rowid;
+float row_m[MAX_RPL], row_l[MAX_RPL];   // this lane's rows' running max (log2 units) and sum
+
+uint src_row(uint hd, uint s, uint len, uint which) {
+    if (SPARSE == 0) return s;
+    return uint(which == 0 ? perm_q[hd * len + s] : perm_k[hd * len + s]);
+}
+
+void barrier_shared() {
+    controlBarrier(gl_ScopeWorkgroup, gl_ScopeWorkgroup, gl_StorageSemanticsShared, gl_SemanticsAcquireRelease);
+}
+
+void load_kv_tile(uint kvhd, uint s0) {
+    for (uint e = gl_LocalInvocationID.x; e < BC * DV; e += WG) {
+        uint c = e / DV, a = e % DV, s = s0 + c;
+        uvec4 kx = uvec4(0), vx = uvec4(0);
+        if (s < pc.kv_len) {
+            uint i = (kvhd * pc.kv_len + src_row(kvhd, s, pc.kv_len, 1)) * DV + a;
+            kx = k4[i];
+            vx = v4[i];
+        }
+        kv4[(c * KVS) / 8 + a] = kx;
+        kv4[(BC * KVS + c * KVS) / 8 + a] = vx;
+    }
+}
+
+// Online softmax of this subgroup's RS rows over the tile in s_sh (scores * log2(e) * scale):
+// LPR lanes per row, each over CPL columns starting at a row-dependent rotation (bank spread);
+// P to p_sh, the rescale factor to row_a. True if some row's max grew (O must be rescaled).
+bool softmax_rows(uint sg, uint valid) {
+    uint lane = gl_SubgroupInvocationID, part = lane % LPR;
+    float t = pc.scale * 1.4426950408889634;
+    bool grew = false;
+    [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
+        if (j >= RPL) break;
+        uint r = j * SG / LPR + lane / LPR;   // row within the subgroup
+        uint sb = (sg * RS + r) * SST, pb = (sg * RS + r) * PST;
+        float mx = row_m[j];
+        for (uint i = 0; i < CPL; i++) {
+            uint c = part + LPR * ((i + r) % CPL);
+            if (c < valid) mx = max(mx, s_sh[sb + c] * t);
+        }
+        [[unroll]] for (uint x = 1; x < 8; x *= 2)
+            if (x < LPR) mx = max(mx, subgroupShuffleXor(mx, x));
+        float sum = 0.0;
+        for (uint i = 0; i < CPL; i++) {
+            uint c = part + LPR * ((i + r) % CPL);
+            float p = c < valid ? exp2(s_sh[sb + c] * t - mx) : 0.0;
+            p_sh[pb + c] = float16_t(p);
+            sum += p;
+        }
+        [[unroll]] for (uint x = 1; x < 8; x *= 2)
+            if (x < LPR) sum += subgroupShuffleXor(sum, x);
+        float alpha = exp2(row_m[j] - mx);   // 0 on the first tile (row_m = -inf)
+        grew = grew || mx > row_m[j];
+        row_l[j] = row_l[j] * alpha + sum;
+        row_m[j] = mx;
+        if (part == 0) row_a[sg * RS + r] = alpha;
+    }
+    return subgroupAny(grew);
+}
+
+// Multiplies each accumulator row of this subgroup's O by row_a.
+void scale_rows(uint sg) {
+    [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
+        if (m >= MF) break;
+        for (uint i = 0; i < rowid.length(); i++) {
+            float a = row_a[sg * RS + m * M + uint(rowid[i])];
+            [[unroll]] for (uint d = 0; d < MAX_DN; d++)
+                if (d < D / N) of[m * MAX_DN + d][i] *= a;
+        }
+    }
+}
+
+void process_tile(uint kvhd, uint s0) {
+    uint sg = gl_SubgroupID;
+    barrier_shared();   // every subgroup is done with the previous tile
+    load_kv_tile(kvhd, s0);
+    barrier_shared();
+    for (uint n = 0; n < BC / N; n++) {
+        CF acc[MAX_MF];
+        [[unroll]] for (uint m = 0; m < MAX_MF; m++) acc[m] = CF(0.0);
+        [[unroll]] for (uint kk = 0; kk < MAX_DK; kk++) {
+            if (kk >= D / K) break;
+            BF kb;   // B[k][n] = K[n][k]: the row-major K tile read column-major
+            coopMatLoad(kb, kv4, (n * N * KVS + kk * K) / 8, KVS / 8, gl_CooperativeMatrixLayoutColumnMajor);
+            [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+                if (m < MF) acc[m] = coopMatMulAdd(qf[m * MAX_DK + kk], kb, acc[m]);
+        }
+        [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+            if (m < MF) coopMatStore(acc[m], s_sh, (sg * RS + m * M) * SST + n * N, SST, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    bool grew = softmax_rows(sg, min(BC, pc.kv_len - s0));
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    if (grew) scale_rows(sg);
+    for (uint j = 0; j < BC / K; j++) {
+        AF pa[MAX_MF];
+        [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+            if (m < MF) coopMatLoad(pa[m], p_sh, (sg * RS + m * M) * PST + j * K, PST, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
+            if (d >= D / N) break;
+            BF vb;
+            coopMatLoad(vb, kv4, (BC * KVS + j * K * KVS + d * N) / 8, KVS / 8, gl_CooperativeMatrixLayoutRowMajor);
+            [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+                if (m < MF) of[m * MAX_DN + d] = coopMatMulAdd(pa[m], vb, of[m * MAX_DN + d]);
+        }
+    }
+}
+
+// Q rows of the workgroup through shared memory into A fragments; state reset.
+void load_q(uint hd, uint p0) {
+    for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {
+        uint r = e / DV, a = e % DV, s = p0 + r;
+        kv4[(r * KVS) / 8 + a] = s < pc.q_len ? q4[(hd * pc.q_len + src_row(hd, s, pc.q_len, 0)) * DV + a] : uvec4(0);
+    }
+    for (uint e = gl_LocalInvocationID.x; e < M * N; e += WG) rowid_sh[e] = float(e / N);
+    barrier_shared();
+    uint sg = gl_SubgroupID;
+    [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
+        if (m >= MF) break;
+        [[unroll]] for (uint kk = 0; kk < MAX_DK; kk++)
+            if (kk < D / K)
+                coopMatLoad(qf[m * MAX_DK + kk], kv4, ((sg * RS + m * M) * KVS + kk * K) / 8, KVS / 8,
+                            gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++)
+            if (d < D / N) of[m * MAX_DN + d] = CF(0.0);
+    }
+    coopMatLoad(rowid, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
+    [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
+        row_m[j] = -1.0 / 0.0;
+        row_l[j] = 0.0;
+    }
+}
+
+// O / l rounded to fp16, through shared memory, scattered back through perm_q when SPARSE.
+void store_o(uint hd, uint p0) {
+    uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+    [[unroll]] for (uint j = 0; j < MAX_RPL; j++)
+        if (j < RPL && lane % LPR == 0) row_a[sg * RS + j * SG / LPR + lane / LPR] = row_l[j] > 0.0 ? 1.0 / row_l[j] : 0.0;
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    scale_rows(sg);
+    barrier_shared();   // every subgroup is done with the last tile: reuse it for O
+    [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
+        if (m >= MF) break;
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++)
+            if (d < D / N)
+                coopMatStore(CH(of[m * MAX_DN + d]), kv4, ((sg * RS + m * M) * KVS + d * N) / 8, KVS / 8,
+                             gl_CooperativeMatrixLayoutRowMajor);
+    }
+    barrier_shared();
+    for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {
+        uint r = e / DV, a = e % DV, s = p0 + r;
+        if (s < pc.q_len) o4[(hd * pc.q_len + src_row(hd, s, pc.q_len, 0)) * DV + a] = kv4[(r * KVS) / 8 + a];
+    }
+}
+
+void main() {
+    uint hd = gl_WorkGroupID.y, kvhd = kv_of(hd), p0 = gl_WorkGroupID.x * BR;
+    load_q(hd, p0);
+    if (SPARSE != 0) {
+        uint mrow = hd * pc.nq + p0 / pc.block;
+        for (uint w = 0; w < pc.words; w++) {
+            uint bits = mask[mrow * pc.words + w];
+            while (bits != 0u) {
+                uint J = w * 32 + uint(findLSB(bits));
+                bits &= bits - 1u;
+                uint end = min((J + 1) * pc.block, pc.kv_len);
+                for (uint s0 = J * pc.block; s0 < end; s0 += BC) process_tile(kvhd, s0);
+            }
+        }
+    } else {
+        for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kvhd, s0);
+    }
+    store_o(hd, p0);
+}
