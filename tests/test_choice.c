@@ -9,8 +9,12 @@
 #include "choice.h"
 #include "internal.h"
 
-enum { ALL_BUILT = BAATT_BUILT_NVCM | BAATT_BUILT_CM2_F16 | BAATT_BUILT_CM2_BF16 | BAATT_BUILT_SCORE_CM2 };
+enum {
+    ALL_BUILT =
+        BAATT_BUILT_NVCM | BAATT_BUILT_CM2_F16 | BAATT_BUILT_CM2_BF16 | BAATT_BUILT_SCORE_CM2 | BAATT_BUILT_KHR_F16
+};
 enum { F16 = BAATT_FEATURE_FP16_STORAGE | BAATT_FEATURE_FP16_ARITH };
+enum { KHR = BAATT_FEATURE_COOPMAT_KHR | BAATT_FEATURE_SUBGROUP_SIZE_CONTROL };
 
 static baatt_caps device(const char *name, uint32_t features, uint32_t sg, uint32_t sg_min, uint32_t sg_max,
                          uint32_t shared, uint32_t invocations, uint32_t groups_x)
@@ -30,25 +34,60 @@ static baatt_caps device(const char *name, uint32_t features, uint32_t sg, uint3
     return c;
 }
 
-/* NVIDIA H100, driver 580: NV cooperative matrix (16x16x16) and 2, bf16 cooperative matrices. */
+/* The KHR cooperative-matrix shapes a driver lists (fp32 accumulation, subgroup scope). */
+static baatt_caps with_shapes(baatt_caps c, const baatt_mma_shape *s, uint32_t n)
+{
+    memcpy(c.shapes, s, n * sizeof *s);
+    c.nshapes = n;
+    return c;
+}
+static const baatt_mma_shape NV_SHAPES[] = {{16, 16, 16, 0}, {16, 8, 16, 0}, {16, 8, 8, 0}, {16, 16, 16, 1}};
+
+/* NVIDIA H100, driver 580: NV cooperative matrix (16x16x16) and 2, KHR shapes, bf16. */
 static baatt_caps h100(void)
 {
-    return device("H100", F16 | BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_BF16_COOPMAT, 32,
-                  32, 32, 49152, 1024, 0x7fffffffu);
+    return with_shapes(
+        device("H100", F16 | KHR | BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_BF16_COOPMAT,
+               32, 32, 32, 49152, 1024, 0x7fffffffu),
+        NV_SHAPES, 4);
 }
-/* An NVIDIA GPU (Turing or later) whose driver has NV cooperative matrix but not matrix 2. */
+/* An NVIDIA GPU (Turing or later) whose driver has KHR and NV cooperative matrices but not 2. */
 static baatt_caps nvidia_no_cm2(void)
 {
-    return device("RTX 2080", F16 | BAATT_FEATURE_COOPMAT_NV, 32, 32, 32, 49152, 1024, 0x7fffffffu);
+    return with_shapes(device("RTX 2080", F16 | KHR | BAATT_FEATURE_COOPMAT_NV, 32, 32, 32, 49152, 1024, 0x7fffffffu),
+                       NV_SHAPES, 3);
 }
-/* AMD RDNA3 (RADV): KHR cooperative matrix 16x16x16 only (no kernel of ours yet), wave32/64. */
-static baatt_caps rdna3(void) { return device("RX 7900 XTX (RADV)", F16, 64, 32, 64, 65536, 1024, 0xffffffffu); }
+/* ... an older driver of it: NV cooperative matrix only. */
+static baatt_caps nvidia_old_driver(void)
+{
+    return device("RTX 2080 (old driver)", F16 | BAATT_FEATURE_COOPMAT_NV, 32, 32, 32, 49152, 1024, 0x7fffffffu);
+}
+/* AMD RDNA3 (RADV): KHR 16x16x16 only, wave32/64. */
+static baatt_caps rdna3(void)
+{
+    return with_shapes(device("RX 7900 XTX (RADV)", F16 | KHR, 64, 32, 64, 65536, 1024, 0xffffffffu),
+                       (baatt_mma_shape[]){{16, 16, 16, 0}}, 1);
+}
 /* Intel Xe2 (ANV, B580): KHR 8x16x16 at subgroup 16; sizes 16-32. */
-static baatt_caps xe2(void) { return device("Arc B580 (ANV)", F16, 32, 16, 32, 65536, 1024, 0xffffffffu); }
+static baatt_caps xe2(void)
+{
+    return with_shapes(device("Arc B580 (ANV)", F16 | KHR, 32, 16, 32, 65536, 1024, 0xffffffffu),
+                       (baatt_mma_shape[]){{8, 16, 16, 0}}, 1);
+}
 /* Intel Arc A-series (ANV): KHR 8x8x16 at subgroup 8; sizes 8-32. */
-static baatt_caps arc_a(void) { return device("Arc A770 (ANV)", F16, 32, 8, 32, 65536, 1024, 0xffffffffu); }
+static baatt_caps arc_a(void)
+{
+    return with_shapes(device("Arc A770 (ANV)", F16 | KHR, 32, 8, 32, 65536, 1024, 0xffffffffu),
+                       (baatt_mma_shape[]){{8, 8, 16, 0}}, 1);
+}
 /* Mesa lavapipe 25 (CPU): subgroup 8, 32 KiB, no cooperative matrix, 65535 workgroups. */
 static baatt_caps lavapipe(void) { return device("llvmpipe", F16, 8, 8, 8, 32768, 1024, 65535); }
+/* Mesa lavapipe 26: the same with KHR 8x8x8 (queried: docs/PLATFORM.md). */
+static baatt_caps lavapipe26(void)
+{
+    return with_shapes(device("llvmpipe (Mesa 26)", F16 | KHR, 8, 8, 8, 32768, 1024, 65535),
+                       (baatt_mma_shape[]){{8, 8, 8, 0}}, 1);
+}
 /* A device without subgroup arithmetic or ballots, 512 invocations. */
 static baatt_caps no_subgroups(void)
 {
@@ -83,6 +122,19 @@ static void expect_attend(const baatt_choice *ch, baatt_attend_path path, uint32
     assert_int_equal(ch->attend.br, br);
     assert_int_equal(ch->attend.bc, bc);
     assert_int_equal(ch->attend.wg, wg);
+}
+
+/* The KHR kernel with fragment shape m x n x k on subgroups of sg lanes. */
+static void expect_khr(const baatt_choice *ch, uint32_t m, uint32_t n, uint32_t k, uint32_t sg, uint32_t br,
+                       uint32_t bc)
+{
+    expect_attend(ch, BAATT_ATTEND_KHR, br, bc, br / (ch->attend.mf * m) * sg);
+    assert_int_equal(ch->attend.shape.m, m);
+    assert_int_equal(ch->attend.shape.n, n);
+    assert_int_equal(ch->attend.shape.k, k);
+    assert_int_equal(ch->attend.shape.bf16, 0);
+    assert_int_equal(ch->attend.subgroup, sg);
+    assert_false(ch->attend.sorted);
 }
 
 static void expect_sort(const baatt_choice *ch, baatt_sort_path q, baatt_sort_path k)
@@ -162,34 +214,53 @@ static void choice_h100(void **s)
     assert_false(ch.stats.split || ch.stats.copy);
 }
 
+/* NVIDIA without cooperative matrix 2: the KHR kernel on 16x16x16 (the most work of the listed
+ * shapes), 4 subgroups of 16 rows, 32-key tiles (64 overflow 48 KiB); an older driver without KHR
+ * cooperative matrices: the NV subgroup-scope kernel. */
 static void choice_nvidia_without_cm2(void **s)
 {
     (void)s;
     baatt_choice ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
-    expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
+    expect_khr(&ch, 16, 16, 16, 32, 64, 32);
+    assert_int_equal(ch.attend.mf, 1);
     ch = choose(nvidia_no_cm2(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_NVCM, 32, 32, 64); /* never wider than a 32-token block */
+    expect_khr(&ch, 16, 16, 16, 32, 32, 32); /* never wider than a 32-token block */
     assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
+    ch = choose(nvidia_no_cm2(), shape(16384, 64, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_khr(&ch, 16, 16, 16, 32, 64, 64); /* head_dim 64: 64-key tiles fit */
     ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    ch = choose(nvidia_old_driver(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
+    expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
+    ch = choose(nvidia_old_driver(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
+    expect_attend(&ch, BAATT_ATTEND_NVCM, 32, 32, 64);
 }
 
-/* AMD and Intel: the portable kernel (no KHR cooperative-matrix kernel yet) with 32 x 32 tiles
- * in 64 KiB; radix workgroups sized for the smallest subgroup, holding the largest. */
+/* AMD and Intel: the KHR kernel on each device's shape, at its smallest subgroup size (pinned),
+ * tiles in 64 KiB; bf16 on the portable kernel with 32 x 32 tiles; radix workgroups sized for
+ * the smallest subgroup, holding the largest. */
 static void choice_amd_intel(void **s)
 {
     (void)s;
     baatt_choice ch = choose(rdna3(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    expect_khr(&ch, 16, 16, 16, 32, 64, 64);
     assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
     assert_int_equal(ch.select.path, BAATT_SELECTOR_ROW);
     assert_int_equal(ch.select.rows, 4); /* 64-wide subgroups */
     expect_sort(&ch, BAATT_SORTER_RADIX, BAATT_SORTER_RADIX);
     assert_int_equal(ch.sort.radix_wg, 256);
-    ch = choose(xe2(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    ch = choose(rdna3(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    baatt_caps fixed = rdna3(); /* a wrapped device without subgroup size control */
+    fixed.features &= ~BAATT_FEATURE_SUBGROUP_SIZE_CONTROL;
+    expect_attend((baatt_choice[]){choose(fixed, shape(4096, 128, 64, BAATT_DTYPE_F16, 1), NULL)},
+                  BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    ch = choose(xe2(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
+    expect_khr(&ch, 8, 16, 16, 16, 32, 64);
     assert_int_equal(ch.sort.radix_wg, 128);
     assert_int_equal(ch.select.rows, 8);
+    ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_F16, 1), NULL);
+    expect_khr(&ch, 8, 8, 16, 8, 32, 64);
     ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
     assert_int_equal(ch.sort.radix_wg, 64);
@@ -198,6 +269,23 @@ static void choice_amd_intel(void **s)
     assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
     ch = choose(arc_a(), shape(262144, 128, 32, BAATT_DTYPE_F16, 0), NULL);
     assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
+    expect_khr(&ch, 8, 8, 16, 8, 32, 32);
+}
+
+/* Mesa 26's lavapipe: 8x8x8 on 8 lanes in 32 KiB (64-key tiles at head_dim 64 only). */
+static void choice_lavapipe26(void **s)
+{
+    (void)s;
+    expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 8, 8, 8, 8, 32,
+               32);
+    expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F16, 1), NULL)}, 8, 8, 8, 8, 32,
+               64);
+    expect_attend((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL)},
+                  BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    baatt_caps old = lavapipe26(); /* a library built by an old glslang */
+    old.built = 0;
+    expect_attend((baatt_choice[]){choose(old, shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, BAATT_ATTEND_PORTABLE,
+                  16, 16, 128);
 }
 
 static void choice_lavapipe_and_no_subgroups(void **s)
@@ -237,7 +325,9 @@ static void choice_tuned(void **s)
     assert_false(ch.attend.sorted || ch.stats.copy);
     t = baatt_tuning_default();
     t.attend = BAATT_ATTEND_CM2; /* at most cm2: the best there is */
-    assert_int_equal(choose(nvidia_no_cm2(), sparse, &t).attend.path, BAATT_ATTEND_NVCM);
+    assert_int_equal(choose(nvidia_no_cm2(), sparse, &t).attend.path, BAATT_ATTEND_KHR);
+    t.attend = BAATT_ATTEND_KHR; /* the KHR kernel on the H100 */
+    expect_khr((baatt_choice[]){choose(h100(), sparse, &t)}, 16, 16, 16, 32, 64, 32);
     t = baatt_tuning_default();
     t.sort = BAATT_SORTER_BITONIC;
     expect_sort((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
@@ -360,10 +450,10 @@ static void tuning_parse(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(choice_h100),      cmocka_unit_test(choice_nvidia_without_cm2),
-        cmocka_unit_test(choice_amd_intel), cmocka_unit_test(choice_lavapipe_and_no_subgroups),
-        cmocka_unit_test(choice_tuned),     cmocka_unit_test(choice_errors),
-        cmocka_unit_test(tuning_parse),
+        cmocka_unit_test(choice_h100),       cmocka_unit_test(choice_nvidia_without_cm2),
+        cmocka_unit_test(choice_amd_intel),  cmocka_unit_test(choice_lavapipe_and_no_subgroups),
+        cmocka_unit_test(choice_lavapipe26), cmocka_unit_test(choice_tuned),
+        cmocka_unit_test(choice_errors),     cmocka_unit_test(tuning_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

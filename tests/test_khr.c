@@ -1,0 +1,115 @@
+/* The KHR cooperative-matrix attention kernel (attention_khr.comp) against the CPU reference:
+ * dense and sparse, both block orders (sorted by norm, original order) and auto sort, GQA,
+ * head_dim 64 and 128, 32/64/128-token blocks, partial tiles, fresh random inputs, outputs
+ * poisoned. Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
+ * Skips (exit 77) on a device without KHR cooperative matrices, unless BAATT_TEST_REQUIRE_KHR=1
+ * (CI's Mesa 26 run), where that is a failure: the run must not pass with the kernel unexercised. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "choice.h"
+#include "internal.h"
+
+static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
+                         int dense)
+{
+    baatt_config c = baatt_config_default();
+    c.batch = b, c.heads = h, c.kv_heads = hkv, c.q_len = nq, c.kv_len = nk, c.head_dim = d;
+    c.block_size = block, c.dense = dense, c.dtype = BAATT_DTYPE_F16, c.keep_ratio = 0.4f;
+    return c;
+}
+
+/* Runs c on the KHR kernel and compares with the reference (sparse: on the plan's own
+ * permutations and mask). */
+static void check(baatt_config c)
+{
+    uint64_t rng = th_seed() ^ ((uint64_t)c.q_len << 32) ^ ((uint64_t)c.block_size << 20) ^ c.kv_len ^ c.norm_sort;
+    size_t qn = (size_t)c.batch * c.heads * c.q_len * c.head_dim,
+           kn = (size_t)c.batch * c.kv_heads * c.kv_len * c.head_dim;
+    void *q = th_random_tensor(&rng, c.dtype, qn, 1.0f), *k = th_random_tensor(&rng, c.dtype, kn, 1.0f),
+         *v = th_random_tensor(&rng, c.dtype, kn, 1.0f), *o = malloc(qn * 2);
+    th_poison(o, c.dtype, qn);
+    baatt_tuning t = th_tuning();
+    t.attend = BAATT_ATTEND_KHR;
+    baatt_plan *plan = NULL;
+    assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
+    assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
+    assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
+    float *ref = malloc(4 * qn), *got = th_to_float(o, c.dtype, qn);
+    if (c.dense) {
+        assert_int_equal(baatt_reference_attention(&c, q, k, v, ref), BAATT_OK);
+    } else {
+        uint32_t nq = baatt_config_q_blocks(&c), nk = baatt_config_k_blocks(&c);
+        uint8_t *mask = malloc((size_t)c.batch * c.heads * nq * nk);
+        int32_t *pq = malloc(4 * (size_t)c.batch * c.heads * c.q_len),
+                *pk = malloc(4 * (size_t)c.batch * c.kv_heads * c.kv_len);
+        assert_int_equal(baatt_plan_read_mask(plan, mask), BAATT_OK);
+        assert_int_equal(baatt_plan_read_perms(plan, pq, pk), BAATT_OK);
+        assert_int_equal(baatt_reference_sparse_attention(&c, q, k, v, pq, pk, mask, ref), BAATT_OK);
+        free(mask), free(pq), free(pk);
+    }
+    double atol, rtol;
+    th_tolerance(c.dtype, &atol, &rtol);
+    char label[128];
+    snprintf(label, sizeof label, "khr %s b%u h%u/%u q%u k%u d%u block %u sort %d", c.dense ? "dense" : "sparse",
+             c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size, (int)c.norm_sort);
+    assert_true(th_compare(got, ref, qn, atol, rtol, label) <= 1.0);
+    baatt_plan_destroy(plan);
+    free(q), free(k), free(v), free(o), free(ref), free(got);
+}
+
+static void khr_dense(void **s)
+{
+    (void)s;
+    check(make(1, 2, 2, 200, 333, 128, 64, 1)); /* partial query and key tiles */
+    check(make(2, 4, 2, 130, 190, 64, 64, 1));  /* GQA, batch */
+    check(make(1, 2, 1, 256, 256, 128, 64, 1)); /* whole tiles */
+    check(make(1, 1, 1, 1, 77, 64, 64, 1));     /* one query row */
+}
+
+static void khr_sparse_orders(void **s)
+{
+    (void)s;
+    const baatt_sort_mode sorts[] = {BAATT_SORT_NORM, BAATT_SORT_OFF, BAATT_SORT_AUTO};
+    for (size_t i = 0; i < sizeof sorts / sizeof sorts[0]; i++) {
+        baatt_config c = make(1, 4, 2, 300, 520, 128, 64, 0);
+        c.norm_sort = sorts[i];
+        check(c);
+        c = make(2, 2, 1, 200, 333, 64, 32, 0);
+        c.norm_sort = sorts[i];
+        check(c);
+    }
+}
+
+static void khr_sparse_block128(void **s)
+{
+    (void)s;
+    check(make(1, 2, 2, 300, 520, 128, 128, 0)); /* several key tiles per block */
+    check(make(1, 2, 2, 256, 512, 64, 128, 0));
+}
+
+int main(void)
+{
+    baatt_context *ctx = th_context();
+    int has = (baatt_context_enabled_features(ctx) & BAATT_FEATURE_COOPMAT_KHR) &&
+              (baatt_context_caps(ctx)->built & BAATT_BUILT_KHR_F16);
+    th_context_done(ctx);
+    const char *req = getenv("BAATT_TEST_REQUIRE_KHR");
+    if (!has && req && !strcmp(req, "1")) {
+        fprintf(stderr, "test_khr: BAATT_TEST_REQUIRE_KHR=1 but the device or this build has no KHR cooperative-"
+                        "matrix kernel\n");
+        return 1;
+    }
+    if (!has) {
+        fprintf(stderr, "test_khr: SKIPPED: no KHR cooperative matrices on this device (or kernel not built)\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(khr_dense),
+        cmocka_unit_test(khr_sparse_orders),
+        cmocka_unit_test(khr_sparse_block128),
+    };
+    return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
+}
