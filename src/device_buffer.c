@@ -91,12 +91,15 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
                        baatt_device_buffer_tensor(o)};
     VkCommandBuffer cmd;
     BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    int estimate = !baatt_selection_reused(plan);
     baatt_status s = baatt_plan_record(plan, cmd, &t);
     if (s) {
         baatt_cmd_discard(ctx, cmd);
         return s;
     }
-    return baatt_cmd_submit_wait(ctx, cmd);
+    s = baatt_cmd_submit_wait(ctx, cmd);
+    if (s && estimate) plan->held = 0; /* an estimate that may have stopped part-way */
+    return s;
 }
 
 baatt_status baatt_plan_set_selection_buffers(baatt_plan *plan, baatt_device_buffer *mask, baatt_device_buffer *perm_q,
