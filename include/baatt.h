@@ -62,6 +62,8 @@ typedef enum baatt_status {
     BAATT_ERROR_TOO_LARGE = 110,        /* a buffer would exceed the device's limits */
     BAATT_ERROR_NOT_READY = 111,        /* results asked for before a run */
     BAATT_ERROR_NONFINITE_INPUT = 112,  /* baatt_find_nonfinite found a NaN or an infinity */
+    BAATT_ERROR_NO_SELECTION = 113,     /* a run reuses a selection the plan does not hold yet */
+    BAATT_ERROR_BAD_SELECTION = 114,    /* a given block mask or permutation is malformed */
     /* the environment */
     BAATT_ERROR_NO_VULKAN = 200,        /* libvulkan.so.1 could not be loaded */
     BAATT_ERROR_NO_DEVICE = 201,        /* no Vulkan device, or none matching the selection */
@@ -334,6 +336,54 @@ BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64
 BAATT_API baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
                                               baatt_device_buffer *v, baatt_device_buffer *o);
 
+/* ---------------------------------------------------------------------------------------------
+ * Selections across runs, and from other selectors.
+ *
+ * A sparse plan holds one selection on the device: the block mask, the permutations of Q and K
+ * and (auto sort) the blocking each kv head got, as the read functions below return them. A run
+ * estimates it anew (sort, statistics, scoring, selection) unless reuse is on: then the run skips
+ * those stages and attends its new Q, K and V on the selection the plan holds (their rows taken
+ * through the held permutations, so the output is the attention of the new tensors restricted to
+ * the old blocks). Diffusion models call the same shapes at every denoising step: estimate on
+ * some steps, reuse on the others.
+ * ------------------------------------------------------------------------------------------- */
+
+/* reuse = 1: the plan's following runs (run_host, record, run_buffers) attend on the selection
+ * the plan holds, the one of its last estimating run or of baatt_plan_set_selection; reuse = 0
+ * (a new plan's setting): every run estimates its own. Call it before each run to decide per run
+ * (e.g. estimate every R-th step). No GPU work; a dense plan ignores it. A run with reuse on
+ * before the plan holds a selection fails with BAATT_ERROR_NO_SELECTION and does nothing.
+ * Selections are per plan and stay on the device until the plan is destroyed. With
+ * baatt_plan_record, the held selection is the one of the last estimating recording, whether or
+ * not that one was submitted yet: submit in recording order. */
+BAATT_API baatt_status baatt_plan_set_reuse(baatt_plan *plan, int reuse);
+
+/* Gives the plan a selection made elsewhere (another selector, a flex_attention block mask, a
+ * saved --mask-out) and turns reuse on: the following runs attend on it only, with no sort,
+ * statistics, scoring or selection, until baatt_plan_set_reuse(plan, 0).
+ *   mask    uint8 [batch, heads, q_blocks, k_blocks]: 1 where query block I attends to key
+ *           block J, blocks of cfg.block_size consecutive positions of the permuted order (the
+ *           last ones partial as the lengths give); the layout of baatt_plan_read_mask
+ *   perm_q  int32 [batch, heads, q_len], perm_k int32 [batch, kv_heads, kv_len]: the original
+ *           token index at each position, as baatt_plan_read_perms gives them. NULL: the
+ *           identity, i.e. the blocks are runs of the original token order.
+ * Checked on the host before anything is written; BAATT_ERROR_BAD_SELECTION with a message
+ * naming the first bad entry for a mask byte other than 0 or 1, a query block that selects no
+ * key block (its rows would attend to nothing: the kernels need at least one block a row) or a
+ * perm row that is not a permutation of 0 .. len-1; the plan's selection and reuse setting are
+ * then unchanged. BAATT_ERROR_INVALID_ARGUMENT for a NULL mask or a dense plan. Afterwards
+ * baatt_plan_read_mask and _read_perms return what was given (once a run made results
+ * readable), and baatt_plan_read_head_sorted 1 for the kv heads whose perm_k is not the
+ * identity. Uploads and waits: not while a recording of the plan is pending. */
+BAATT_API baatt_status baatt_plan_set_selection(baatt_plan *plan, const uint8_t *mask, const int32_t *perm_q,
+                                                const int32_t *perm_k);
+/* The same from device buffers holding those arrays at offset 0 (perm_q, perm_k may be NULL),
+ * on the plan's context: read back and checked on the host like the arrays above (the selection
+ * is small: nq x nk bytes and the perms a head), then packed and written. BAATT_ERROR_BAD_SHAPE if
+ * a buffer is smaller than its array, BAATT_ERROR_INVALID_ARGUMENT for another context. */
+BAATT_API baatt_status baatt_plan_set_selection_buffers(baatt_plan *plan, baatt_device_buffer *mask,
+                                                        baatt_device_buffer *perm_q, baatt_device_buffer *perm_k);
+
 /* Non-finite inputs (docs/RELIABILITY.md). The library does not scan its inputs; NaN and
  * infinities propagate by one rule in every mode:
  *  - dense: an output row is NaN when any score of the row is NaN or +inf (a NaN or infinity in
@@ -395,7 +445,8 @@ typedef struct baatt_run_stats {
 BAATT_API baatt_status baatt_plan_stats(baatt_plan *plan, baatt_run_stats *stats);
 
 /* The selection of the last run: uint8 [batch, heads, q_blocks, k_blocks], 1 where key block J
- * was selected for query block I (sorted-block coordinates). All ones for a dense plan. */
+ * was selected for query block I (sorted-block coordinates). All ones for a dense plan. After a
+ * reusing run, the reused selection. */
 BAATT_API baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
 /* The permutations of the last run: int32 perm_q [batch, heads, q_len] and perm_k
  * [batch, kv_heads, kv_len], the original token index at each sorted position (identity when

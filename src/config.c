@@ -24,6 +24,8 @@ const char *baatt_status_string(baatt_status s)
     case BAATT_ERROR_TOO_LARGE: return "BAATT_ERROR_TOO_LARGE: problem exceeds device limits";
     case BAATT_ERROR_NOT_READY: return "BAATT_ERROR_NOT_READY: no run has completed yet";
     case BAATT_ERROR_NONFINITE_INPUT: return "BAATT_ERROR_NONFINITE_INPUT: an input holds a NaN or an infinity";
+    case BAATT_ERROR_NO_SELECTION: return "BAATT_ERROR_NO_SELECTION: reuse asked before the plan holds a selection";
+    case BAATT_ERROR_BAD_SELECTION: return "BAATT_ERROR_BAD_SELECTION: malformed block mask or permutation";
     case BAATT_ERROR_NO_VULKAN: return "BAATT_ERROR_NO_VULKAN: the Vulkan loader (libvulkan.so.1) could not be loaded";
     case BAATT_ERROR_NO_DEVICE: return "BAATT_ERROR_NO_DEVICE: no matching Vulkan device";
     case BAATT_ERROR_MISSING_FEATURE: return "BAATT_ERROR_MISSING_FEATURE: the device lacks a required feature";

@@ -91,10 +91,48 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
                        baatt_device_buffer_tensor(o)};
     VkCommandBuffer cmd;
     BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
+    int estimate = !baatt_selection_reused(plan);
     baatt_status s = baatt_plan_record(plan, cmd, &t);
     if (s) {
         baatt_cmd_discard(ctx, cmd);
         return s;
     }
-    return baatt_cmd_submit_wait(ctx, cmd);
+    s = baatt_cmd_submit_wait(ctx, cmd);
+    if (s && estimate) plan->held = 0; /* an estimate that may have stopped part-way */
+    return s;
+}
+
+baatt_status baatt_plan_set_selection_buffers(baatt_plan *plan, baatt_device_buffer *mask, baatt_device_buffer *perm_q,
+                                              baatt_device_buffer *perm_k)
+{
+    if (!plan) return BAATT_ERROR_INVALID_ARGUMENT;
+    const char *fn = "baatt_plan_set_selection_buffers";
+    if (!mask) return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: mask is NULL", fn);
+    if (plan->cfg.dense)
+        return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: a dense plan takes no selection", fn);
+    const baatt_geometry *g = &baatt_plan_choice(plan)->geo;
+    baatt_device_buffer *b[3] = {mask, perm_q, perm_k};
+    uint64_t need[3] = {(uint64_t)g->bh * g->nq * g->nk, 4ull * g->bh * plan->cfg.q_len,
+                        4ull * g->bhkv * plan->cfg.kv_len};
+    static const char *const names[3] = {"mask", "perm_q", "perm_k"};
+    void *host[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        if (!b[i]) continue;
+        if (b[i]->ctx != plan->ctx)
+            return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: %s belongs to another context", fn,
+                              names[i]);
+        if (b[i]->bytes < need[i])
+            return baatt_fail(plan->ctx, BAATT_ERROR_BAD_SHAPE, "%s: %s holds %llu bytes, the plan's %s needs %llu", fn,
+                              names[i], (unsigned long long)b[i]->bytes, names[i], (unsigned long long)need[i]);
+    }
+    baatt_status s = BAATT_OK;
+    for (int i = 0; i < 3 && !s; i++) {
+        if (!b[i]) continue;
+        host[i] = malloc(need[i]);
+        s = host[i] ? baatt_buffer_transfer(plan->ctx, &b[i]->buf, 0, NULL, host[i], need[i])
+                    : baatt_fail(plan->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    if (!s) s = baatt_plan_set_selection(plan, host[0], host[1], host[2]);
+    for (int i = 0; i < 3; i++) free(host[i]);
+    return s;
 }

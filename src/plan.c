@@ -85,6 +85,7 @@ static baatt_status create_stages(baatt_plan *p)
         if (p->ch.auto_sort) BAATT_TRY(baatt_auto_sort_create(p));
     }
     BAATT_TRY(baatt_attend_create(p));
+    BAATT_TRY(baatt_selection_create(p));
     for (int b = BIND_FIRST_SCRATCH; b < BIND_COUNT; b++)
         if (!p->buf[b].buffer) BAATT_TRY(baatt_plan_scratch(p, b, 16, "placeholder"));
     BAATT_TRY(create_descriptors(p));
@@ -130,6 +131,7 @@ void baatt_plan_destroy(baatt_plan *p)
     baatt_buffer_destroy(ctx, &p->staging);
     if (p->dpool) ctx->vk.vkDestroyDescriptorPool(ctx->device, p->dpool, NULL);
     baatt_timing_destroy(p);
+    baatt_selection_destroy(p);
     free(p);
 }
 
@@ -172,14 +174,17 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     p->ctx->vk.vkUpdateDescriptorSets(p->ctx->device, BIND_COUNT, w, 0, NULL);
 }
 
-/* sort -> statistics -> score and select per logit chunk -> (auto sort) -> attention. */
+/* sort -> statistics -> score and select per logit chunk -> (auto sort) -> attention; a run that
+ * reuses the held selection: (sorted copies) -> attention. */
 static void record_stages(baatt_rec *r)
 {
     baatt_plan *p = r->p;
+    int reuse = baatt_selection_reused(p);
     baatt_record_begin(r);
     baatt_barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
     baatt_mark(r, -1);
-    if (!p->cfg.dense) {
+    if (reuse) baatt_selection_record(r);
+    else if (!p->cfg.dense) {
         /* one side after the other: both at once was slower (NOTES.md #38: their keys outgrow
          * the L2); the barrier orders the Q side's reads of KEYS before the K side's writes */
         baatt_sort_record(r, 0);
@@ -195,6 +200,7 @@ static void record_stages(baatt_rec *r)
     }
     baatt_attend_record(r);
     baatt_mark(r, BAATT_STAGE_ATTEND);
+    baatt_selection_recorded(p);
 }
 
 static baatt_status check_tensor(baatt_plan *p, const baatt_device_tensor *t, const char *name, uint64_t bytes)
@@ -225,6 +231,7 @@ baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_t
     BAATT_TRY(check_tensor(p, &t->k, "k", kn));
     BAATT_TRY(check_tensor(p, &t->v, "v", kn));
     BAATT_TRY(check_tensor(p, &t->o, "o", qn));
+    BAATT_TRY(baatt_selection_check_run(p));
     bind_tensors(p, t);
     baatt_rec r = {p, cmd};
     record_stages(&r);
@@ -263,6 +270,7 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
 {
     if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
     if (!q || !k || !v || !o) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "q, k, v and o must not be NULL");
+    BAATT_TRY(baatt_selection_check_run(p));
     uint64_t qn, kn;
     baatt_plan_tensor_bytes(p, &qn, &kn);
     BAATT_TRY(ensure_host_buffers(p, qn, kn));
@@ -279,7 +287,11 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
     record_stages(&r);
     copy(&r, p->host[3].buffer, 0, p->staging.buffer, at[3], qn);
     baatt_cmd_host_barrier(p->ctx, r.cmd);
-    BAATT_TRY(baatt_cmd_submit_wait(p->ctx, r.cmd));
+    baatt_status s = baatt_cmd_submit_wait(p->ctx, r.cmd);
+    if (s) {
+        if (!baatt_selection_reused(p)) p->held = 0; /* an estimate that may have stopped part-way */
+        return s;
+    }
     memcpy(o, st + at[3], qn);
     p->ran = 1;
     return BAATT_OK;

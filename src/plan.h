@@ -62,7 +62,13 @@ struct baatt_plan {
     VkDescriptorSet set;
     baatt_timing timing;
     int ran;
+    int reuse;             /* baatt_plan_set_reuse: runs attend on the held selection */
+    int held;              /* the selection on the device: 0 none, or a baatt_held */
+    uint8_t *given_sorted; /* [bhkv] of a given selection: 1 where its perm_k is not the identity */
 };
+
+/* Where the selection a plan holds came from. */
+typedef enum baatt_held { BAATT_HELD_ESTIMATED = 1, BAATT_HELD_GIVEN = 2 } baatt_held;
 
 /* A recording in progress. */
 typedef struct baatt_rec {
@@ -104,5 +110,13 @@ baatt_status baatt_auto_sort_create(baatt_plan *p);
 void baatt_auto_sort_record(baatt_rec *r);
 baatt_status baatt_attend_create(baatt_plan *p);
 void baatt_attend_record(baatt_rec *r);
+
+/* ---- the held selection (selection.c): reuse across runs, given selections ---- */
+baatt_status baatt_selection_create(baatt_plan *p); /* the permute pipeline a reusing run may need */
+void baatt_selection_destroy(baatt_plan *p);
+int baatt_selection_reused(const baatt_plan *p);       /* the next recording attends on the held selection */
+baatt_status baatt_selection_check_run(baatt_plan *p); /* NO_SELECTION: reuse on, nothing held */
+void baatt_selection_record(baatt_rec *r);             /* a reusing run's sorted copies, before the attention */
+void baatt_selection_recorded(baatt_plan *p);          /* after a recording: an estimate is now held */
 
 #endif

@@ -90,6 +90,10 @@ baatt_status baatt_plan_read_head_sorted(baatt_plan *p, uint8_t *sorted)
     BAATT_TRY(require_run(p));
     if (!sorted) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "sorted is NULL");
     uint32_t n = p->ch.geo.bhkv;
+    if (p->held == BAATT_HELD_GIVEN && !p->cfg.dense) {
+        memcpy(sorted, p->given_sorted, n);
+        return BAATT_OK;
+    }
     if (!p->ch.auto_sort) {
         memset(sorted, p->ch.sort.side[1] != BAATT_SORTER_NONE, n);
         return BAATT_OK;

@@ -1,8 +1,8 @@
 /* The `baatt` command-line tool, driven as a user would (system() with stdout/stderr captured in
  * files): help and info, `attention` dense and BA-Att on .npy inputs checked against the CPU
  * reference on the tool's own selection, its side outputs and JSON, every argument error (exit
- * status and a one-line message naming the problem), `demo`, `bench --check` and `eval`. The binary
- * is BAATT_CLI. */
+ * status and a one-line message naming the problem), selections reused over --steps and given with
+ * --mask-in, `demo`, `bench --check` and `eval`. The binary is BAATT_CLI. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -439,6 +439,132 @@ static void expect_failure(cli_result *r, int want, const char *fragment)
     expect_contains(r->err, fragment);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* selections: --steps / --refresh, --mask-in / --perm-*-in                                   */
+
+/* Writes a uint8 [B, H, nq, nk] mask (or int32 when as_i32) to tmp/name. */
+static void write_mask(char *path, const char *name, const uint8_t *m, uint32_t nq, uint32_t nk, int as_i32)
+{
+    uint64_t shape[4] = {B, H, nq, nk};
+    size_t n = (size_t)B * H * nq * nk;
+    int32_t *w = malloc(4 * n);
+    for (size_t i = 0; i < n; i++) w[i] = m[i];
+    char msg[512];
+    baatt_status s = baatt_npy_write(tmp(path, name), as_i32 ? BAATT_NPY_I32 : BAATT_NPY_U8, 4, shape,
+                                     as_i32 ? (const void *)w : (const void *)m, msg, sizeof msg);
+    free(w);
+    if (s) fprintf(stderr, "%s\n", msg);
+    assert_int_equal(s, BAATT_OK);
+}
+
+/* Steps that estimate every other step, then the last step's selection given back with
+ * --mask-in and the perms: the same selection on the same inputs, the same output bytes. */
+static void steps_and_mask_in(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], op2[PATH_MAX_], mp[PATH_MAX_], qp[PATH_MAX_], kp[PATH_MAX_], io[IO_MAX], io2[IO_MAX];
+    run_cli(r, "attention %s --block 32 --steps 3 --refresh 2 --mask-out '%s' --perm-q-out '%s' --perm-k-out '%s'",
+            io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")), tmp(mp, "mask.npy"), tmp(qp, "pq.npy"),
+            tmp(kp, "pk.npy"));
+    expect_ok(r);
+    expect_contains(r->out, "steps: 3; estimating 2, mean GPU time");
+    expect_contains(r->out, "reusing 1, mean GPU time");
+    run_cli(r, "attention %s --block 32 --mask-in '%s' --perm-q-in '%s' --perm-k-in '%s' --json",
+            io_args(io2, sizeof io2, &g_f32, tmp(op2, "o2.npy")), mp, qp, kp);
+    expect_ok(r);
+    expect_contains(r->out, "\"selection\": \"given\"");
+    expect_contains(r->out, "\"reusing_steps\": 1");
+    baatt_npy a, b;
+    uint64_t shape[4] = {B, H, NQ, D};
+    read_npy(op, &a, BAATT_NPY_F32, 4, shape);
+    read_npy(op2, &b, BAATT_NPY_F32, 4, shape);
+    assert_memory_equal(a.data, b.data, 4 * a.count);
+    baatt_npy_free(&a), baatt_npy_free(&b);
+    unlink(op), unlink(op2), unlink(mp), unlink(qp), unlink(kp);
+    free(r);
+}
+
+/* A random mask in the original token order (no perms), against the reference. */
+static void mask_in_original_order(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], mp[PATH_MAX_], io[IO_MAX];
+    uint32_t nq = (NQ + 31) / 32, nk = (NK + 31) / 32;
+    size_t n = (size_t)B * H * nq * nk;
+    uint8_t *m = malloc(n);
+    uint64_t rng = th_seed() ^ 0xC12;
+    for (size_t i = 0; i < n; i++) m[i] = i % nk == 0 || th_uniform(&rng) < 0.4f;
+    write_mask(mp, "mask_in.npy", m, nq, nk, 0);
+    run_cli(r, "attention %s --block 32 --mask-in '%s'", io_args(io, sizeof io, &g_f32, tmp(op, "o.npy")), mp);
+    expect_ok(r);
+    expect_contains(r->out, "selection: given (--mask-in), sorted kv heads: 0 of 1");
+    baatt_config c = input_config(&g_f32);
+    c.block_size = 32;
+    int32_t pq[B * H * NQ], pk[B * HKV * NK];
+    for (int i = 0; i < B * H * NQ; i++) pq[i] = i % NQ;
+    for (int i = 0; i < B * HKV * NK; i++) pk[i] = i % NK;
+    float *ref = malloc(sizeof(float) * B * H * NQ * D);
+    assert_int_equal(baatt_reference_sparse_attention(&c, g_f32.q, g_f32.k, g_f32.v, pq, pk, m, ref), BAATT_OK);
+    check_output(op, &g_f32, ref, 2e-5, 4e-5);
+    unlink(op), unlink(mp);
+    free(ref), free(m), free(r);
+}
+
+static void mask_in_errors(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], mp[PATH_MAX_], bp[PATH_MAX_], ip[PATH_MAX_], ep[PATH_MAX_], qp[PATH_MAX_], io[IO_MAX];
+    io_args(io, sizeof io, &g_f32, tmp(op, "o.npy"));
+    unlink(op);
+    uint32_t nq = (NQ + 31) / 32, nk = (NK + 31) / 32;
+    size_t n = (size_t)B * H * nq * nk;
+    uint8_t *m = malloc(n);
+    memset(m, 1, n);
+    write_mask(mp, "mask_in.npy", m, nq, nk, 0);
+    write_mask(ip, "mask_i32.npy", m, nq, nk, 1);
+    m[nk + 2] = 2; /* head 0, query block 1, key block 2 */
+    write_mask(bp, "mask_bad.npy", m, nq, nk, 0);
+    memset(m, 1, n);
+    memset(m + 3 * nk, 0, nk); /* head 0, query block 3: empty */
+    write_mask(ep, "mask_empty.npy", m, nq, nk, 0);
+    int32_t pq[B * H * NQ];
+    for (int i = 0; i < B * H * NQ; i++) pq[i] = i % NQ;
+    pq[NQ + 5] = 7; /* head 1: 7 twice */
+    uint64_t qs[3] = {B, H, NQ};
+    char msg[512];
+    assert_int_equal(baatt_npy_write(tmp(qp, "pq_in.npy"), BAATT_NPY_I32, 3, qs, pq, msg, sizeof msg), BAATT_OK);
+
+    run_cli(r, "attention %s --block 32 --mask-in '%s'", io, bp);
+    expect_failure(r, 0, "mask[0][0][1][2] is 2: mask entries must be 0 or 1");
+    run_cli(r, "attention %s --block 32 --mask-in '%s'", io, ep);
+    expect_failure(r, 0, "query block 3) selects no key block");
+    run_cli(r, "attention %s --block 32 --mask-in '%s'", io, ip);
+    expect_failure(r, 0, "dtype must be uint8");
+    run_cli(r, "attention %s --mask-in '%s'", io, mp); /* block 64: 2 x 2 blocks */
+    expect_failure(r, 0, "shape [1, 2, 4, 3], these inputs need [1, 2, 2, 2] (blocks of --block 64)");
+    run_cli(r, "attention %s --block 32 --mask-in '%s' --perm-q-in '%s'", io, mp, qp);
+    expect_failure(r, 0, "perm_q is not a permutation: [batch 0, head 1] holds 7 twice");
+    run_cli(r, "attention %s --block 32 --mask-in '%s' --perm-k-in '%s'", io, mp, qp);
+    expect_failure(r, 0, "--perm-k-in");
+    run_cli(r, "attention %s --perm-q-in '%s'", io, qp);
+    expect_failure(r, 0, "need --mask-in");
+    run_cli(r, "attention %s --dense --mask-in '%s'", io, mp);
+    expect_failure(r, 0, "--mask-in and --dense");
+    run_cli(r, "attention %s --steps 3 --refresh 2 --mask-in '%s'", io, mp);
+    expect_failure(r, 0, "--refresh");
+    run_cli(r, "attention %s --refresh 2", io);
+    expect_failure(r, 0, "--refresh needs --steps");
+    run_cli(r, "attention --q '%s' --k '%s' --v '%s' --out '%s' --block 32 --mask-in '%s'", g_f32.qp, g_f32.kp,
+            g_f32.vp, mp, mp);
+    expect_failure(r, 0, "is also an input");
+    assert_int_equal(access(op, F_OK), -1);
+    unlink(mp), unlink(bp), unlink(ip), unlink(ep), unlink(qp);
+    free(m), free(r);
+}
+
 static void bad_options(void **s)
 {
     (void)s;
@@ -643,21 +769,15 @@ static void eval_json(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(help_and_info),
-        cmocka_unit_test(dense),
-        cmocka_unit_test(dense_side_outputs),
-        cmocka_unit_test(baatt_default_f32),
-        cmocka_unit_test(baatt_default_f16),
-        cmocka_unit_test(baatt_threshold_no_sort),
-        cmocka_unit_test(json_output),
-        cmocka_unit_test(sort_auto),
-        cmocka_unit_test(bad_options),
-        cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(nonfinite_inputs),
-        cmocka_unit_test(output_paths),
-        cmocka_unit_test(demo),
-        cmocka_unit_test(bench_check),
-        cmocka_unit_test(eval_json),
+        cmocka_unit_test(help_and_info),      cmocka_unit_test(dense),
+        cmocka_unit_test(dense_side_outputs), cmocka_unit_test(baatt_default_f32),
+        cmocka_unit_test(baatt_default_f16),  cmocka_unit_test(baatt_threshold_no_sort),
+        cmocka_unit_test(json_output),        cmocka_unit_test(sort_auto),
+        cmocka_unit_test(bad_options),        cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(nonfinite_inputs),   cmocka_unit_test(output_paths),
+        cmocka_unit_test(steps_and_mask_in),  cmocka_unit_test(mask_in_original_order),
+        cmocka_unit_test(mask_in_errors),     cmocka_unit_test(demo),
+        cmocka_unit_test(bench_check),        cmocka_unit_test(eval_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

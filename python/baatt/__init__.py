@@ -5,6 +5,10 @@
     k = v = np.random.randn(1, 2, 4096, 128).astype(np.float32)
     o = baatt.attention(q, k, v, keep=0.25)               # BA-Att; dense=True for exact attention
     o, sel, st = baatt.attention(q, k, v, return_selection=True, return_stats=True)
+    with baatt.Plan(q.shape, k.shape, q.dtype) as plan:   # diffusion steps: estimate every 4th
+        for step, (q, k, v) in enumerate(steps):
+            o = plan(q, k, v, reuse=step % 4 != 0)
+    o = baatt.attention(q, k, v, block=128, mask=baatt.masks.from_block_mask(flex_block_mask))
 
 A binding over libbaatt.so's C API (include/baatt.h) through ctypes. The library is looked up in
 $BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTHONPATH=python),
@@ -12,9 +16,10 @@ then on the system's library path.
 """
 from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices)
 from ._lib import lib as _cdll, text as _text
+from . import masks
 
 __version__ = "0.1.0"
-__all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
+__all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES", "masks",
            "library_version", "__version__"]
 
 

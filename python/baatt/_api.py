@@ -33,6 +33,8 @@ class Status(enum.IntEnum):
     TOO_LARGE = 110
     NOT_READY = 111
     NONFINITE_INPUT = 112
+    NO_SELECTION = 113
+    BAD_SELECTION = 114
     NO_VULKAN = 200
     NO_DEVICE = 201
     MISSING_FEATURE = 202
@@ -241,11 +243,37 @@ def _shape4(x: Any, name: str) -> Tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _selection_array(x: Any, name: str, shape: Tuple[int, ...], broadcast: bool) -> np.ndarray:
+    """A mask (uint8 0/1) or a permutation (int32) as the C library takes it; broadcast: size-1
+    batch and head dimensions of a mask are repeated."""
+    if _is_torch(x):
+        x = x.detach().to("cpu").numpy()
+    a = np.asarray(x)
+    if a.dtype != bool and not np.issubdtype(a.dtype, np.integer):
+        raise Error(Status.BAD_SELECTION, f"{name} has dtype {a.dtype}; expected "
+                    f"{'booleans or 0/1 integers' if broadcast else 'integers (int32)'}")
+    if a.ndim != len(shape) or (a.shape[2:] if broadcast else a.shape) != shape[2 if broadcast else 0:]:
+        raise Error(Status.BAD_SHAPE, f"{name} has shape {a.shape}; the plan needs {shape}")
+    if broadcast:
+        try:
+            a = np.broadcast_to(a, shape)
+        except ValueError:
+            raise Error(Status.BAD_SHAPE, f"{name} has shape {a.shape}; the plan needs {shape}") from None
+        if a.dtype != bool and ((a != 0) & (a != 1)).any():
+            raise Error(Status.BAD_SELECTION, f"{name} entries must be 0 or 1 (or booleans)")
+        return np.ascontiguousarray(a, np.uint8)
+    if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+        raise Error(Status.BAD_SELECTION, f"{name} holds values outside int32")
+    return np.ascontiguousarray(a, np.int32)
+
+
 class Plan:
     """A baatt plan for one shape, dtype and set of options: create once, call many times.
 
     Scratch memory is sized at creation; each call uploads Q/K/V, runs every stage on the GPU and
-    returns O. q_shape is Q's shape and kv_shape K's (= V's), both in `layout`: "bhnd" is
+    returns O. A call with reuse=True skips the sort, statistics, scoring and selection and attends
+    on the selection the plan holds (its last estimating call's, or set_selection's): diffusion
+    models run the same shapes at every denoising step and can refresh the selection every few. q_shape is Q's shape and kv_shape K's (= V's), both in `layout`: "bhnd" is
     [batch, heads, tokens, head_dim], "bnhd" is [batch, tokens, heads, head_dim]. dtype is
     "float32", "float16" or "bfloat16" (also numpy/torch dtypes). The other arguments are those of
     attention(). Not thread-safe: use one plan per thread.
@@ -290,6 +318,7 @@ class Plan:
             raise Error(status, self._ctx.error())
         self.q_blocks = lib.baatt_config_q_blocks(ctypes.byref(cfg))
         self.k_blocks = lib.baatt_config_k_blocks(ctypes.byref(cfg))
+        self._reuse = False
 
     @property
     def device(self) -> DeviceInfo:
@@ -306,10 +335,43 @@ class Plan:
             raise Error(Status.INVALID_ARGUMENT, "the plan was closed")
         return self._handle
 
-    def __call__(self, q: Any, k: Any, v: Any) -> Any:
+    @property
+    def reuse(self) -> bool:
+        """Whether calls attend on the held selection (baatt_plan_set_reuse): False for a new plan,
+        True after set_selection; a call's reuse= argument sets it."""
+        return self._reuse
+
+    @reuse.setter
+    def reuse(self, value: bool) -> None:
+        self._call(lib.baatt_plan_set_reuse(self._live(), int(bool(value))))
+        self._reuse = bool(value)
+
+    def set_selection(self, mask: Any, perm_q: Any = None, perm_k: Any = None) -> None:
+        """Attend on this selection from now on (reuse turns on; plan.reuse = False estimates again).
+
+        mask: booleans (or 0/1 integers) [B, H, q_blocks, k_blocks], size-1 B or H broadcast; True
+        where query block I attends to key block J, blocks of the original token order unless perm_q
+        [B, H, q_len] / perm_k [B, kv_heads, kv_len] (the original index at each position, as
+        Selection.perm_q / perm_k) give another. Every query block needs a key block. baatt.masks
+        converts flex_attention's and block-sparse-row layouts. Raises Error BAD_SELECTION (a
+        non-0/1 entry, an empty row, a perm that is not a permutation) or BAD_SHAPE; the arrays
+        passed are not modified."""
+        c = self.config
+        m = _selection_array(mask, "mask", (c.batch, c.heads, self.q_blocks, self.k_blocks), True)
+        pq = None if perm_q is None else _selection_array(perm_q, "perm_q", (c.batch, c.heads, c.q_len), False)
+        pk = None if perm_k is None else _selection_array(perm_k, "perm_k", (c.batch, c.kv_heads, c.kv_len), False)
+        self._call(lib.baatt_plan_set_selection(self._live(), m.ctypes.data, None if pq is None else pq.ctypes.data,
+                                                None if pk is None else pk.ctypes.data))
+        self._reuse = True
+
+    def __call__(self, q: Any, k: Any, v: Any, *, reuse: Optional[bool] = None) -> Any:
         """Attention of q over k, v (numpy arrays or torch tensors of the plan's shapes and dtype).
-        Returns O like q: a numpy array, or a torch tensor on q's device."""
+        Returns O like q: a numpy array, or a torch tensor on q's device. reuse: True attends on the
+        held selection (Error NO_SELECTION before there is one), False estimates a new one, None
+        keeps the plan's setting (the `reuse` property)."""
         handle = self._live()
+        if reuse is not None:
+            self.reuse = reuse
         for x, name, want in ((q, "q", self.q_shape), (k, "k", self.kv_shape), (v, "v", self.kv_shape)):
             if _shape4(x, name) != want:
                 raise Error(Status.BAD_SHAPE, f"{name} has shape {tuple(x.shape)}; the plan was made for {want}")
@@ -410,7 +472,8 @@ def _from_bhnd(o: Any, q: Any, layout: Layout) -> Any:
 def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: bool = False,
               keep: float = 0.5, threshold: Optional[float] = None, block: int = 64,
               sort: SortMode = "norm", covariance: bool = True, layout: Layout = "bhnd",
-              device: Device = None, return_selection: bool = False, return_stats: bool = False) -> Any:
+              device: Device = None, return_selection: bool = False, return_stats: bool = False,
+              mask: Any = None, perm_q: Any = None, perm_k: Any = None) -> Any:
     """Block Approximate Sparse Attention (or exact attention with dense=True) of q over k, v.
 
     q: [B, H, Nq, d], k and v: [B, H_kv, Nk, d] (layout="bhnd"; "bnhd" takes [B, N, H, d] as
@@ -423,6 +486,9 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     block: 32, 64 or 128 tokens. sort: "norm" blocks the norm-sorted tokens, "off" the original
     order, "auto" picks per kv head whichever recalls more. device: an index or name substring
     from devices(), default the best device (BAATT_DEVICE honoured).
+
+    mask (with perm_q, perm_k): attend on this block selection instead of estimating one (see
+    Plan.set_selection and baatt.masks); `block` must be the mask's block size.
 
     Returns O (same type, dtype, layout and device as q); with return_selection and/or
     return_stats, a tuple (O, Selection) / (O, Stats) / (O, Selection, Stats).
@@ -437,6 +503,10 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
         raise Error(Status.UNSUPPORTED_DTYPE, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     with Plan(q.shape, k.shape, _DTYPE_NAMES[dt], scale=scale, dense=dense, keep=keep, threshold=threshold,
               block=block, sort=sort, covariance=covariance, layout=layout, device=device) as plan:
+        if mask is not None:
+            plan.set_selection(mask, perm_q, perm_k)
+        elif perm_q is not None or perm_k is not None:
+            raise Error(Status.INVALID_ARGUMENT, "perm_q and perm_k need a mask")
         o = plan(q, k, v)
         extra = ([plan.selection()] if return_selection else []) + ([plan.stats()] if return_stats else [])
     return (o, *extra) if extra else o

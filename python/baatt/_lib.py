@@ -97,6 +97,8 @@ _PROTOTYPES = {
     "baatt_plan_destroy": (None, [c_void_p]),
     "baatt_plan_scratch_bytes": (c_uint64, [c_void_p]),
     "baatt_plan_run_host": (c_int, [c_void_p, c_void_p, c_void_p, c_void_p, c_void_p]),
+    "baatt_plan_set_reuse": (c_int, [c_void_p, c_int]),
+    "baatt_plan_set_selection": (c_int, [c_void_p, c_void_p, c_void_p, c_void_p]),
     "baatt_plan_stats": (c_int, [c_void_p, POINTER(RunStatsC)]),
     "baatt_plan_read_mask": (c_int, [c_void_p, POINTER(c_uint8)]),
     "baatt_plan_read_perms": (c_int, [c_void_p, c_void_p, c_void_p]),

@@ -6,7 +6,9 @@
 
 typedef struct opts {
     const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
+    const char *mask_in, *pq_in, *pk_in;
     int json, allow_nonfinite;
+    uint32_t steps, refresh;
     baatt_config cfg;
 } opts;
 
@@ -32,6 +34,16 @@ static const char USAGE[] =
     "  --mask-out m.npy    uint8 [batch, heads, q_blocks, k_blocks] selection (sorted-block coords)\n"
     "  --perm-q-out f.npy  int32 [batch, heads, q_len]: original index at each sorted position\n"
     "  --perm-k-out f.npy  int32 [batch, kv_heads, kv_len]\n"
+    "  --mask-in m.npy     attend on this selection instead of estimating one (no sort, statistics,\n"
+    "                      scoring or selection): uint8 [batch, heads, q_blocks, k_blocks] of 0/1, the\n"
+    "                      layout --mask-out writes; blocks of the original token order unless\n"
+    "                      --perm-q-in / --perm-k-in give permutations; every query block needs a key block\n"
+    "  --perm-q-in f.npy   int32 [batch, heads, q_len] and\n"
+    "  --perm-k-in f.npy   int32 [batch, kv_heads, kv_len]: what --perm-q-out / --perm-k-out write\n"
+    "  --steps S           run S times on the same inputs (default 1), reusing the first run's\n"
+    "                      selection: the time a reusing step saves (diffusion models run the same\n"
+    "                      shapes at every denoising step); O and the outputs are the last step's\n"
+    "  --refresh R         with --steps: estimate a new selection every R steps (default 0: the first only)\n"
     "  --device D          device index or name substring (default: BAATT_DEVICE, else best GPU)\n"
     "  --json              print device, timings and sparsity as one JSON object\n"
     "  --allow-nonfinite   run on inputs holding NaN or infinities (refused by default; how they\n"
@@ -69,6 +81,11 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--mask-out")) ok = cli_arg_str(c, argc, argv, &i, &o->mask_out);
         else if (!strcmp(a, "--perm-q-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pq_out);
         else if (!strcmp(a, "--perm-k-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_out);
+        else if (!strcmp(a, "--mask-in")) ok = cli_arg_str(c, argc, argv, &i, &o->mask_in);
+        else if (!strcmp(a, "--perm-q-in")) ok = cli_arg_str(c, argc, argv, &i, &o->pq_in);
+        else if (!strcmp(a, "--perm-k-in")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_in);
+        else if (!strcmp(a, "--steps")) ok = cli_arg_u32(c, argc, argv, &i, &o->steps);
+        else if (!strcmp(a, "--refresh")) ok = cli_arg_u32(c, argc, argv, &i, &o->refresh);
         else if (!strcmp(a, "--dense")) o->cfg.dense = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = 1;
@@ -87,8 +104,15 @@ static int parse(int argc, char **argv, opts *o)
         if (!ok) return 0;
     }
     if (!o->q || !o->k || !o->v || !o->out) return cli_fail(c, "--q, --k, --v and --out are required (try --help)"), 0;
-    const char *in[] = {o->q, o->k, o->v}, *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out};
-    if (!cli_check_outputs(c, in, 3, out, 4)) return 0;
+    if ((o->pq_in || o->pk_in) && !o->mask_in) return cli_fail(c, "--perm-q-in and --perm-k-in need --mask-in"), 0;
+    if (o->mask_in && o->cfg.dense) return cli_fail(c, "--mask-in and --dense exclude each other"), 0;
+    if (o->mask_in && o->refresh)
+        return cli_fail(c, "--refresh estimates selections: it cannot go with --mask-in, whose selection is given"), 0;
+    if (o->steps == 0 && o->refresh) return cli_fail(c, "--refresh needs --steps"), 0;
+    if (!o->steps) o->steps = 1;
+    const char *in[] = {o->q, o->k, o->v, o->mask_in, o->pq_in, o->pk_in},
+               *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out};
+    if (!cli_check_outputs(c, in, 6, out, 4)) return 0;
     if (o->cfg.dense && (o->mask_out || o->pq_out || o->pk_out))
         fprintf(stderr,
                 "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
@@ -155,6 +179,58 @@ static int save(const char *path, baatt_npy_dtype dt, uint32_t rank, const uint6
     return 1;
 }
 
+/* "a, b, c" of n dimensions into buf. */
+static void dims(char *buf, size_t size, const uint64_t *shape, uint32_t n)
+{
+    buf[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%llu", i ? ", " : "", (unsigned long long)shape[i]);
+    }
+}
+
+/* Reads one selection input: its dtype, and exactly the shape the plan's selection has. */
+static int load_selection_part(const char *path, const char *name, baatt_npy_dtype dt, uint32_t rank,
+                               const uint64_t *want, const char *hint, baatt_npy *t)
+{
+    const char *c = "attention";
+    char msg[512], got[200], need[200];
+    baatt_status s = baatt_npy_read(path, t, msg, sizeof msg);
+    if (s) return cli_fail(c, "%s: %s", name, msg), 0;
+    if (t->dtype != dt)
+        return cli_fail(c, "%s (%s): dtype must be %s", name, path,
+                        dt == BAATT_NPY_U8 ? "uint8 (0 or 1; save a bool mask with .astype(np.uint8))" : "int32"),
+               0;
+    int same = t->rank == rank;
+    for (uint32_t i = 0; same && i < rank; i++) same = t->shape[i] == want[i];
+    if (same) return 1;
+    dims(got, sizeof got, t->shape, t->rank);
+    dims(need, sizeof need, want, rank);
+    return cli_fail(c, "%s (%s): shape [%s], these inputs need [%s]%s", name, path, got, need, hint), 0;
+}
+
+/* --mask-in (and --perm-*-in) given to the plan, which then attends on them at every step. */
+static int give_selection(const opts *o, baatt_plan *plan, baatt_context *ctx)
+{
+    const baatt_config *g = &o->cfg;
+    uint64_t ms[4] = {g->batch, g->heads, baatt_config_q_blocks(g), baatt_config_k_blocks(g)};
+    uint64_t sq[3] = {g->batch, g->heads, g->q_len}, sk[3] = {g->batch, g->kv_heads, g->kv_len};
+    baatt_npy m = {0}, pq = {0}, pk = {0};
+    char hint[64];
+    snprintf(hint, sizeof hint, " (blocks of --block %u)", g->block_size);
+    int ok = load_selection_part(o->mask_in, "--mask-in", BAATT_NPY_U8, 4, ms, hint, &m) &&
+             (!o->pq_in || load_selection_part(o->pq_in, "--perm-q-in", BAATT_NPY_I32, 3, sq, "", &pq)) &&
+             (!o->pk_in || load_selection_part(o->pk_in, "--perm-k-in", BAATT_NPY_I32, 3, sk, "", &pk));
+    if (ok) {
+        baatt_status s = baatt_plan_set_selection(plan, m.data, pq.data, pk.data);
+        if (s) ok = 0, cli_fail_status("attention", s, ctx, "--mask-in");
+    }
+    baatt_npy_free(&m);
+    baatt_npy_free(&pq);
+    baatt_npy_free(&pk);
+    return ok;
+}
+
 /* Reads a result back; a failure (or no memory) prints why. */
 static int read_back(baatt_status s, const void *buf, const char *what)
 {
@@ -193,9 +269,17 @@ static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, co
     return ok;
 }
 
+/* GPU time of the steps that estimated their selection and of those that reused one. */
+typedef struct steps {
+    uint32_t estimated, reused;
+    double estimate_ms, reuse_ms; /* sums */
+} steps;
+
+static double mean(double sum, uint32_t n) { return n ? sum / n : 0.0; }
+
 /* sorted_heads: kv heads (over the batch) that got the norm-sorted blocking. */
 static void report(const opts *o, const baatt_device_info *dev, const baatt_run_stats *st, const char *kernel,
-                   uint32_t sorted_heads)
+                   uint32_t sorted_heads, const steps *sp)
 {
     const baatt_config *g = &o->cfg;
     char line[900];
@@ -209,8 +293,12 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
             printf(" (");
             for (int s = 0; s < BAATT_STAGE_COUNT; s++)
                 printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
-            printf(")\nsparsity: %.4f\nsort: %s, sorted kv heads: %u of %u", st->sparsity, SORT_NAMES[g->norm_sort],
+            printf(")\nsparsity: %.4f\n%s%s, sorted kv heads: %u of %u", st->sparsity,
+                   o->mask_in ? "selection: given (--mask-in)" : "sort: ", o->mask_in ? "" : SORT_NAMES[g->norm_sort],
                    sorted_heads, g->batch * g->kv_heads);
+            if (o->steps > 1)
+                printf("\nsteps: %u; estimating %u, mean GPU time %.3f ms; reusing %u, mean GPU time %.3f ms", o->steps,
+                       sp->estimated, mean(sp->estimate_ms, sp->estimated), sp->reused, mean(sp->reuse_ms, sp->reused));
         }
         printf("\n");
         return;
@@ -233,7 +321,10 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
         printf(", \"sparsity\": %.6f, \"stages_ms\": {", st->sparsity);
         for (int s = 0; s < BAATT_STAGE_COUNT; s++)
             printf("%s\"%s\": %.6f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
-        printf("}");
+        printf("}, \"selection\": \"%s\", \"steps\": %u, \"refresh\": %u, \"estimating_steps\": %u, "
+               "\"estimate_ms_mean\": %.6f, \"reusing_steps\": %u, \"reuse_ms_mean\": %.6f",
+               o->mask_in ? "given" : "estimated", o->steps, o->refresh, sp->estimated,
+               mean(sp->estimate_ms, sp->estimated), sp->reused, mean(sp->reuse_ms, sp->reused));
     }
     printf("}\n");
 }
@@ -280,23 +371,32 @@ int cmd_attention(int argc, char **argv)
         cli_fail("attention", "out of memory");
         goto done;
     }
-    s = baatt_plan_run_host(plan, q.data, k.data, v.data, out);
-    if (s) {
-        cli_fail_status("attention", s, ctx, "run failed");
-        goto done;
-    }
+    if (o.mask_in && !give_selection(&o, plan, ctx)) goto done;
     baatt_run_stats st;
-    s = baatt_plan_stats(plan, &st);
-    if (s) {
-        cli_fail_status("attention", s, ctx, "cannot read results");
-        goto done;
+    steps sp = {0};
+    for (uint32_t step = 0; step < o.steps; step++) {
+        /* a given selection at every step; else an estimate at the first and every refresh-th */
+        int reuse = o.mask_in || (step && !(o.refresh && step % o.refresh == 0));
+        s = baatt_plan_set_reuse(plan, reuse);
+        if (!s) s = baatt_plan_run_host(plan, q.data, k.data, v.data, out);
+        if (s) {
+            cli_fail_status("attention", s, ctx, "run failed");
+            goto done;
+        }
+        s = baatt_plan_stats(plan, &st);
+        if (s) {
+            cli_fail_status("attention", s, ctx, "cannot read results");
+            goto done;
+        }
+        if (reuse && !o.cfg.dense) sp.reused++, sp.reuse_ms += st.gpu_ms;
+        else sp.estimated++, sp.estimate_ms += st.gpu_ms;
     }
     if (!write_outputs(&o, plan, &q, out)) goto done;
     uint32_t sorted_heads;
     if (!count_sorted(plan, &o.cfg, ctx, &sorted_heads)) goto done;
     baatt_device_info dev;
     baatt_context_device_info(ctx, &dev);
-    report(&o, &dev, &st, baatt_plan_path(plan, BAATT_STAGE_ATTEND), sorted_heads);
+    report(&o, &dev, &st, baatt_plan_path(plan, BAATT_STAGE_ATTEND), sorted_heads, &sp);
     rc = 0;
 done:
     free(out);

@@ -1,0 +1,172 @@
+/* The selection a plan holds across runs (include/baatt.h, "Selections across runs"): the reuse
+ * switch, selections the caller gives (checked on the host, then packed into the mask bits, token
+ * counts and permutations the attention reads, as the selection stage writes them), and what a
+ * reusing run records before the attention: where the attention reads norm-sorted copies of Q, K
+ * and V that the statistics would have written, permute.comp makes them from the new tensors
+ * through the held permutations (attend.c makes them itself where the statistics never do). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan.h"
+
+baatt_status baatt_selection_create(baatt_plan *p)
+{
+    if (p->cfg.dense || !p->ch.attend.sorted || p->pipe[K_PERMUTE]) return BAATT_OK;
+    uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(&p->cfg)};
+    return baatt_plan_pipeline(p, K_PERMUTE, "permute", sc, SC_PERM_COUNT);
+}
+
+void baatt_selection_destroy(baatt_plan *p) { free(p->given_sorted); }
+
+int baatt_selection_reused(const baatt_plan *p) { return !p->cfg.dense && p->reuse; }
+
+baatt_status baatt_selection_check_run(baatt_plan *p)
+{
+    if (!baatt_selection_reused(p) || p->held) return BAATT_OK;
+    return baatt_fail(p->ctx, BAATT_ERROR_NO_SELECTION,
+                      "reuse is on but the plan holds no selection yet: run it once with reuse off "
+                      "(baatt_plan_set_reuse(plan, 0)) or give one (baatt_plan_set_selection)");
+}
+
+/* Row gather (which 0: Q, 1: K and V) into the sorted copies, as attend.c records it. */
+static void record_permute(baatt_rec *r, uint32_t which)
+{
+    baatt_plan *p = r->p;
+    baatt_push pc = p->base;
+    pc.which = which;
+    uint32_t len = which ? pc.kv_len : pc.q_len, heads = which ? p->ch.geo.bhkv : p->ch.geo.bh;
+    uint32_t rows = baatt_vector_rows_per_wg(&p->cfg);
+    baatt_dispatch(r, K_PERMUTE, &pc, (len + rows - 1) / rows, heads, 1);
+}
+
+void baatt_selection_record(baatt_rec *r)
+{
+    baatt_plan *p = r->p;
+    if (!p->ch.attend.sorted || !p->ch.stats.copy) return;
+    record_permute(r, 0);
+    record_permute(r, 1);
+    baatt_barrier(r);
+}
+
+void baatt_selection_recorded(baatt_plan *p)
+{
+    if (!p->cfg.dense && !p->reuse) p->held = BAATT_HELD_ESTIMATED;
+}
+
+baatt_status baatt_plan_set_reuse(baatt_plan *p, int reuse)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    p->reuse = reuse != 0;
+    return BAATT_OK;
+}
+
+/* Each of the heads rows of perm (len entries) a permutation of 0 .. len-1; moved[h] = 1 where
+ * row h is not the identity. first: len entries of scratch. */
+static baatt_status check_perm(baatt_plan *p, const int32_t *perm, uint32_t heads, uint32_t per_batch, uint32_t len,
+                               const char *name, uint32_t *first, uint8_t *moved)
+{
+    for (uint32_t h = 0; h < heads; h++) {
+        const int32_t *row = perm + (uint64_t)h * len;
+        memset(first, 0, 4ull * len);
+        moved[h] = 0;
+        for (uint32_t i = 0; i < len; i++) {
+            int32_t x = row[i];
+            if (x < 0 || (uint32_t)x >= len)
+                return baatt_fail(p->ctx, BAATT_ERROR_BAD_SELECTION,
+                                  "%s is not a permutation: [batch %u, head %u] position %u holds %d, outside [0, %u)",
+                                  name, h / per_batch, h % per_batch, i, x, len);
+            if (first[x])
+                return baatt_fail(p->ctx, BAATT_ERROR_BAD_SELECTION,
+                                  "%s is not a permutation: [batch %u, head %u] holds %d twice (positions %u and %u)",
+                                  name, h / per_batch, h % per_batch, x, first[x] - 1, i);
+            first[x] = i + 1;
+            moved[h] |= (uint32_t)x != i;
+        }
+    }
+    return BAATT_OK;
+}
+
+/* The mask checked and packed: bits [bh][nq][words] and selected key tokens [bh][nq]. */
+static baatt_status pack_mask(baatt_plan *p, const uint8_t *mask, uint32_t *bits, uint32_t *counts)
+{
+    const baatt_geometry *g = &p->ch.geo;
+    uint32_t nq = g->nq, nk = g->nk, heads = p->cfg.heads;
+    for (uint64_t row = 0; row < (uint64_t)g->bh * nq; row++) {
+        const uint8_t *m = mask + row * nk;
+        uint32_t tokens = 0, i = (uint32_t)(row % nq), h = (uint32_t)(row / nq % heads),
+                 b = (uint32_t)(row / nq / heads);
+        for (uint32_t j = 0; j < nk; j++) {
+            if (m[j] > 1)
+                return baatt_fail(p->ctx, BAATT_ERROR_BAD_SELECTION,
+                                  "mask[%u][%u][%u][%u] is %u: mask entries must be 0 or 1", b, h, i, j, m[j]);
+            if (!m[j]) continue;
+            bits[row * g->words + j / 32] |= 1u << (j % 32);
+            tokens += j + 1 < nk ? g->block : p->cfg.kv_len - j * g->block;
+        }
+        if (!tokens)
+            return baatt_fail(p->ctx, BAATT_ERROR_BAD_SELECTION,
+                              "mask[%u][%u][%u] (batch %u, head %u, query block %u) selects no key block: every "
+                              "query block needs at least one",
+                              b, h, i, b, h, i);
+        counts[row] = tokens;
+    }
+    return BAATT_OK;
+}
+
+static void identity(int32_t *perm, uint64_t heads, uint32_t len)
+{
+    for (uint64_t h = 0; h < heads; h++)
+        for (uint32_t i = 0; i < len; i++) perm[h * len + i] = (int32_t)i;
+}
+
+/* Checks everything, then writes mask bits, counts and perms (slot 0, where the attention reads). */
+static baatt_status set_selection(baatt_plan *p, const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k,
+                                  uint32_t *bits, uint32_t *counts, uint32_t *scratch, uint8_t *moved_q,
+                                  uint8_t *moved_k, int32_t *ident)
+{
+    const baatt_config *c = &p->cfg;
+    const baatt_geometry *g = &p->ch.geo;
+    BAATT_TRY(pack_mask(p, mask, bits, counts));
+    if (perm_q) BAATT_TRY(check_perm(p, perm_q, g->bh, c->heads, c->q_len, "perm_q", scratch, moved_q));
+    if (perm_k) BAATT_TRY(check_perm(p, perm_k, g->bhkv, c->kv_heads, c->kv_len, "perm_k", scratch, moved_k));
+    p->held = 0; /* a failed upload leaves no usable selection */
+    uint64_t rows = (uint64_t)g->bh * g->nq;
+    BAATT_TRY(baatt_buffer_transfer(p->ctx, &p->buf[BIND_MASK], 0, bits, NULL, 4 * rows * g->words));
+    BAATT_TRY(baatt_buffer_transfer(p->ctx, &p->buf[BIND_COUNTS], 0, counts, NULL, 4 * rows));
+    if (!perm_q) identity(ident, g->bh, c->q_len);
+    BAATT_TRY(baatt_buffer_transfer(p->ctx, &p->buf[BIND_PERM_Q], 0, perm_q ? (const void *)perm_q : ident, NULL,
+                                    4ull * g->bh * c->q_len));
+    if (!perm_k) identity(ident, g->bhkv, c->kv_len);
+    return baatt_buffer_transfer(p->ctx, &p->buf[BIND_PERM_K], 0, perm_k ? (const void *)perm_k : ident, NULL,
+                                 4ull * g->bhkv * c->kv_len);
+}
+
+baatt_status baatt_plan_set_selection(baatt_plan *p, const uint8_t *mask, const int32_t *perm_q, const int32_t *perm_k)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!mask) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "baatt_plan_set_selection: mask is NULL");
+    if (p->cfg.dense)
+        return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "baatt_plan_set_selection: a dense plan takes no selection (create it with dense = 0)");
+    const baatt_config *c = &p->cfg;
+    const baatt_geometry *g = &p->ch.geo;
+    uint64_t rows = (uint64_t)g->bh * g->nq, longest = c->q_len > c->kv_len ? c->q_len : c->kv_len;
+    uint64_t ident_n = (uint64_t)g->bh * c->q_len > (uint64_t)g->bhkv * c->kv_len ? (uint64_t)g->bh * c->q_len
+                                                                                  : (uint64_t)g->bhkv * c->kv_len;
+    uint32_t *bits = calloc(rows * g->words, 4), *counts = malloc(4 * rows), *scratch = malloc(4 * longest);
+    uint8_t *moved_q = malloc(g->bh), *moved_k = calloc(g->bhkv, 1);
+    int32_t *ident = (!perm_q || !perm_k) ? malloc(4 * ident_n) : NULL;
+    baatt_status s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (!bits || !counts || !scratch || !moved_q || !moved_k || ((!perm_q || !perm_k) && !ident))
+        baatt_fail(p->ctx, s, "out of host memory");
+    else s = set_selection(p, mask, perm_q, perm_k, bits, counts, scratch, moved_q, moved_k, ident);
+    if (!s) {
+        free(p->given_sorted);
+        p->given_sorted = moved_k;
+        moved_k = NULL;
+        p->held = BAATT_HELD_GIVEN;
+        p->reuse = 1;
+    }
+    free(bits), free(counts), free(scratch), free(moved_q), free(moved_k), free(ident);
+    return s;
+}
