@@ -10,8 +10,8 @@
 // rescaled per row in registers: `rowid` is an accumulator loaded from a table of row numbers,
 // so element i of every accumulator of that type lies in row rowid[i] (one layout per type).
 // Work split: NSG subgroups, each owning RS = MF * M query rows (Q as A fragments in registers);
-// K and V tiles of BC keys are gathered (through perm_k when SPARSE) into shared memory once per
-// workgroup. Fragment arrays have compile-time sizes and every loop over them is unrolled with
+// K and V tiles of BC keys are gathered (through perm_k when SPARSE) into registers one tile
+// ahead and stored to shared memory once per workgroup. Fragment arrays have compile-time sizes and every loop over them is unrolled with
 // spec-constant guards, so they stay in registers after specialization.
 // Grid: (ceil(q_len / BR), batch * heads); workgroup = NSG * SG invocations, full subgroups.
 #extension GL_KHR_cooperative_matrix : require
@@ -83,18 +83,59 @@ void barrier_shared() {
     controlBarrier(gl_ScopeWorkgroup, gl_ScopeWorkgroup, gl_StorageSemanticsShared, gl_SemanticsAcquireRelease);
 }
 
-void load_kv_tile(uint kvhd, uint s0) {
-    for (uint e = gl_LocalInvocationID.x; e < BC * DV; e += WG) {
-        uint c = e / DV, a = e % DV, s = s0 + c;
-        uvec4 kx = uvec4(0), vx = uvec4(0);
+// The invocation's share of a K and V tile (NPT 16-byte vectors each), fetched into registers
+// one tile ahead: the loads of tile i+1 are in flight while tile i is computed (SPIR-V has no
+// asynchronous copy to shared memory).
+const uint NPT = BC * DV / WG;   // the host keeps BC * DV a multiple of WG
+#define MAX_NPT KHR_MAX_VECTORS
+uvec4 rk[MAX_NPT], rv[MAX_NPT];
+
+void fetch_kv(uint kvhd, uint s0) {
+    [[unroll]] for (uint j = 0; j < MAX_NPT; j++) {
+        if (j >= NPT) break;
+        uint e = j * WG + gl_LocalInvocationID.x, c = e / DV, a = e % DV, s = s0 + c;
+        rk[j] = uvec4(0);
+        rv[j] = uvec4(0);
         if (s < pc.kv_len) {
             uint i = (kvhd * pc.kv_len + src_row(kvhd, s, pc.kv_len, 1)) * DV + a;
-            kx = k4[i];
-            vx = v4[i];
+            rk[j] = k4[i];
+            rv[j] = v4[i];
         }
-        kv4[(c * KVS) / 8 + a] = kx;
-        kv4[(BC * KVS + c * KVS) / 8 + a] = vx;
     }
+}
+
+void put_kv() {
+    [[unroll]] for (uint j = 0; j < MAX_NPT; j++) {
+        if (j >= NPT) break;
+        uint e = j * WG + gl_LocalInvocationID.x, c = e / DV, a = e % DV;
+        kv4[(c * KVS) / 8 + a] = rk[j];
+        kv4[(BC * KVS + c * KVS) / 8 + a] = rv[j];
+    }
+}
+
+// The key tiles a workgroup visits, in order: dense, all of them; SPARSE, those of its query
+// block's selected key blocks (tiles never straddle a block: the host keeps BC | block).
+const uint END = 0xffffffffu;
+uint it_row, it_w, it_bits, it_s, it_end;
+uint next_tile(uint s0) {
+    if (SPARSE == 0) return s0 + BC < pc.kv_len ? s0 + BC : END;
+    if (s0 != END && s0 + BC < it_end) return s0 + BC;
+    while (it_bits == 0u) {
+        if (++it_w >= pc.words) return END;
+        it_bits = mask[it_row + it_w];
+    }
+    uint J = it_w * 32 + uint(findLSB(it_bits));
+    it_bits &= it_bits - 1u;
+    it_end = min((J + 1) * pc.block, pc.kv_len);
+    return J * pc.block;
+}
+uint first_tile(uint hd, uint p0) {
+    if (SPARSE == 0) return 0;
+    it_row = (hd * pc.nq + p0 / pc.block) * pc.words;
+    it_w = 0;
+    it_bits = mask[it_row];
+    it_end = 0;
+    return next_tile(END);
 }
 
 // Online softmax of this subgroup's RS rows over the tile in s_sh (scores * log2(e) * scale):
@@ -145,11 +186,9 @@ void scale_rows(uint sg) {
     }
 }
 
-void process_tile(uint kvhd, uint s0) {
+// One key tile (staged in shared memory by the caller): S, the softmax, O.
+void process_tile(uint s0) {
     uint sg = gl_SubgroupID;
-    barrier_shared();   // every subgroup is done with the previous tile
-    load_kv_tile(kvhd, s0);
-    barrier_shared();
     for (uint n = 0; n < BC / N; n++) {
         CF acc[MAX_MF];
         [[unroll]] for (uint m = 0; m < MAX_MF; m++) acc[m] = CF(0.0);
@@ -234,19 +273,16 @@ void store_o(uint hd, uint p0) {
 void main() {
     uint hd = gl_WorkGroupID.y, kvhd = kv_of(hd), p0 = gl_WorkGroupID.x * BR;
     load_q(hd, p0);
-    if (SPARSE != 0) {
-        uint mrow = hd * pc.nq + p0 / pc.block;
-        for (uint w = 0; w < pc.words; w++) {
-            uint bits = mask[mrow * pc.words + w];
-            while (bits != 0u) {
-                uint J = w * 32 + uint(findLSB(bits));
-                bits &= bits - 1u;
-                uint end = min((J + 1) * pc.block, pc.kv_len);
-                for (uint s0 = J * pc.block; s0 < end; s0 += BC) process_tile(kvhd, s0);
-            }
-        }
-    } else {
-        for (uint s0 = 0; s0 < pc.kv_len; s0 += BC) process_tile(kvhd, s0);
+    uint s0 = first_tile(hd, p0);
+    if (s0 != END) fetch_kv(kvhd, s0);
+    [[dont_unroll]] while (s0 != END) {
+        barrier_shared();   // every subgroup is done with the previous tile (and Q staging)
+        put_kv();
+        uint s1 = next_tile(s0);
+        if (s1 != END) fetch_kv(kvhd, s1);
+        barrier_shared();
+        process_tile(s0);
+        s0 = s1;
     }
     store_o(hd, p0);
 }

@@ -75,6 +75,7 @@
 #define SC_KHR_K 8
 #define SC_KHR_MF 9       /* row fragments per subgroup */
 #define SC_KHR_COUNT 10
+#define KHR_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation */
 /* attention_cm2.comp */
 #define SC_CM2_WG 0
 #define SC_CM2_D 1

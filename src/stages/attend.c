@@ -88,7 +88,7 @@ static uint64_t khr_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, baatt_mma
  * (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32), pinned with full
  * subgroups where the size varies; then the widest workgroup (up to 4 subgroups of M rows, at
  * most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit the shared
- * memory, inside one block in sparse plans. */
+ * memory and the registers that prefetch it, inside one block in sparse plans. */
 static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                       baatt_attend_choice *out)
 {
@@ -105,8 +105,9 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
     for (size_t i = 0; i < sizeof nsgs / sizeof nsgs[0]; i++)
         for (size_t j = 0; j < sizeof bcs / sizeof bcs[0]; j++) {
             uint32_t br = nsgs[i] * rs, bc = bcs[j];
-            if (bc % s.n || bc % s.k || bc % lpr || br > 2 * bc || nsgs[i] * sg > caps->max_invocations ||
-                khr_shared_bytes(d, br, bc, s) > caps->max_shared)
+            uint32_t wg = nsgs[i] * sg, vectors = bc * d / 8; /* a K or V tile's 16-byte vectors */
+            if (bc % s.n || bc % s.k || bc % lpr || br > 2 * bc || wg > caps->max_invocations || vectors % wg ||
+                vectors / wg > KHR_MAX_VECTORS || khr_shared_bytes(d, br, bc, s) > caps->max_shared)
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
             *out = (baatt_attend_choice){
