@@ -64,6 +64,7 @@ typedef enum baatt_status {
     BAATT_ERROR_NONFINITE_INPUT = 112,  /* baatt_find_nonfinite found a NaN or an infinity */
     BAATT_ERROR_NO_SELECTION = 113,     /* a run reuses a selection the plan does not hold yet */
     BAATT_ERROR_BAD_SELECTION = 114,    /* a given block mask or permutation is malformed */
+    BAATT_ERROR_NO_LSE = 115,           /* log-sum-exp asked of a plan created without cfg.lse */
     /* the environment */
     BAATT_ERROR_NO_VULKAN = 200,        /* libvulkan.so.1 could not be loaded */
     BAATT_ERROR_NO_DEVICE = 201,        /* no Vulkan device, or none matching the selection */
@@ -268,6 +269,9 @@ typedef struct baatt_config {
     float mass_threshold; /* default 0.9; used in BAATT_SELECT_MASS_THRESHOLD mode */
     uint32_t min_blocks;  /* per query block; 0 or 1: at least one */
     uint32_t max_blocks;  /* 0: no limit */
+    /* 1: the attention also writes each query row's log-sum-exp (baatt_plan_read_lse,
+     * baatt_tensors.lse); 0 (default): no LSE, no buffer for it, no cost. */
+    int lse;
 } baatt_config;
 
 BAATT_API baatt_config baatt_config_default(void);
@@ -312,6 +316,13 @@ typedef struct baatt_tensors {
     baatt_device_tensor q, k, v, o;
 } baatt_tensors;
 BAATT_API baatt_status baatt_plan_record(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t);
+/* The same, with the log-sum-exp (plans with cfg.lse; see baatt_plan_read_lse for what it holds)
+ * written to lse: float32 [batch, heads, q_len] at lse->offset, written by the attention
+ * dispatch and covered by the barrier after it. lse NULL: the plan's own buffer, read with
+ * baatt_plan_read_lse once the recording has run (baatt_plan_record does that too). A tensor
+ * given to a plan without cfg.lse is BAATT_ERROR_NO_LSE. */
+BAATT_API baatt_status baatt_plan_record_lse(baatt_plan *plan, VkCommandBuffer cmd, const baatt_tensors *t,
+                                             const baatt_device_tensor *lse);
 
 /* Device buffers the library allocates on a context's device (device-local, storage and transfer
  * usage), for callers without Vulkan code of their own: tensors that stay on the device between
@@ -335,6 +346,12 @@ BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64
  * buffer is smaller than its tensor. */
 BAATT_API baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
                                               baatt_device_buffer *v, baatt_device_buffer *o);
+/* The same, with the log-sum-exp written to lse (float32 [batch, heads, q_len] at offset 0; NULL:
+ * the plan's own buffer, as run_buffers does). BAATT_ERROR_NO_LSE for a plan without cfg.lse
+ * given a buffer, BAATT_ERROR_BAD_SHAPE if lse is too small. */
+BAATT_API baatt_status baatt_plan_run_buffers_lse(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
+                                                  baatt_device_buffer *v, baatt_device_buffer *o,
+                                                  baatt_device_buffer *lse);
 
 /* ---------------------------------------------------------------------------------------------
  * Selections across runs, and from other selectors.
@@ -453,6 +470,17 @@ BAATT_API baatt_status baatt_plan_read_mask(baatt_plan *plan, uint8_t *mask);
  * sorting is off or the plan is dense). Either pointer may be NULL. */
 BAATT_API baatt_status baatt_plan_read_perms(baatt_plan *plan, int32_t *perm_q, int32_t *perm_k);
 
+/* The log-sum-exp of the last run, float32 [batch, heads, q_len] in the original row order:
+ * lse_i = ln sum_j exp(scale * q_i . k_j) over the keys row i attended to (every key in a dense
+ * plan, its query block's selected blocks in a sparse one), so O_i = sum_j exp(scale * q_i . k_j
+ * - lse_i) v_j. Two attentions of the same queries over disjoint key sets merge into the one over
+ * their union with baatt_lse_merge (ring / sequence-parallel attention, joint text + video
+ * attention). Computed in fp32 from the kernel's running max and sum (the cooperative-matrix-2
+ * kernel sums the probabilities rounded to the input type, as its P V product uses them).
+ * BAATT_ERROR_NO_LSE for a plan created without cfg.lse; BAATT_ERROR_NOT_READY before a run, or
+ * when the last run wrote its LSE to the caller's tensor (record_lse, run_buffers_lse) instead. */
+BAATT_API baatt_status baatt_plan_read_lse(baatt_plan *plan, float *lse);
+
 /* Which blocking each kv head got in the last run: uint8 [batch, kv_heads], 1 = norm-sorted,
  * 0 = original order. All ones with norm_sort = BAATT_SORT_NORM, all zeros with BAATT_SORT_OFF or
  * a dense plan; the per-head choice with BAATT_SORT_AUTO (its query heads share it). */
@@ -493,6 +521,20 @@ BAATT_API baatt_status baatt_reference_select(const baatt_config *cfg, const flo
 BAATT_API baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q, const void *k,
                                                         const void *v, const int32_t *perm_q, const int32_t *perm_k,
                                                         const uint8_t *mask, float *o);
+
+/* The log-sum-exp of each query row (see baatt_plan_read_lse) over the keys it attends to:
+ * mask NULL, all keys (dense); else those of its query block's selected blocks, as
+ * baatt_reference_sparse_attention takes them (perm_q, perm_k NULL: identities).
+ * lse: float [batch, heads, q_len], original row order. */
+BAATT_API baatt_status baatt_reference_lse(const baatt_config *cfg, const void *q, const void *k, const int32_t *perm_q,
+                                           const int32_t *perm_k, const uint8_t *mask, float *lse);
+
+/* Merges two attentions of the same query rows over disjoint key sets into the attention over
+ * their union: lse = logaddexp(lse1, lse2), o = exp(lse1 - lse) o1 + exp(lse2 - lse) o2, per row
+ * (rows rows of head_dim values each, float32). A partial with lse -inf (no keys) contributes
+ * nothing; both -inf gives o = 0 and lse = -inf. o may alias o1 or o2 and lse lse1 or lse2. */
+BAATT_API baatt_status baatt_lse_merge(uint64_t rows, uint32_t head_dim, const float *o1, const float *lse1,
+                                       const float *o2, const float *lse2, float *o, float *lse);
 
 /* The BAATT_SORT_AUTO choice (see baatt_sort_mode) for every kv head, whatever cfg->norm_sort
  * says: sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in

@@ -13,6 +13,7 @@ layout(constant_id = SC_ATT_D) const uint D = 64;
 layout(constant_id = SC_ATT_BR) const uint BR = 16;
 layout(constant_id = SC_ATT_BC) const uint BC = 16;
 layout(constant_id = SC_ATT_SPARSE) const uint SPARSE = 0;
+layout(constant_id = SC_ATT_LSE) const uint LSE = 0;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { ELEM q[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { ELEM k[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { ELEM v[]; };
@@ -20,6 +21,7 @@ layout(set = 0, binding = BIND_O) writeonly buffer OB { ELEM o[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
+layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 
 const uint PER_T = BR * D / WG;   // output elements per thread
 const uint KS = D + 1;            // padded K row: conflict-free column reads
@@ -106,5 +108,10 @@ void main() {
         if (p >= pc.q_len) continue;
         uint row = SPARSE != 0 ? uint(perm_q[hd * pc.q_len + p]) : p;
         o[(hd * pc.q_len + row) * D + a] = STORE(acc[i] / row_l[r]);
+    }
+    // row_m is in natural units (S holds scaled scores): log sum exp = m + log l.
+    for (uint r = tid; LSE != 0 && r < BR && p0 + r < pc.q_len; r += WG) {
+        uint row = SPARSE != 0 ? uint(perm_q[hd * pc.q_len + p0 + r]) : p0 + r;
+        lse[hd * pc.q_len + row] = row_m[r] + log(row_l[r]);
     }
 }

@@ -42,6 +42,7 @@ layout(constant_id = SC_CM2_TPB) const uint TPB = 1;
 // key tiles' clamped loads and masking (kv_len of BC); bit 2, O's clamped store. The host sets
 // only the bits the shape allows and that measured faster (NOTES.md #42).
 layout(constant_id = SC_CM2_FULL) const uint FULL = 0;
+layout(constant_id = SC_CM2_LSE) const uint LSE = 0;
 const bool QFULL = (FULL & CM2_FULL_Q) != 0u, KFULL = (FULL & CM2_FULL_K) != 0u, OFULL = (FULL & CM2_FULL_O) != 0u;
 
 #ifdef SORTED
@@ -71,6 +72,7 @@ layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = DST_O) writeonly buffer OB { ELT o[]; };
 #endif
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
+layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 
 #define SACC coopmat<float, gl_ScopeWorkgroup, BR, BC, gl_MatrixUseAccumulator>
 #define OACC coopmat<float, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>
@@ -89,6 +91,22 @@ const float L2E = 1.4426950408889634;
 float exp_fma(const in uint r, const in uint c, const in float x, const in float m) { return exp2(fma(x, pc.scale * L2E, -m)); }
 float mask_el(const in uint r, const in uint c, const in float x, const in uint valid) {
     return c < valid ? x : LOW;
+}
+
+// Row r's log-sum-exp from column 0 of the row matrices (M in unscaled score units, L the sum of
+// exp((s - M) * scale)), at its original row; a per-element operation, as nothing else addresses
+// a workgroup-scope matrix's rows (it returns m: only the stores matter).
+float store_lse(const in uint r, const in uint c, const in float m, const in float l, const in uint qrow,
+                const in uint first) {
+    if (c == 0u && first + r < pc.q_len) {
+#ifdef SORTED
+        uint row = uint(perm_q[qrow + first + r]);
+#else
+        uint row = first + r;
+#endif
+        lse[qrow + row] = m * pc.scale + log(l);
+    }
+    return m;
 }
 
 coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseA> qm;
@@ -180,6 +198,10 @@ void main() {
     coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator> o16 = coopmat<ELT, gl_ScopeWorkgroup, BR, D, gl_MatrixUseAccumulator>(O);
     if (OFULL || qfull) coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tqu, p0, BR, 0, D));
     else coopMatStoreTensorNV(o16, o, q_base, sliceTensorLayoutNV(tq, p0, BR, 0, D));
+    if (LSE != 0) {
+        RACC unused;
+        coopMatPerElementNV(unused, M, store_lse, L, hd * pc.q_len, p0);
+    }
 #ifdef SORTED
     // The workgroup's buffer writes made visible to its own later reads: a workgroup-scope
     // acquire-release barrier on buffer memory, the Vulkan memory model's form (both views

@@ -34,6 +34,7 @@ layout(constant_id = SC_KHR_M) const uint M = 16;
 layout(constant_id = SC_KHR_N) const uint N = 16;
 layout(constant_id = SC_KHR_K) const uint K = 16;
 layout(constant_id = SC_KHR_MF) const uint MF = 1;
+layout(constant_id = SC_KHR_LSE) const uint LSE = 0;
 
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
@@ -42,6 +43,7 @@ layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
+layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 
 #define AF coopmat<float16_t, gl_ScopeSubgroup, M, K, gl_MatrixUseA>
 #define BF coopmat<float16_t, gl_ScopeSubgroup, K, N, gl_MatrixUseB>
@@ -247,6 +249,17 @@ void load_q(uint hd, uint p0) {
     }
 }
 
+// Each row's log-sum-exp in natural units (row_m is in log2 units, scores * scale * log2(e)),
+// from the lane that holds the row's statistics, at its original row.
+void store_lse(uint hd, uint p0) {
+    uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+    [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
+        uint s = p0 + sg * RS + j * SG / LPR + lane / LPR;
+        if (j < RPL && lane % LPR == 0 && s < pc.q_len)
+            lse[hd * pc.q_len + src_row(hd, s, pc.q_len, 0)] = (row_m[j] + log2(row_l[j])) * 0.6931471805599453;
+    }
+}
+
 // O / l rounded to fp16, through shared memory, scattered back through perm_q when SPARSE.
 void store_o(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -285,4 +298,5 @@ void main() {
         s0 = s1;
     }
     store_o(hd, p0);
+    if (LSE != 0) store_lse(hd, p0);
 }

@@ -28,6 +28,7 @@ layout(constant_id = SC_NVCM_NSG) const uint NSG = 4;
 layout(constant_id = SC_NVCM_BC) const uint BC = 32;
 layout(constant_id = SC_NVCM_SPARSE) const uint SPARSE = 0;
 layout(constant_id = SC_NVCM_SG) const uint SG = 32;
+layout(constant_id = SC_NVCM_LSE) const uint LSE = 0;
 
 // 16-byte views (8 halves): rows are D = 64 or 128 halves, so a row is 8 or 16 whole vectors.
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
@@ -37,6 +38,7 @@ layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
+layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 
 #define ACC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 #define HALF fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
@@ -185,6 +187,9 @@ void store_o(uint hd, uint p0) {
         uint r = e / DV, a = e % DV, row = tile_rows[r];
         if (row != 0xffffffffu) o4[(hd * pc.q_len + row) * DV + a] = get8(e * 8);
     }
+    // row_m is in natural units (softmax_rows scales S): log sum exp = m + log l.
+    for (uint r = gl_LocalInvocationID.x; LSE != 0 && r < BR; r += WG)
+        if (tile_rows[r] != 0xffffffffu) lse[hd * pc.q_len + tile_rows[r]] = row_m[r] + log(row_l[r]);
 }
 
 void main() {

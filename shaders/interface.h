@@ -27,7 +27,10 @@
 #define BIND_KSPLIT 18
 #define BIND_KEYS2 19     /* radix sort: the key buffer it ping-pongs with KEYS */
 #define BIND_HIST 20      /* radix sort: per-tile digit counts, then their prefix */
-#define BIND_COUNT 21
+#define BIND_LSE 21       /* log-sum-exp per query row [heads][q_len] f32, original order (cfg.lse):
+                             the plan's buffer or the caller's tensor; written only where the
+                             attention's LSE constant is set */
+#define BIND_COUNT 22
 #define BIND_FIRST_SCRATCH BIND_PERM_Q /* bindings below it are the caller's tensors */
 
 /* ---- push constants: U(name) a 32-bit unsigned field, F(name) a float ----
@@ -54,7 +57,8 @@
 #define SC_ATT_BR 2
 #define SC_ATT_BC 3
 #define SC_ATT_SPARSE 4
-#define SC_ATT_COUNT 5
+#define SC_ATT_LSE 5      /* 1: also write each row's log-sum-exp to BIND_LSE (every attention kernel) */
+#define SC_ATT_COUNT 6
 /* attention_nvcm.comp */
 #define SC_NVCM_WG 0
 #define SC_NVCM_D 1
@@ -62,7 +66,8 @@
 #define SC_NVCM_BC 3
 #define SC_NVCM_SPARSE 4
 #define SC_NVCM_SG 5
-#define SC_NVCM_COUNT 6
+#define SC_NVCM_LSE 6
+#define SC_NVCM_COUNT 7
 /* attention_khr.comp */
 #define SC_KHR_WG 0
 #define SC_KHR_D 1
@@ -74,7 +79,8 @@
 #define SC_KHR_N 7
 #define SC_KHR_K 8
 #define SC_KHR_MF 9       /* row fragments per subgroup */
-#define SC_KHR_COUNT 10
+#define SC_KHR_LSE 10
+#define SC_KHR_COUNT 11
 #define KHR_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation */
 /* attention_cm2.comp */
 #define SC_CM2_WG 0
@@ -83,7 +89,8 @@
 #define SC_CM2_BC 3
 #define SC_CM2_TPB 4      /* key tiles per key block (sorted build) */
 #define SC_CM2_FULL 5     /* CM2_FULL_* bits: partial-tile code compiled out */
-#define SC_CM2_COUNT 6
+#define SC_CM2_LSE 6
+#define SC_CM2_COUNT 7
 #define CM2_FULL_Q 1      /* q_len a multiple of BR: Q loaded unclamped */
 #define CM2_FULL_K 2      /* kv_len a multiple of BC: key tiles unclamped and unmasked */
 #define CM2_FULL_O 4      /* O stored unclamped */

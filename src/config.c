@@ -26,6 +26,7 @@ const char *baatt_status_string(baatt_status s)
     case BAATT_ERROR_NONFINITE_INPUT: return "BAATT_ERROR_NONFINITE_INPUT: an input holds a NaN or an infinity";
     case BAATT_ERROR_NO_SELECTION: return "BAATT_ERROR_NO_SELECTION: reuse asked before the plan holds a selection";
     case BAATT_ERROR_BAD_SELECTION: return "BAATT_ERROR_BAD_SELECTION: malformed block mask or permutation";
+    case BAATT_ERROR_NO_LSE: return "BAATT_ERROR_NO_LSE: log-sum-exp asked of a plan created without cfg.lse";
     case BAATT_ERROR_NO_VULKAN: return "BAATT_ERROR_NO_VULKAN: the Vulkan loader (libvulkan.so.1) could not be loaded";
     case BAATT_ERROR_NO_DEVICE: return "BAATT_ERROR_NO_DEVICE: no matching Vulkan device";
     case BAATT_ERROR_MISSING_FEATURE: return "BAATT_ERROR_MISSING_FEATURE: the device lacks a required feature";
@@ -117,6 +118,8 @@ baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
     if (qn > 0x7fffffffull || kn > 0x7fffffffull)
         return baatt_msgf(msg, n, BAATT_ERROR_TOO_LARGE, "a tensor has more than 2^31-1 elements (Q %llu, K %llu)",
                           (unsigned long long)qn, (unsigned long long)kn);
+    if (c->lse != 0 && c->lse != 1)
+        return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "lse %d: expected 0 (no log-sum-exp) or 1", c->lse);
     if (c->dense) return BAATT_OK;
     if (c->block_size != 32 && c->block_size != 64 && c->block_size != 128)
         return baatt_msgf(msg, n, BAATT_ERROR_UNSUPPORTED_BLOCK_SIZE, "block_size %u is not supported (32, 64 or 128)",

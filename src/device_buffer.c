@@ -74,7 +74,29 @@ baatt_status baatt_device_buffer_read(baatt_device_buffer *b, uint64_t offset, v
 baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
                                     baatt_device_buffer *v, baatt_device_buffer *o)
 {
+    return baatt_plan_run_buffers_lse(plan, q, k, v, o, NULL);
+}
+
+/* The LSE buffer of a run: NULL, or one of the plan's context that holds the plan's LSE. */
+static baatt_status check_lse_buffer(baatt_plan *plan, const baatt_device_buffer *lse)
+{
+    if (!lse) return BAATT_OK;
+    const char *fn = "baatt_plan_run_buffers_lse";
+    if (!plan->cfg.lse)
+        return baatt_fail(plan->ctx, BAATT_ERROR_NO_LSE, "%s: lse given to a plan created without cfg.lse", fn);
+    if (lse->ctx != plan->ctx)
+        return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: lse belongs to another context", fn);
+    if (lse->bytes < baatt_plan_lse_bytes(plan))
+        return baatt_fail(plan->ctx, BAATT_ERROR_BAD_SHAPE, "%s: lse holds %llu bytes, the plan's LSE %llu", fn,
+                          (unsigned long long)lse->bytes, (unsigned long long)baatt_plan_lse_bytes(plan));
+    return BAATT_OK;
+}
+
+baatt_status baatt_plan_run_buffers_lse(baatt_plan *plan, baatt_device_buffer *q, baatt_device_buffer *k,
+                                        baatt_device_buffer *v, baatt_device_buffer *o, baatt_device_buffer *lse)
+{
     if (!plan || !q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    BAATT_TRY(check_lse_buffer(plan, lse));
     baatt_context *ctx = q->ctx;
     if (k->ctx != ctx || v->ctx != ctx || o->ctx != ctx || plan->ctx != ctx)
         return baatt_fail(plan->ctx, BAATT_ERROR_INVALID_ARGUMENT,
@@ -89,10 +111,11 @@ baatt_status baatt_plan_run_buffers(baatt_plan *plan, baatt_device_buffer *q, ba
                               (unsigned long long)b[i] -> bytes, (unsigned long long)(i == 0 || i == 3 ? qn : kn));
     baatt_tensors t = {baatt_device_buffer_tensor(q), baatt_device_buffer_tensor(k), baatt_device_buffer_tensor(v),
                        baatt_device_buffer_tensor(o)};
+    baatt_device_tensor lt = baatt_device_buffer_tensor(lse);
     VkCommandBuffer cmd;
     BAATT_TRY(baatt_cmd_begin(ctx, &cmd));
     int estimate = !baatt_selection_reused(plan);
-    baatt_status s = baatt_plan_record(plan, cmd, &t);
+    baatt_status s = baatt_plan_record_lse(plan, cmd, &t, lse ? &lt : NULL);
     if (s) {
         baatt_cmd_discard(ctx, cmd);
         return s;

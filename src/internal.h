@@ -34,8 +34,9 @@ static inline double baatt_dot_f64(const double *a, const double *b, size_t n)
     return (s0 + s1) + (s2 + s3);
 }
 
-/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of docs/ALGORITHM.md step 3). */
-void baatt_softmax_f64(double *p, uint32_t n);
+/* In place: p[j] = exp(p[j] - max) / sum, in double (the block map M of docs/ALGORITHM.md step 3).
+ * Returns ln sum_j exp(p[j]) of the input (max + ln sum). */
+double baatt_softmax_f64(double *p, uint32_t n);
 
 /* min/max clamping of a per-row block count (>= 1, <= nk, honouring min/max_blocks). */
 uint32_t baatt_config_clamp_blocks(const baatt_config *c, uint32_t m);

@@ -153,7 +153,11 @@ void baatt_plan_tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv)
     *kv = es * p->ch.geo.bhkv * c->kv_len * c->head_dim;
 }
 
-static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
+uint64_t baatt_plan_lse_bytes(const baatt_plan *p) { return 4ull * p->ch.geo.bh * p->cfg.q_len; }
+
+/* The caller's tensors at their bindings, the plan's scratch at the others; the LSE binding takes
+ * the caller's tensor where one is given (else the plan's buffer, or its placeholder). */
+static void bind_tensors(baatt_plan *p, const baatt_tensors *t, const baatt_device_tensor *lse)
 {
     uint64_t qn, kn;
     baatt_plan_tensor_bytes(p, &qn, &kn);
@@ -164,6 +168,7 @@ static void bind_tensors(baatt_plan *p, const baatt_tensors *t)
     for (uint32_t i = 0; i < BIND_COUNT; i++) {
         bi[i] = i < BIND_FIRST_SCRATCH ? (VkDescriptorBufferInfo){ten[i]->buffer, ten[i]->offset, tsz[i]}
                                        : (VkDescriptorBufferInfo){p->buf[i].buffer, 0, VK_WHOLE_SIZE};
+        if (i == BIND_LSE && lse) bi[i] = (VkDescriptorBufferInfo){lse->buffer, lse->offset, baatt_plan_lse_bytes(p)};
         w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
                                       .dstSet = p->set,
                                       .dstBinding = i,
@@ -222,6 +227,12 @@ static baatt_status check_tensor(baatt_plan *p, const baatt_device_tensor *t, co
 
 baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_tensors *t)
 {
+    return baatt_plan_record_lse(p, cmd, t, NULL);
+}
+
+baatt_status baatt_plan_record_lse(baatt_plan *p, VkCommandBuffer cmd, const baatt_tensors *t,
+                                   const baatt_device_tensor *lse)
+{
     if (!p || !cmd || !t)
         return p ? baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "NULL command buffer or tensors")
                  : BAATT_ERROR_INVALID_ARGUMENT;
@@ -231,11 +242,16 @@ baatt_status baatt_plan_record(baatt_plan *p, VkCommandBuffer cmd, const baatt_t
     BAATT_TRY(check_tensor(p, &t->k, "k", kn));
     BAATT_TRY(check_tensor(p, &t->v, "v", kn));
     BAATT_TRY(check_tensor(p, &t->o, "o", qn));
+    if (lse && !p->cfg.lse)
+        return baatt_fail(p->ctx, BAATT_ERROR_NO_LSE,
+                          "tensor lse given to a plan created without cfg.lse (it computes no log-sum-exp)");
+    if (lse) BAATT_TRY(check_tensor(p, lse, "lse", baatt_plan_lse_bytes(p)));
     BAATT_TRY(baatt_selection_check_run(p));
-    bind_tensors(p, t);
+    bind_tensors(p, t, lse);
     baatt_rec r = {p, cmd};
     record_stages(&r);
     p->ran = 1;
+    p->lse_here = p->cfg.lse && !lse;
     return BAATT_OK;
 }
 
@@ -283,7 +299,7 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
     BAATT_TRY(baatt_cmd_begin(p->ctx, &r.cmd));
     for (int i = 0; i < 3; i++) copy(&r, p->staging.buffer, at[i], p->host[i].buffer, 0, i ? kn : qn);
     baatt_tensors t = {{p->host[0].buffer, 0}, {p->host[1].buffer, 0}, {p->host[2].buffer, 0}, {p->host[3].buffer, 0}};
-    bind_tensors(p, &t);
+    bind_tensors(p, &t, NULL);
     record_stages(&r);
     copy(&r, p->host[3].buffer, 0, p->staging.buffer, at[3], qn);
     baatt_cmd_host_barrier(p->ctx, r.cmd);
@@ -294,5 +310,6 @@ baatt_status baatt_plan_run_host(baatt_plan *p, const void *q, const void *k, co
     }
     memcpy(o, st + at[3], qn);
     p->ran = 1;
+    p->lse_here = p->cfg.lse;
     return BAATT_OK;
 }

@@ -65,6 +65,7 @@ struct baatt_plan {
     int reuse;             /* baatt_plan_set_reuse: runs attend on the held selection */
     int held;              /* the selection on the device: 0 none, or a baatt_held */
     uint8_t *given_sorted; /* [bhkv] of a given selection: 1 where its perm_k is not the identity */
+    int lse_here;          /* cfg.lse: the last recording wrote the LSE to buf[BIND_LSE] (not the caller's) */
 };
 
 /* Where the selection a plan holds came from. */
@@ -78,6 +79,8 @@ typedef struct baatt_rec {
 
 /* Bytes of the Q (and O) and of the K (and V) tensors. */
 void baatt_plan_tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv);
+/* Bytes of the log-sum-exp: a float per query row. */
+uint64_t baatt_plan_lse_bytes(const baatt_plan *p);
 
 /* ---- creation helpers (plan.c) ---- */
 /* Device scratch for binding (bytes, checked against the device's buffer range). */

@@ -85,6 +85,21 @@ baatt_status baatt_plan_read_perms(baatt_plan *p, int32_t *perm_q, int32_t *perm
     return BAATT_OK;
 }
 
+baatt_status baatt_plan_read_lse(baatt_plan *p, float *lse)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!p->cfg.lse)
+        return baatt_fail(p->ctx, BAATT_ERROR_NO_LSE,
+                          "baatt_plan_read_lse: the plan was created without cfg.lse (set it to 1 to get the LSE)");
+    BAATT_TRY(require_run(p));
+    if (!lse) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "lse is NULL");
+    if (!p->lse_here)
+        return baatt_fail(
+            p->ctx, BAATT_ERROR_NOT_READY,
+            "baatt_plan_read_lse: the last run wrote its LSE to the caller's tensor (record_lse / run_buffers_lse)");
+    return download_at(p, &p->buf[BIND_LSE], 0, lse, baatt_plan_lse_bytes(p));
+}
+
 baatt_status baatt_plan_read_head_sorted(baatt_plan *p, uint8_t *sorted)
 {
     BAATT_TRY(require_run(p));

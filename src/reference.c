@@ -121,6 +121,7 @@ void baatt_argsort_desc(const float *key, uint32_t n, int32_t *idx, int32_t *tmp
  * out [ROW_TILE, head_dim] of one row tile. */
 typedef struct head_buf {
     double *q, *k, *v, *kg, *vg, *scores, *out;
+    double lse[ROW_TILE]; /* log-sum-exp of each row of the tile */
     uint32_t d;
     double scale;
 } head_buf;
@@ -155,18 +156,19 @@ static baatt_status head_alloc(const baatt_config *c, head_buf *h, int gather)
     return BAATT_ERROR_OUT_OF_HOST_MEMORY;
 }
 
-void baatt_softmax_f64(double *p, uint32_t n)
+double baatt_softmax_f64(double *p, uint32_t n)
 {
     double mx = -INFINITY, sum = 0;
     for (uint32_t j = 0; j < n; j++)
         if (p[j] > mx) mx = p[j];
     for (uint32_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
     for (uint32_t j = 0; j < n; j++) p[j] /= sum;
+    return mx + log(sum);
 }
 
 /* Query rows rows[0..nr) (nr <= ROW_TILE, original indices into h->q) against the n key rows k
  * with values v (contiguous, head_dim each): exact softmax in double. On return
- * h->scores[r * n + j] is the probability row r puts on key j and, if want_out,
+ * h->scores[r * n + j] is the probability row r puts on key j, h->lse[r] its log-sum-exp and, if want_out,
  * h->out[r * d + a] = sum_j p v_j[a] (0 when there are no keys). */
 static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const double *k, const double *v, uint32_t n,
                         int want_out)
@@ -177,7 +179,7 @@ static void attend_tile(head_buf *h, const uint32_t *rows, uint32_t nr, const do
         for (uint32_t r = 0; r < nr; r++)
             h->scores[(uint64_t)r * n + j] = h->scale * baatt_dot_f64(h->q + (uint64_t)rows[r] * d, kr, d);
     }
-    for (uint32_t r = 0; r < nr; r++) baatt_softmax_f64(h->scores + (uint64_t)r * n, n);
+    for (uint32_t r = 0; r < nr; r++) h->lse[r] = baatt_softmax_f64(h->scores + (uint64_t)r * n, n);
     if (!want_out) return;
     memset(h->out, 0, sizeof(double) * nr * d);
     for (uint32_t j = 0; j < n; j++)
@@ -191,12 +193,13 @@ static void tile_rows(const int32_t *perm, uint32_t first, uint32_t nr, uint32_t
     for (uint32_t r = 0; r < nr; r++) rows[r] = perm ? (uint32_t)perm[first + r] : first + r;
 }
 
-/* Loads K and V of (b, kv head kh); Q is loaded per query head by load_q. */
+/* Loads K and V of (b, kv head kh) (v NULL: K only, for the log-sum-exp); Q is loaded per query
+ * head by load_q. */
 static void load_kv(const baatt_config *c, const void *k, const void *v, uint32_t b, uint32_t kh, head_buf *h)
 {
     uint64_t first = ((uint64_t)b * c->kv_heads + kh) * c->kv_len;
     load_rows(k, c->dtype, first, c->kv_len, c->head_dim, h->k);
-    load_rows(v, c->dtype, first, c->kv_len, c->head_dim, h->v);
+    if (v) load_rows(v, c->dtype, first, c->kv_len, c->head_dim, h->v);
 }
 
 static void load_q(const baatt_config *c, const void *q, uint32_t b, uint32_t qh, head_buf *h)
@@ -204,12 +207,21 @@ static void load_q(const baatt_config *c, const void *q, uint32_t b, uint32_t qh
     load_rows(q, c->dtype, ((uint64_t)b * c->heads + qh) * c->q_len, c->q_len, c->head_dim, h->q);
 }
 
-/* Writes the nr rows of a finished tile (h->out) to o at their original indices. */
-static void store_tile(const baatt_config *c, float *o, uint32_t b, uint32_t qh, const head_buf *h,
+/* Where finished rows go, at their original indices (either may be NULL): O [b, h, q_len, d] and
+ * the log-sum-exp [b, h, q_len]. */
+typedef struct outputs {
+    float *o, *lse;
+} outputs;
+
+/* Writes the nr rows of a finished tile (h->out, h->lse) to out. */
+static void store_tile(const baatt_config *c, outputs out, uint32_t b, uint32_t qh, const head_buf *h,
                        const uint32_t *rows, uint32_t nr)
 {
+    uint64_t first = ((uint64_t)b * c->heads + qh) * c->q_len;
     for (uint32_t r = 0; r < nr; r++) {
-        float *dst = o + (((uint64_t)b * c->heads + qh) * c->q_len + rows[r]) * c->head_dim;
+        if (out.lse) out.lse[first + rows[r]] = (float)h->lse[r];
+        if (!out.o) continue;
+        float *dst = out.o + (first + rows[r]) * c->head_dim;
         for (uint32_t a = 0; a < c->head_dim; a++) dst[a] = (float)h->out[(uint64_t)r * c->head_dim + a];
     }
 }
@@ -218,12 +230,11 @@ static void store_tile(const baatt_config *c, float *o, uint32_t b, uint32_t qh,
  * Dense attention.
  * ------------------------------------------------------------------------------------------- */
 
-baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k, const void *v, float *o)
+/* Every row over every key: O and/or the log-sum-exp. */
+static baatt_status dense_rows(const baatt_config *cfg, const void *q, const void *k, const void *v, outputs out)
 {
-    baatt_status s = baatt_config_check(cfg, NULL, 0);
-    if (s != BAATT_OK) return s;
-    if (!q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
     head_buf h = {0};
+    baatt_status s;
     if ((s = head_alloc(cfg, &h, 0)) != BAATT_OK) return s;
     uint32_t g = gqa_group(cfg), rows[ROW_TILE];
     for (uint32_t b = 0; b < cfg->batch; b++) {
@@ -234,14 +245,22 @@ baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, c
                 for (uint32_t i = 0; i < cfg->q_len; i += ROW_TILE) {
                     uint32_t nr = cfg->q_len - i < ROW_TILE ? cfg->q_len - i : ROW_TILE;
                     tile_rows(NULL, i, nr, rows);
-                    attend_tile(&h, rows, nr, h.k, h.v, cfg->kv_len, 1);
-                    store_tile(cfg, o, b, qh, &h, rows, nr);
+                    attend_tile(&h, rows, nr, h.k, h.v, cfg->kv_len, out.o != NULL);
+                    store_tile(cfg, out, b, qh, &h, rows, nr);
                 }
             }
         }
     }
     head_free(&h);
     return BAATT_OK;
+}
+
+baatt_status baatt_reference_attention(const baatt_config *cfg, const void *q, const void *k, const void *v, float *o)
+{
+    baatt_status s = baatt_config_check(cfg, NULL, 0);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    return dense_rows(cfg, q, k, v, (outputs){o, NULL});
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -462,34 +481,32 @@ static baatt_status check_run_perms(const baatt_config *c, const int32_t *perm_q
 /* All query blocks of one (b, query head): sorted position p in block I reads original row
  * perm_q[p] and writes it back there; the rows of a block share one key list. */
 static void sparse_head(const baatt_config *c, head_buf *h, const int32_t *pq, const int32_t *pk, const uint8_t *mask,
-                        int32_t *keys, float *o, uint32_t b, uint32_t qh)
+                        int32_t *keys, outputs out, uint32_t b, uint32_t qh)
 {
     uint32_t nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c), rows[ROW_TILE];
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t n = selected_keys(c, mask + (uint64_t)i * nk, pk, keys);
         for (uint32_t t = 0; t < n; t++) {
             memcpy(h->kg + (uint64_t)t * h->d, h->k + (uint64_t)keys[t] * h->d, sizeof(double) * h->d);
-            memcpy(h->vg + (uint64_t)t * h->d, h->v + (uint64_t)keys[t] * h->d, sizeof(double) * h->d);
+            if (out.o) memcpy(h->vg + (uint64_t)t * h->d, h->v + (uint64_t)keys[t] * h->d, sizeof(double) * h->d);
         }
         uint32_t start = i * c->block_size, end = start + block_count(c, c->q_len, i);
         for (uint32_t p = start; p < end; p += ROW_TILE) {
             uint32_t nr = end - p < ROW_TILE ? end - p : ROW_TILE;
             tile_rows(pq, p, nr, rows);
-            attend_tile(h, rows, nr, h->kg, h->vg, n, 1);
-            store_tile(c, o, b, qh, h, rows, nr);
+            attend_tile(h, rows, nr, h->kg, h->vg, n, out.o != NULL);
+            store_tile(c, out, b, qh, h, rows, nr);
         }
     }
 }
 
-baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q, const void *k, const void *v,
-                                              const int32_t *perm_q, const int32_t *perm_k, const uint8_t *mask,
-                                              float *o)
+/* Every row over its query block's selected keys (c checked, perms checked): O and/or the
+ * log-sum-exp. */
+static baatt_status sparse_rows(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                const int32_t *perm_q, const int32_t *perm_k, const uint8_t *mask, outputs out)
 {
-    baatt_config c;
-    baatt_status s = stage_config(cfg, &c);
-    if (s != BAATT_OK) return s;
-    if (!q || !k || !v || !perm_q || !perm_k || !mask || !o) return BAATT_ERROR_INVALID_ARGUMENT;
-    if ((s = check_run_perms(&c, perm_q, perm_k)) != BAATT_OK) return s;
+    baatt_config c = *cfg;
+    baatt_status s;
     head_buf h = {0};
     int32_t *keys = malloc(sizeof(int32_t) * c.kv_len);
     if (!keys || (s = head_alloc(&c, &h, 1)) != BAATT_OK) {
@@ -504,12 +521,67 @@ baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const voi
             for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
                 uint64_t bh = (uint64_t)b * c.heads + qh;
                 load_q(&c, q, b, qh, &h);
-                sparse_head(&c, &h, perm_q + bh * c.q_len, pk, mask + bh * nq * nk, keys, o, b, qh);
+                sparse_head(&c, &h, perm_q + bh * c.q_len, pk, mask + bh * nq * nk, keys, out, b, qh);
             }
         }
     }
     free(keys);
     head_free(&h);
+    return BAATT_OK;
+}
+
+baatt_status baatt_reference_sparse_attention(const baatt_config *cfg, const void *q, const void *k, const void *v,
+                                              const int32_t *perm_q, const int32_t *perm_k, const uint8_t *mask,
+                                              float *o)
+{
+    baatt_config c;
+    baatt_status s = stage_config(cfg, &c);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !v || !perm_q || !perm_k || !mask || !o) return BAATT_ERROR_INVALID_ARGUMENT;
+    if ((s = check_run_perms(&c, perm_q, perm_k)) != BAATT_OK) return s;
+    return sparse_rows(&c, q, k, v, perm_q, perm_k, mask, (outputs){o, NULL});
+}
+
+/* Identity permutations [heads, len] (callers free). */
+static int32_t *identity_perms(uint64_t heads, uint32_t len)
+{
+    int32_t *p = malloc(sizeof(int32_t) * heads * len + 1);
+    for (uint64_t h = 0; p && h < heads; h++)
+        for (uint32_t i = 0; i < len; i++) p[h * len + i] = (int32_t)i;
+    return p;
+}
+
+baatt_status baatt_reference_lse(const baatt_config *cfg, const void *q, const void *k, const int32_t *perm_q,
+                                 const int32_t *perm_k, const uint8_t *mask, float *lse)
+{
+    baatt_status s = baatt_config_check(cfg, NULL, 0);
+    if (s != BAATT_OK) return s;
+    if (!q || !k || !lse) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!mask) return dense_rows(cfg, q, k, NULL, (outputs){NULL, lse});
+    baatt_config c;
+    if ((s = stage_config(cfg, &c)) != BAATT_OK) return s;
+    int32_t *pq = perm_q ? NULL : identity_perms((uint64_t)c.batch * c.heads, c.q_len);
+    int32_t *pk = perm_k ? NULL : identity_perms((uint64_t)c.batch * c.kv_heads, c.kv_len);
+    if ((!perm_q && !pq) || (!perm_k && !pk)) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (!s) s = check_run_perms(&c, perm_q ? perm_q : pq, perm_k ? perm_k : pk);
+    if (!s) s = sparse_rows(&c, q, k, NULL, perm_q ? perm_q : pq, perm_k ? perm_k : pk, mask, (outputs){NULL, lse});
+    free(pq);
+    free(pk);
+    return s;
+}
+
+baatt_status baatt_lse_merge(uint64_t rows, uint32_t head_dim, const float *o1, const float *lse1, const float *o2,
+                             const float *lse2, float *o, float *lse)
+{
+    if (!o1 || !lse1 || !o2 || !lse2 || !o || !lse) return BAATT_ERROR_INVALID_ARGUMENT;
+    for (uint64_t r = 0; r < rows; r++) {
+        double l1 = lse1[r], l2 = lse2[r], m = l1 > l2 ? l1 : l2;
+        /* both empty: no keys at all, nothing to weigh (exp(-inf - -inf) would be NaN) */
+        double l = m == -INFINITY ? m : m + log(exp(l1 - m) + exp(l2 - m));
+        double w1 = m == -INFINITY ? 0 : exp(l1 - l), w2 = m == -INFINITY ? 0 : exp(l2 - l);
+        for (uint64_t a = r * head_dim; a < (r + 1) * head_dim; a++) o[a] = (float)(w1 * o1[a] + w2 * o2[a]);
+        lse[r] = (float)l;
+    }
     return BAATT_OK;
 }
 

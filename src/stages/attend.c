@@ -164,8 +164,10 @@ baatt_status baatt_attend_create(baatt_plan *p)
     const baatt_attend_choice *a = &p->ch.attend;
     const char *dt = baatt_dtype_name(p->cfg.dtype);
     uint32_t d = p->cfg.head_dim, sparse = !p->cfg.dense;
+    uint32_t lse = (uint32_t)p->cfg.lse;
     char name[48];
     if (a->sorted) BAATT_TRY(create_sorted_copies(p));
+    if (lse) BAATT_TRY(baatt_plan_scratch(p, BIND_LSE, baatt_plan_lse_bytes(p), "log-sum-exp"));
     if (a->path == BAATT_ATTEND_CM2) {
         snprintf(name, sizeof name, "attention_cm2%s_%s", sparse ? "_sorted" : "", dt);
         uint32_t sc[SC_CM2_COUNT] = {[SC_CM2_WG] = a->wg,
@@ -173,7 +175,8 @@ baatt_status baatt_attend_create(baatt_plan *p)
                                      [SC_CM2_BR] = a->br,
                                      [SC_CM2_BC] = a->bc,
                                      [SC_CM2_TPB] = sparse ? p->ch.geo.block / a->bc : 1,
-                                     [SC_CM2_FULL] = a->full};
+                                     [SC_CM2_FULL] = a->full,
+                                     [SC_CM2_LSE] = lse};
         return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_CM2_COUNT);
     }
     if (a->path == BAATT_ATTEND_KHR) {
@@ -181,18 +184,19 @@ baatt_status baatt_attend_create(baatt_plan *p)
             [SC_KHR_WG] = a->wg,     [SC_KHR_D] = d,           [SC_KHR_NSG] = a->wg / a->subgroup,
             [SC_KHR_BC] = a->bc,     [SC_KHR_SPARSE] = sparse, [SC_KHR_SG] = a->subgroup,
             [SC_KHR_M] = a->shape.m, [SC_KHR_N] = a->shape.n,  [SC_KHR_K] = a->shape.k,
-            [SC_KHR_MF] = a->mf};
+            [SC_KHR_MF] = a->mf,     [SC_KHR_LSE] = lse};
         uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
         return baatt_plan_pipeline_pinned(p, K_ATTEND, "attention_khr_f16", sc, SC_KHR_COUNT, pin);
     }
     if (a->path == BAATT_ATTEND_NVCM) {
-        uint32_t sc[SC_NVCM_COUNT] = {[SC_NVCM_WG] = a->wg, [SC_NVCM_D] = d,           [SC_NVCM_NSG] = a->br / 16,
-                                      [SC_NVCM_BC] = a->bc, [SC_NVCM_SPARSE] = sparse, [SC_NVCM_SG] = 32};
+        uint32_t sc[SC_NVCM_COUNT] = {
+            [SC_NVCM_WG] = a->wg,      [SC_NVCM_D] = d,   [SC_NVCM_NSG] = a->br / 16, [SC_NVCM_BC] = a->bc,
+            [SC_NVCM_SPARSE] = sparse, [SC_NVCM_SG] = 32, [SC_NVCM_LSE] = lse};
         return baatt_plan_pipeline(p, K_ATTEND, "attention_nvcm_f16", sc, SC_NVCM_COUNT);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
-    uint32_t sc[SC_ATT_COUNT] = {
-        [SC_ATT_WG] = a->wg, [SC_ATT_D] = d, [SC_ATT_BR] = a->br, [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse};
+    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d,           [SC_ATT_BR] = a->br,
+                                 [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse, [SC_ATT_LSE] = lse};
     return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
 }
 
