@@ -368,6 +368,36 @@ static void dense_side_outputs(void **s)
     free(r);
 }
 
+/* --lse-out: float32 [B, H, NQ], against the reference LSE on the tool's own selection (BA-Att,
+ * fp16) and over all keys (--dense, fp32); 2e-5 absolute as in test_lse.c. */
+static void lse_out(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    char op[PATH_MAX_], mp[PATH_MAX_], qp[PATH_MAX_], kp[PATH_MAX_], lp[PATH_MAX_], io[IO_MAX];
+    const input *ins[2] = {&g_f16, &g_f32};
+    for (int dense = 0; dense < 2; dense++) {
+        const input *in = ins[dense];
+        run_cli(r, "attention %s %s --lse-out '%s' --mask-out '%s' --perm-q-out '%s' --perm-k-out '%s'",
+                io_args(io, sizeof io, in, tmp(op, "o.npy")), dense ? "--dense" : "", tmp(lp, "lse.npy"),
+                tmp(mp, "mask.npy"), tmp(qp, "pq.npy"), tmp(kp, "pk.npy"));
+        expect_ok(r);
+        selection sel;
+        read_selection(&sel, 64, dense ? 2 : 1, dense);
+        baatt_config c = input_config(in);
+        uint64_t shape[3] = {B, H, NQ};
+        baatt_npy l;
+        read_npy(lp, &l, BAATT_NPY_F32, 3, shape);
+        float ref[B * H * NQ];
+        assert_int_equal(baatt_reference_lse(&c, in->q, in->k, sel.pq.data, sel.pk.data, sel.mask.data, ref), BAATT_OK);
+        assert_true(th_compare(l.data, ref, l.count, 2e-5, 1e-6, lp) <= 1.0);
+        baatt_npy_free(&l);
+        free_selection(&sel);
+    }
+    unlink(op), unlink(lp);
+    free(r);
+}
+
 /* Defaults: block 64 gives 2 x 2 blocks, keep 0.5 of 2 is 1 block per row. */
 static void baatt_default_f32(void **s)
 {
@@ -769,15 +799,25 @@ static void eval_json(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(help_and_info),      cmocka_unit_test(dense),
-        cmocka_unit_test(dense_side_outputs), cmocka_unit_test(baatt_default_f32),
-        cmocka_unit_test(baatt_default_f16),  cmocka_unit_test(baatt_threshold_no_sort),
-        cmocka_unit_test(json_output),        cmocka_unit_test(sort_auto),
-        cmocka_unit_test(bad_options),        cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(nonfinite_inputs),   cmocka_unit_test(output_paths),
-        cmocka_unit_test(steps_and_mask_in),  cmocka_unit_test(mask_in_original_order),
-        cmocka_unit_test(mask_in_errors),     cmocka_unit_test(demo),
-        cmocka_unit_test(bench_check),        cmocka_unit_test(eval_json),
+        cmocka_unit_test(help_and_info),
+        cmocka_unit_test(dense),
+        cmocka_unit_test(dense_side_outputs),
+        cmocka_unit_test(baatt_default_f32),
+        cmocka_unit_test(baatt_default_f16),
+        cmocka_unit_test(baatt_threshold_no_sort),
+        cmocka_unit_test(json_output),
+        cmocka_unit_test(sort_auto),
+        cmocka_unit_test(bad_options),
+        cmocka_unit_test(bad_inputs),
+        cmocka_unit_test(nonfinite_inputs),
+        cmocka_unit_test(output_paths),
+        cmocka_unit_test(steps_and_mask_in),
+        cmocka_unit_test(mask_in_original_order),
+        cmocka_unit_test(mask_in_errors),
+        cmocka_unit_test(demo),
+        cmocka_unit_test(bench_check),
+        cmocka_unit_test(eval_json),
+        cmocka_unit_test(lse_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -5,7 +5,7 @@
 #include "cli.h"
 
 typedef struct opts {
-    const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out;
+    const char *q, *k, *v, *out, *device, *mask_out, *pq_out, *pk_out, *lse_out;
     const char *mask_in, *pq_in, *pk_in;
     int json, allow_nonfinite;
     uint32_t steps, refresh;
@@ -34,6 +34,9 @@ static const char USAGE[] =
     "  --mask-out m.npy    uint8 [batch, heads, q_blocks, k_blocks] selection (sorted-block coords)\n"
     "  --perm-q-out f.npy  int32 [batch, heads, q_len]: original index at each sorted position\n"
     "  --perm-k-out f.npy  int32 [batch, kv_heads, kv_len]\n"
+    "  --lse-out l.npy     float32 [batch, heads, q_len] (Q's leading dimensions): each query row's\n"
+    "                      log-sum-exp, ln sum_j exp(scale * q.k_j) over the keys it attended to; with\n"
+    "                      O it merges partial attentions over disjoint keys (baatt_lse_merge)\n"
     "  --mask-in m.npy     attend on this selection instead of estimating one (no sort, statistics,\n"
     "                      scoring or selection): uint8 [batch, heads, q_blocks, k_blocks] of 0/1, the\n"
     "                      layout --mask-out writes; blocks of the original token order unless\n"
@@ -81,6 +84,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--mask-out")) ok = cli_arg_str(c, argc, argv, &i, &o->mask_out);
         else if (!strcmp(a, "--perm-q-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pq_out);
         else if (!strcmp(a, "--perm-k-out")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_out);
+        else if (!strcmp(a, "--lse-out")) ok = cli_arg_str(c, argc, argv, &i, &o->lse_out);
         else if (!strcmp(a, "--mask-in")) ok = cli_arg_str(c, argc, argv, &i, &o->mask_in);
         else if (!strcmp(a, "--perm-q-in")) ok = cli_arg_str(c, argc, argv, &i, &o->pq_in);
         else if (!strcmp(a, "--perm-k-in")) ok = cli_arg_str(c, argc, argv, &i, &o->pk_in);
@@ -111,8 +115,9 @@ static int parse(int argc, char **argv, opts *o)
     if (o->steps == 0 && o->refresh) return cli_fail(c, "--refresh needs --steps"), 0;
     if (!o->steps) o->steps = 1;
     const char *in[] = {o->q, o->k, o->v, o->mask_in, o->pq_in, o->pk_in},
-               *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out};
-    if (!cli_check_outputs(c, in, 6, out, 4)) return 0;
+               *out[] = {o->out, o->mask_out, o->pq_out, o->pk_out, o->lse_out};
+    if (!cli_check_outputs(c, in, 6, out, 5)) return 0;
+    o->cfg.lse = o->lse_out != NULL;
     if (o->cfg.dense && (o->mask_out || o->pq_out || o->pk_out))
         fprintf(stderr,
                 "baatt attention: note: with --dense the mask is all ones and the permutations are identities\n");
@@ -239,10 +244,22 @@ static int read_back(baatt_status s, const void *buf, const char *what)
     return 1;
 }
 
+/* --lse-out: Q's shape without head_dim. */
+static int write_lse(const opts *o, baatt_plan *plan, const baatt_npy *q)
+{
+    const baatt_config *g = &o->cfg;
+    float *lse = malloc(4ull * g->batch * g->heads * g->q_len);
+    int ok = read_back(lse ? baatt_plan_read_lse(plan, lse) : BAATT_OK, lse, "log-sum-exp") &&
+             save(o->lse_out, BAATT_NPY_F32, q->rank - 1, q->shape, lse);
+    free(lse);
+    return ok;
+}
+
 static int write_outputs(const opts *o, baatt_plan *plan, const baatt_npy *q, const void *out)
 {
     const baatt_config *g = &o->cfg;
     if (!save(o->out, q->dtype, q->rank, q->shape, out)) return 0;
+    if (o->lse_out && !write_lse(o, plan, q)) return 0;
     if (o->mask_out) {
         uint32_t nq = baatt_config_q_blocks(g), nk = baatt_config_k_blocks(g);
         /* a dense plan reports its mask on the configured block grid if valid, else 64 (plan.c fill_push) */
