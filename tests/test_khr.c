@@ -1,7 +1,7 @@
 /* The KHR cooperative-matrix attention kernel (attention_khr.comp) against the CPU reference:
  * dense and sparse, both block orders (sorted by norm, original order) and auto sort, GQA,
  * head_dim 64 and 128, 32/64/128-token blocks, partial tiles, fresh random inputs, outputs
- * poisoned. Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
+ * poisoned; O and the log-sum-exp (cfg.lse, 2e-5 absolute: fp32 row statistics, see test_lse.c). Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
  * Skips (exit 77) on a device without KHR cooperative matrices, unless BAATT_TEST_REQUIRE_KHR=1
  * (CI's Mesa 26 run), where that is a failure: the run must not pass with the kernel unexercised. */
 #include <stdio.h>
@@ -17,7 +17,7 @@ static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint
 {
     baatt_config c = baatt_config_default();
     c.batch = b, c.heads = h, c.kv_heads = hkv, c.q_len = nq, c.kv_len = nk, c.head_dim = d;
-    c.block_size = block, c.dense = dense, c.dtype = BAATT_DTYPE_F16, c.keep_ratio = 0.4f;
+    c.block_size = block, c.dense = dense, c.dtype = BAATT_DTYPE_F16, c.keep_ratio = 0.4f, c.lse = 1;
     return c;
 }
 
@@ -30,16 +30,21 @@ static void check(baatt_config c)
            kn = (size_t)c.batch * c.kv_heads * c.kv_len * c.head_dim;
     void *q = th_random_tensor(&rng, c.dtype, qn, 1.0f), *k = th_random_tensor(&rng, c.dtype, kn, 1.0f),
          *v = th_random_tensor(&rng, c.dtype, kn, 1.0f), *o = malloc(qn * 2);
+    size_t rows = (size_t)c.batch * c.heads * c.q_len;
+    float *lse = malloc(4 * rows), *ref_lse = malloc(4 * rows);
     th_poison(o, c.dtype, qn);
+    th_poison(lse, BAATT_DTYPE_F32, rows);
     baatt_tuning t = th_tuning();
     t.attend = BAATT_ATTEND_KHR;
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
     assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
+    assert_int_equal(baatt_plan_read_lse(plan, lse), BAATT_OK);
     float *ref = malloc(4 * qn), *got = th_to_float(o, c.dtype, qn);
     if (c.dense) {
         assert_int_equal(baatt_reference_attention(&c, q, k, v, ref), BAATT_OK);
+        assert_int_equal(baatt_reference_lse(&c, q, k, NULL, NULL, NULL, ref_lse), BAATT_OK);
     } else {
         uint32_t nq = baatt_config_q_blocks(&c), nk = baatt_config_k_blocks(&c);
         uint8_t *mask = malloc((size_t)c.batch * c.heads * nq * nk);
@@ -48,6 +53,7 @@ static void check(baatt_config c)
         assert_int_equal(baatt_plan_read_mask(plan, mask), BAATT_OK);
         assert_int_equal(baatt_plan_read_perms(plan, pq, pk), BAATT_OK);
         assert_int_equal(baatt_reference_sparse_attention(&c, q, k, v, pq, pk, mask, ref), BAATT_OK);
+        assert_int_equal(baatt_reference_lse(&c, q, k, pq, pk, mask, ref_lse), BAATT_OK);
         free(mask), free(pq), free(pk);
     }
     double atol, rtol;
@@ -56,8 +62,9 @@ static void check(baatt_config c)
     snprintf(label, sizeof label, "khr %s b%u h%u/%u q%u k%u d%u block %u sort %d", c.dense ? "dense" : "sparse",
              c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size, (int)c.norm_sort);
     assert_true(th_compare(got, ref, qn, atol, rtol, label) <= 1.0);
+    assert_true(th_compare(lse, ref_lse, rows, 2e-5, 1e-6, label) <= 1.0);
     baatt_plan_destroy(plan);
-    free(q), free(k), free(v), free(o), free(ref), free(got);
+    free(q), free(k), free(v), free(o), free(ref), free(got), free(lse), free(ref_lse);
 }
 
 static void khr_dense(void **s)
