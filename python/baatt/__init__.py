@@ -9,18 +9,21 @@
         for step, (q, k, v) in enumerate(steps):
             o = plan(q, k, v, reuse=step % 4 != 0)
     o = baatt.attention(q, k, v, block=128, mask=baatt.masks.from_block_mask(flex_block_mask))
+    o1, l1 = baatt.attention(q, k1, v1, dense=True, return_lse=True)   # two key shards ...
+    o2, l2 = baatt.attention(q, k2, v2, dense=True, return_lse=True)
+    o, lse = baatt.merge(o1, l1, o2, l2)                   # ... = attention over both
 
 A binding over libbaatt.so's C API (include/baatt.h) through ctypes. The library is looked up in
 $BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTHONPATH=python),
 then on the system's library path.
 """
-from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices)
+from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices, merge)
 from ._lib import lib as _cdll, text as _text
 from . import masks
 
 __version__ = "0.1.0"
-__all__ = ["attention", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES", "masks",
-           "library_version", "__version__"]
+__all__ = ["attention", "merge", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
+           "masks", "library_version", "__version__"]
 
 
 def library_version() -> str:

@@ -35,6 +35,7 @@ class Status(enum.IntEnum):
     NONFINITE_INPUT = 112
     NO_SELECTION = 113
     BAD_SELECTION = 114
+    NO_LSE = 115
     NO_VULKAN = 200
     NO_DEVICE = 201
     MISSING_FEATURE = 202
@@ -275,14 +276,15 @@ class Plan:
     on the selection the plan holds (its last estimating call's, or set_selection's): diffusion
     models run the same shapes at every denoising step and can refresh the selection every few. q_shape is Q's shape and kv_shape K's (= V's), both in `layout`: "bhnd" is
     [batch, heads, tokens, head_dim], "bnhd" is [batch, tokens, heads, head_dim]. dtype is
-    "float32", "float16" or "bfloat16" (also numpy/torch dtypes). The other arguments are those of
+    "float32", "float16" or "bfloat16" (also numpy/torch dtypes). lse=True makes the kernel also
+    write each row's log-sum-exp, read with lse() after a call. The other arguments are those of
     attention(). Not thread-safe: use one plan per thread.
     """
 
     def __init__(self, q_shape: Sequence[int], kv_shape: Sequence[int], dtype: Any = "float32", *,
                  scale: Optional[float] = None, dense: bool = False, keep: float = 0.5,
                  threshold: Optional[float] = None, block: int = 64, sort: SortMode = "norm",
-                 covariance: bool = True, layout: Layout = "bhnd", device: Device = None):
+                 covariance: bool = True, layout: Layout = "bhnd", device: Device = None, lse: bool = False):
         self._handle = ctypes.c_void_p()
         if layout not in ("bhnd", "bnhd"):
             raise Error(Status.INVALID_ARGUMENT, f"layout {layout!r}: expected 'bhnd' or 'bnhd'")
@@ -305,6 +307,7 @@ class Plan:
         cfg.dtype, cfg.dense, cfg.block_size = self.dtype, int(dense), int(block)
         cfg.scale = 0.0 if scale is None else float(scale)
         cfg.norm_sort, cfg.covariance, cfg.keep_ratio = _SORT[sort], int(covariance), float(keep)
+        cfg.lse = int(bool(lse))
         if threshold is not None:
             cfg.select_mode, cfg.mass_threshold = 1, float(threshold)
         if scale is not None and (not math.isfinite(scale) or scale <= 0):
@@ -410,6 +413,16 @@ class Plan:
         self._call(lib.baatt_plan_read_head_sorted(h, heads.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
         return Selection(mask=mask.astype(bool), perm_q=perm_q, perm_k=perm_k, sorted_heads=heads.astype(bool))
 
+    def lse(self) -> np.ndarray:
+        """The log-sum-exp of the last call, float32 [B, H, q_len] whatever the layout (as
+        flash-attn's softmax_lse): ln sum_j exp(scale * q_i . k_j) over the keys row i attended to.
+        With O it merges attentions over disjoint keys (merge()). Needs a plan made with lse=True
+        (Error NO_LSE otherwise) and a call first (Error NOT_READY)."""
+        c = self.config
+        out = np.empty((c.batch, c.heads, c.q_len), np.float32)
+        self._call(lib.baatt_plan_read_lse(self._live(), out.ctypes.data))
+        return out
+
     def validation_messages(self) -> int:
         """Validation-layer messages seen by this plan's context (BAATT_VALIDATION=1); 0 if off."""
         return int(lib.baatt_context_validation_messages(self._ctx.handle))
@@ -473,7 +486,7 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
               keep: float = 0.5, threshold: Optional[float] = None, block: int = 64,
               sort: SortMode = "norm", covariance: bool = True, layout: Layout = "bhnd",
               device: Device = None, return_selection: bool = False, return_stats: bool = False,
-              mask: Any = None, perm_q: Any = None, perm_k: Any = None) -> Any:
+              mask: Any = None, perm_q: Any = None, perm_k: Any = None, return_lse: bool = False) -> Any:
     """Block Approximate Sparse Attention (or exact attention with dense=True) of q over k, v.
 
     q: [B, H, Nq, d], k and v: [B, H_kv, Nk, d] (layout="bhnd"; "bnhd" takes [B, N, H, d] as
@@ -490,8 +503,10 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     mask (with perm_q, perm_k): attend on this block selection instead of estimating one (see
     Plan.set_selection and baatt.masks); `block` must be the mask's block size.
 
-    Returns O (same type, dtype, layout and device as q); with return_selection and/or
-    return_stats, a tuple (O, Selection) / (O, Stats) / (O, Selection, Stats).
+    Returns O (same type, dtype, layout and device as q); with return_lse, return_selection
+    and/or return_stats, a tuple in that order: (O, lse, Selection, Stats) with those asked for.
+    lse is float32 [B, H, Nq] (any layout; like q: numpy, or torch on q's device), the natural
+    log-sum-exp of each row's scaled scores over the keys it attended to: see merge().
     Raises Error (with .status and .message) on bad input or a device failure.
     """
     for x, name in ((q, "q"), (k, "k"), (v, "v")):
@@ -502,11 +517,63 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     if _dtype_of(k, "k") != dt or _dtype_of(v, "v") != dt:
         raise Error(Status.UNSUPPORTED_DTYPE, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     with Plan(q.shape, k.shape, _DTYPE_NAMES[dt], scale=scale, dense=dense, keep=keep, threshold=threshold,
-              block=block, sort=sort, covariance=covariance, layout=layout, device=device) as plan:
+              block=block, sort=sort, covariance=covariance, layout=layout, device=device, lse=return_lse) as plan:
         if mask is not None:
             plan.set_selection(mask, perm_q, perm_k)
         elif perm_q is not None or perm_k is not None:
             raise Error(Status.INVALID_ARGUMENT, "perm_q and perm_k need a mask")
         o = plan(q, k, v)
-        extra = ([plan.selection()] if return_selection else []) + ([plan.stats()] if return_stats else [])
+        extra = ([_like(plan.lse(), q)] if return_lse else []) + ([plan.selection()] if return_selection else []) + \
+            ([plan.stats()] if return_stats else [])
     return (o, *extra) if extra else o
+
+
+def _like(a: np.ndarray, q: Any) -> Any:
+    """a as q's kind: the numpy array, or a torch tensor on q's device."""
+    return _torch().from_numpy(a).to(q.device) if _is_torch(q) else a
+
+
+# ------------------------------------------------------------------------------------------------
+# merging partial attentions
+
+def merge(o1: Any, lse1: Any, o2: Any, lse2: Any, *, layout: Layout = "bhnd") -> Tuple[Any, Any]:
+    """The attention over the union of two disjoint key sets from the attentions over each:
+    lse = logaddexp(lse1, lse2), o = exp(lse1 - lse) o1 + exp(lse2 - lse) o2, per query row.
+
+    o1, o2: [B, H, N, d] ("bhnd"; "bnhd": [B, N, H, d]) outputs of the same queries over two
+    disjoint key sets (sequence shards in ring / Ulysses attention, the text and video keys of a
+    joint attention); lse1, lse2: their float32 [B, H, N] log-sum-exps (attention(...,
+    return_lse=True), Plan.lse()). A part with lse -inf (no keys) contributes nothing; rows with
+    both -inf come out 0 with lse -inf. numpy arrays or torch tensors (all the same kind).
+    Returns (o in o1's dtype, lse float32); nothing passed in is modified. Weights and sums are
+    computed in float32 (float64 for float64 outputs). Error BAD_SHAPE on mismatched shapes.
+    """
+    if layout not in ("bhnd", "bnhd"):
+        raise Error(Status.INVALID_ARGUMENT, f"layout {layout!r}: expected 'bhnd' or 'bnhd'")
+    if tuple(o1.shape) != tuple(o2.shape) or len(o1.shape) != 4:
+        raise Error(Status.BAD_SHAPE, f"o1 {tuple(o1.shape)} and o2 {tuple(o2.shape)} must be the same 4-d shape")
+    b, h, n, _ = _bhnd(tuple(int(s) for s in o1.shape), layout)
+    for x, name in ((lse1, "lse1"), (lse2, "lse2")):
+        if tuple(x.shape) != (b, h, n):
+            raise Error(Status.BAD_SHAPE, f"{name} has shape {tuple(x.shape)}; o1 ({layout}) needs {(b, h, n)}")
+    if _is_torch(o1):
+        torch = _torch()
+        acc = torch.float64 if o1.dtype == torch.float64 else torch.float32
+        l1, l2 = lse1.to(o1.device, torch.float32), lse2.to(o1.device, torch.float32)
+        lse = torch.logaddexp(l1, l2)
+        safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)  # both empty: weights 0
+        w1, w2 = torch.exp(l1 - safe).to(acc), torch.exp(l2 - safe).to(acc)
+        if layout == "bnhd":
+            w1, w2 = w1.transpose(1, 2), w2.transpose(1, 2)
+        o = w1[..., None] * o1.to(acc) + w2[..., None] * o2.to(acc)
+        return o.to(o1.dtype), lse
+    o1, o2 = np.asarray(o1), np.asarray(o2)
+    acc = np.float64 if o1.dtype == np.float64 else np.float32
+    l1, l2 = np.asarray(lse1, np.float32), np.asarray(lse2, np.float32)
+    lse = np.logaddexp(l1, l2)
+    safe = np.where(np.isneginf(lse), np.float32(0), lse)  # both empty: weights exp(-inf) = 0
+    w1, w2 = np.exp(l1 - safe).astype(acc), np.exp(l2 - safe).astype(acc)
+    if layout == "bnhd":
+        w1, w2 = np.swapaxes(w1, 1, 2), np.swapaxes(w2, 1, 2)
+    o = w1[..., None] * o1.astype(acc) + w2[..., None] * o2.astype(acc)
+    return o.astype(o1.dtype), lse

@@ -64,6 +64,7 @@ class ConfigC(Structure):
         ("mass_threshold", c_float),
         ("min_blocks", c_uint32),
         ("max_blocks", c_uint32),
+        ("lse", c_int),
     ]
 
 
@@ -103,6 +104,7 @@ _PROTOTYPES = {
     "baatt_plan_read_mask": (c_int, [c_void_p, POINTER(c_uint8)]),
     "baatt_plan_read_perms": (c_int, [c_void_p, c_void_p, c_void_p]),
     "baatt_plan_read_head_sorted": (c_int, [c_void_p, POINTER(c_uint8)]),
+    "baatt_plan_read_lse": (c_int, [c_void_p, c_void_p]),
     "baatt_stage_name": (c_char_p, [c_int]),
 }
 

@@ -49,6 +49,29 @@ def softmax_attention(q, k, v, scale=None, token_mask=None):
     return (p / p.sum(-1, keepdims=True)) @ v
 
 
+def lse_reference(q, k, scale=None, token_mask=None):
+    """float64 log-sum-exp [B, H, Nq] of the scaled scores (GQA by repetition) over the keys
+    token_mask (original order) allows."""
+    q, k = np.asarray(q, np.float64), np.repeat(np.asarray(k, np.float64), q.shape[1] // k.shape[1], axis=1)
+    s = q @ np.swapaxes(k, -1, -2) * (scale if scale else 1.0 / np.sqrt(q.shape[-1]))
+    if token_mask is not None:
+        s = np.where(token_mask, s, -np.inf)
+    m = s.max(-1)
+    return m + np.log(np.exp(s - m[..., None]).sum(-1))
+
+
+def token_mask(sel, block, n, nk):
+    """The selection as a boolean [B, H, Nq, Nk] mask in the original token order."""
+    b, h = sel.mask.shape[:2]
+    pk = np.repeat(sel.perm_k, h // sel.perm_k.shape[1], axis=1)
+    tm = np.repeat(np.repeat(sel.mask, block, 2), block, 3)[:, :, :n, :nk]
+    out = np.zeros_like(tm)
+    for i in range(b):
+        for j in range(h):
+            out[i, j][np.ix_(sel.perm_q[i, j], pk[i, j])] = tm[i, j]
+    return out
+
+
 def sparse_reference(q, k, v, sel, block, scale=None):
     """BA-Att's output for a given selection, in float64: gather Q/K/V into the sorted order,
     attend within the selected blocks, scatter rows back to their original positions."""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import baatt
-from conftest import rel_l2, softmax_attention, sparse_reference
+from conftest import lse_reference, rel_l2, softmax_attention, sparse_reference
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the torch tests are skipped")
 F = torch.nn.functional
@@ -66,3 +66,18 @@ def test_errors(rng):
     with pytest.raises(baatt.Error) as e:
         baatt.Plan(q.shape, k.shape, torch.float32)(q, k.numpy(), v)
     assert e.value.status == baatt.Status.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lse_and_merge(rng, device):
+    """return_lse gives a float32 torch tensor on q's device; merge of two key halves on torch
+    tensors = attention over all keys (bf16: the portable kernel's fp32 statistics, or 2^-8 on
+    the cooperative-matrix-2 kernel)."""
+    (q, k, v), (qn, kn, vn) = make(rng, torch.bfloat16, device, n=160)
+    o1, l1 = baatt.attention(q, k[:, :, :70], v[:, :, :70], dense=True, return_lse=True)
+    o2, l2 = baatt.attention(q, k[:, :, 70:], v[:, :, 70:], dense=True, return_lse=True)
+    assert l1.dtype == torch.float32 and l1.device == q.device and l1.shape == (1, 4, 160)
+    o, lse = baatt.merge(o1, l1, o2, l2)
+    assert o.dtype == torch.bfloat16 and o.device == q.device
+    assert rel_l2(o.float().cpu().numpy(), softmax_attention(qn, kn, vn)) <= 2 * DTYPES["bfloat16"][1]
+    assert np.abs(lse.cpu().numpy() - lse_reference(qn, kn)).max() <= 1e-2
