@@ -459,6 +459,76 @@ static void test_bad_options(void **state)
     eval_data_free(&d);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Drift (issue 17).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Mean over tokens of the cosine between x and y ([n, d] rows), and the ratio of their mean
+ * squared norms. */
+static void row_stats(const float *x, const float *y, size_t n, uint32_t d, double *cos_mean, double *norm_ratio)
+{
+    double cs = 0, nx = 0, ny = 0;
+    for (size_t i = 0; i < n; i++) {
+        double xy = 0, xx = 0, yy = 0;
+        for (uint32_t a = 0; a < d; a++) {
+            xy += (double)x[i * d + a] * y[i * d + a];
+            xx += (double)x[i * d + a] * x[i * d + a];
+            yy += (double)y[i * d + a] * y[i * d + a];
+        }
+        cs += xy / sqrt(xx * yy);
+        nx += xx;
+        ny += yy;
+    }
+    *cos_mean = cs / n;
+    *norm_ratio = ny / nx;
+}
+
+/* The drift model does what workloads.h says: e = 0 changes nothing; the same (seed, step) draws the
+ * same noise, for any head count; after t steps a token keeps correlation (1 - e^2)^(t/2) with step 0
+ * and its squared norm on average; padded columns stay zero. */
+static void test_drift_model(void **state)
+{
+    (void)state;
+    eval_data d0 = make("clustered", 3, 512, 21), a, b, one;
+    assert_int_equal(eval_data_copy(&d0, &a), BAATT_OK);
+    assert_int_equal(eval_data_drift(&a, 0, 1, 1), BAATT_OK);
+    assert_memory_equal(a.q, d0.q, qn(&d0) * sizeof(float));
+    assert_int_equal(eval_data_drift(&a, 0.1, 1, 0), BAATT_ERROR_INVALID_ARGUMENT); /* steps count from 1 */
+    assert_int_equal(eval_data_drift(&a, 1.5, 1, 1), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(eval_data_copy(&d0, &b), BAATT_OK);
+    for (uint32_t t = 1; t <= 8; t++) {
+        assert_int_equal(eval_data_drift(&a, 0.2, 5, t), BAATT_OK);
+        assert_int_equal(eval_data_drift(&b, 0.2, 5, t), BAATT_OK);
+    }
+    assert_memory_equal(a.q, b.q, qn(&d0) * sizeof(float));
+    assert_memory_equal(a.k, b.k, kn(&d0) * sizeof(float));
+    assert_memory_equal(a.v, b.v, kn(&d0) * sizeof(float));
+    double want = pow(1 - 0.2 * 0.2, 4), cs, nr;
+    const float *x0[] = {d0.q, d0.k, d0.v}, *x8[] = {a.q, a.k, a.v};
+    for (int i = 0; i < 3; i++) {
+        row_stats(x0[i], x8[i], (size_t)d0.heads * d0.q_len, d0.head_dim, &cs, &nr);
+        assert_float_equal(cs, want, 0.01);
+        assert_float_equal(nr, 1.0, 0.03);
+    }
+    assert_int_equal(eval_data_drift(&b, 0.2, 6, 9), BAATT_OK); /* another seed: other noise */
+    assert_true(memcmp(a.q, b.q, qn(&d0) * sizeof(float)) != 0);
+    one = make("clustered", 1, 512, 21); /* head 0 drifts alike with 1 or 3 heads */
+    for (uint32_t t = 1; t <= 8; t++) assert_int_equal(eval_data_drift(&one, 0.2, 5, t), BAATT_OK);
+    assert_memory_equal(one.q, a.q, qn(&one) * sizeof(float));
+    eval_data_free(&b);
+    assert_int_equal(eval_data_copy(&d0, &b), BAATT_OK); /* columns 32.. as padding */
+    b.valid_dim = 32;
+    for (size_t i = 0; i < qn(&b); i++)
+        if (i % 64 >= 32) b.q[i] = 0;
+    assert_int_equal(eval_data_drift(&b, 0.3, 1, 1), BAATT_OK);
+    for (size_t i = 0; i < qn(&b); i++)
+        if (i % 64 >= 32) assert_float_equal(b.q[i], 0, 0);
+    eval_data_free(&d0);
+    eval_data_free(&a);
+    eval_data_free(&b);
+    eval_data_free(&one);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_auto_is_library_rule),
         cmocka_unit_test(test_auto_tie_keeps_sorted),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_drift_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
