@@ -256,6 +256,8 @@ def main():
     md = render(ix, bounds, a)
     with open(os.path.join(a.out, "accuracy.md"), "w") as f:
         f.write(md)
+    import plot_accuracy_reuse  # noqa: E402 (bench/accuracy_reuse.sh's section survives a regeneration)
+    plot_accuracy_reuse.splice_file(a.out)
     print("wrote %s/accuracy.md, accuracy.json (%d records) and 4 plots" % (a.out, len(recs)))
 
 

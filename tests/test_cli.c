@@ -796,6 +796,34 @@ static void eval_json(void **s)
     free(r);
 }
 
+/* eval's reuse study: one JSON record per (drift, step 0..max, method, target), no drift loses
+ * nothing; bad lists and --gpu are refused. */
+static void eval_reuse(void **s)
+{
+    (void)s;
+    cli_result *r = malloc(sizeof *r);
+    run_cli(r, "eval --workload clustered --n 256 --heads 2 --methods baatt,oracle --keep 0.5 --drift 0,0.2 "
+               "--reuse-steps 1,3 --no-outputs --quiet --json -");
+    expect_ok(r);
+    int records = 0;
+    for (const char *p = r->out; (p = strstr(p, "\"workload\": \"clustered\"")); p++) records++;
+    assert_int_equal(records, 2 * 4 * 2);
+    expect_contains(r->out, "\"drift\": 0.2, \"step\": 3");
+    expect_contains(r->out, "\"reused_mass_recall\"");
+    run_cli(r, "eval --workload clustered --n 256 --heads 2 --methods baatt --keep 0.5 --drift 0 --reuse-steps 2 "
+               "--no-outputs --quiet");
+    expect_ok(r);
+    expect_contains(r->out, "-- drift 0, keep 0.5");
+    expect_contains(r->out, "lost");
+    run_cli(r, "eval --workload clustered --drift 1.5");
+    expect_failure(r, 0, "--drift");
+    run_cli(r, "eval --workload clustered --reuse-steps 0");
+    expect_failure(r, 0, "--reuse-steps");
+    run_cli(r, "eval --workload clustered --drift 0.1 --gpu");
+    expect_failure(r, 0, "--gpu");
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -818,6 +846,7 @@ int main(void)
         cmocka_unit_test(bench_check),
         cmocka_unit_test(eval_json),
         cmocka_unit_test(lse_out),
+        cmocka_unit_test(eval_reuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -459,6 +459,173 @@ static void test_bad_options(void **state)
     eval_data_free(&d);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Drift and selection reuse (issue 17).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Mean over tokens of the cosine between x and y ([n, d] rows), and the ratio of their mean
+ * squared norms. */
+static void row_stats(const float *x, const float *y, size_t n, uint32_t d, double *cos_mean, double *norm_ratio)
+{
+    double cs = 0, nx = 0, ny = 0;
+    for (size_t i = 0; i < n; i++) {
+        double xy = 0, xx = 0, yy = 0;
+        for (uint32_t a = 0; a < d; a++) {
+            xy += (double)x[i * d + a] * y[i * d + a];
+            xx += (double)x[i * d + a] * x[i * d + a];
+            yy += (double)y[i * d + a] * y[i * d + a];
+        }
+        cs += xy / sqrt(xx * yy);
+        nx += xx;
+        ny += yy;
+    }
+    *cos_mean = cs / n;
+    *norm_ratio = ny / nx;
+}
+
+/* The drift model does what workloads.h says: e = 0 changes nothing; the same (seed, step) draws the
+ * same noise, for any head count; after t steps a token keeps correlation (1 - e^2)^(t/2) with step 0
+ * and its squared norm on average; padded columns stay zero. */
+static void test_drift_model(void **state)
+{
+    (void)state;
+    eval_data d0 = make("clustered", 3, 512, 21), a, b, one;
+    assert_int_equal(eval_data_copy(&d0, &a), BAATT_OK);
+    assert_int_equal(eval_data_drift(&a, 0, 1, 1), BAATT_OK);
+    assert_memory_equal(a.q, d0.q, qn(&d0) * sizeof(float));
+    assert_int_equal(eval_data_drift(&a, 0.1, 1, 0), BAATT_ERROR_INVALID_ARGUMENT); /* steps count from 1 */
+    assert_int_equal(eval_data_drift(&a, 1.5, 1, 1), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(eval_data_copy(&d0, &b), BAATT_OK);
+    for (uint32_t t = 1; t <= 8; t++) {
+        assert_int_equal(eval_data_drift(&a, 0.2, 5, t), BAATT_OK);
+        assert_int_equal(eval_data_drift(&b, 0.2, 5, t), BAATT_OK);
+    }
+    assert_memory_equal(a.q, b.q, qn(&d0) * sizeof(float));
+    assert_memory_equal(a.k, b.k, kn(&d0) * sizeof(float));
+    assert_memory_equal(a.v, b.v, kn(&d0) * sizeof(float));
+    double want = pow(1 - 0.2 * 0.2, 4), cs, nr;
+    const float *x0[] = {d0.q, d0.k, d0.v}, *x8[] = {a.q, a.k, a.v};
+    for (int i = 0; i < 3; i++) {
+        row_stats(x0[i], x8[i], (size_t)d0.heads * d0.q_len, d0.head_dim, &cs, &nr);
+        assert_float_equal(cs, want, 0.01);
+        assert_float_equal(nr, 1.0, 0.03);
+    }
+    assert_int_equal(eval_data_drift(&b, 0.2, 6, 9), BAATT_OK); /* another seed: other noise */
+    assert_true(memcmp(a.q, b.q, qn(&d0) * sizeof(float)) != 0);
+    one = make("clustered", 1, 512, 21); /* head 0 drifts alike with 1 or 3 heads */
+    for (uint32_t t = 1; t <= 8; t++) assert_int_equal(eval_data_drift(&one, 0.2, 5, t), BAATT_OK);
+    assert_memory_equal(one.q, a.q, qn(&one) * sizeof(float));
+    eval_data_free(&b);
+    assert_int_equal(eval_data_copy(&d0, &b), BAATT_OK); /* columns 32.. as padding */
+    b.valid_dim = 32;
+    for (size_t i = 0; i < qn(&b); i++)
+        if (i % 64 >= 32) b.q[i] = 0;
+    assert_int_equal(eval_data_drift(&b, 0.3, 1, 1), BAATT_OK);
+    for (size_t i = 0; i < qn(&b); i++)
+        if (i % 64 >= 32) assert_float_equal(b.q[i], 0, 0);
+    eval_data_free(&d0);
+    eval_data_free(&a);
+    eval_data_free(&b);
+    eval_data_free(&one);
+}
+
+static eval_options reuse_options(const eval_target *t, uint32_t nt, const char *const *methods, uint32_t nm)
+{
+    eval_options o = {0};
+    o.block_size = 64;
+    o.targets = t;
+    o.n_targets = nt;
+    o.methods = methods;
+    o.n_methods = nm;
+    o.threads = 2;
+    return o;
+}
+
+/* A captured selection measured on the inputs it was made on gives back the selecting run's
+ * records bit for bit, for every method (the auto choice, the sorted and the original blockings,
+ * threshold masks); a capture of another shape is refused. */
+static void test_reuse_same_inputs(void **state)
+{
+    (void)state;
+    static const char *const ms[] = {"baatt", "baatt_cov", "meanpool", "probe", "oracle", "baatt_auto", "oracle_best"};
+    eval_data d = make("mixture", 5, 448, 22);
+    eval_target t[3] = {{EVAL_KEEP, 0.3}, {EVAL_SPARSITY, 0.6}, {EVAL_THRESHOLD, 0.9}};
+    eval_options o = reuse_options(t, 3, ms, 7);
+    o.outputs = 1;
+    eval_selection sel = {0};
+    eval_record *a = NULL, *b = NULL;
+    uint32_t na, nb;
+    char msg[256];
+    o.reuse_out = &sel;
+    assert_int_equal(eval_run(&d, &o, &a, &na, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(sel.ns, 21);
+    o.reuse_out = NULL;
+    o.reuse_in = &sel;
+    assert_int_equal(eval_run(&d, &o, &b, &nb, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(na, nb);
+    for (uint32_t i = 0; i < na; i++) {
+        assert_string_equal(a[i].method, b[i].method);
+        assert_memory_equal(&a[i].keep, &b[i].keep, 7 * sizeof(double)); /* keep .. sorted_heads */
+    }
+    free(b);
+    o.n_targets = 2; /* another slot count */
+    assert_int_equal(eval_run(&d, &o, &b, &nb, msg, sizeof msg), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "reused selection"));
+    eval_data small = make("mixture", 5, 384, 22);
+    o.n_targets = 3;
+    assert_int_equal(eval_run(&small, &o, &b, &nb, msg, sizeof msg), BAATT_ERROR_INVALID_ARGUMENT);
+    free(a);
+    eval_selection_free(&sel);
+    eval_data_free(&d);
+    eval_data_free(&small);
+}
+
+/* The study: without drift reuse loses nothing at any step; at step 0 the reused selection is the
+ * fresh one; under drift (0.3 per step, fixed seed) the reused selection's recall falls with every
+ * step it is kept (1, 2, 4, 8), and so does it against the fresh selection of the same step (the
+ * loss grows; at step 1 it is about 0 and may be negative: the fresh blocking is not optimal). */
+static void test_reuse_study(void **state)
+{
+    (void)state;
+    static const char *const ms[] = {"baatt", "meanpool", "oracle"};
+    eval_data d = make("clustered", 4, 512, 23);
+    eval_target t = {EVAL_KEEP, 0.25};
+    eval_options o = reuse_options(&t, 1, ms, 3);
+    double drifts[2] = {0, 0.3};
+    eval_reuse_record *rec = NULL;
+    uint32_t n = 0, steps = 8, ns = 3;
+    char msg[256];
+    assert_int_equal(eval_reuse_run(&d, &o, drifts, 2, steps, 1, &rec, &n, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(n, 2 * (steps + 1) * ns);
+    for (uint32_t e = 0; e < 2; e++)
+        for (uint32_t s = 0; s <= steps; s++)
+            for (uint32_t m = 0; m < ns; m++) {
+                const eval_reuse_record *r = &rec[(e * (steps + 1) + s) * ns + m];
+                assert_int_equal(r->step, s);
+                assert_float_equal(r->drift, drifts[e], 0);
+                assert_string_equal(r->fresh.method, ms[m]);
+                if (e == 0 || s == 0) {
+                    assert_float_equal(r->reused.mass_recall, r->fresh.mass_recall, 0);
+                    assert_float_equal(r->fresh.mass_recall, rec[(e * (steps + 1)) * ns + m].fresh.mass_recall, 0);
+                }
+            }
+    static const uint32_t lags[] = {0, 1, 2, 4, 8};
+    for (uint32_t m = 0; m < ns; m += 2) { /* baatt, oracle (meanpool finds no structure here: noise) */
+        const eval_reuse_record *r = rec + (steps + 1) * ns + m; /* drift 0.3, step 0 */
+        for (int i = 1; i < 5; i++) {
+            const eval_reuse_record *x = r + lags[i] * ns, *p = r + lags[i - 1] * ns;
+            assert_true(x->reused.mass_recall < p->reused.mass_recall);
+            assert_true(x->fresh.mass_recall - x->reused.mass_recall > p->fresh.mass_recall - p->reused.mass_recall);
+        }
+        assert_true(r[8 * ns].fresh.mass_recall - r[8 * ns].reused.mass_recall > 0.01);
+    }
+    free(rec);
+    drifts[1] = 1.5;
+    assert_int_equal(eval_reuse_run(&d, &o, drifts, 2, steps, 1, &rec, &n, msg, sizeof msg),
+                     BAATT_ERROR_INVALID_ARGUMENT);
+    eval_data_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +643,9 @@ int main(void)
         cmocka_unit_test(test_auto_is_library_rule),
         cmocka_unit_test(test_auto_tie_keeps_sorted),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_drift_model),
+        cmocka_unit_test(test_reuse_same_inputs),
+        cmocka_unit_test(test_reuse_study),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

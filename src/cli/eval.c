@@ -21,6 +21,8 @@ typedef struct opts {
     const char *method_list[MAX_LIST];
     uint32_t n_methods;
     int outputs, gpu, quiet;
+    double drifts[MAX_LIST]; /* the reuse study (--drift, --reuse-steps): on when n_drifts > 0 */
+    uint32_t n_drifts, reuse_steps[MAX_LIST], n_reuse, max_step;
 } opts;
 
 static const char USAGE[] =
@@ -54,6 +56,11 @@ static const char USAGE[] =
     "  --gpu               take BA-Att's selection from the GPU plan (keep and threshold targets,\n"
     "                      and sparsity targets with a whole number of blocks per row)\n"
     "  --device D          device for --gpu\n"
+    "selection reuse across steps (issue 17; on when either option is given):\n"
+    "  --drift LIST        per-step drift levels E of the drift model below (default 0.05,0.1,0.2)\n"
+    "  --reuse-steps LIST  steps after the selection to report (default 1,2,4,8): at every step up to\n"
+    "                      the largest, each method is measured selecting fresh on that step's inputs\n"
+    "                      and reusing the selection it made at step 0 (--json has every step)\n"
     "output:\n"
     "  --no-outputs        mass recall and sparsity only (skips the second dense pass: ~2x faster)\n"
     "  --json FILE         also write the records as a JSON list ('-': stdout instead of the table)\n"
@@ -87,6 +94,35 @@ static int parse_targets(opts *o, const char *s, eval_target_kind kind)
     return 1;
 }
 
+/* The comma-separated numbers of s into v (at most MAX_LIST); u: whole numbers >= 1 only, else
+ * values in [0, 1]. */
+static int parse_list(const char *what, const char *s, double *v, uint32_t *n, int u)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+        double x = strtod(tok, &end);
+        int ok = u ? x >= 1 && x <= 1000 && x == floor(x) : x >= 0 && x <= 1;
+        if (*end || end == tok || *n == MAX_LIST || !ok) return cli_fail("eval", "bad %s value '%s'", what, tok), 0;
+        v[(*n)++] = x;
+    }
+    return *n ? 1 : (cli_fail("eval", "empty %s list", what), 0);
+}
+
+static int parse_reuse(opts *o, const char *drift, const char *steps)
+{
+    double st[MAX_LIST];
+    if (!parse_list("--drift", drift ? drift : "0.05,0.1,0.2", o->drifts, &o->n_drifts, 0)) return 0;
+    if (!parse_list("--reuse-steps", steps ? steps : "1,2,4,8", st, &o->n_reuse, 1)) return 0;
+    for (uint32_t i = 0; i < o->n_reuse; i++) {
+        o->reuse_steps[i] = (uint32_t)st[i];
+        if (o->reuse_steps[i] > o->max_step) o->max_step = o->reuse_steps[i];
+    }
+    return 1;
+}
+
 static int parse_methods(opts *o)
 {
     static char buf[1024];
@@ -103,7 +139,7 @@ static int parse_methods(opts *o)
     return 1;
 }
 
-static int parse_option(opts *o, int argc, char **argv, int *i)
+static int parse_option(opts *o, int argc, char **argv, int *i, const char **drift, const char **steps)
 {
     const char *c = "eval", *a = argv[*i], *s;
     if (!strcmp(a, "--workload")) return cli_arg_str(c, argc, argv, i, &o->workloads);
@@ -130,6 +166,8 @@ static int parse_option(opts *o, int argc, char **argv, int *i)
     if (!strcmp(a, "--sparsity")) return cli_arg_str(c, argc, argv, i, &s) && parse_targets(o, s, EVAL_SPARSITY);
     if (!strcmp(a, "--keep")) return cli_arg_str(c, argc, argv, i, &s) && parse_targets(o, s, EVAL_KEEP);
     if (!strcmp(a, "--threshold")) return cli_arg_str(c, argc, argv, i, &s) && parse_targets(o, s, EVAL_THRESHOLD);
+    if (!strcmp(a, "--drift")) return cli_arg_str(c, argc, argv, i, drift);
+    if (!strcmp(a, "--reuse-steps")) return cli_arg_str(c, argc, argv, i, steps);
     if (!strcmp(a, "--no-outputs")) return o->outputs = 0, 1;
     if (!strcmp(a, "--gpu")) return o->gpu = 1, 1;
     if (!strcmp(a, "--quiet")) return o->quiet = 1, 1;
@@ -144,13 +182,16 @@ static int parse(int argc, char **argv, opts *o)
     o->name = "npy";
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     o->threads = cpus > 0 ? (uint32_t)cpus : 1;
+    const char *drift = NULL, *steps = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help();
             exit(0);
         }
-        if (!parse_option(o, argc, argv, &i)) return 0;
+        if (!parse_option(o, argc, argv, &i, &drift, &steps)) return 0;
     }
+    if ((drift || steps) && !parse_reuse(o, drift, steps)) return 0;
+    if (o->n_drifts && o->gpu) return cli_fail("eval", "--drift/--reuse-steps measure the CPU selection: no --gpu"), 0;
     if (o->methods && !parse_methods(o)) return 0;
     if ((o->q || o->k || o->v) && !(o->q && o->k && o->v)) return cli_fail("eval", "--q, --k and --v go together"), 0;
     if (o->q && o->workloads) return cli_fail("eval", "give either --workload or --q/--k/--v, not both"), 0;
@@ -209,6 +250,59 @@ static void write_records(FILE *f, int *first, const char *workload, const opts 
                 "\"selection\": \"%s\"}",
                 d->heads, d->q_len, d->kv_len, d->head_dim, o->block, o->q ? 0ull : (unsigned long long)o->wp.seed,
                 o->gpu && !strcmp(r->method, "baatt") ? "gpu" : "cpu");
+    }
+}
+
+/* The reuse study's table: per drift and target, every method at step 0 and the listed steps. */
+static void print_reuse_table(const char *workload, const eval_data *d, const opts *o, const eval_reuse_record *rec,
+                              uint32_t ns)
+{
+    printf("\n== %s: %u heads, q_len %u, kv_len %u, head_dim %u, block %u: mass recall, fresh selection vs "
+           "step 0's reused\n",
+           workload, d->heads, d->q_len, d->kv_len, d->head_dim, o->block);
+    uint32_t nt = o->n_targets, per_drift = (o->max_step + 1) * ns;
+    for (uint32_t e = 0; e < o->n_drifts; e++) {
+        for (uint32_t t = 0; t < nt; t++) {
+            printf("-- drift %g, %s %g\n%-16s %5s %8s %8s %8s\n", o->drifts[e], kind_name(o->targets[t].kind),
+                   o->targets[t].value, "method", "step", "fresh", "reused", "lost");
+            for (uint32_t sl = t; sl < ns; sl += nt) {
+                for (uint32_t k = 0; k <= o->n_reuse; k++) {
+                    uint32_t step = k ? o->reuse_steps[k - 1] : 0;
+                    const eval_reuse_record *r = &rec[e * per_drift + step * ns + sl];
+                    printf("%-16s %5u %8.4f %8.4f %8.4f\n", r->fresh.method, step, r->fresh.mass_recall,
+                           r->reused.mass_recall, r->fresh.mass_recall - r->reused.mass_recall);
+                }
+            }
+        }
+    }
+}
+
+/* One record's fresh_* or reused_* fields. */
+static void reuse_fields(FILE *f, const char *p, const eval_record *x)
+{
+    const char *keys[] = {"keep", "sparsity", "mass_recall", "rel_l1", "cosine", "sorted_heads"};
+    double v[] = {x->keep, x->sparsity, x->mass_recall, x->rel_l1, x->cosine, x->sorted_heads};
+    for (int i = 0; i < 6; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_%s", p, keys[i]);
+        json_num(f, key, v[i]);
+    }
+}
+
+static void write_reuse_records(FILE *f, int *first, const char *workload, const opts *o, const eval_data *d,
+                                const eval_reuse_record *rec, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const eval_reuse_record *r = &rec[i];
+        fprintf(f, "%s\n  {\"workload\": ", *first ? "" : ",");
+        *first = 0;
+        cli_json_string(f, workload);
+        fprintf(f, ", \"method\": \"%s\", \"mode\": \"%s\", \"target\": %g, \"drift\": %g, \"step\": %u",
+                r->fresh.method, kind_name(r->fresh.target.kind), r->fresh.target.value, r->drift, r->step);
+        reuse_fields(f, "fresh", &r->fresh);
+        reuse_fields(f, "reused", &r->reused);
+        fprintf(f, ", \"heads\": %u, \"q_len\": %u, \"kv_len\": %u, \"head_dim\": %u, \"block\": %u, \"seed\": %llu}",
+                d->heads, d->q_len, d->kv_len, d->head_dim, o->block, (unsigned long long)o->wp.seed);
     }
 }
 
@@ -312,9 +406,21 @@ static int eval_one(const opts *o, const char *name, const eval_data *d, FILE *j
         eo.ext_perm_k = g.perm_k;
         eo.ext_masks = (const uint8_t *const *)g.masks;
     }
+    char msg[512];
+    if (o->n_drifts) { /* the reuse study */
+        eval_reuse_record *rr = NULL;
+        uint32_t nr = 0;
+        baatt_status s =
+            eval_reuse_run(d, &eo, o->drifts, o->n_drifts, o->max_step, o->wp.seed, &rr, &nr, msg, sizeof msg);
+        if (s != BAATT_OK) return cli_fail("eval", "%s: %s", name, msg), 0;
+        uint32_t ns = nr / (o->n_drifts * (o->max_step + 1));
+        if (!o->json || strcmp(o->json, "-")) print_reuse_table(name, d, o, rr, ns);
+        if (json) write_reuse_records(json, first, name, o, d, rr, nr);
+        free(rr);
+        return 1;
+    }
     eval_record *rec = NULL;
     uint32_t n = 0;
-    char msg[512];
     baatt_status s = eval_run(d, &eo, &rec, &n, msg, sizeof msg);
     gpu_free(&g);
     if (s != BAATT_OK) return cli_fail("eval", "%s: %s", name, msg), 0;

@@ -62,11 +62,12 @@ struct run {
     baatt_config cfg;            /* one head of d, as the reference stages want it */
     uint32_t nq, nk, nm, nt, ns; /* blocks, methods, targets, slots = nm * nt */
     const method **methods;
-    double *k_avg;       /* per target: mean blocks per row (sparsity, threshold) */
-    uint32_t *k_fixed;   /* per target: blocks per row (keep ratio) */
-    int need[BLK_COUNT]; /* blockings some slot uses */
-    int need_sample;     /* a BLK_AUTO method is run */
-    acc *acc;            /* [heads, ns] */
+    double *k_avg;                  /* per target: mean blocks per row (sparsity, threshold) */
+    uint32_t *k_fixed;              /* per target: blocks per row (keep ratio) */
+    int need[BLK_COUNT];            /* blockings some slot uses */
+    int need_sample;                /* a BLK_AUTO method is run */
+    const int32_t *ext_pq, *ext_pk; /* BLK_EXTERNAL's permutations: o->ext_perm_* or o->reuse_in's */
+    acc *acc;                       /* [heads, ns] */
     pthread_mutex_t lock;
     uint32_t next_head, done_heads;
     baatt_status status;
@@ -334,8 +335,8 @@ static baatt_status make_perms(head_ctx *c, int b)
     int32_t *pq = c->perm_q[b] = grab(c, sizeof(int32_t) * ql), *pk = c->perm_k[b] = grab(c, sizeof(int32_t) * kl);
     if (!pq || !pk) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (b == BLK_EXTERNAL) {
-        memcpy(pq, r->o->ext_perm_q + (uint64_t)c->h * ql, sizeof(int32_t) * ql);
-        memcpy(pk, r->o->ext_perm_k + (uint64_t)c->h * kl, sizeof(int32_t) * kl);
+        memcpy(pq, r->ext_pq + (uint64_t)c->h * ql, sizeof(int32_t) * ql);
+        memcpy(pk, r->ext_pk + (uint64_t)c->h * kl, sizeof(int32_t) * kl);
         return BAATT_OK;
     }
     baatt_config cfg = r->cfg;
@@ -701,12 +702,32 @@ static void slot_sums(head_ctx *c)
     }
 }
 
+/* Every slot's mask of this head from o->reuse_in, measured on the captured blocking. */
+static void reuse_head(head_ctx *c)
+{
+    const run *r = c->r;
+    const eval_selection *in = r->o->reuse_in;
+    size_t nb = (size_t)r->nq * r->nk;
+    memcpy(c->masks, in->masks + (uint64_t)c->h * r->ns * nb, r->ns * nb);
+    for (uint32_t sl = 0; sl < r->ns; sl++)
+        c->slot_blk[sl] = in->sorted[(uint64_t)c->h * r->ns + sl] ? BLK_EXTERNAL : BLK_IDENTITY;
+}
+
 /* Copies this head's masks and sorted permutations to the caller's arrays, if any. */
 static void export_head(const head_ctx *c)
 {
     const run *r = c->r;
     const eval_options *o = r->o;
     size_t nb = (size_t)r->nq * r->nk;
+    eval_selection *out = o->reuse_out;
+    if (out) { /* a reusing run's blocking is BLK_EXTERNAL, a selecting run's BLK_SORTED */
+        int b = o->reuse_in ? BLK_EXTERNAL : BLK_SORTED;
+        memcpy(out->masks + (uint64_t)c->h * r->ns * nb, c->masks, r->ns * nb);
+        for (uint32_t sl = 0; sl < r->ns; sl++)
+            out->sorted[(uint64_t)c->h * r->ns + sl] = c->slot_blk[sl] != BLK_IDENTITY;
+        memcpy(out->perm_q + (uint64_t)c->h * r->cfg.q_len, c->perm_q[b], sizeof(int32_t) * r->cfg.q_len);
+        memcpy(out->perm_k + (uint64_t)c->h * r->cfg.kv_len, c->perm_k[b], sizeof(int32_t) * r->cfg.kv_len);
+    }
     for (uint32_t sl = 0; o->mask_out && sl < r->ns; sl++)
         if (o->mask_out[sl]) memcpy(o->mask_out[sl] + c->h * nb, c->masks + sl * nb, nb);
     if (o->sorted_perm_q_out && c->perm_q[BLK_SORTED])
@@ -740,7 +761,8 @@ static baatt_status eval_head(run *r, uint32_t h)
     baatt_status s = head_setup(&c, r, h);
     c.acc = r->acc + (uint64_t)h * r->ns;
     if (s == BAATT_OK) pass_pooled(&c);
-    for (uint32_t m = 0; s == BAATT_OK && m < r->nm; m++) s = select_method(&c, m);
+    if (s == BAATT_OK && r->o->reuse_in) reuse_head(&c);
+    for (uint32_t m = 0; s == BAATT_OK && !r->o->reuse_in && m < r->nm; m++) s = select_method(&c, m);
     if (s == BAATT_OK) {
         slot_sums(&c);
         export_head(&c);
@@ -845,7 +867,23 @@ static baatt_status run_init(run *r, const eval_data *d, const eval_options *o, 
         else r->need[r->methods[m]->blocking] = 1;
     }
     r->need[BLK_SORTED] = 1; /* threshold matching and the sorted-perm export use it */
-    if (o->ext_masks && o->ext_perm_q && o->ext_perm_k) r->need[BLK_EXTERNAL] = 1;
+    if (o->ext_masks && o->ext_perm_q && o->ext_perm_k) {
+        r->need[BLK_EXTERNAL] = 1;
+        r->ext_pq = o->ext_perm_q;
+        r->ext_pk = o->ext_perm_k;
+    }
+    if ((o->reuse_in || o->reuse_out) && o->ext_masks)
+        return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "selection reuse does not go with external masks");
+    const eval_selection *in = o->reuse_in;
+    if (in) {
+        if (in->heads != d->heads || in->q_len != d->q_len || in->kv_len != d->kv_len || in->nq != r->nq ||
+            in->nk != r->nk || in->ns != r->ns || !in->masks || !in->sorted || !in->perm_q || !in->perm_k)
+            return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+                              "the reused selection is of another shape, block size or slot count");
+        r->need[BLK_EXTERNAL] = 1;
+        r->ext_pq = in->perm_q;
+        r->ext_pk = in->perm_k;
+    }
     return check_targets(r, msg, n);
 }
 
@@ -884,6 +922,35 @@ static void reduce(const run *r, eval_record *rec)
     }
 }
 
+void eval_selection_free(eval_selection *s)
+{
+    if (!s) return;
+    free(s->perm_q);
+    free(s->perm_k);
+    free(s->masks);
+    free(s->sorted);
+    memset(s, 0, sizeof *s);
+}
+
+static baatt_status selection_alloc(const run *r, eval_selection *s)
+{
+    const eval_data *d = r->d;
+    memset(s, 0, sizeof *s);
+    s->heads = d->heads;
+    s->q_len = d->q_len;
+    s->kv_len = d->kv_len;
+    s->nq = r->nq;
+    s->nk = r->nk;
+    s->ns = r->ns;
+    s->perm_q = malloc(sizeof(int32_t) * d->heads * d->q_len);
+    s->perm_k = malloc(sizeof(int32_t) * d->heads * d->kv_len);
+    s->masks = calloc((size_t)d->heads * r->ns * r->nq * r->nk + 1, 1);
+    s->sorted = calloc((size_t)d->heads * r->ns + 1, 1);
+    if (s->perm_q && s->perm_k && s->masks && s->sorted) return BAATT_OK;
+    eval_selection_free(s);
+    return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+}
+
 static baatt_status run_heads(run *r)
 {
     uint32_t n = r->o->threads > 1 ? r->o->threads : 1;
@@ -910,8 +977,10 @@ baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **r
     r.t0 = now_s();
     int thr = 0;
     for (uint32_t t = 0; t < o->n_targets; t++) thr |= o->targets[t].kind == EVAL_THRESHOLD;
-    if (s == BAATT_OK && thr) s = match_thresholds(&r);
+    if (s == BAATT_OK && thr && !o->reuse_in) s = match_thresholds(&r); /* a reused mask has its size */
+    if (s == BAATT_OK && o->reuse_out) s = selection_alloc(&r, o->reuse_out);
     if (s == BAATT_OK) s = run_heads(&r);
+    if (s != BAATT_OK && o->reuse_out) eval_selection_free(o->reuse_out);
     eval_record *rec = s == BAATT_OK ? calloc(r.ns + 1, sizeof *rec) : NULL;
     if (s == BAATT_OK && !rec) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (s == BAATT_OK) {
@@ -922,4 +991,71 @@ baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **r
     if (s != BAATT_OK && msg && msg_size && !msg[0]) baatt_msgf(msg, msg_size, s, "%s", baatt_status_string(s));
     run_free(&r);
     return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The reuse study (eval.h).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Records of one step: a fresh run and a run on step 0's selection (sel). On step 0 the fresh run
+ * captures sel first. */
+static baatt_status reuse_step(const eval_data *d, const eval_options *o, eval_selection *sel, double drift,
+                               uint32_t step, eval_reuse_record *out, char *msg, size_t n)
+{
+    eval_options fo = *o, ro = *o;
+    fo.progress = ro.progress = NULL;
+    fo.reuse_out = step == 0 ? sel : NULL;
+    ro.reuse_in = sel;
+    eval_record *fresh = NULL, *reused = NULL;
+    uint32_t nf = 0, nr = 0;
+    baatt_status s = eval_run(d, &fo, &fresh, &nf, msg, n);
+    if (s == BAATT_OK) s = eval_run(d, &ro, &reused, &nr, msg, n);
+    for (uint32_t i = 0; s == BAATT_OK && i < nf; i++) out[i] = (eval_reuse_record){drift, step, fresh[i], reused[i]};
+    free(fresh);
+    free(reused);
+    return s;
+}
+
+baatt_status eval_reuse_run(const eval_data *d, const eval_options *o, const double *drifts, uint32_t n_drifts,
+                            uint32_t steps, uint64_t seed, eval_reuse_record **records, uint32_t *count, char *msg,
+                            size_t msg_size)
+{
+    char dummy[8];
+    if (!msg || !msg_size) msg = dummy, msg_size = sizeof dummy;
+    msg[0] = 0;
+    if (!d || !o || !records || !count || (!drifts && n_drifts) || o->reuse_in || o->reuse_out || o->ext_masks)
+        return BAATT_ERROR_INVALID_ARGUMENT;
+    for (uint32_t i = 0; i < n_drifts; i++)
+        if (!(drifts[i] >= 0 && drifts[i] <= 1))
+            return baatt_msgf(msg, msg_size, BAATT_ERROR_INVALID_ARGUMENT, "drift %g is outside [0, 1]", drifts[i]);
+    uint32_t ns = (o->methods ? o->n_methods : N_DEFAULT) * o->n_targets;
+    eval_reuse_record *rec = calloc((size_t)n_drifts * (steps + 1) * ns + 1, sizeof *rec);
+    if (!rec) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    baatt_status s = BAATT_OK;
+    double t0 = now_s();
+    for (uint32_t e = 0; e < n_drifts && s == BAATT_OK; e++) {
+        eval_data x = {0};
+        eval_selection sel = {0};
+        s = eval_data_copy(d, &x);
+        for (uint32_t t = 0; t <= steps && s == BAATT_OK; t++) {
+            if (t) s = eval_data_drift(&x, drifts[e], seed, t);
+            if (s == BAATT_OK)
+                s = reuse_step(&x, o, &sel, drifts[e], t, rec + ((size_t)e * (steps + 1) + t) * ns, msg, msg_size);
+            if (s == BAATT_OK && o->progress) {
+                char line[128];
+                snprintf(line, sizeof line, "drift %g step %u/%u done (%.1f s)", drifts[e], t, steps, now_s() - t0);
+                o->progress(o->user, line);
+            }
+        }
+        eval_selection_free(&sel);
+        eval_data_free(&x);
+    }
+    if (s != BAATT_OK) {
+        free(rec);
+        if (!msg[0]) baatt_msgf(msg, msg_size, s, "%s", baatt_status_string(s));
+        return s;
+    }
+    *records = rec;
+    *count = n_drifts * (steps + 1) * ns;
+    return BAATT_OK;
 }

@@ -42,6 +42,22 @@ typedef struct eval_target {
     double value;
 } eval_target;
 
+/* A selection captured from one run, to measure its reuse on other inputs of the same shape
+ * (issue 17: a selection kept across denoising steps, as baatt_plan_set_reuse does). eval_run
+ * fills it when eval_options.reuse_out points to one (free it with eval_selection_free); given as
+ * eval_options.reuse_in, every (method, target) slot skips its own selection and is measured with
+ * the captured mask on the captured blocking (the norm-sorted permutations of the capture, or the
+ * original order where the method chose it), against the new inputs' exact attention. The run
+ * that reuses must have the capture's methods, targets, block size and shapes. */
+typedef struct eval_selection {
+    uint32_t heads, q_len, kv_len, nq, nk, ns; /* ns = methods x targets */
+    int32_t *perm_q, *perm_k;                  /* [heads, q_len], [heads, kv_len]: sorted blocking */
+    uint8_t *masks;                            /* [heads, ns, nq, nk] */
+    uint8_t *sorted;                           /* [heads, ns]: 1 if the slot's mask is on perm_q/perm_k */
+} eval_selection;
+
+void eval_selection_free(eval_selection *s);
+
 typedef struct eval_options {
     uint32_t block_size;        /* 32, 64 or 128 */
     const char *const *methods; /* method names; NULL: eval_default_methods() */
@@ -63,6 +79,10 @@ typedef struct eval_options {
      * arrays for the norm-sorted permutations. Any may be NULL. */
     uint8_t **mask_out;
     int32_t *sorted_perm_q_out, *sorted_perm_k_out;
+    /* Optional: capture this run's selection (reuse_out), or measure a captured one instead of
+     * selecting (reuse_in); see eval_selection. Neither goes with ext_masks. */
+    eval_selection *reuse_out;
+    const eval_selection *reuse_in;
 } eval_options;
 
 typedef struct eval_record {
@@ -87,5 +107,23 @@ const char *eval_method_about(const char *name);
  * is allocated here; free() it. On failure msg says why. */
 baatt_status eval_run(const eval_data *d, const eval_options *o, eval_record **records, uint32_t *count, char *msg,
                       size_t msg_size);
+
+/* The reuse study (issue 17): how much recall a selection loses when it is kept for several steps
+ * of a drifting sequence. d is step 0; for every drift level e, steps 1..steps apply
+ * eval_data_drift(e, seed, step) one after the other to a copy of d, and at every step 0..steps
+ * every (method, target) slot is measured twice: selected fresh on that step's inputs, and with
+ * the selection made at step 0 (reuse_in). Records: [n_drifts, steps + 1, n_methods * n_targets],
+ * step-major within a drift, slots in eval_run's order; free() them. o's reuse and external-mask
+ * fields must be unset; its progress callback gets one line per step. */
+typedef struct eval_reuse_record {
+    double drift;
+    uint32_t step;      /* steps since the selection was made (0: made on these inputs) */
+    eval_record fresh;  /* selected on this step's inputs */
+    eval_record reused; /* step 0's selection on this step's inputs */
+} eval_reuse_record;
+
+baatt_status eval_reuse_run(const eval_data *d, const eval_options *o, const double *drifts, uint32_t n_drifts,
+                            uint32_t steps, uint64_t seed, eval_reuse_record **records, uint32_t *count, char *msg,
+                            size_t msg_size);
 
 #endif

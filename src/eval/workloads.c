@@ -14,7 +14,23 @@
  *    sorted blockings: the report shows every workload with sigma = 0 as well (iid has none);
  *  - V is N(0, I) everywhere (the output metrics then weigh every key alike).
  * The parameter values below are the documented defaults; `baatt eval --help` prints
- * eval_workload_help(), which must be kept in step with them. */
+ * eval_workload_help(), which must be kept in step with them.
+ *
+ * Drift (eval_data_drift, issue 17: a selection reused across denoising steps). A diffusion
+ * transformer sees the same shapes at every step, its Q/K/V changing a little from one step to the
+ * next. The model: every token x of Q, K and V takes, per step, one Ornstein-Uhlenbeck step
+ *   x <- sqrt(1 - e^2) x + e rms(x) z,   z ~ N(0, I) fresh per step, rms(x) = |x| / sqrt(dims),
+ * starting from any workload (synthetic or loaded). The token's expected squared norm is kept (norm
+ * sorting's key only diffuses), its correlation with step 0 after t steps is (1 - e^2)^(t/2), and
+ * e is about the relative change per step, |x' - x| / |x| ~ e (cosine of x' and x ~ sqrt(1 - e^2)).
+ * Chosen range: caching methods for diffusion transformers (TeaCache and the like) skip steps while
+ * the accumulated relative change of a block's input stays under about 0.1-0.3, so consecutive steps
+ * in the middle of a sampling schedule differ by a few percent, more near its ends: e = 0.05, 0.1,
+ * 0.2 (cosine 0.9987, 0.995, 0.980 between steps) spans that, and 0.4 is a stress value. What the
+ * model leaves out: real drift is coherent (content moving in a video shifts whole attention
+ * patterns), where isotropic noise decorrelates every token alike; the study measures this model,
+ * not a real sequence. Applying z after the rotary encoding equals applying a rotated z before it
+ * (z is isotropic, rms is rotation-invariant). */
 #include "workloads.h"
 
 #include <math.h>
@@ -58,7 +74,10 @@ static const char HELP[] =
     "                 on a direction u that every query carries (0.7 u): vertical stripes\n"
     "  mixture        head h is rotary, clustered, sinks, needles, shift for h mod 5 (one per head)\n"
     "  shift          4 contiguous segments, each with its own mean direction (0.5), 4 centroids\n"
-    "                 (0.6) and norm scale (0.7, 1.0, 1.3, 1.6): statistics change along the sequence\n";
+    "                 (0.6) and norm scale (0.7, 1.0, 1.3, 1.6): statistics change along the sequence\n"
+    "drift between steps (--drift E, any workload or .npy input as step 0): every token x of Q, K, V\n"
+    "becomes sqrt(1 - E^2) x + E (|x| / sqrt(d)) z per step, z ~ N(0, I) fresh each step (norms kept\n"
+    "on average; correlation with step 0 after t steps (1 - E^2)^(t/2))\n";
 
 const char *eval_workload_help(void) { return HELP; }
 
@@ -332,6 +351,54 @@ baatt_status eval_workload_make(const char *name, const eval_workload_params *p,
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Drift across steps (the model is described at the top of this file).
+ * ------------------------------------------------------------------------------------------- */
+
+baatt_status eval_data_copy(const eval_data *src, eval_data *out)
+{
+    if (!src || !out || !src->q || !src->k || !src->v) return BAATT_ERROR_INVALID_ARGUMENT;
+    baatt_status s = data_alloc(out, src->heads, src->q_len, src->kv_len, src->head_dim);
+    if (s != BAATT_OK) return s;
+    out->scale = src->scale;
+    out->valid_dim = src->valid_dim;
+    memcpy(out->q, src->q, sizeof(float) * src->heads * src->q_len * src->head_dim);
+    memcpy(out->k, src->k, sizeof(float) * src->heads * src->kv_len * src->head_dim);
+    memcpy(out->v, src->v, sizeof(float) * src->heads * src->kv_len * src->head_dim);
+    return BAATT_OK;
+}
+
+/* One drift step of the n tokens at x (row stride d, the first dims columns live). */
+static void drift_rows(rng *r, float *x, uint32_t n, uint32_t d, uint32_t dims, double e)
+{
+    double c = sqrt(1 - e * e);
+    for (uint32_t i = 0; i < n; i++) {
+        float *row = x + (uint64_t)i * d;
+        double ss = 0;
+        for (uint32_t a = 0; a < dims; a++) ss += (double)row[a] * row[a];
+        double g = e * sqrt(ss / dims);
+        for (uint32_t a = 0; a < dims; a++) row[a] = (float)(c * row[a] + g * gauss(r));
+    }
+}
+
+baatt_status eval_data_drift(eval_data *d, double drift, uint64_t seed, uint32_t step)
+{
+    if (!d || !d->q || !d->k || !d->v || !(drift >= 0 && drift <= 1) || !step) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (drift == 0) return BAATT_OK;
+    uint32_t dims = d->valid_dim && d->valid_dim < d->head_dim ? d->valid_dim : d->head_dim;
+    for (uint32_t t = 0; t < 3; t++) { /* q, k, v: a stream per (seed, step, tensor, head) */
+        float *x = t == 0 ? d->q : t == 1 ? d->k : d->v;
+        uint32_t n = t == 0 ? d->q_len : d->kv_len;
+        for (uint32_t h = 0; h < d->heads; h++) {
+            uint64_t tag = 0xD21F7000000000ull + ((uint64_t)step << 8) + t;
+            rng r = {eval_splitmix64(seed ^ eval_splitmix64(eval_splitmix64(tag) + h))};
+            if (!r.s) r.s = 1;
+            drift_rows(&r, x + (uint64_t)h * n * d->head_dim, n, d->head_dim, dims, drift);
+        }
+    }
+    return BAATT_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * .npy input.
  * ------------------------------------------------------------------------------------------- */
 
@@ -403,6 +470,7 @@ baatt_status eval_data_load(const char *q_path, const char *k_path, const char *
         expand(&k, sk, (uint32_t)sq[1], pad, out->k);
         expand(&v, sv, (uint32_t)sq[1], pad, out->v);
         /* padding must not change the logits' scale: keep 1/sqrt(original d) */
+        out->valid_dim = d;
         out->scale = scale > 0 ? scale : (float)(1.0 / sqrt((double)d));
     }
     baatt_npy_free(&q);

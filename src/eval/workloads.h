@@ -12,9 +12,10 @@
  * multi-head attention. All arrays fp32, row-major. */
 typedef struct eval_data {
     uint32_t heads, q_len, kv_len, head_dim;
-    float scale;  /* softmax scale; 0: 1/sqrt(head_dim). Set when head_dim was zero-padded */
-    float *q;     /* [heads, q_len, head_dim] */
-    float *k, *v; /* [heads, kv_len, head_dim] */
+    float scale;        /* softmax scale; 0: 1/sqrt(head_dim). Set when head_dim was zero-padded */
+    uint32_t valid_dim; /* columns from valid_dim on are zero padding (eval_data_load); 0: none */
+    float *q;           /* [heads, q_len, head_dim] */
+    float *k, *v;       /* [heads, kv_len, head_dim] */
 } eval_data;
 
 void eval_data_free(eval_data *d);
@@ -35,6 +36,16 @@ const char *eval_workload_help(void);
 /* Generates workload `name` deterministically from p->seed (same seed, same bits, on any host).
  * BAATT_ERROR_INVALID_ARGUMENT for an unknown name. */
 baatt_status eval_workload_make(const char *name, const eval_workload_params *p, eval_data *out);
+
+/* The drift model of a denoising sequence (issue 17; workloads.c says why and how large):
+ * one step of x <- sqrt(1 - e^2) x + e rms(x) z on every token x of Q, K and V, with z ~ N(0, I)
+ * fresh at every step and rms(x) = |x| / sqrt(dims) the token's own scale, so that the expected
+ * squared norm of each token is kept and its correlation with step 0 after t steps is
+ * (1 - e^2)^(t/2). e = drift in [0, 1]; step (>= 1) and seed pick the noise: the same (seed, step)
+ * draws the same z for every e and head count. Zero-padded columns (valid_dim) stay zero. */
+baatt_status eval_data_drift(eval_data *d, double drift, uint64_t seed, uint32_t step);
+/* A deep copy of src into out (free with eval_data_free). */
+baatt_status eval_data_copy(const eval_data *src, eval_data *out);
 
 /* Loads Q, K, V from .npy files ([batch, heads, len, d] or [heads, len, d]; float32 or float16).
  * A head_dim below 64 is zero-padded to 64 (exact: q.k and the outputs' first d columns do not
