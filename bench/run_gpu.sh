@@ -122,12 +122,12 @@ gpu_tests() {
     [ $rc -ne 0 ] && [ $rc -ne 77 ] && tail -n 30 "$RAW/$(basename "$t").log"
   done
   [ -s "$RAW/tests.txt" ] || echo "no test executables under $BUILD/tests" | tee "$RAW/tests.txt"
-  # other paths of test_baatt and test_attention through the operator's tuning string: the radix
-  # sort at the tests' short lengths, the subgroup-scope NV kernel, and the portable kernels (no
-  # effect on devices without those paths)
+  # other paths of test_baatt through the operator's tuning string: the radix sort at the tests'
+  # short lengths, the KHR and the NV subgroup-scope kernels, and the portable kernels (no effect
+  # on devices without those paths)
   t="$BUILD/tests/test_baatt"
   local v
-  for v in "sort=radix" "attend=nv-coopmat" "attend=portable,score=scalar,select=shared"; do
+  for v in "sort=radix" "attend=khr-coopmat" "attend=nv-coopmat" "attend=portable,score=scalar,select=shared"; do
     [ -x "$t" ] || break
     t0=$(date +%s)
     local log="$RAW/test_baatt_$(echo "$v" | tr -c 'a-z0-9\n' '_').log"
@@ -141,6 +141,8 @@ gpu_tests() {
   return $fails
 }
 
+# The H100 lists KHR cooperative matrices: test_khr must run there, not skip.
+export BAATT_TEST_REQUIRE_KHR=${BAATT_TEST_REQUIRE_KHR:-1}
 export RAW BUILD BIN PY ROOT T_TEST_EACH="${T_TEST_EACH:-75}"
 export -f machine_info gpu_tests
 step info "$T_INFO" "" machine_info
