@@ -28,24 +28,10 @@ baatt_status baatt_selection_check_run(baatt_plan *p)
                       "(baatt_plan_set_reuse(plan, 0)) or give one (baatt_plan_set_selection)");
 }
 
-/* Row gather (which 0: Q, 1: K and V) into the sorted copies, as attend.c records it. */
-static void record_permute(baatt_rec *r, uint32_t which)
-{
-    baatt_plan *p = r->p;
-    baatt_push pc = p->base;
-    pc.which = which;
-    uint32_t len = which ? pc.kv_len : pc.q_len, heads = which ? p->ch.geo.bhkv : p->ch.geo.bh;
-    uint32_t rows = baatt_vector_rows_per_wg(&p->cfg);
-    baatt_dispatch(r, K_PERMUTE, &pc, (len + rows - 1) / rows, heads, 1);
-}
-
 void baatt_selection_record(baatt_rec *r)
 {
     baatt_plan *p = r->p;
-    if (!p->ch.attend.sorted || !p->ch.stats.copy) return;
-    record_permute(r, 0);
-    record_permute(r, 1);
-    baatt_barrier(r);
+    if (p->ch.attend.sorted && p->ch.stats.copy) baatt_attend_record_copies(r);
 }
 
 void baatt_selection_recorded(baatt_plan *p)

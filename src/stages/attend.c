@@ -211,15 +211,18 @@ static void record_permute(baatt_rec *r, uint32_t which)
     baatt_dispatch(r, K_PERMUTE, &pc, (len + rows - 1) / rows, heads, 1);
 }
 
+void baatt_attend_record_copies(baatt_rec *r)
+{
+    record_permute(r, 0);
+    record_permute(r, 1);
+    baatt_barrier(r);
+}
+
 void baatt_attend_record(baatt_rec *r)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
-    if (p->ch.attend.sorted && !p->ch.stats.copy) {
-        record_permute(r, 0);
-        record_permute(r, 1);
-        baatt_barrier(r);
-    }
+    if (p->ch.attend.sorted && !p->ch.stats.copy) baatt_attend_record_copies(r);
     baatt_dispatch(r, K_ATTEND, &pc, (pc.q_len + p->ch.attend.br - 1) / p->ch.attend.br, p->ch.geo.bh, 1);
     baatt_barrier(r);
 }
