@@ -9,16 +9,7 @@
 # numbers. For work on the report itself: ACC_TMP=dir keeps the raw per-run JSON there, and
 # ACC_REPORT_ONLY=1 re-renders the report from an ACC_TMP of an earlier run without re-running.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-BAATT=${BAATT:-$root/build/baatt}
-if [ ! -x "$BAATT" ]; then
-  cmake -S "$root" -B "$root/build" >/dev/null
-  make -C "$root/build" -j"$(nproc)" baatt_cli >/dev/null
-fi
-out=$root/bench/results
-real=$root/bench/data/real
-if [ -n "${ACC_TMP:-}" ]; then tmp=$ACC_TMP; mkdir -p "$tmp"; else tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT; fi
-mkdir -p "$out"
+source "$(dirname "$0")/accuracy_setup.sh"
 
 SPARSITY=0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.75,0.8,0.85,0.9,0.95
 THRESHOLD=0.8,0.9,0.95

@@ -10,16 +10,7 @@
 # bench/accuracy.sh needs (a built `baatt`, python3 with numpy and matplotlib, bench/data/real).
 # ACC_TMP=dir keeps the raw JSON; ACC_REPORT_ONLY=1 re-renders from an ACC_TMP of an earlier run.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-BAATT=${BAATT:-$root/build/baatt}
-if [ ! -x "$BAATT" ]; then
-  cmake -S "$root" -B "$root/build" >/dev/null
-  make -C "$root/build" -j"$(nproc)" baatt_cli >/dev/null
-fi
-out=$root/bench/results
-real=$root/bench/data/real
-if [ -n "${ACC_TMP:-}" ]; then tmp=$ACC_TMP; mkdir -p "$tmp"; else tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT; fi
-mkdir -p "$out"
+source "$(dirname "$0")/accuracy_setup.sh"
 
 common=(--methods baatt,baatt_auto,meanpool,oracle_best --keep 0.5,0.25,0.1 --drift 0.05,0.1,0.2,0.4
         --reuse-steps 1,2,4,8 --block 64 --no-outputs --quiet)
