@@ -59,6 +59,9 @@
 #define SC_ATT_SPARSE 4
 #define SC_ATT_LSE 5      /* 1: also write each row's log-sum-exp to BIND_LSE (every attention kernel) */
 #define SC_ATT_COUNT 6
+#define ATT_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation (portable, KHR) */
+#define ATT_ROWS 4         /* portable: query rows per invocation */
+#define ATT_LANES 8        /* portable: invocations sharing those rows (score columns, output dims) */
 /* attention_nvcm.comp */
 #define SC_NVCM_WG 0
 #define SC_NVCM_D 1
@@ -81,7 +84,6 @@
 #define SC_KHR_MF 9       /* row fragments per subgroup */
 #define SC_KHR_LSE 10
 #define SC_KHR_COUNT 11
-#define KHR_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation */
 /* attention_cm2.comp */
 #define SC_CM2_WG 0
 #define SC_CM2_D 1

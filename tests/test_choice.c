@@ -187,11 +187,11 @@ static void choice_h100(void **s)
     /* 32-token blocks, head_dim 64: 32 x 32 tiles */
     ch = choose(h100(), shape(4096, 64, 32, BAATT_DTYPE_F16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_CM2, 32, 32, 64);
-    /* bf16 on bf16 cooperative matrices; fp32 on the portable kernel (16 x 32 fits 48 KiB) */
+    /* bf16 on bf16 cooperative matrices; fp32 on the portable kernel (32 x 16 fits 48 KiB) */
     ch = choose(h100(), shape(4096, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_CM2, 64, 64, 128);
     ch = choose(h100(), shape(4096, 128, 64, BAATT_DTYPE_F32, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 16, 64);
     assert_false(ch.attend.sorted || ch.stats.copy);
     assert_int_equal(ch.score.path, BAATT_SCORE_CM2); /* the logits' path does not depend on dtype */
     /* auto sort: the perms change after the statistics, so permute.comp makes the copies */
@@ -229,7 +229,7 @@ static void choice_nvidia_without_cm2(void **s)
     ch = choose(nvidia_no_cm2(), shape(16384, 64, 64, BAATT_DTYPE_F16, 0), NULL);
     expect_khr(&ch, 16, 16, 16, 32, 64, 64); /* head_dim 64: 64-key tiles fit */
     ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     ch = choose(nvidia_old_driver(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
     expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
     ch = choose(nvidia_old_driver(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
@@ -250,11 +250,11 @@ static void choice_amd_intel(void **s)
     expect_sort(&ch, BAATT_SORTER_RADIX, BAATT_SORTER_RADIX);
     assert_int_equal(ch.sort.radix_wg, 256);
     ch = choose(rdna3(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     baatt_caps fixed = rdna3(); /* a wrapped device without subgroup size control */
     fixed.features &= ~BAATT_FEATURE_SUBGROUP_SIZE_CONTROL;
     expect_attend((baatt_choice[]){choose(fixed, shape(4096, 128, 64, BAATT_DTYPE_F16, 1), NULL)},
-                  BAATT_ATTEND_PORTABLE, 32, 32, 128);
+                  BAATT_ATTEND_PORTABLE, 64, 32, 128);
     ch = choose(xe2(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
     expect_khr(&ch, 8, 16, 16, 16, 32, 64);
     assert_int_equal(ch.sort.radix_wg, 128);
@@ -262,7 +262,7 @@ static void choice_amd_intel(void **s)
     ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_F16, 1), NULL);
     expect_khr(&ch, 8, 8, 16, 8, 32, 32); /* 64-key tiles: 32 vectors an invocation to prefetch */
     ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     assert_int_equal(ch.sort.radix_wg, 64);
     /* a row of more than 64 keys a lane takes a workgroup: 8192 blocks over 64 or 32 lanes */
     ch = choose(rdna3(), shape(524288, 128, 64, BAATT_DTYPE_F16, 0), NULL);
@@ -281,20 +281,20 @@ static void choice_lavapipe26(void **s)
     expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F16, 1), NULL)}, 8, 8, 8, 8, 32,
                64);
     expect_attend((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL)},
-                  BAATT_ATTEND_PORTABLE, 32, 32, 128);
+                  BAATT_ATTEND_PORTABLE, 32, 32, 64);
     baatt_caps old = lavapipe26(); /* a library built by an old glslang */
     old.built = 0;
     expect_attend((baatt_choice[]){choose(old, shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, BAATT_ATTEND_PORTABLE,
-                  16, 16, 128);
+                  32, 32, 64);
 }
 
 static void choice_lavapipe_and_no_subgroups(void **s)
 {
     (void)s;
     baatt_choice ch = choose(lavapipe(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 64);
     ch = choose(lavapipe(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 16, 128); /* 32 KiB */
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 32, 32, 64); /* 32 KiB */
     expect_sort(&ch, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);
     assert_int_equal(ch.select.rows, 32);
     assert_int_equal(baatt_radix_workgroup(&(baatt_caps){.subgroup_min = 8, .subgroup_max = 8, .subgroup_ballot = 1}),
@@ -321,7 +321,7 @@ static void choice_tuned(void **s)
     expect_attend((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_ATTEND_NVCM, 64, 32, 128);
     t.attend = BAATT_ATTEND_PORTABLE;
     baatt_choice ch = choose(h100(), sparse, &t);
-    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 16, 32, 128);
+    expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     assert_false(ch.attend.sorted || ch.stats.copy);
     t = baatt_tuning_default();
     t.attend = BAATT_ATTEND_CM2; /* at most cm2: the best there is */

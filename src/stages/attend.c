@@ -107,7 +107,7 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
             uint32_t br = nsgs[i] * rs, bc = bcs[j];
             uint32_t wg = nsgs[i] * sg, vectors = bc * d / 8; /* a K or V tile's 16-byte vectors */
             if (bc % s.n || bc % s.k || bc % lpr || br > 2 * bc || wg > caps->max_invocations || vectors % wg ||
-                vectors / wg > KHR_MAX_VECTORS || khr_shared_bytes(d, br, bc, s) > caps->max_shared)
+                vectors / wg > ATT_MAX_VECTORS || khr_shared_bytes(d, br, bc, s) > caps->max_shared)
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
             *out = (baatt_attend_choice){
@@ -117,22 +117,34 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
     return 0;
 }
 
-/* The largest tile (BR query rows x BC keys) whose shared memory fits the device. */
+/* attention.comp's shared memory: Q and K tiles (padded rows) and the V tile in 4-element words
+ * of the storage type, P in fp32 (padded rows), the row-max exchange. */
+static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint64_t word)
+{
+    return word * ((uint64_t)(br + bc) * (d / 4 + 1) + (uint64_t)bc * d / 4) + 4ull * br * (bc + 1) +
+           4ull * br * ATT_LANES;
+}
+
+/* The largest tile (BR query rows x BC keys) that fits the device's shared memory and the
+ * kernel's register arrays (BC / ATT_LANES <= 8 score columns, a K/V prefetch of at most
+ * ATT_MAX_VECTORS vectors per invocation). */
 static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_geometry *g,
                                     baatt_attend_choice *out, char *msg, size_t n)
 {
-    static const uint32_t tiles[][2] = {{32, 32}, {16, 32}, {16, 16}};
-    uint32_t d = cfg->head_dim;
+    static const uint32_t tiles[][2] = {{64, 64}, {64, 32}, {32, 32}, {32, 16}, {16, 16}, {16, 8}};
+    uint32_t d = cfg->head_dim, es = (uint32_t)baatt_dtype_size(cfg->dtype), dv = d * es / 16;
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-        uint32_t br = tiles[i][0], bc = tiles[i][1];
-        uint64_t bytes = 4ull * (br * d + bc * (d + 1) + bc * d + br * bc) + 12ull * br;
-        if (bytes > caps->max_shared || (!cfg->dense && (br > g->block || bc > g->block))) continue;
-        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = 128};
+        uint32_t br = tiles[i][0], bc = tiles[i][1], wg = br / ATT_ROWS * ATT_LANES;
+        if (portable_shared_bytes(d, br, bc, 4ull * es) > caps->max_shared || wg > caps->max_invocations ||
+            (bc * dv) % wg || bc * dv / wg > ATT_MAX_VECTORS || bc / ATT_LANES > 8)
+            continue;
+        if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
+        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg};
         return BAATT_OK;
     }
     return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
-                      "device %s has %u bytes of compute shared memory; head_dim %u needs at least %u", caps->name,
-                      caps->max_shared, d, 4 * (16 * d + 16 * (d + 1) + 16 * d + 256) + 192);
+                      "device %s has %u bytes of compute shared memory; head_dim %u needs at least %llu", caps->name,
+                      caps->max_shared, d, (unsigned long long)portable_shared_bytes(d, 16, 8, 4ull * es));
 }
 
 baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
