@@ -266,6 +266,8 @@ class WanProcessor(_Processor):
                  attention_mask: Any = None, rotary_emb: Any = None) -> Any:
         cross = encoder_hidden_states is not None or attn.add_k_proj is not None
         reason = self._precheck(attn, hidden_states.shape[1], cross, attention_mask)
+        if not reason and rotary_emb is not None and not (isinstance(rotary_emb, tuple) and len(rotary_emb) == 2):
+            reason = "rotary"   # not the (cos, sin) pair this diffusers' Wan passes
         if reason:
             return self._delegate(reason, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if getattr(attn, "fused_projections", False):
@@ -330,7 +332,7 @@ class CogVideoXProcessor(_Processor):
 def _processor_class(original: Any) -> Optional[type]:
     """Our processor for a diffusers processor, None for one we do not reproduce."""
     name = type(original).__name__
-    if name in ("WanAttnProcessor", "WanAttnProcessor2_0"):
+    if name == "WanAttnProcessor":   # WanAttnProcessor2_0() makes one too
         return WanProcessor
     if name in ("CogVideoXAttnProcessor2_0", "FusedCogVideoXAttnProcessor2_0"):
         return CogVideoXProcessor
