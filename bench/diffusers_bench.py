@@ -38,12 +38,14 @@ def parse():
     a = p.add_argument
     a("--device", default="cuda"), a("--dtype", default="bfloat16", choices=["float16", "bfloat16", "float32"])
     a("--layers", type=int, default=30), a("--heads", type=int, default=12), a("--head-dim", type=int, default=128)
-    a("--ffn-dim", type=int, default=8960), a("--text-dim", type=int, default=4096), a("--text-len", type=int, default=512)
+    a("--ffn-dim", type=int, default=8960), a("--text-dim", type=int, default=4096)
+    a("--text-len", type=int, default=512)
     a("--frames", type=int, default=21, help="latent frames"), a("--height", type=int, default=60, help="latent height")
     a("--width", type=int, default=104, help="latent width")
-    a("--steps", type=int, default=6), a("--keeps", default="0.5,0.25,0.1"), a("--reuse", default="1,3",
-                                                                              help="reuse_every values")
-    a("--block", type=int, default=64), a("--sort", default="norm"), a("--store", default="host", choices=["host", "plan"])
+    a("--steps", type=int, default=6), a("--keeps", default="0.5,0.25,0.1")
+    a("--reuse", default="1,3", help="reuse_every values")
+    a("--block", type=int, default=64), a("--sort", default="norm")
+    a("--store", default="host", choices=["host", "plan"])
     a("--dense-steps", type=int, default=0), a("--min-tokens", type=int, default=None)
     a("--rows", type=int, default=64, help="sampled query rows per head for the recall")
     a("--recall-step", type=int, default=-1, help="the step whose q/k the recall uses (-1: the last)")
@@ -58,9 +60,10 @@ def build(args, device, dtype):
     from diffusers import WanTransformer3DModel
     torch.manual_seed(args.seed)
     with torch.device(device):
-        m = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=args.heads, attention_head_dim=args.head_dim,
-                                  in_channels=16, out_channels=16, text_dim=args.text_dim, freq_dim=256,
-                                  ffn_dim=args.ffn_dim, num_layers=args.layers, cross_attn_norm=True,
+        m = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=args.heads,
+                                  attention_head_dim=args.head_dim, in_channels=16, out_channels=16,
+                                  text_dim=args.text_dim, freq_dim=256, ffn_dim=args.ffn_dim, num_layers=args.layers,
+                                  cross_attn_norm=True,
                                   qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
     # as from_pretrained(torch_dtype=...) does: the listed modules stay float32, rope's tables float64
     rope = (m.rope.freqs_cos, m.rope.freqs_sin)
