@@ -268,6 +268,8 @@ class WanProcessor(_Processor):
         reason = self._precheck(attn, hidden_states.shape[1], cross, attention_mask)
         if not reason and rotary_emb is not None and not (isinstance(rotary_emb, tuple) and len(rotary_emb) == 2):
             reason = "rotary"   # not the (cos, sin) pair this diffusers' Wan passes
+        if not reason and getattr(self.original, "_parallel_config", None) is not None:
+            reason = "context_parallel"   # the sequence is sharded: attention must gather it
         if reason:
             return self._delegate(reason, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if getattr(attn, "fused_projections", False):
