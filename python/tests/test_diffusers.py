@@ -274,3 +274,16 @@ def test_cogvideox_fallbacks_and_counts():
             out = attn(hs, enc, attention_mask=mask, image_rotary_emb=inp[2])
             assert h.report()["fallbacks"] == {"mask": 1}
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
+
+
+def test_fused_projections():
+    # fuse_qkv_projections(): Wan's attn1 projects through to_qkv, CogVideoX gets the fused processor
+    for model, inputs, run in ((wan(), wan_inputs(), wan_run), (cog(), cog_inputs(), cog_run)):
+        model.fuse_qkv_projections()
+        blocks = getattr(model, "blocks", None) or model.transformer_blocks
+        assert blocks[0].attn1.fused_projections and hasattr(blocks[0].attn1, "to_qkv")
+        ref = run(model, inputs)
+        with bd.install(model, cfg(keep=1.0)) as h:
+            out = run(model, inputs)
+            assert h.report()["baatt"] == 2 and h.report()["replaced"] == len(model.attn_processors)
+        assert rel(out, ref) < 2e-5
