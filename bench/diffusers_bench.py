@@ -8,8 +8,9 @@ sequence, the same for every method) with:
   sdpa                       diffusers' own processor; on CUDA the FLASH backend is forced
   baatt keep K [reuse R]     baatt.diffusers.install(..., Config(keep=K, reuse_every=R))
 and reports per step wall time (synchronized), the final step's output relative L2 error and cosine
-against SDPA, and, per layer, the attention mass a fresh baatt selection recalls on --rows sampled
-query rows per head (exact softmax over all keys, torch float32) at step --recall-step.
+against SDPA, and, per layer, the attention mass that the selection the layer attended on (fresh, or
+held under reuse) recalls on --rows sampled query rows per head (exact softmax over all keys, torch
+float32) at step --recall-step (that step's time is left out of mean_step_s, as is step 0's).
 
     # the GPU machine (480p-class: 21x60x104 latents, patch 1x2x2 -> 32760 tokens)
     python3 bench/diffusers_bench.py --device cuda --dtype bfloat16 --steps 6 --out wan.json --plot wan.png
@@ -106,12 +107,10 @@ def sdpa_context(device):
     return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
 
 
-def run_steps(m, xs, text, ts, device, probe=None):
+def run_steps(m, xs, text, ts, device):
     outs, times = [], []
     with torch.no_grad(), sdpa_context(device):
         for s, (x, t) in enumerate(zip(xs, ts)):
-            if probe is not None:
-                probe["active"] = s == probe["step"]
             sync(device)
             t0 = time.perf_counter()
             o = m(x, torch.tensor([t], device=device), text).sample
@@ -121,50 +120,57 @@ def run_steps(m, xs, text, ts, device, probe=None):
     return outs, times
 
 
-def mass_recall(q, k, v, cfg, rows, gen):
-    """Mean and min over heads of the exact attention mass (fp32 softmax over all keys) that a
-    fresh baatt selection keeps, on `rows` random query rows per head. q, k, v: [1, N, H, d]."""
-    _, sel = baatt.attention(q, k, v, layout="bnhd", keep=cfg.keep, threshold=cfg.threshold, block=cfg.block,
-                             sort=cfg.sort, return_selection=True, device=cfg.device)
+def mass_recall(q, k, sel, block, rows, gen):
+    """Mean and min over heads of the exact attention mass (fp32 softmax over all keys) that the
+    selection sel = (mask, perm_q, perm_k) keeps, on `rows` random query rows per head.
+    q, k: [1, N, H, d] (Wan's layout)."""
     dev = q.device
     n, h, d = q.shape[1], q.shape[2], q.shape[3]
-    mask = torch.from_numpy(sel.mask[0]).to(dev)                             # [H, qb, kb] sorted blocks
-    inv_q = torch.from_numpy(np.argsort(sel.perm_q[0], axis=-1)).to(dev)     # original -> sorted position
-    inv_k = torch.from_numpy(np.argsort(sel.perm_k[0], axis=-1)).to(dev)
+    mask = torch.from_numpy(np.asarray(sel[0][0], bool)).to(dev)             # [H, qb, kb] sorted blocks
+    inv_q = torch.from_numpy(np.argsort(sel[1][0], axis=-1)).to(dev)        # original -> sorted position
+    inv_k = torch.from_numpy(np.argsort(sel[2][0], axis=-1)).to(dev)
     rep = h // k.shape[2]
     per_head = []
     for j in range(h):
         idx = torch.randperm(n, generator=gen)[:rows].to(dev)
         qs, ks = q[0, idx, j].float(), k[0, :, j // rep].float()
         p = torch.softmax(qs @ ks.T / math.sqrt(d), dim=-1)                   # [rows, N]
-        kept = mask[j][inv_q[j, idx] // cfg.block][:, inv_k[j // rep] // cfg.block]   # [rows, N]
+        kept = mask[j][inv_q[j, idx] // block][:, inv_k[j // rep] // block]   # [rows, N]
         per_head.append(float((p * kept).sum(-1).mean()))
     return float(np.mean(per_head)), float(np.min(per_head))
 
 
-def recall_run(m, xs, text, ts, device, cfg, args):
-    """One pass to the recall step with SDPA, capturing each layer's attn1 q/k/v through a dense
-    baatt install (dense_layers = all: SDPA does the attention, the processor exposes q/k/v)."""
-    step = args.recall_step % len(xs)
-    per_layer = {}
-    gen = torch.Generator().manual_seed(args.seed + 2)
-    handle = bd.install(m, bd.Config(dense_layers=range(args.layers), min_tokens=0))
-    engine = handle._engine
-    dense_attend = engine.attend
+def selection_in_use(engine, key, q, k, layout):
+    """The selection the engine's last baatt call for this layer attended on: the held one (host
+    store with reuse), else the one its plan holds (shared plan: its last call)."""
+    cfg, kb = engine.config, (key, engine.branch)
+    if cfg.reuse_every > 1 and cfg.selection_store == "host":
+        held = engine._held.get(kb)
+        return held[1] if held else None
+    shape = (tuple(q.shape), tuple(k.shape), str(q.dtype), layout)
+    plan = engine._plans.get((kb if cfg.selection_store == "plan" else None, shape))
+    if plan is None:
+        return None
+    s = plan.selection()
+    return s.mask, s.perm_q, s.perm_k
+
+
+def add_probe(handle, step, rows, seed, per_layer):
+    """At `step` (branch 0), after each layer's baatt call, the attention mass that the selection it
+    used (fresh or reused) recalls: per_layer[layer] = (mean, min over heads)."""
+    engine, gen = handle._engine, torch.Generator().manual_seed(seed)
+    inner = engine.attend
 
     def attend(key, layer, q, k, v, layout):
-        if probe["active"]:
-            per_layer[layer] = mass_recall(q, k, v, cfg, args.rows, gen)
-        return dense_attend(key, layer, q, k, v, layout)
+        before = engine.counts["baatt"]
+        o = inner(key, layer, q, k, v, layout)
+        if engine.step == step and engine.branch == 0 and engine.counts["baatt"] > before:
+            sel = selection_in_use(engine, key, q, k, layout)
+            if sel is not None:
+                per_layer[layer] = mass_recall(q, k, sel, engine.config.block, rows, gen)
+        return o
 
     engine.attend = attend
-    probe = {"active": False, "step": step}
-    try:
-        run_steps(m, xs[:step + 1], text, ts[:step + 1], device, probe)
-    finally:
-        handle.remove()
-    return {"step": step, "mean": [per_layer[i][0] for i in sorted(per_layer)],
-            "min_head": [per_layer[i][1] for i in sorted(per_layer)]}
 
 
 def compare(o, ref):
@@ -186,7 +192,8 @@ def main():
         result["gpu"] = torch.cuda.get_device_name(device)
     ref, ref_times = run_steps(m, xs, text, ts, device)
     result["methods"].append({"name": "sdpa", "step_s": ref_times})
-    print(f"sdpa: {np.mean(ref_times[1:] or ref_times):.3f} s/step", flush=True)
+    print(f"sdpa: {mean_step(result['methods'][0]):.3f} s/step", flush=True)
+    save(result, args)
     min_tokens = args.min_tokens if args.min_tokens is not None else min(2048, tokens)
     for keep in [float(k) for k in args.keeps.split(",")]:
         for reuse in [int(r) for r in args.reuse.split(",")]:
@@ -194,33 +201,50 @@ def main():
                             dense_steps=args.dense_steps, min_tokens=min_tokens)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
+            recall, probe_step = {}, args.recall_step % args.steps
             with bd.install(m, cfg) as h:
+                if not args.no_recall:
+                    add_probe(h, probe_step, args.rows, args.seed + 2, recall)
                 outs, times = run_steps(m, xs, text, ts, device)
                 report = h.report()
             err = [compare(o, r) for o, r in zip(outs, ref)]
             entry = {"name": f"baatt keep {keep}" + (f" reuse {reuse}" if reuse > 1 else ""), "keep": keep,
                      "reuse_every": reuse, "step_s": times, "rel_err": [e[0] for e in err],
                      "cosine": [e[1] for e in err], "final_rel_err": err[-1][0], "final_cosine": err[-1][1],
-                     "report": report}
+                     "report": report, "probe_step": probe_step if recall else None}
             if device.type == "cuda":
                 entry["peak_bytes"] = torch.cuda.max_memory_allocated()
             result["methods"].append(entry)
-            print(f"{entry['name']}: {np.mean(times[1:] or times):.3f} s/step, final rel err {err[-1][0]:.4f} "
+            print(f"{entry['name']}: {mean_step(entry):.3f} s/step, final rel err {err[-1][0]:.4f} "
                   f"cos {err[-1][1]:.5f}; baatt {report['baatt']} (estimates {report['estimates']}, reuse "
                   f"{report['reuse']}), fallbacks {report['fallbacks']}, plan scratch "
                   f"{report['plan_scratch_bytes'] / 2**20:.2f} MiB, host selections "
                   f"{report['host_selection_bytes'] / 2**20:.2f} MiB", flush=True)
-            if not args.no_recall and reuse == 1:
-                entry["recall"] = recall_run(m, xs, text, ts, device, cfg, args)
-                print(f"  recall at step {entry['recall']['step']}: per layer "
+            if recall:
+                entry["recall"] = {"step": probe_step, "mean": [recall[i][0] for i in sorted(recall)],
+                                   "min_head": [recall[i][1] for i in sorted(recall)]}
+                print(f"  recall at step {probe_step}: per layer "
                       f"{' '.join(f'{r:.3f}' for r in entry['recall']['mean'])}", flush=True)
-    for e in result["methods"]:
-        e["mean_step_s"] = float(np.mean(e["step_s"][1:] or e["step_s"]))   # the first includes setup
+            save(result, args)
+    save(result, args)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")
     if args.plot:
         plot(result, args.plot)
+
+
+def mean_step(e):
+    """Mean step time without step 0 (plan creation, pipeline setup) and the probe step."""
+    t = [x for i, x in enumerate(e["step_s"]) if i > 0 and i != e.get("probe_step")]
+    return float(np.mean(t or e["step_s"]))
+
+
+def save(result, args):
+    """The JSON so far (after every method: a run cut short keeps what it measured)."""
+    for e in result["methods"]:
+        e["mean_step_s"] = mean_step(e)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
 
 
 def plot(result, path):
