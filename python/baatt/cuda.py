@@ -20,13 +20,15 @@ Imported on demand (baatt itself does not import torch or libcuda).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import threading
 import warnings
+import weakref
 from ctypes import POINTER, Structure, Union, byref, c_char_p, c_int, c_uint, c_ulonglong, c_void_p
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 from ._lib import lib
 
@@ -176,22 +178,21 @@ def vulkan_device(device: Any) -> int:
 
 
 class SharedBuffer:
-    """One exportable baatt buffer imported into CUDA: `tensor` is a torch tensor of `shape` and
-    `dtype` over the same device memory. The tensor keeps this object alive (torch holds the
-    __cuda_array_interface__ exporter), and this object keeps the baatt context alive; the CUDA
-    mapping, the imported memory and the baatt buffer are released, in that order, when the last
-    reference goes."""
+    """One exportable baatt buffer of nbytes imported into CUDA, exposed through
+    __cuda_array_interface__. It keeps the baatt context alive; the CUDA mapping, the imported
+    memory and the baatt buffer are released, in that order, when the last reference goes. It
+    holds no tensor of its own: the tensors torch makes from it hold it (a reference cycle through
+    torch's storage deleter would never be collected)."""
 
-    def __init__(self, ctx: Any, torch_device: Any, shape: Tuple[int, ...], dtype: Any):
-        torch = _torch()
+    def __init__(self, ctx: Any, uuid: bytes, nbytes: int):
+        """ctx: a _api._Context; uuid: the CUDA device's (the same GPU as ctx's)."""
         self._drv = _driver()
         self._ctx = ctx  # the baatt context (_api._Context): outlives the buffer
         self._buf = c_void_p()
         self._ext = c_void_p()
         self._ptr = CUdeviceptr(0)
         self._cuctx = None
-        count, esize = int(torch.Size(shape).numel()), torch.empty((), dtype=dtype).element_size()
-        self.nbytes = nbytes = count * esize
+        self.nbytes = nbytes
         status = lib.baatt_device_buffer_create_exportable(ctx.handle, nbytes, byref(self._buf))
         if status:
             raise InteropError(f"baatt_device_buffer_create_exportable: {ctx.error()}")
@@ -199,48 +200,41 @@ class SharedBuffer:
         status = lib.baatt_device_buffer_export_fd(self._buf, byref(fd), byref(alloc), byref(dedicated))
         if status:
             raise InteropError(f"baatt_device_buffer_export_fd: {ctx.error()}")
-        self._import(fd.value, alloc.value, bool(dedicated.value), torch_uuid(torch_device))
+        self._import(fd.value, alloc.value, bool(dedicated.value), uuid)
         self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (self._ptr.value, False),
                                          "version": 3, "strides": None}
-        self.tensor = torch.as_tensor(self, device=torch_device).view(dtype).view(shape)
 
     def _import(self, fd: int, alloc: int, dedicated: bool, uuid: bytes) -> None:
-        """Imports fd (ownership passes to CUDA on success; closed here otherwise) into the
-        primary context of the CUDA device with `uuid` (torch's context) and maps the buffer."""
-        drv = self._drv
+        """Imports fd into the primary context of the CUDA device with `uuid` (the context torch
+        uses) and maps the buffer. CUDA owns fd once the import succeeds; until then it is ours."""
+        drv, taken = self._drv, False
         try:
             dev = drv.device_with_uuid(uuid)
             cuctx = c_void_p()
             drv.check(drv.cuDevicePrimaryCtxRetain(byref(cuctx), dev), "cuDevicePrimaryCtxRetain")
             self._cuctx = (cuctx, dev)
-        except BaseException:
-            os.close(fd)
-            raise
-        with self._current():
-            desc = ExternalMemoryHandleDesc(type=CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD, size=alloc,
-                                            flags=CUDA_EXTERNAL_MEMORY_DEDICATED if dedicated else 0)
-            desc.handle.fd = fd
-            result = drv.cuImportExternalMemory(byref(self._ext), byref(desc))
-            if result != CUDA_SUCCESS:
-                os.close(fd)  # not taken on failure
-                self._ext = c_void_p()
-                drv.check(result, "cuImportExternalMemory (opaque fd)")
-            buf = ExternalMemoryBufferDesc(offset=0, size=self.nbytes, flags=0)
-            drv.check(drv.cuExternalMemoryGetMappedBuffer(byref(self._ptr), self._ext, byref(buf)),
-                      "cuExternalMemoryGetMappedBuffer")
+            with self._current():
+                desc = ExternalMemoryHandleDesc(type=CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD, size=alloc,
+                                                flags=CUDA_EXTERNAL_MEMORY_DEDICATED if dedicated else 0)
+                desc.handle.fd = fd
+                drv.check(drv.cuImportExternalMemory(byref(self._ext), byref(desc)), "cuImportExternalMemory (opaque fd)")
+                taken = True
+                buf = ExternalMemoryBufferDesc(offset=0, size=self.nbytes, flags=0)
+                drv.check(drv.cuExternalMemoryGetMappedBuffer(byref(self._ptr), self._ext, byref(buf)),
+                          "cuExternalMemoryGetMappedBuffer")
+        finally:
+            if not taken:
+                os.close(fd)
 
-    def _current(self):
-        """A context manager making the retained primary context current on this thread."""
-        drv, cuctx = self._drv, self._cuctx[0]
-
-        class _Push:
-            def __enter__(self_inner):
-                drv.check(drv.cuCtxPushCurrent(cuctx), "cuCtxPushCurrent")
-
-            def __exit__(self_inner, *exc):
-                drv.cuCtxPopCurrent(byref(c_void_p()))
-
-        return _Push()
+    @contextlib.contextmanager
+    def _current(self) -> Iterator[None]:
+        """The retained primary context, current on this thread for the block."""
+        drv = self._drv
+        drv.check(drv.cuCtxPushCurrent(self._cuctx[0]), "cuCtxPushCurrent")
+        try:
+            yield
+        finally:
+            drv.cuCtxPopCurrent(byref(c_void_p()))
 
     def close(self) -> None:
         drv = getattr(self, "_drv", None)
@@ -264,6 +258,25 @@ class SharedBuffer:
             pass
 
 
+class Shared(NamedTuple):
+    """A torch tensor over a SharedBuffer: `handle` (the baatt_device_buffer) is valid while
+    `tensor` lives; `owner` is a weak reference to the SharedBuffer (tests check its release)."""
+    tensor: Any
+    handle: int
+    owner: Any
+
+
+def shared_tensor(ctx: Any, torch_device: Any, shape: Tuple[int, ...], dtype: Any) -> Shared:
+    """A torch tensor of shape and dtype on torch_device whose memory is an exportable buffer of
+    baatt context ctx (a _api._Context on the same GPU)."""
+    torch = _torch()
+    count, esize = int(torch.Size(shape).numel()), torch.empty((), dtype=dtype).element_size()
+    owner = SharedBuffer(ctx, torch_uuid(torch_device), count * esize)
+    # torch keeps the exporter alive as long as the storage (its deleter drops the reference)
+    tensor = torch.as_tensor(owner, device=torch_device).view(dtype).view(shape)
+    return Shared(tensor, owner._buf.value, weakref.ref(owner))
+
+
 class PlanBuffers:
     """A plan's shared Q, K, V, O (and LSE) buffers on one CUDA device, reused across calls."""
 
@@ -271,7 +284,7 @@ class PlanBuffers:
                  lse: bool):
         torch = _torch()
         self.device = torch.device(torch_device)
-        make = lambda shape, dt: SharedBuffer(ctx, self.device, shape, dt)  # noqa: E731
+        make = lambda shape, dt: shared_tensor(ctx, self.device, shape, dt)  # noqa: E731
         self.q, self.k, self.v, self.o = (make(s, dtype) for s in (q_bhnd, kv_bhnd, kv_bhnd, q_bhnd))
         self.lse = make(q_bhnd[:3], torch.float32) if lse else None
         self.done: Optional[Any] = None  # an event after the last reads of O / LSE
@@ -289,8 +302,8 @@ class PlanBuffers:
             if self.done is not None:
                 self.done.synchronize()
             torch.cuda.current_stream(self.device).synchronize()
-            status = lib.baatt_plan_run_buffers_lse(plan_handle, self.q._buf, self.k._buf, self.v._buf,
-                                                    self.o._buf, self.lse._buf if self.lse else None)
+            status = lib.baatt_plan_run_buffers_lse(plan_handle, self.q.handle, self.k.handle, self.v.handle,
+                                                    self.o.handle, self.lse.handle if self.lse else None)
             if status:
                 error(status)
             # baatt_plan_run_buffers_lse returned after its fence: the GPU finished writing O and
