@@ -217,7 +217,8 @@ class SharedBuffer:
                 desc = ExternalMemoryHandleDesc(type=CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD, size=alloc,
                                                 flags=CUDA_EXTERNAL_MEMORY_DEDICATED if dedicated else 0)
                 desc.handle.fd = fd
-                drv.check(drv.cuImportExternalMemory(byref(self._ext), byref(desc)), "cuImportExternalMemory (opaque fd)")
+                drv.check(drv.cuImportExternalMemory(byref(self._ext), byref(desc)),
+                          "cuImportExternalMemory (opaque fd)")
                 taken = True
                 buf = ExternalMemoryBufferDesc(offset=0, size=self.nbytes, flags=0)
                 drv.check(drv.cuExternalMemoryGetMappedBuffer(byref(self._ptr), self._ext, byref(buf)),

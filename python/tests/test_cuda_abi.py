@@ -82,7 +82,8 @@ def test_layouts_constants_and_symbols(tmp_path):
             assert const[rest[0]] == int(rest[1]), f"{rest[0]}: {const[rest[0]]}, cuda.h {rest[1]}"
         else:
             name, symbol = rest
-            assert cuda.SYMBOLS[name][0] == symbol, f"{name} is exported as {symbol} (cuda.h), not {cuda.SYMBOLS[name][0]}"
+            ours = cuda.SYMBOLS[name][0]
+            assert ours == symbol, f"{name} is exported as {symbol} (cuda.h), not {ours}"
         checked += 1
     assert checked == len(lines)
     # the argument counts against the header's prototypes are not checked here; the symbols are:
