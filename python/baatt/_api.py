@@ -336,6 +336,7 @@ class Plan:
         self._reuse = False
         self._cuda: Any = None  # baatt.cuda.PlanBuffers of the last device-resident call
         self._cuda_lse: Any = None  # its LSE (a CUDA tensor), what lse() returns after it
+        self._cuda_failed: Dict[Any, str] = {}  # torch device -> why its shared buffers failed
 
     @property
     def device(self) -> DeviceInfo:
@@ -420,16 +421,19 @@ class Plan:
         if self._cuda is not None and self._cuda.device == q.device:
             return True
         from . import cuda
-        reason = cuda.reason_unavailable(self._ctx.device, q.device)
-        if reason:
-            cuda.warn_once(reason)
-            return False
-        self._cuda = None  # another GPU's buffers go first
-        torch = _torch()
-        dtype = {_DTYPE_F32: torch.float32, _DTYPE_F16: torch.float16, _DTYPE_BF16: torch.bfloat16}[self.dtype]
-        self._cuda = cuda.PlanBuffers(self._ctx, q.device, _bhnd(self.q_shape, self.layout),
-                                      _bhnd(self.kv_shape, self.layout), dtype, bool(self.config.lse))
-        return True
+        reason = self._cuda_failed.get(q.device) or cuda.reason_unavailable(self._ctx.device, q.device)
+        if not reason:
+            self._cuda = None  # another GPU's buffers go first
+            torch = _torch()
+            dtype = {_DTYPE_F32: torch.float32, _DTYPE_F16: torch.float16, _DTYPE_BF16: torch.bfloat16}[self.dtype]
+            try:
+                self._cuda = cuda.PlanBuffers(self._ctx, q.device, _bhnd(self.q_shape, self.layout),
+                                              _bhnd(self.kv_shape, self.layout), dtype, bool(self.config.lse))
+                return True
+            except cuda.InteropError as e:  # e.g. the driver refused the import: not retried per call
+                reason = self._cuda_failed[q.device] = str(e)
+        cuda.warn_once(reason)
+        return False
 
     def _run_cuda(self, handle: ctypes.c_void_p, q: Any, k: Any, v: Any) -> Any:
         def fail(status: int) -> None:

@@ -62,7 +62,8 @@ class ExternalMemoryBufferDesc(Structure):
 
 
 class CUuuid(Structure):
-    _fields_ = [("bytes", ctypes.c_char * 16)]
+    # unsigned bytes: a c_char array field would read as bytes cut at the first NUL
+    _fields_ = [("bytes", ctypes.c_ubyte * 16)]
 
 
 # The exported symbol of each function: cuda.h #defines some names to versioned entry points
@@ -330,6 +331,9 @@ def reason_unavailable(ctx_device: Any, tensor_device: Any) -> Optional[str]:
     except Exception as e:  # an old torch without .uuid
         return f"no UUID for {tensor_device}: {e}"
     if ctx_device.uuid != uuid:
+        if all(u != uuid for _, u in _vulkan_uuids()):
+            return (f"no Vulkan device has the UUID of {tensor_device} ({uuid.hex()}): is the NVIDIA Vulkan driver "
+                    "installed?")
         return (f"the plan's Vulkan device {ctx_device.name} ({ctx_device.uuid.hex()}) is not {tensor_device} "
                 f"({uuid.hex()}); create the plan with device=baatt.cuda.vulkan_device({str(tensor_device)!r})")
     return None

@@ -297,3 +297,23 @@ def test_shared_buffer_import_failure_closes_fd(monkeypatch):
     with pytest.raises(OSError):
         os.fstat(fake.desc["fd"])  # not taken by the failed import: closed by SharedBuffer
     assert [c[0] for c in fake.calls][-2:] == ["pop", "release"]  # the retained context released
+
+
+def test_plan_falls_back_with_one_warning(monkeypatch):
+    """The Plan's decision for a CUDA tensor when libcuda is missing: host path, one warning,
+    no shared buffers (the tensor itself is not touched by the decision, so a stand-in does)."""
+    monkeypatch.setitem(cuda._driver_state, "driver", cuda.InteropError("libcuda.so.1 could not be loaded: test"))
+    monkeypatch.setattr(cuda, "_warned", set())
+
+    class CudaStandIn:
+        device = torch.device("cuda", 0)
+
+    with baatt.Plan((1, 2, 64, 64), (1, 2, 64, 64), "float16", dense=True) as plan:
+        if not plan.device.external_memory:
+            pytest.skip(f"{plan.device.name} has no VK_KHR_external_memory_fd")
+        with pytest.warns(RuntimeWarning, match="libcuda.so.1"):
+            assert plan._device_resident(CudaStandIn()) is False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert plan._device_resident(CudaStandIn()) is False  # again: silent
+        assert plan._cuda is None
