@@ -107,6 +107,14 @@ baatt_status baatt_buffer_create_exportable(baatt_context *ctx, VkDeviceSize siz
                           "exportable buffers need VK_KHR_external_memory_fd, which device %s %s", ctx->info.name,
                           ctx->owns_device ? "does not offer"
                                            : "was not created with (BAATT_FEATURE_EXTERNAL_MEMORY_FD)");
+    /* A wrapped device whose application claimed the bit without enabling the extension, or a
+     * 1.0 device: the functions are missing, and calling them would crash. */
+    if (!ctx->vk.vkGetMemoryFdKHR || !ctx->vk.vkGetBufferMemoryRequirements2 ||
+        !ctx->vki.vkGetPhysicalDeviceExternalBufferProperties)
+        return baatt_fail(ctx, BAATT_ERROR_MISSING_FEATURE,
+                          "exportable buffers: device %s has no vkGetMemoryFdKHR / vkGetBufferMemoryRequirements2 "
+                          "(VK_KHR_external_memory_fd not enabled, or a Vulkan 1.0 device)",
+                          ctx->info.name);
     VkPhysicalDeviceExternalBufferInfo info = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_BUFFER_INFO,
                                                .usage = BUFFER_USAGE,
                                                .handleType = EXPORT_HANDLE};

@@ -231,6 +231,38 @@ static void export_errors(void **s)
     baatt_device_buffer_destroy(e);
 }
 
+/* A wrapped device: exportable buffers only where the application says it enabled the extension
+ * (BAATT_FEATURE_EXTERNAL_MEMORY_FD); th_ctx's own device did enable it. */
+static void wrapped_feature_bit(void **s)
+{
+    (void)s;
+    if (skip_without_export()) skip();
+    baatt_external_device ext;
+    assert_int_equal(baatt_context_handles(th_ctx, &ext), BAATT_OK);
+    for (int on = 0; on < 2; on++) {
+        baatt_external_device e = ext;
+        if (!on) e.enabled &= ~(uint32_t)BAATT_FEATURE_EXTERNAL_MEMORY_FD;
+        baatt_context *w = NULL;
+        assert_int_equal(baatt_context_wrap(&e, &w), BAATT_OK);
+        baatt_device_buffer *b = NULL;
+        baatt_status st = baatt_device_buffer_create_exportable(w, 256, &b);
+        if (on) {
+            assert_int_equal(st, BAATT_OK);
+            int fd = -1, dedicated;
+            uint64_t alloc;
+            assert_int_equal(baatt_device_buffer_export_fd(b, &fd, &alloc, &dedicated), BAATT_OK);
+            assert_true(fd >= 0 && alloc >= 256);
+            close(fd);
+        } else {
+            assert_int_equal(st, BAATT_ERROR_MISSING_FEATURE);
+            assert_null(b);
+            assert_non_null(strstr(baatt_context_error(w), "BAATT_FEATURE_EXTERNAL_MEMORY_FD"));
+        }
+        baatt_device_buffer_destroy(b);
+        baatt_context_destroy(w);
+    }
+}
+
 /* The device's UUID is reported (what matches it with a CUDA device). */
 static void device_uuid(void **s)
 {
@@ -257,6 +289,7 @@ int main(void)
         cmocka_unit_test(export_errors),
         cmocka_unit_test(export_import_round_trip),
         cmocka_unit_test(plan_on_exportable_buffers),
+        cmocka_unit_test(wrapped_feature_bit),
     };
     int failed = cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
     return failed ? failed : missing_export ? 77 : 0;
