@@ -80,6 +80,7 @@ SYMBOLS = {
     "cuImportExternalMemory": ("cuImportExternalMemory", [POINTER(c_void_p), POINTER(ExternalMemoryHandleDesc)]),
     "cuExternalMemoryGetMappedBuffer": ("cuExternalMemoryGetMappedBuffer",
                                         [POINTER(CUdeviceptr), c_void_p, POINTER(ExternalMemoryBufferDesc)]),
+    "cuCtxSynchronize": ("cuCtxSynchronize", []),
     "cuMemFree": ("cuMemFree_v2", [CUdeviceptr]),
     "cuDestroyExternalMemory": ("cuDestroyExternalMemory", [c_void_p]),
     "cuGetErrorName": ("cuGetErrorName", [CUresult, POINTER(c_char_p)]),
@@ -99,7 +100,10 @@ class _Driver:
         except OSError as e:
             raise InteropError(f"libcuda.so.1 (the NVIDIA driver's CUDA library) could not be loaded: {e}") from None
         for name, (symbol, argtypes) in SYMBOLS.items():
-            fn = getattr(self.lib, symbol)
+            try:
+                fn = getattr(self.lib, symbol)
+            except AttributeError:
+                raise InteropError(f"libcuda.so.1 has no {symbol} (a driver older than CUDA 11.4's)") from None
             fn.restype, fn.argtypes = CUresult, argtypes
             setattr(self, name, fn)
         self.check(self.cuInit(0), "cuInit")
@@ -244,6 +248,7 @@ class SharedBuffer:
             return
         if self._cuctx is not None:
             with self._current():
+                drv.cuCtxSynchronize()  # no CUDA work may still use the memory (rare: at teardown)
                 if self._ptr.value:
                     drv.cuMemFree(self._ptr)
                 if self._ext:

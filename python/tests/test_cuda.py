@@ -241,6 +241,10 @@ class FakeDriver:
         self.calls.append(("map",))
         return 0
 
+    def cuCtxSynchronize(self):
+        self.calls.append(("sync",))
+        return 0
+
     def cuMemFree(self, ptr):
         self.calls.append(("free", _value(ptr)))
         return 0
@@ -279,8 +283,8 @@ def test_shared_buffer_with_fake_driver(monkeypatch, rng):
     assert at >= 0, "the exported fd's mapping does not hold the buffer's bytes"
     fake.mm.close()
     sb.close()
-    assert [c[0] for c in fake.calls] == ["retain", "push", "import", "map", "pop", "push", "free", "destroy", "pop",
-                                          "release"]
+    assert [c[0] for c in fake.calls] == ["retain", "push", "import", "map", "pop", "push", "sync", "free", "destroy",
+                                          "pop", "release"]
     assert ("free", 0xD0000000) in fake.calls
     assert not sb._buf
     sb.close()  # twice: nothing
