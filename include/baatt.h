@@ -126,6 +126,11 @@ typedef struct baatt_device_info {
     int coopmat2_nv;             /* VK_NV_cooperative_matrix2 */
     int bf16;                    /* VK_KHR_shader_bfloat16 */
     int picked;                  /* 1 for the device the default selection would use */
+    /* Appended fields (the layout above is unchanged). */
+    uint8_t uuid[16];       /* VkPhysicalDeviceIDProperties::deviceUUID: the same bytes as CUDA's
+                               cuDeviceGetUuid / torch.cuda.get_device_properties(i).uuid for the
+                               same GPU, to match a Vulkan device with a CUDA one */
+    int external_memory_fd; /* VK_KHR_external_memory_fd: baatt_device_buffer_create_exportable */
 } baatt_device_info;
 
 /* Lists the Vulkan devices. Call with infos == NULL to get the count; then with an array of
@@ -173,6 +178,9 @@ enum {
                                                        (Vulkan 1.3 or VK_EXT_subgroup_size_control):
                                                        needed by that kernel where the subgroup
                                                        size varies */
+    BAATT_FEATURE_EXTERNAL_MEMORY_FD = 1u << 8,    /* VK_KHR_external_memory_fd (device API >= 1.1,
+                                                       where VK_KHR_external_memory is core):
+                                                       exportable device buffers */
 };
 typedef struct baatt_external_device {
     PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: load libvulkan.so.1 */
@@ -339,6 +347,29 @@ BAATT_API baatt_device_tensor baatt_device_buffer_tensor(const baatt_device_buff
 BAATT_API baatt_status baatt_device_buffer_write(baatt_device_buffer *buf, uint64_t offset, const void *src,
                                                  uint64_t bytes);
 BAATT_API baatt_status baatt_device_buffer_read(baatt_device_buffer *buf, uint64_t offset, void *dst, uint64_t bytes);
+/* Device buffers another API can import (CUDA: cuImportExternalMemory; HIP:
+ * hipImportExternalMemory; another Vulkan device or instance: VkImportMemoryFdInfoKHR), so that
+ * its tensors and baatt's are the same device memory and a run needs no copy through the host.
+ * The memory is device-local and exported as an opaque POSIX file descriptor
+ * (VK_KHR_external_memory_fd); it is a dedicated allocation where the driver requires or prefers
+ * one. Usable with every baatt_device_buffer function (write, read, run_buffers, destroy).
+ * BAATT_ERROR_MISSING_FEATURE where the context's device does not have VK_KHR_external_memory_fd
+ * enabled (a wrapped device: BAATT_FEATURE_EXTERNAL_MEMORY_FD) or cannot export such buffers;
+ * otherwise as baatt_device_buffer_create. baatt and the importer share no synchronisation:
+ * finish the importer's writes before a baatt run (e.g. synchronise its stream), and read after
+ * the run returns (baatt_plan_run_buffers waits for the GPU). */
+BAATT_API baatt_status baatt_device_buffer_create_exportable(baatt_context *ctx, uint64_t bytes,
+                                                             baatt_device_buffer **buf);
+/* A new file descriptor for an exportable buffer's memory (vkGetMemoryFdKHR), owned by the
+ * caller: close it, or hand it to an importer that takes ownership (CUDA's import does, on
+ * success). *allocation_bytes: the size of the whole allocation, at least the buffer's bytes,
+ * which the importer must be given (CUDA_EXTERNAL_MEMORY_HANDLE_DESC::size); *dedicated: 1 if
+ * it is a dedicated allocation (import with CUDA_EXTERNAL_MEMORY_DEDICATED). The memory stays
+ * valid while the buffer lives: destroy the importer's mapping before the buffer. Each call
+ * gives a new descriptor. BAATT_ERROR_INVALID_ARGUMENT for NULL arguments or a buffer from
+ * baatt_device_buffer_create (not exportable); BAATT_ERROR_VULKAN if the driver fails. */
+BAATT_API baatt_status baatt_device_buffer_export_fd(baatt_device_buffer *buf, int *fd, uint64_t *allocation_bytes,
+                                                     int *dedicated);
 /* Records the plan over q, k, v, o (each holding its whole tensor at offset 0, as for
  * baatt_plan_record) into a command buffer of the context the buffers and the plan were created
  * on, submits it and waits (BAATT_TIMEOUT_S). Timings are read with baatt_plan_stats as usual.

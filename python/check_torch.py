@@ -6,7 +6,8 @@ is covered too.
 For each dtype and head layout (MHA, and GQA with half the kv heads): dense baatt against a float64
 reference and against torch SDPA, the selection's sanity (permutations, blocks per row), and
 BA-Att against a float64 attention restricted to baatt's own selection. Tensors live on --device
-(default cuda where present); baatt copies them through the host and returns O there.
+(default cuda where present); on CUDA baatt keeps them on the GPU (baatt.cuda: shared Vulkan/CUDA
+memory) where interop is available, else copies them through the host, and returns O there.
 Prints PASS/FAIL per check; exit status 1 on any FAIL. Needs torch and numpy.
 
     PYTHONPATH=python python3 python/check_torch.py --n 4096 --heads 8 --dim 128 --dtype f16,bf16,f32

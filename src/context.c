@@ -267,7 +267,8 @@ static int has_device_ext(const baatt_vk_instance *vki, VkPhysicalDevice pd, con
 static void describe(const baatt_vk_instance *vki, VkPhysicalDevice pd, uint32_t index, baatt_device_info *info)
 {
     memset(info, 0, sizeof *info);
-    VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    VkPhysicalDeviceIDProperties id = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
+    VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES, .pNext = &id};
     VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
                                               .pNext = &drv};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
@@ -303,6 +304,8 @@ static void describe(const baatt_vk_instance *vki, VkPhysicalDevice pd, uint32_t
     info->coopmat_khr = has_device_ext(vki, pd, "VK_KHR_cooperative_matrix");
     info->coopmat2_nv = has_device_ext(vki, pd, "VK_NV_cooperative_matrix2");
     info->bf16 = has_device_ext(vki, pd, "VK_KHR_shader_bfloat16");
+    memcpy(info->uuid, id.deviceUUID, sizeof info->uuid);
+    info->external_memory_fd = has_device_ext(vki, pd, "VK_KHR_external_memory_fd");
     VkPhysicalDeviceMemoryProperties mp;
     vki->vkGetPhysicalDeviceMemoryProperties(pd, &mp);
     for (uint32_t i = 0; i < mp.memoryHeapCount; i++)
@@ -537,7 +540,7 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                             .pNext = &e12};
     VkPhysicalDeviceFeatures2 want = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &e11};
-    const char *exts[8];
+    const char *exts[12];
     uint32_t next = 0;
     void **tail = &e12.pNext;
     e11.storageBuffer16BitAccess = v11.storageBuffer16BitAccess;
@@ -610,6 +613,12 @@ static baatt_status create_device(baatt_context *ctx)
         tail = &rb.pNext;
         exts[next++] = "VK_EXT_pipeline_robustness";
         ctx->no_robustness = 1;
+    }
+    /* Exportable buffers (device_buffer.c), e.g. for CUDA to import: VK_KHR_external_memory,
+     * which it needs, is core from 1.1. */
+    if (ctx->info.external_memory_fd && ctx->info.api_version >= VK_API_VERSION_1_1) {
+        exts[next++] = "VK_KHR_external_memory_fd";
+        ctx->features |= BAATT_FEATURE_EXTERNAL_MEMORY_FD;
     }
     if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_COOPMAT_KHR)) {
         e12.vulkanMemoryModel = VK_TRUE;

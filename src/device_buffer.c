@@ -11,25 +11,60 @@ struct baatt_device_buffer {
     uint64_t bytes;
 };
 
-baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **out)
+static baatt_status device_buffer_create(baatt_context *ctx, uint64_t bytes, int exportable, baatt_device_buffer **out,
+                                         const char *fn)
 {
     if (!ctx || !out) return BAATT_ERROR_INVALID_ARGUMENT;
     *out = NULL;
-    if (!bytes) return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE, "baatt_device_buffer_create: size 0");
+    if (!bytes) return baatt_fail(ctx, BAATT_ERROR_BAD_SHAPE, "%s: size 0", fn);
     if (bytes > ctx->info.max_storage_buffer_range)
-        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE,
-                          "baatt_device_buffer_create: %llu bytes exceed the device's storage-buffer range (%llu)",
-                          (unsigned long long)bytes, (unsigned long long)ctx->info.max_storage_buffer_range);
+        return baatt_fail(ctx, BAATT_ERROR_TOO_LARGE, "%s: %llu bytes exceed the device's storage-buffer range (%llu)",
+                          fn, (unsigned long long)bytes, (unsigned long long)ctx->info.max_storage_buffer_range);
     baatt_device_buffer *b = calloc(1, sizeof *b);
-    if (!b) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "baatt_device_buffer_create: out of host memory");
+    if (!b) return baatt_fail(ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", fn);
     b->ctx = ctx;
     b->bytes = bytes;
-    baatt_status s = baatt_buffer_create(ctx, bytes, 0, &b->buf);
+    baatt_status s =
+        exportable ? baatt_buffer_create_exportable(ctx, bytes, &b->buf) : baatt_buffer_create(ctx, bytes, 0, &b->buf);
     if (s) {
         free(b);
         return s;
     }
     *out = b;
+    return BAATT_OK;
+}
+
+baatt_status baatt_device_buffer_create(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **out)
+{
+    return device_buffer_create(ctx, bytes, 0, out, "baatt_device_buffer_create");
+}
+
+baatt_status baatt_device_buffer_create_exportable(baatt_context *ctx, uint64_t bytes, baatt_device_buffer **out)
+{
+    return device_buffer_create(ctx, bytes, 1, out, "baatt_device_buffer_create_exportable");
+}
+
+baatt_status baatt_device_buffer_export_fd(baatt_device_buffer *b, int *fd, uint64_t *allocation_bytes, int *dedicated)
+{
+    if (!b) return BAATT_ERROR_INVALID_ARGUMENT;
+    const char *fn = "baatt_device_buffer_export_fd";
+    if (!fd || !allocation_bytes || !dedicated)
+        return baatt_fail(b->ctx, BAATT_ERROR_INVALID_ARGUMENT, "%s: fd, allocation_bytes and dedicated must be set",
+                          fn);
+    *fd = -1;
+    if (!b->buf.exportable)
+        return baatt_fail(b->ctx, BAATT_ERROR_INVALID_ARGUMENT,
+                          "%s: the buffer is not exportable (create it with baatt_device_buffer_create_exportable)",
+                          fn);
+    baatt_context *ctx = b->ctx;
+    VkMemoryGetFdInfoKHR gi = {.sType = VK_STRUCTURE_TYPE_MEMORY_GET_FD_INFO_KHR,
+                               .memory = b->buf.memory,
+                               .handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT};
+    int got = -1;
+    BAATT_VK(ctx, ctx->vk.vkGetMemoryFdKHR(ctx->device, &gi, &got));
+    *fd = got;
+    *allocation_bytes = b->buf.allocation;
+    *dedicated = b->buf.dedicated;
     return BAATT_OK;
 }
 

@@ -90,9 +90,16 @@ typedef struct baatt_buffer {
     VkDeviceMemory memory;
     VkDeviceSize size;
     void *mapped; /* host-visible buffers only */
+    /* exportable buffers only (baatt_buffer_create_exportable): */
+    VkDeviceSize allocation; /* the VkDeviceMemory's size */
+    int exportable, dedicated;
 } baatt_buffer;
 /* host_visible: staging (host-coherent, mapped); else device-local storage buffer. */
 baatt_status baatt_buffer_create(baatt_context *ctx, VkDeviceSize size, int host_visible, baatt_buffer *out);
+/* A device-local storage buffer whose memory can be exported as an opaque fd (the context has
+ * BAATT_FEATURE_EXTERNAL_MEMORY_FD), in a dedicated allocation where the driver requires or prefers
+ * one. BAATT_ERROR_MISSING_FEATURE where the device cannot export such buffers. */
+baatt_status baatt_buffer_create_exportable(baatt_context *ctx, VkDeviceSize size, baatt_buffer *out);
 void baatt_buffer_destroy(baatt_context *ctx, baatt_buffer *b);
 /* Copies bytes between host memory and [offset, offset + bytes) of dev through a staging buffer
  * (at most 64 MiB, one submission each): src != NULL uploads it, else downloads into dst. */

@@ -43,6 +43,7 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkGetPhysicalDeviceFeatures2)                                                                                    \
     X(vkGetPhysicalDeviceMemoryProperties)                                                                             \
     X(vkGetPhysicalDeviceQueueFamilyProperties)                                                                        \
+    X(vkGetPhysicalDeviceExternalBufferProperties)                                                                     \
     X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)                                                                \
     X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)                                                               \
     X(vkCreateDevice)                                                                                                  \
@@ -67,6 +68,8 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkCreateBuffer)                                                                                                  \
     X(vkDestroyBuffer)                                                                                                 \
     X(vkGetBufferMemoryRequirements)                                                                                   \
+    X(vkGetBufferMemoryRequirements2)                                                                                  \
+    X(vkGetMemoryFdKHR)                                                                                                \
     X(vkAllocateMemory)                                                                                                \
     X(vkFreeMemory)                                                                                                    \
     X(vkBindBufferMemory)                                                                                              \

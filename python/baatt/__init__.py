@@ -13,6 +13,9 @@
     o2, l2 = baatt.attention(q, k2, v2, dense=True, return_lse=True)
     o, lse = baatt.merge(o1, l1, o2, l2)                   # ... = attention over both
 
+torch CUDA tensors stay on the GPU (baatt.cuda: Vulkan memory imported into CUDA; a one-time
+warning and the host path where that interop is unavailable).
+
 A binding over libbaatt.so's C API (include/baatt.h) through ctypes. The library is looked up in
 $BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTHONPATH=python),
 then on the system's library path.

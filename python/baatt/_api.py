@@ -85,6 +85,8 @@ class DeviceInfo:
     bf16_coopmat: bool         # bf16 tensor cores (VK_KHR_shader_bfloat16)
     coopmat2: bool             # NVIDIA cooperative matrix 2 (the fastest fp16/bf16 kernels)
     picked: bool               # the device a default choice (device=None) uses
+    uuid: bytes = b""          # VkPhysicalDeviceIDProperties::deviceUUID (= CUDA's for the same GPU)
+    external_memory: bool = False  # VK_KHR_external_memory_fd: device-resident CUDA tensors (baatt.cuda)
 
 
 def _device_info(d: DeviceInfoC) -> DeviceInfo:
@@ -94,7 +96,8 @@ def _device_info(d: DeviceInfoC) -> DeviceInfo:
                       api_version=f"{(v >> 22) & 0x7F}.{(v >> 12) & 0x3FF}.{v & 0xFFF}",
                       subgroup_size=d.subgroup_size, device_local_bytes=d.device_local_bytes,
                       fp16=bool(d.fp16_storage and d.fp16_arithmetic), bf16_coopmat=bool(d.bf16),
-                      coopmat2=bool(d.coopmat2_nv), picked=bool(d.picked))
+                      coopmat2=bool(d.coopmat2_nv), picked=bool(d.picked), uuid=bytes(d.uuid),
+                      external_memory=bool(d.external_memory_fd))
 
 
 def devices() -> List[DeviceInfo]:
@@ -196,6 +199,15 @@ class _Host:
         else:
             self.obj = np.ascontiguousarray(x)
             self.ptr = self.obj.ctypes.data
+
+
+def _run_host(handle: ctypes.c_void_p, q: int, k: int, v: int, o: int) -> int:
+    """baatt_plan_run_host (one place, so that tests can check the CUDA path never takes it)."""
+    return lib.baatt_plan_run_host(handle, q, k, v, o)
+
+
+def _is_cuda(x: Any) -> bool:
+    return _is_torch(x) and x.device.type == "cuda"
 
 
 def _to_layout(x: Any, layout: Layout) -> Any:
@@ -322,6 +334,9 @@ class Plan:
         self.q_blocks = lib.baatt_config_q_blocks(ctypes.byref(cfg))
         self.k_blocks = lib.baatt_config_k_blocks(ctypes.byref(cfg))
         self._reuse = False
+        self._cuda: Any = None  # baatt.cuda.PlanBuffers of the last device-resident call
+        self._cuda_lse: Any = None  # its LSE (a CUDA tensor), what lse() returns after it
+        self._cuda_failed: Dict[Any, str] = {}  # torch device -> why its shared buffers failed
 
     @property
     def device(self) -> DeviceInfo:
@@ -371,7 +386,14 @@ class Plan:
         """Attention of q over k, v (numpy arrays or torch tensors of the plan's shapes and dtype).
         Returns O like q: a numpy array, or a torch tensor on q's device. reuse: True attends on the
         held selection (Error NO_SELECTION before there is one), False estimates a new one, None
-        keeps the plan's setting (the `reuse` property)."""
+        keeps the plan's setting (the `reuse` property).
+
+        CUDA tensors stay on the GPU (baatt.cuda): the plan keeps Q, K, V, O (and LSE) buffers that
+        Vulkan and CUDA share, imported once on the first CUDA call; a call copies q, k, v into them
+        on the GPU, synchronises the current CUDA stream, runs, and returns a copy of O (a new
+        tensor). It falls back to the host path, with one warning, where that interop is
+        unavailable: no libcuda.so.1, a Vulkan device without VK_KHR_external_memory_fd, or a plan
+        whose Vulkan device is not q's GPU (UUIDs differ; see baatt.cuda.vulkan_device)."""
         handle = self._live()
         if reuse is not None:
             self.reuse = reuse
@@ -383,13 +405,41 @@ class Plan:
                             f"{_DTYPE_NAMES[self.dtype]}")
         if len({_is_torch(q), _is_torch(k), _is_torch(v)}) != 1:
             raise Error(Status.INVALID_ARGUMENT, "q, k and v must all be numpy arrays or all torch tensors")
+        self._cuda_lse = None
+        if _is_cuda(q) and self._device_resident(q):
+            return self._run_cuda(handle, q, k, v)
         hq, hk, hv = (_Host(_to_layout(x, self.layout)) for x in (q, k, v))
         out = _empty_like(q, _bhnd(self.q_shape, self.layout))
         ho = _Host(out)
-        status = lib.baatt_plan_run_host(handle, hq.ptr, hk.ptr, hv.ptr, ho.ptr)
+        status = _run_host(handle, hq.ptr, hk.ptr, hv.ptr, ho.ptr)
         if status:
             raise Error(status, self._ctx.error())
         return _from_bhnd(ho.obj, q, self.layout)
+
+    def _device_resident(self, q: Any) -> bool:
+        """Whether a call on CUDA tensors can stay on the GPU (else warn once: the host path)."""
+        if self._cuda is not None and self._cuda.device == q.device:
+            return True
+        from . import cuda
+        reason = self._cuda_failed.get(q.device) or cuda.reason_unavailable(self._ctx.device, q.device)
+        if not reason:
+            self._cuda = None  # another GPU's buffers go first
+            torch = _torch()
+            dtype = {_DTYPE_F32: torch.float32, _DTYPE_F16: torch.float16, _DTYPE_BF16: torch.bfloat16}[self.dtype]
+            try:
+                self._cuda = cuda.PlanBuffers(self._ctx, q.device, _bhnd(self.q_shape, self.layout),
+                                              _bhnd(self.kv_shape, self.layout), dtype, bool(self.config.lse))
+                return True
+            except cuda.InteropError as e:  # e.g. the driver refused the import: not retried per call
+                reason = self._cuda_failed[q.device] = str(e)
+        cuda.warn_once(reason)
+        return False
+
+    def _run_cuda(self, handle: ctypes.c_void_p, q: Any, k: Any, v: Any) -> Any:
+        def fail(status: int) -> None:
+            raise Error(status, self._ctx.error())
+        o, self._cuda_lse = self._cuda.run(handle, *(_to_layout(x, self.layout) for x in (q, k, v)), fail)
+        return o.transpose(1, 2).contiguous() if self.layout == "bnhd" else o
 
     run = __call__
 
@@ -413,11 +463,14 @@ class Plan:
         self._call(lib.baatt_plan_read_head_sorted(h, heads.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
         return Selection(mask=mask.astype(bool), perm_q=perm_q, perm_k=perm_k, sorted_heads=heads.astype(bool))
 
-    def lse(self) -> np.ndarray:
+    def lse(self) -> Any:
         """The log-sum-exp of the last call, float32 [B, H, q_len] whatever the layout (as
         flash-attn's softmax_lse): ln sum_j exp(scale * q_i . k_j) over the keys row i attended to.
         With O it merges attentions over disjoint keys (merge()). Needs a plan made with lse=True
-        (Error NO_LSE otherwise) and a call first (Error NOT_READY)."""
+        (Error NO_LSE otherwise) and a call first (Error NOT_READY). A numpy array, or a CUDA
+        tensor after a device-resident call on CUDA tensors."""
+        if self._cuda_lse is not None:
+            return self._cuda_lse
         c = self.config
         out = np.empty((c.batch, c.heads, c.q_len), np.float32)
         self._call(lib.baatt_plan_read_lse(self._live(), out.ctypes.data))
@@ -433,6 +486,7 @@ class Plan:
 
     def close(self) -> None:
         """Frees the plan's device memory now (also done when the plan is garbage-collected)."""
+        self._cuda = self._cuda_lse = None  # the shared buffers go with the plan
         if getattr(self, "_handle", None):
             lib.baatt_plan_destroy(self._handle)
             self._handle = ctypes.c_void_p()
@@ -491,8 +545,11 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
 
     q: [B, H, Nq, d], k and v: [B, H_kv, Nk, d] (layout="bhnd"; "bnhd" takes [B, N, H, d] as
     flash-attn does), numpy arrays or torch tensors, all float32, all float16, or all bfloat16
-    (torch only); d is 64 or 128; H % H_kv == 0 (GQA/MQA). CUDA tensors are copied through the
-    host and O comes back on q's device. Nothing passed in is modified.
+    (torch only); d is 64 or 128; H % H_kv == 0 (GQA/MQA). Nothing passed in is modified.
+    CUDA tensors stay on the GPU (see Plan.__call__ and baatt.cuda): with device=None the Vulkan
+    device is the one with q's GPU's UUID; where CUDA/Vulkan interop is unavailable they go
+    through the host, with a one-time warning. A Plan reused across calls also reuses the
+    shared buffers (attention() makes new ones each call).
 
     scale: softmax scale, default 1/sqrt(d). keep: fraction of key blocks kept per query block;
     threshold: instead, keep the fewest blocks whose estimated attention mass reaches it.
@@ -516,6 +573,8 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     dt = _dtype_of(q, "q")
     if _dtype_of(k, "k") != dt or _dtype_of(v, "v") != dt:
         raise Error(Status.UNSUPPORTED_DTYPE, f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    if device is None and _is_cuda(q):
+        device = _cuda_device(q)
     with Plan(q.shape, k.shape, _DTYPE_NAMES[dt], scale=scale, dense=dense, keep=keep, threshold=threshold,
               block=block, sort=sort, covariance=covariance, layout=layout, device=device, lse=return_lse) as plan:
         if mask is not None:
@@ -528,9 +587,21 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     return (o, *extra) if extra else o
 
 
-def _like(a: np.ndarray, q: Any) -> Any:
+def _like(a: Any, q: Any) -> Any:
     """a as q's kind: the numpy array, or a torch tensor on q's device."""
+    if _is_torch(a):
+        return a.to(q.device)
     return _torch().from_numpy(a).to(q.device) if _is_torch(q) else a
+
+
+def _cuda_device(q: Any) -> Device:
+    """The Vulkan device index with q's GPU's UUID; None (the default choice) where there is none
+    (the call then warns and takes the host path)."""
+    from . import cuda
+    try:
+        return cuda.vulkan_device(q.device)
+    except Exception:
+        return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class DeviceInfoC(Structure):
         ("coopmat2_nv", c_int),
         ("bf16", c_int),
         ("picked", c_int),
+        ("uuid", c_uint8 * 16),
+        ("external_memory_fd", c_int),
     ]
 
 
@@ -106,6 +108,10 @@ _PROTOTYPES = {
     "baatt_plan_read_head_sorted": (c_int, [c_void_p, POINTER(c_uint8)]),
     "baatt_plan_read_lse": (c_int, [c_void_p, c_void_p]),
     "baatt_stage_name": (c_char_p, [c_int]),
+    "baatt_device_buffer_create_exportable": (c_int, [c_void_p, c_uint64, POINTER(c_void_p)]),
+    "baatt_device_buffer_export_fd": (c_int, [c_void_p, POINTER(c_int), POINTER(c_uint64), POINTER(c_int)]),
+    "baatt_device_buffer_destroy": (None, [c_void_p]),
+    "baatt_plan_run_buffers_lse": (c_int, [c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p]),
 }
 
 
