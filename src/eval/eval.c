@@ -30,8 +30,9 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 /* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows, the same
  * rows as the GPU plan's BAATT_SORT_AUTO (internal.h). */
 #define AUTO_ROWS BAATT_AUTO_ROWS
-/* Estimates a BLK_AUTO method chooses among per head: {sorted, original} x {covariance on, off}. */
-#define AUTO_CANDS 4
+/* Estimates a BLK_AUTO method chooses among per head: {sorted, original} x {covariance on, off} x
+ * {heavy keys split, not}. */
+#define AUTO_CANDS 8
 
 typedef struct run run;
 typedef struct head_ctx head_ctx;
@@ -47,8 +48,10 @@ struct method {
     int param;    /* scorer-specific: covariance on/off, antidiagonal stride */
     int adaptive; /* selects by mass threshold in EVAL_THRESHOLD targets */
     const char *about;
-    int split;    /* score_pooled: the head's `split` heaviest keys (on the sampled rows) scored alone */
-    int cov_auto; /* BLK_AUTO: also choose the covariance on/off per head, not only the blocking */
+    int split;       /* score_pooled: the head's `split` heaviest keys (on the sampled rows) scored alone */
+    int cov_auto;    /* BLK_AUTO: also choose the covariance on/off per head, not only the blocking */
+    int split_exact; /* split keys take their exact logit against each query block, not the Gaussian one */
+    int split_auto;  /* BLK_AUTO: also choose per head whether to split the heavy keys */
 };
 
 /* Sums of one (method, target) over a head, reduced over heads at the end. */
@@ -94,15 +97,15 @@ struct head_ctx {
     int32_t *order, *tmp;                                  /* [nq, nk] per-row ranking; [nk] sort scratch */
     uint8_t *masks;                                        /* [ns, nq, nk] */
     int *slot_blk;                                         /* [ns] blocking each slot is measured on */
-    int auto_blk, auto_cov;          /* the blocking and covariance a BLK_AUTO method is being scored with */
-    float *cand_scores[AUTO_CANDS];  /* [nq, nk] a BLK_AUTO method's scores per candidate */
-    int32_t *cand_order[AUTO_CANDS]; /* [nq, nk] and their ranking */
-    double *sample, *mass;           /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
-    uint32_t n_sample, n_heavy;      /* sampled rows taken so far (0: not yet); heavy keys marked */
-    float *colsum;                   /* [kv_len] sampled mass per key */
-    int32_t *key_order, *key_tmp;    /* [kv_len] keys by sampled mass; sort scratch */
-    uint8_t *heavy;                  /* [kv_len] 1 for the n_heavy heaviest keys */
-    acc *acc;                        /* [ns] this head's sums (points into run.acc) */
+    int auto_blk, auto_cov, auto_split; /* the blocking, covariance, split a BLK_AUTO method is scored with */
+    float *cand_scores[AUTO_CANDS];     /* [nq, nk] a BLK_AUTO method's scores per candidate */
+    int32_t *cand_order[AUTO_CANDS];    /* [nq, nk] and their ranking */
+    double *sample, *mass;              /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
+    uint32_t n_sample, n_heavy;         /* sampled rows taken so far (0: not yet); heavy keys marked */
+    float *colsum;                      /* [kv_len] sampled mass per key */
+    int32_t *key_order, *key_tmp;       /* [kv_len] keys by sampled mass; sort scratch */
+    uint8_t *heavy;                     /* [kv_len] 1 for the n_heavy heaviest keys */
+    acc *acc;                           /* [ns] this head's sums (points into run.acc) */
     void *owned[MAX_OWNED];
     int n_owned;
 };
@@ -164,7 +167,20 @@ static double log_add(double a, double b)
  * per heavy key (step 3's logit of a one-key block: kv = 0, n = 1). An attention sink ([CLS] takes
  * 5-30% of every row's mass in MiniLM's layers 1-5) barely moves its block's mean, so the pooled
  * estimate of the block misses it; its own logit does not. */
-static baatt_status split_heavy(head_ctx *c, int b, double lambda, const float *qm, const float *qv, float *scores)
+/* log of the mean over query block I (blocking b) of exp(t q_i . k_j): the heavy key's exact
+ * logit against the block, no Gaussian assumption about the queries. */
+static double exact_key_logit(const head_ctx *c, int b, uint32_t I, uint32_t j)
+{
+    const run *r = c->r;
+    uint32_t d = r->cfg.head_dim, B = r->cfg.block_size, p0 = I * B, n = block_len(r->cfg.q_len, B, I);
+    double t = baatt_config_scale(&r->cfg), l = -INFINITY;
+    for (uint32_t p = p0; p < p0 + n; p++)
+        l = log_add(l, t * baatt_dot_f64(c->qd + (uint64_t)c->perm_q[b][p] * d, c->kd + (uint64_t)j * d, d));
+    return l - log((double)n);
+}
+
+static baatt_status split_heavy(head_ctx *c, const method *m, int b, double lambda, const float *qm, const float *qv,
+                                float *scores)
 {
     const run *r = c->r;
     uint32_t d = r->cfg.head_dim, B = r->cfg.block_size, kl = r->cfg.kv_len;
@@ -199,7 +215,9 @@ static baatt_status split_heavy(head_ctx *c, int b, double lambda, const float *
             for (uint32_t p = p0; p < p1; p++) {
                 uint32_t j = (uint32_t)c->perm_k[b][p];
                 if (c->heavy[j])
-                    l = log_add(l, baatt_block_logit(d, t, lambda, qmi, qvi, c->k + (uint64_t)j * d, zero, 1));
+                    l = log_add(l, m->split_exact
+                                       ? exact_key_logit(c, b, I, j)
+                                       : baatt_block_logit(d, t, lambda, qmi, qvi, c->k + (uint64_t)j * d, zero, 1));
             }
             scores[(uint64_t)I * r->nk + J] = (float)l;
         }
@@ -224,9 +242,9 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->q, 1, cfg.q_len, c->perm_q[b], qm, qv);
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->k, 1, cfg.kv_len, c->perm_k[b], km, kv);
     if (s == BAATT_OK) s = baatt_reference_block_logits(&cfg, qm, qv, km, kv, scores);
-    if (s == BAATT_OK && m->split) {
+    if (s == BAATT_OK && (m->blocking == BLK_AUTO ? c->auto_split : m->split)) {
         mark_heavy(c, (uint32_t)m->split);
-        s = split_heavy(c, b, cfg.covariance ? 1.0 : 0.0, qm, qv, scores);
+        s = split_heavy(c, m, b, cfg.covariance ? 1.0 : 0.0, qm, qv, scores);
     }
     free(qm);
     free(qv);
@@ -352,31 +370,35 @@ static baatt_status score_oracle(head_ctx *c, const method *m, float *scores)
 
 static const method METHODS[] = {
     {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (ALGORITHM.md)",
+     0, 0, 0, 0},
+    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits", 0, 0, 0, 0},
+    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits", 0, 0, 0, 0},
+    {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)", 0, 0,
      0, 0},
-    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits", 0, 0},
-    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits", 0, 0},
-    {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)", 0,
-     0},
-    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8", 0, 0},
-    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16", 0, 0},
-    {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)", 0,
-     0},
-    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking", 0, 0},
-    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order", 0, 0},
+    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8", 0, 0, 0, 0},
+    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16", 0, 0, 0, 0},
+    {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)", 0, 0,
+     0, 0},
+    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking", 0, 0, 0, 0},
+    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order", 0, 0, 0, 0},
     /* variants beyond the issue's nine (not run by default) */
     {"baatt_auto", BLK_AUTO, score_pooled, 1, 0,
-     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0},
+     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0, 0, 0},
     {"oracle_best", BLK_AUTO, score_oracle, 0, 0,
-     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0},
-    {"cov_split", BLK_IDENTITY, score_pooled, 1, 0, "study: baatt_cov, 8 heaviest sampled keys scored alone", 8, 0},
-    {"meanpool_split", BLK_IDENTITY, score_pooled, 0, 0, "study: meanpool, 8 heaviest sampled keys scored alone", 8, 0},
-    {"baatt_auto_split", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto, 8 heaviest sampled keys scored alone", 8, 0},
-    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1},
-    {"baatt_auto_h1", BLK_AUTO, score_pooled, 1, 0, "study: both, 1 heavy key", 1, 1},
-    {"baatt_auto_h4", BLK_AUTO, score_pooled, 1, 0, "study: both, 4 heavy keys", 4, 1},
-    {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: both, 8 heavy keys", 8, 1},
-    {"baatt_auto_h16", BLK_AUTO, score_pooled, 1, 0, "study: both, 16 heavy keys", 16, 1},
-    {"baatt_auto_h32", BLK_AUTO, score_pooled, 1, 0, "study: both, 32 heavy keys", 32, 1},
+     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0, 0, 0},
+    /* issue 17 item 5 study (bench/results/accuracy.md, "Selection on real attention"): fields
+     * split (heavy keys scored alone), cov_auto, split_exact, split_auto */
+    {"cov_split", BLK_IDENTITY, score_pooled, 1, 0, "study: baatt_cov, 8 heaviest sampled keys scored alone", 8, 0, 0,
+     0},
+    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1, 0, 0},
+    {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 8 heavy keys scored alone (Gaussian)", 8, 1,
+     0, 0},
+    {"baatt_auto_x64", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 64 heavy keys scored alone (exact)", 64, 1,
+     1, 0},
+    {"baatt_auto_split", BLK_AUTO, score_pooled, 1, 0,
+     "proposed: per head the best of 8 estimates on 64 sampled rows: {sorted, original} x {covariance on, off} x "
+     "{64 heaviest sampled keys scored exactly, not}",
+     64, 1, 1, 1},
 };
 #define N_METHODS (sizeof METHODS / sizeof METHODS[0])
 #define N_DEFAULT 9
@@ -766,12 +788,15 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
 {
     const run *r = c->r;
     const method *m = r->methods[mi];
-    int nc = 0, blk[AUTO_CANDS], cov[AUTO_CANDS];
-    for (int v = 0; v < (m->cov_auto ? 2 : 1); v++) /* tie order: sorted first, then m->param's covariance */
-        for (int u = 0; u < 2; u++, nc++) blk[nc] = u ? BLK_IDENTITY : BLK_SORTED, cov[nc] = v ? !m->param : m->param;
+    int nc = 0, blk[AUTO_CANDS], cov[AUTO_CANDS], split[AUTO_CANDS];
+    for (int w = 0; w < (m->split_auto ? 2 : 1); w++) /* tie order: m's split, m's covariance, sorted first */
+        for (int v = 0; v < (m->cov_auto ? 2 : 1); v++)
+            for (int u = 0; u < 2; u++, nc++)
+                blk[nc] = u ? BLK_IDENTITY : BLK_SORTED, cov[nc] = v ? !m->param : m->param, split[nc] = !w;
     baatt_status s = BAATT_OK;
     for (int i = 0; i < nc && s == BAATT_OK; i++) {
         c->auto_cov = cov[i];
+        c->auto_split = split[i] && m->split;
         s = rank_on(c, m, blk[i], c->cand_scores[i], c->cand_order[i]);
     }
     if (s != BAATT_OK) return s;
