@@ -32,7 +32,7 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 #define AUTO_ROWS BAATT_AUTO_ROWS
 /* Estimates a BLK_AUTO method chooses among per head: {sorted, original} x {covariance on, off} x
  * {heavy keys split, not}. */
-#define AUTO_CANDS 8
+#define AUTO_CANDS 9
 
 typedef struct run run;
 typedef struct head_ctx head_ctx;
@@ -48,10 +48,11 @@ struct method {
     int param;    /* scorer-specific: covariance on/off, antidiagonal stride */
     int adaptive; /* selects by mass threshold in EVAL_THRESHOLD targets */
     const char *about;
-    int split;       /* score_pooled: the head's `split` heaviest keys (on the sampled rows) scored alone */
-    int cov_auto;    /* BLK_AUTO: also choose the covariance on/off per head, not only the blocking */
-    int split_exact; /* split keys take their exact logit against each query block, not the Gaussian one */
-    int split_auto;  /* BLK_AUTO: also choose per head whether to split the heavy keys */
+    int split;         /* score_pooled: the head's `split` heaviest keys (on the sampled rows) scored alone */
+    int cov_auto;      /* BLK_AUTO: also choose the covariance on/off per head, not only the blocking */
+    int split_exact;   /* split keys take their exact logit against each query block, not the Gaussian one */
+    int split_auto;    /* BLK_AUTO: also choose per head whether to split the heavy keys */
+    int auto_antidiag; /* BLK_AUTO: antidiagonal scoring at this stride is one more candidate (0: none) */
 };
 
 /* Sums of one (method, target) over a head, reduced over heads at the end. */
@@ -370,35 +371,39 @@ static baatt_status score_oracle(head_ctx *c, const method *m, float *scores)
 
 static const method METHODS[] = {
     {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (ALGORITHM.md)",
-     0, 0, 0, 0},
-    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits", 0, 0, 0, 0},
-    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits", 0, 0, 0, 0},
+     0, 0, 0, 0, 0},
+    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits", 0, 0, 0, 0, 0},
+    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits", 0, 0, 0, 0, 0},
     {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)", 0, 0,
-     0, 0},
-    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8", 0, 0, 0, 0},
-    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16", 0, 0, 0, 0},
+     0, 0, 0},
+    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8", 0, 0, 0, 0, 0},
+    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16", 0, 0, 0, 0,
+     0},
     {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)", 0, 0,
-     0, 0},
-    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking", 0, 0, 0, 0},
-    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order", 0, 0, 0, 0},
+     0, 0, 0},
+    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking", 0, 0, 0, 0, 0},
+    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order", 0, 0, 0, 0,
+     0},
     /* variants beyond the issue's nine (not run by default) */
     {"baatt_auto", BLK_AUTO, score_pooled, 1, 0,
-     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0, 0, 0},
+     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0, 0, 0, 0},
     {"oracle_best", BLK_AUTO, score_oracle, 0, 0,
-     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0, 0, 0},
+     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0, 0, 0, 0},
     /* issue 17 item 5 study (bench/results/accuracy.md, "Selection on real attention"): fields
      * split (heavy keys scored alone), cov_auto, split_exact, split_auto */
     {"cov_split", BLK_IDENTITY, score_pooled, 1, 0, "study: baatt_cov, 8 heaviest sampled keys scored alone", 8, 0, 0,
-     0},
-    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1, 0, 0},
-    {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 8 heavy keys scored alone (Gaussian)", 8, 1,
      0, 0},
+    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1, 0, 0, 0},
+    {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 8 heavy keys scored alone (Gaussian)", 8, 1,
+     0, 0, 0},
     {"baatt_auto_x64", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 64 heavy keys scored alone (exact)", 64, 1,
-     1, 0},
+     1, 0, 0},
     {"baatt_auto_split", BLK_AUTO, score_pooled, 1, 0,
      "proposed: per head the best of 8 estimates on 64 sampled rows: {sorted, original} x {covariance on, off} x "
      "{64 heaviest sampled keys scored exactly, not}",
-     64, 1, 1, 1},
+     64, 1, 1, 1, 0},
+    {"baatt_auto_split_ad", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_split and antidiag8 as a ninth candidate",
+     64, 1, 1, 1, 8},
 };
 #define N_METHODS (sizeof METHODS / sizeof METHODS[0])
 #define N_DEFAULT 9
@@ -793,11 +798,14 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
         for (int v = 0; v < (m->cov_auto ? 2 : 1); v++)
             for (int u = 0; u < 2; u++, nc++)
                 blk[nc] = u ? BLK_IDENTITY : BLK_SORTED, cov[nc] = v ? !m->param : m->param, split[nc] = !w;
+    int pooled = nc;
+    if (m->auto_antidiag) blk[nc++] = BLK_IDENTITY; /* last: scored by antidiagonals, not pooling */
+    method ad = {"antidiag", BLK_IDENTITY, score_antidiag, m->auto_antidiag, 0, "", 0, 0, 0, 0, 0};
     baatt_status s = BAATT_OK;
     for (int i = 0; i < nc && s == BAATT_OK; i++) {
-        c->auto_cov = cov[i];
-        c->auto_split = split[i] && m->split;
-        s = rank_on(c, m, blk[i], c->cand_scores[i], c->cand_order[i]);
+        c->auto_cov = i < pooled ? cov[i] : 0;
+        c->auto_split = i < pooled && split[i] && m->split;
+        s = rank_on(c, i < pooled ? m : &ad, blk[i], c->cand_scores[i], c->cand_order[i]);
     }
     if (s != BAATT_OK) return s;
     int exact = m->score == score_oracle; /* oracle_best: the choice may use the true map */
@@ -808,10 +816,9 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
         for (int i = 0; i < nc; i++) {
             rec[i] = exact ? pooled_recall(c, blk[i], c->cand_order[i], t)
                            : sampled_recall(c, blk[i], c->cand_order[i], t, n);
-            /* two candidates: exactly the library's rule (ties keep the sorted blocking) */
-            if (i && (blk[best] == BLK_SORTED && blk[i] == BLK_IDENTITY ? !baatt_auto_keeps_sorted(rec[best], rec[i])
-                                                                        : rec[i] > rec[best]))
-                best = i;
+            /* strictly more: ties keep the earlier candidate, so with two it is the library's rule
+             * (baatt_auto_keeps_sorted: ties keep the sorted blocking) */
+            if (i && rec[i] > rec[best]) best = i;
         }
         fill_slot(c, mi, t, blk[best], c->cand_scores[best], c->cand_order[best]);
     }
