@@ -816,9 +816,10 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
         for (int i = 0; i < nc; i++) {
             rec[i] = exact ? pooled_recall(c, blk[i], c->cand_order[i], t)
                            : sampled_recall(c, blk[i], c->cand_order[i], t, n);
-            /* strictly more: ties keep the earlier candidate, so with two it is the library's rule
-             * (baatt_auto_keeps_sorted: ties keep the sorted blocking) */
-            if (i && rec[i] > rec[best]) best = i;
+            /* ties keep the earlier candidate; two candidates (sorted, original) take the library's
+             * own comparison, so baatt_auto measures the rule the library runs */
+            int better = nc == 2 ? !baatt_auto_keeps_sorted(rec[0], rec[1]) : rec[i] > rec[best];
+            if (i && better) best = i;
         }
         fill_slot(c, mi, t, blk[best], c->cand_scores[best], c->cand_order[best]);
     }
