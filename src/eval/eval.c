@@ -26,7 +26,7 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 
 /* Query rows per QK tile: each key row is then read once per tile, not once per query. */
 #define TILE 8
-#define MAX_OWNED 80 /* allocations of one head_ctx (about 55 used) */
+#define MAX_OWNED 80 /* allocations of one head_ctx (about 65 used) */
 /* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows, the same
  * rows as the GPU plan's BAATT_SORT_AUTO (internal.h). */
 #define AUTO_ROWS BAATT_AUTO_ROWS
