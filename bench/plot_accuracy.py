@@ -254,7 +254,18 @@ def main():
     plot_grid(ix, SYN, SYN, "rel_l1", "output relative L1", os.path.join(a.out, "accuracy_l1_synthetic.png"), methods)
     fig_real(ix, os.path.join(a.out, "accuracy_recall_real.png"), methods)
     md = render(ix, bounds, a)
-    with open(os.path.join(a.out, "accuracy.md"), "w") as f:
+    md_path = os.path.join(a.out, "accuracy.md")
+    keep = ""  # the hand-written selection study (issue 17, item 5) survives a regeneration
+    if os.path.exists(md_path):
+        old = open(md_path).read()
+        at = old.find(STUDY_TITLE)
+        if at >= 0:
+            end = old.find("\n## ", at + len(STUDY_TITLE))
+            keep = old[at:end if end >= 0 else len(old)].rstrip("\n") + "\n\n"
+    if keep:
+        at = md.find("## Plots")
+        md = md[:at] + keep + md[at:] if at >= 0 else md.rstrip("\n") + "\n\n" + keep
+    with open(md_path, "w") as f:
         f.write(md)
     import plot_accuracy_reuse  # noqa: E402 (bench/accuracy_reuse.sh's section survives a regeneration)
     plot_accuracy_reuse.splice_file(a.out)
@@ -347,6 +358,7 @@ antidiag8 0.742, mean pooling 0.722); at 75% 0.796 (oracle 0.798, mean pooling 0
 top-k at the same budget (baatt_auto, which sorted every head here) recalled 0.873: the same
 miscalibration as at 2K."""
 
+STUDY_TITLE = "## Selection on real attention"
 PLOTS = """## Plots
 
 Recall against sparsity per method (stars: BA-Att in threshold mode at theta = 0.8, 0.9, 0.95):

@@ -57,6 +57,10 @@ static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
  * blocking's sampled recall is kept over the original order's (ties keep it). */
 uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta);
 int baatt_auto_keeps_sorted(double recall_sorted, double recall_original);
+/* ALGORITHM.md step 3's block logit of one (query block, key block) pair from their moments
+ * (n_j keys); the accuracy harness also scores single keys with it (kv = 0, n_j = 1). */
+double baatt_block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv, const float *km,
+                         const float *kv, uint32_t n_j);
 
 /* Element i of a host tensor in dtype, as float. */
 static inline float baatt_load(const void *p, baatt_dtype dt, uint64_t i)

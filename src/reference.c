@@ -360,8 +360,8 @@ baatt_status baatt_reference_block_stats(const baatt_config *cfg, const void *x,
  * ------------------------------------------------------------------------------------------- */
 
 /* l_IJ = t qm.km + lambda (t^2/2) sum_a [qv (kv + km^2) + qm^2 kv] + ln(n_J), in fp64. */
-static double block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv, const float *km,
-                          const float *kv, uint32_t n_j)
+double baatt_block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv, const float *km,
+                         const float *kv, uint32_t n_j)
 {
     double mean_dot = 0, var = 0;
     for (uint32_t a = 0; a < d; a++) {
@@ -388,9 +388,9 @@ baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *
             uint64_t krow = ((uint64_t)b * c.kv_heads + h / g) * nk;
             for (uint32_t i = 0; i < nq; i++)
                 for (uint32_t j = 0; j < nk; j++)
-                    logits[(qrow + i) * nk + j] =
-                        (float)block_logit(d, t, lambda, qmean + (qrow + i) * d, qvar + (qrow + i) * d,
-                                           kmean + (krow + j) * d, kvar + (krow + j) * d, block_count(&c, c.kv_len, j));
+                    logits[(qrow + i) * nk + j] = (float)baatt_block_logit(
+                        d, t, lambda, qmean + (qrow + i) * d, qvar + (qrow + i) * d, kmean + (krow + j) * d,
+                        kvar + (krow + j) * d, block_count(&c, c.kv_len, j));
         }
     }
     return BAATT_OK;

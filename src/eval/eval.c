@@ -26,10 +26,13 @@ enum { BLK_IDENTITY = 0, BLK_SORTED = 1, BLK_EXTERNAL = 2, BLK_COUNT = 3 };
 
 /* Query rows per QK tile: each key row is then read once per tile, not once per query. */
 #define TILE 8
-#define MAX_OWNED 64 /* allocations of one head_ctx (about 45 used) */
+#define MAX_OWNED 80 /* allocations of one head_ctx (about 65 used) */
 /* Rows of exact attention that baatt_auto samples per head: evenly spaced query rows, the same
  * rows as the GPU plan's BAATT_SORT_AUTO (internal.h). */
 #define AUTO_ROWS BAATT_AUTO_ROWS
+/* Estimates a BLK_AUTO method chooses among per head: {sorted, original} x {covariance on, off} x
+ * {heavy keys split, not}. */
+#define AUTO_CANDS 9
 
 typedef struct run run;
 typedef struct head_ctx head_ctx;
@@ -45,6 +48,11 @@ struct method {
     int param;    /* scorer-specific: covariance on/off, antidiagonal stride */
     int adaptive; /* selects by mass threshold in EVAL_THRESHOLD targets */
     const char *about;
+    int split;         /* score_pooled: the head's `split` heaviest keys (on the sampled rows) scored alone */
+    int cov_auto;      /* BLK_AUTO: also choose the covariance on/off per head, not only the blocking */
+    int split_exact;   /* split keys take their exact logit against each query block, not the Gaussian one */
+    int split_auto;    /* BLK_AUTO: also choose per head whether to split the heavy keys */
+    int auto_antidiag; /* BLK_AUTO: antidiagonal scoring at this stride is one more candidate (0: none) */
 };
 
 /* Sums of one (method, target) over a head, reduced over heads at the end. */
@@ -65,7 +73,7 @@ struct run {
     double *k_avg;                  /* per target: mean blocks per row (sparsity, threshold) */
     uint32_t *k_fixed;              /* per target: blocks per row (keep ratio) */
     int need[BLK_COUNT];            /* blockings some slot uses */
-    int need_sample;                /* a BLK_AUTO method is run */
+    int need_sample;                /* a BLK_AUTO or splitting method is run */
     const int32_t *ext_pq, *ext_pk; /* BLK_EXTERNAL's permutations: o->ext_perm_* or o->reuse_in's */
     acc *acc;                       /* [heads, ns] */
     pthread_mutex_t lock;
@@ -90,11 +98,15 @@ struct head_ctx {
     int32_t *order, *tmp;                                  /* [nq, nk] per-row ranking; [nk] sort scratch */
     uint8_t *masks;                                        /* [ns, nq, nk] */
     int *slot_blk;                                         /* [ns] blocking each slot is measured on */
-    int auto_blk;                                          /* the blocking a BLK_AUTO method is being scored on */
-    float *scores2;        /* [nq, nk] a BLK_AUTO method's scores on the original order */
-    int32_t *order2;       /* [nq, nk] and their ranking */
-    double *sample, *mass; /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
-    acc *acc;              /* [ns] this head's sums (points into run.acc) */
+    int auto_blk, auto_cov, auto_split; /* the blocking, covariance, split a BLK_AUTO method is scored with */
+    float *cand_scores[AUTO_CANDS];     /* [nq, nk] a BLK_AUTO method's scores per candidate */
+    int32_t *cand_order[AUTO_CANDS];    /* [nq, nk] and their ranking */
+    double *sample, *mass;              /* [AUTO_ROWS, kv_len] exact sampled rows; [nk] scratch */
+    uint32_t n_sample, n_heavy;         /* sampled rows taken so far (0: not yet); heavy keys marked */
+    float *colsum;                      /* [kv_len] sampled mass per key */
+    int32_t *key_order, *key_tmp;       /* [kv_len] keys by sampled mass; sort scratch */
+    uint8_t *heavy;                     /* [kv_len] 1 for the n_heavy heaviest keys */
+    acc *acc;                           /* [ns] this head's sums (points into run.acc) */
     void *owned[MAX_OWNED];
     int n_owned;
 };
@@ -128,13 +140,101 @@ static uint32_t block_len(uint32_t len, uint32_t b, uint32_t j)
  * Scorers.
  * ------------------------------------------------------------------------------------------- */
 
-/* Mean pooling with or without the covariance correction (m->param), on the method's blocking:
- * exactly the library's CPU reference stages 2 and 3 (block stats, block logits). */
+static uint32_t ensure_sample(head_ctx *c);
+
+/* Marks the n heaviest keys of the head: the largest mean mass over the sampled exact rows. */
+static void mark_heavy(head_ctx *c, uint32_t n)
+{
+    uint32_t kl = c->r->cfg.kv_len, rows = ensure_sample(c);
+    if (n > kl) n = kl;
+    if (c->n_heavy == n) return;
+    memset(c->colsum, 0, sizeof(float) * kl);
+    memset(c->heavy, 0, kl);
+    for (uint32_t s = 0; s < rows; s++)
+        for (uint32_t j = 0; j < kl; j++) c->colsum[j] += (float)c->sample[(uint64_t)s * kl + j];
+    baatt_argsort_desc(c->colsum, kl, c->key_order, c->key_tmp);
+    for (uint32_t i = 0; i < n; i++) c->heavy[c->key_order[i]] = 1;
+    c->n_heavy = n;
+}
+
+static double log_add(double a, double b)
+{
+    double m = a > b ? a : b;
+    return m == -INFINITY ? m : m + log(exp(a - m) + exp(b - m));
+}
+
+/* Heavy keys scored alone (m->split): every key block J of blocking b that holds some of the head's
+ * heavy keys gets its logit again, from the moments of its other keys, log-sum-exp'd with one logit
+ * per heavy key (step 3's logit of a one-key block: kv = 0, n = 1). An attention sink ([CLS] takes
+ * 5-30% of every row's mass in MiniLM's layers 1-5) barely moves its block's mean, so the pooled
+ * estimate of the block misses it; its own logit does not. */
+/* log of the mean over query block I (blocking b) of exp(t q_i . k_j): the heavy key's exact
+ * logit against the block, no Gaussian assumption about the queries. */
+static double exact_key_logit(const head_ctx *c, int b, uint32_t I, uint32_t j)
+{
+    const run *r = c->r;
+    uint32_t d = r->cfg.head_dim, B = r->cfg.block_size, p0 = I * B, n = block_len(r->cfg.q_len, B, I);
+    double t = baatt_config_scale(&r->cfg), l = -INFINITY;
+    for (uint32_t p = p0; p < p0 + n; p++)
+        l = log_add(l, t * baatt_dot_f64(c->qd + (uint64_t)c->perm_q[b][p] * d, c->kd + (uint64_t)j * d, d));
+    return l - log((double)n);
+}
+
+static baatt_status split_heavy(head_ctx *c, const method *m, int b, double lambda, const float *qm, const float *qv,
+                                float *scores)
+{
+    const run *r = c->r;
+    uint32_t d = r->cfg.head_dim, B = r->cfg.block_size, kl = r->cfg.kv_len;
+    double t = baatt_config_scale(&r->cfg);
+    float *km = calloc(3 * (size_t)d, sizeof(float)), *kv = km + d, *zero = km + 2 * d;
+    if (!km) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t J = 0; J < r->nk; J++) {
+        uint32_t p0 = J * B, p1 = p0 + block_len(kl, B, J), n = 0, nh = 0;
+        for (uint32_t p = p0; p < p1; p++) nh += c->heavy[c->perm_k[b][p]];
+        if (!nh) continue;
+        for (uint32_t a = 0; a < d; a++) {
+            double sum = 0, ss = 0;
+            n = 0;
+            for (uint32_t p = p0; p < p1; p++) {
+                uint32_t j = (uint32_t)c->perm_k[b][p];
+                if (c->heavy[j]) continue;
+                sum += c->k[(uint64_t)j * d + a];
+                n++;
+            }
+            double mean = n ? sum / n : 0;
+            for (uint32_t p = p0; p < p1; p++) {
+                uint32_t j = (uint32_t)c->perm_k[b][p];
+                double e = c->k[(uint64_t)j * d + a] - mean;
+                if (!c->heavy[j]) ss += e * e;
+            }
+            km[a] = (float)mean;
+            kv[a] = n ? (float)(ss / n) : 0;
+        }
+        for (uint32_t I = 0; I < r->nq; I++) {
+            const float *qmi = qm + (uint64_t)I * d, *qvi = qv + (uint64_t)I * d;
+            double l = n ? baatt_block_logit(d, t, lambda, qmi, qvi, km, kv, n) : -INFINITY;
+            for (uint32_t p = p0; p < p1; p++) {
+                uint32_t j = (uint32_t)c->perm_k[b][p];
+                if (c->heavy[j])
+                    l = log_add(l, m->split_exact
+                                       ? exact_key_logit(c, b, I, j)
+                                       : baatt_block_logit(d, t, lambda, qmi, qvi, c->k + (uint64_t)j * d, zero, 1));
+            }
+            scores[(uint64_t)I * r->nk + J] = (float)l;
+        }
+    }
+    free(km);
+    return BAATT_OK;
+}
+
+/* Mean pooling with or without the covariance correction (m->param, or the candidate's for a
+ * covariance-choosing BLK_AUTO method), on the method's blocking: exactly the library's CPU
+ * reference stages 2 and 3 (block stats, block logits), then the heavy-key split if m->split. */
 static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
 {
     const run *r = c->r;
     baatt_config cfg = r->cfg;
-    cfg.covariance = m->param;
+    cfg.covariance = m->cov_auto ? c->auto_cov : m->param;
     size_t d = cfg.head_dim;
     float *qm = malloc(sizeof(float) * r->nq * d), *qv = malloc(sizeof(float) * r->nq * d);
     float *km = malloc(sizeof(float) * r->nk * d), *kv = malloc(sizeof(float) * r->nk * d);
@@ -143,6 +243,10 @@ static baatt_status score_pooled(head_ctx *c, const method *m, float *scores)
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->q, 1, cfg.q_len, c->perm_q[b], qm, qv);
     if (s == BAATT_OK) s = baatt_reference_block_stats(&cfg, c->k, 1, cfg.kv_len, c->perm_k[b], km, kv);
     if (s == BAATT_OK) s = baatt_reference_block_logits(&cfg, qm, qv, km, kv, scores);
+    if (s == BAATT_OK && (m->blocking == BLK_AUTO ? c->auto_split : m->split)) {
+        mark_heavy(c, (uint32_t)m->split);
+        s = split_heavy(c, m, b, cfg.covariance ? 1.0 : 0.0, qm, qv, scores);
+    }
     free(qm);
     free(qv);
     free(km);
@@ -266,20 +370,40 @@ static baatt_status score_oracle(head_ctx *c, const method *m, float *scores)
 }
 
 static const method METHODS[] = {
-    {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (ALGORITHM.md)"},
-    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits"},
-    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits"},
-    {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)"},
-    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8"},
-    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16"},
-    {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)"},
-    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking"},
-    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order"},
+    {"baatt", BLK_SORTED, score_pooled, 1, 1, "BA-Att: norm sort + covariance-corrected pooled logits (ALGORITHM.md)",
+     0, 0, 0, 0, 0},
+    {"baatt_sort", BLK_SORTED, score_pooled, 0, 0, "ablation: norm sort, plain mean-pooled logits", 0, 0, 0, 0, 0},
+    {"baatt_cov", BLK_IDENTITY, score_pooled, 1, 0, "ablation: no sort, covariance-corrected logits", 0, 0, 0, 0, 0},
+    {"meanpool", BLK_IDENTITY, score_pooled, 0, 0, "mean pooling, no sort (SpargeAttn / FlexPrefill / PBS-style)", 0, 0,
+     0, 0, 0},
+    {"antidiag8", BLK_IDENTITY, score_antidiag, 8, 0, "XAttention-style antidiagonal scoring, stride 8", 0, 0, 0, 0, 0},
+    {"antidiag16", BLK_IDENTITY, score_antidiag, 16, 0, "XAttention-style antidiagonal scoring, stride 16", 0, 0, 0, 0,
+     0},
+    {"probe", BLK_IDENTITY, score_probe, 0, 0, "last-block vertical-slash probe (FlexPrefill / MInference-style)", 0, 0,
+     0, 0, 0},
+    {"oracle", BLK_SORTED, score_oracle, 0, 0, "top-k of the true pooled map on the sorted blocking", 0, 0, 0, 0, 0},
+    {"oracle_unsorted", BLK_IDENTITY, score_oracle, 0, 0, "top-k of the true pooled map, original order", 0, 0, 0, 0,
+     0},
     /* variants beyond the issue's nine (not run by default) */
     {"baatt_auto", BLK_AUTO, score_pooled, 1, 0,
-     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows"},
+     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0, 0, 0, 0},
     {"oracle_best", BLK_AUTO, score_oracle, 0, 0,
-     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)"},
+     "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0, 0, 0, 0},
+    /* issue 17 item 5 study (bench/results/accuracy.md, "Selection on real attention"): fields
+     * split (heavy keys scored alone), cov_auto, split_exact, split_auto */
+    {"cov_split", BLK_IDENTITY, score_pooled, 1, 0, "study: baatt_cov, 8 heaviest sampled keys scored alone", 8, 0, 0,
+     0, 0},
+    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1, 0, 0, 0},
+    {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 8 heavy keys scored alone (Gaussian)", 8, 1,
+     0, 0, 0},
+    {"baatt_auto_x64", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 64 heavy keys scored alone (exact)", 64, 1,
+     1, 0, 0},
+    {"baatt_auto_split", BLK_AUTO, score_pooled, 1, 0,
+     "proposed: per head the best of 8 estimates on 64 sampled rows: {sorted, original} x {covariance on, off} x "
+     "{64 heaviest sampled keys scored exactly, not}",
+     64, 1, 1, 1, 0},
+    {"baatt_auto_split_ad", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_split and antidiag8 as a ninth candidate",
+     64, 1, 1, 1, 8},
 };
 #define N_METHODS (sizeof METHODS / sizeof METHODS[0])
 #define N_DEFAULT 9
@@ -394,11 +518,20 @@ static baatt_status head_setup(head_ctx *c, const run *r, uint32_t h)
     c->tmp = grab(c, sizeof(int32_t) * r->nk);
     c->masks = grab(c, (size_t)r->ns * r->nq * r->nk);
     c->slot_blk = grab(c, sizeof(int) * r->ns);
-    c->scores2 = grab(c, sizeof(float) * r->nq * r->nk);
-    c->order2 = grab(c, sizeof(int32_t) * r->nq * r->nk);
+    for (int i = 0; i < AUTO_CANDS; i++) {
+        c->cand_scores[i] = grab(c, sizeof(float) * r->nq * r->nk);
+        c->cand_order[i] = grab(c, sizeof(int32_t) * r->nq * r->nk);
+        if (!c->cand_scores[i] || !c->cand_order[i]) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    }
     c->mass = grab(c, sizeof(double) * r->nk);
+    uint32_t ks = r->need_sample ? d->kv_len : 1;
     c->sample = r->need_sample ? grab(c, sizeof(double) * AUTO_ROWS * d->kv_len) : c->mass;
-    if (!c->scores2 || !c->order2 || !c->mass || !c->sample) return BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    c->colsum = grab(c, sizeof(float) * ks);
+    c->key_order = grab(c, sizeof(int32_t) * ks);
+    c->key_tmp = grab(c, sizeof(int32_t) * ks);
+    c->heavy = grab(c, ks);
+    if (!c->mass || !c->sample || !c->colsum || !c->key_order || !c->key_tmp || !c->heavy)
+        return BAATT_ERROR_OUT_OF_HOST_MEMORY;
     if (!c->qd || !c->kd || !c->vd || !c->s || !c->sg || !c->od || !c->o || !c->scores || !c->order || !c->tmp ||
         !c->masks || !c->slot_blk)
         return BAATT_ERROR_OUT_OF_HOST_MEMORY;
@@ -612,6 +745,13 @@ static uint32_t sample_rows(head_ctx *c, double *p)
     return n;
 }
 
+/* The sampled rows of this head, computed once (every BLK_AUTO and splitting method reads them). */
+static uint32_t ensure_sample(head_ctx *c)
+{
+    if (!c->n_sample) c->n_sample = sample_rows(c, c->sample);
+    return c->n_sample;
+}
+
 /* Recall that the ranking `order` on blocking b achieves at target t's per-row budgets, measured
  * on the sampled exact rows: the true mass of the top blocks of each sampled row's query block. */
 static double sampled_recall(head_ctx *c, int b, const int32_t *order, uint32_t t, uint32_t n)
@@ -653,18 +793,35 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
 {
     const run *r = c->r;
     const method *m = r->methods[mi];
-    baatt_status s = rank_on(c, m, BLK_SORTED, c->scores, c->order);
-    if (s == BAATT_OK) s = rank_on(c, m, BLK_IDENTITY, c->scores2, c->order2);
+    int nc = 0, blk[AUTO_CANDS], cov[AUTO_CANDS], split[AUTO_CANDS];
+    for (int w = 0; w < (m->split_auto ? 2 : 1); w++) /* tie order: m's split, m's covariance, sorted first */
+        for (int v = 0; v < (m->cov_auto ? 2 : 1); v++)
+            for (int u = 0; u < 2; u++, nc++)
+                blk[nc] = u ? BLK_IDENTITY : BLK_SORTED, cov[nc] = v ? !m->param : m->param, split[nc] = !w;
+    int pooled = nc;
+    if (m->auto_antidiag) blk[nc++] = BLK_IDENTITY; /* last: scored by antidiagonals, not pooling */
+    method ad = {"antidiag", BLK_IDENTITY, score_antidiag, m->auto_antidiag, 0, "", 0, 0, 0, 0, 0};
+    baatt_status s = BAATT_OK;
+    for (int i = 0; i < nc && s == BAATT_OK; i++) {
+        c->auto_cov = i < pooled ? cov[i] : 0;
+        c->auto_split = i < pooled && split[i] && m->split;
+        s = rank_on(c, i < pooled ? m : &ad, blk[i], c->cand_scores[i], c->cand_order[i]);
+    }
     if (s != BAATT_OK) return s;
     int exact = m->score == score_oracle; /* oracle_best: the choice may use the true map */
-    uint32_t n = exact ? 0 : sample_rows(c, c->sample);
+    uint32_t n = exact ? 0 : ensure_sample(c);
     for (uint32_t t = 0; t < r->nt; t++) {
-        int sorted = exact ? baatt_auto_keeps_sorted(pooled_recall(c, BLK_SORTED, c->order, t),
-                                                     pooled_recall(c, BLK_IDENTITY, c->order2, t))
-                           : baatt_auto_keeps_sorted(sampled_recall(c, BLK_SORTED, c->order, t, n),
-                                                     sampled_recall(c, BLK_IDENTITY, c->order2, t, n));
-        if (sorted) fill_slot(c, mi, t, BLK_SORTED, c->scores, c->order);
-        else fill_slot(c, mi, t, BLK_IDENTITY, c->scores2, c->order2);
+        int best = 0;
+        double rec[AUTO_CANDS];
+        for (int i = 0; i < nc; i++) {
+            rec[i] = exact ? pooled_recall(c, blk[i], c->cand_order[i], t)
+                           : sampled_recall(c, blk[i], c->cand_order[i], t, n);
+            /* ties keep the earlier candidate; two candidates (sorted, original) take the library's
+             * own comparison, so baatt_auto measures the rule the library runs */
+            int better = nc == 2 ? !baatt_auto_keeps_sorted(rec[0], rec[1]) : rec[i] > rec[best];
+            if (i && better) best = i;
+        }
+        fill_slot(c, mi, t, blk[best], c->cand_scores[best], c->cand_order[best]);
     }
     return BAATT_OK;
 }
@@ -865,6 +1022,7 @@ static baatt_status run_init(run *r, const eval_data *d, const eval_options *o, 
             return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "unknown method '%s'", names[m]);
         if (r->methods[m]->blocking == BLK_AUTO) r->need[BLK_IDENTITY] = r->need[BLK_SORTED] = r->need_sample = 1;
         else r->need[r->methods[m]->blocking] = 1;
+        if (r->methods[m]->split) r->need_sample = 1;
     }
     r->need[BLK_SORTED] = 1; /* threshold matching and the sorted-perm export use it */
     if (o->ext_masks && o->ext_perm_q && o->ext_perm_k) {
