@@ -10,7 +10,7 @@
 # bench/results/raw): h100.md, h100.json, speedup.png and h100_raw.tar.gz (every log and raw JSON),
 # few files because the device tool returns at most 8. The summary is printed last.
 #
-# Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_BLOCK BENCH_REPS
+# Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_BLOCK BENCH_SORT BENCH_REPS
 # BENCH_WARMUP BENCH_MAX_SECONDS BENCH_DENSE_MAX_N BENCH_CHECK(1/0) FA_REPS FA_MAX_SECONDS FA_DEVICE
 # CHECK_ARGS (extra fa_baseline.py --check-* options), T_INFO T_TESTS T_CHECK T_BENCH T_FA T_REPORT
 # (seconds per step), T_TEST_EACH (seconds per test executable), BAATT_BUILD (build directory,
@@ -38,6 +38,7 @@ BENCH_DTYPE=${BENCH_DTYPE:-f16}
 BENCH_HEADS=${BENCH_HEADS:-32}
 BENCH_DIM=${BENCH_DIM:-128}
 BENCH_BLOCK=${BENCH_BLOCK:-64}
+BENCH_SORT=${BENCH_SORT:-auto} # the library default since issue 17; reports before it timed norm
 BENCH_REPS=${BENCH_REPS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_SECONDS=${BENCH_MAX_SECONDS:-15}
@@ -59,7 +60,7 @@ elif git rev-parse HEAD >/dev/null 2>&1; then
 elif [ -f COMMIT ]; then COMMIT=$(head -n1 COMMIT)
 else COMMIT=unknown; fi
 COMMAND="bash bench/run_gpu.sh $* [BENCH_N=$BENCH_N BENCH_KEEP=$BENCH_KEEP BENCH_DTYPE=$BENCH_DTYPE \
-BENCH_HEADS=$BENCH_HEADS BENCH_DIM=$BENCH_DIM BENCH_BLOCK=$BENCH_BLOCK BENCH_REPS=$BENCH_REPS BENCH_MAX_SECONDS=$BENCH_MAX_SECONDS \
+BENCH_HEADS=$BENCH_HEADS BENCH_DIM=$BENCH_DIM BENCH_BLOCK=$BENCH_BLOCK BENCH_SORT=$BENCH_SORT BENCH_REPS=$BENCH_REPS BENCH_MAX_SECONDS=$BENCH_MAX_SECONDS \
 BENCH_DENSE_MAX_N=$BENCH_DENSE_MAX_N FA_REPS=$FA_REPS]"
 
 say() { echo "[run_gpu $(($(date +%s) - START))s] $*"; }
@@ -151,7 +152,7 @@ step tests "$T_TESTS" "build/tests/test_* run directly (see run_gpu.sh)" gpu_tes
 step check "$T_CHECK" "baatt vs torch, small size" \
   "$PY" bench/fa_baseline.py --device "$FA_DEVICE" --check-baatt "$BIN" --check-out "$RAW/check.json" $CHECK_ARGS
 BENCH_ARGS=(--n "$BENCH_N" --keep "$BENCH_KEEP" --dtype "$BENCH_DTYPE" --heads "$BENCH_HEADS" --dim "$BENCH_DIM"
-  --block "$BENCH_BLOCK" --reps "$BENCH_REPS" --warmup "$BENCH_WARMUP" --max-seconds "$BENCH_MAX_SECONDS" --dense-max-n "$BENCH_DENSE_MAX_N"
+  --block "$BENCH_BLOCK" --sort "$BENCH_SORT" --reps "$BENCH_REPS" --warmup "$BENCH_WARMUP" --max-seconds "$BENCH_MAX_SECONDS" --dense-max-n "$BENCH_DENSE_MAX_N"
   --json "$RAW/bench.json" --mask-dir "$MASKS")
 [ "$BENCH_CHECK" = 1 ] && BENCH_ARGS+=(--check)
 step bench "$T_BENCH" "" "$BIN" bench "${BENCH_ARGS[@]}"

@@ -72,7 +72,7 @@ baatt_config baatt_config_default(void)
     c.head_dim = 64;
     c.dtype = BAATT_DTYPE_F32;
     c.block_size = 64;
-    c.norm_sort = 1;
+    c.norm_sort = BAATT_SORT_AUTO; /* bench/results/accuracy.md, "Defaults" */
     c.covariance = 1;
     c.select_mode = BAATT_SELECT_KEEP_RATIO;
     c.keep_ratio = 0.5f;

@@ -295,13 +295,13 @@ class Plan:
 
     def __init__(self, q_shape: Sequence[int], kv_shape: Sequence[int], dtype: Any = "float32", *,
                  scale: Optional[float] = None, dense: bool = False, keep: float = 0.5,
-                 threshold: Optional[float] = None, block: int = 64, sort: SortMode = "norm",
+                 threshold: Optional[float] = None, block: int = 64, sort: SortMode = "auto",
                  covariance: bool = True, layout: Layout = "bhnd", device: Device = None, lse: bool = False):
         self._handle = ctypes.c_void_p()
         if layout not in ("bhnd", "bnhd"):
             raise Error(Status.INVALID_ARGUMENT, f"layout {layout!r}: expected 'bhnd' or 'bnhd'")
         if sort not in _SORT:
-            raise Error(Status.INVALID_ARGUMENT, f"sort {sort!r}: expected 'norm', 'off' or 'auto'")
+            raise Error(Status.INVALID_ARGUMENT, f"sort {sort!r}: expected 'auto', 'norm' or 'off'")
         q_shape, kv_shape = tuple(int(s) for s in q_shape), tuple(int(s) for s in kv_shape)
         if len(q_shape) != 4 or len(kv_shape) != 4:
             raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} and kv_shape {kv_shape} must have 4 dimensions")
@@ -538,7 +538,7 @@ def _from_bhnd(o: Any, q: Any, layout: Layout) -> Any:
 
 def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: bool = False,
               keep: float = 0.5, threshold: Optional[float] = None, block: int = 64,
-              sort: SortMode = "norm", covariance: bool = True, layout: Layout = "bhnd",
+              sort: SortMode = "auto", covariance: bool = True, layout: Layout = "bhnd",
               device: Device = None, return_selection: bool = False, return_stats: bool = False,
               mask: Any = None, perm_q: Any = None, perm_k: Any = None, return_lse: bool = False) -> Any:
     """Block Approximate Sparse Attention (or exact attention with dense=True) of q over k, v.
@@ -553,8 +553,9 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
 
     scale: softmax scale, default 1/sqrt(d). keep: fraction of key blocks kept per query block;
     threshold: instead, keep the fewest blocks whose estimated attention mass reaches it.
-    block: 32, 64 or 128 tokens. sort: "norm" blocks the norm-sorted tokens, "off" the original
-    order, "auto" picks per kv head whichever recalls more. device: an index or name substring
+    block: 32, 64 or 128 tokens. sort: "auto" (default) picks per kv head whichever of the two
+    blockings recalls more on 64 sampled exact rows, "norm" blocks the norm-sorted tokens, "off" the
+    original order (why auto: bench/results/accuracy.md, "Defaults"). device: an index or name substring
     from devices(), default the best device (BAATT_DEVICE honoured).
 
     mask (with perm_q, perm_k): attend on this block selection instead of estimating one (see

@@ -39,7 +39,8 @@ class Config:
     keep: fraction of key blocks each query block attends to (BA-Att's keep ratio), in (0, 1].
     threshold: instead of keep, the fewest blocks whose estimated attention mass reaches this, in (0, 1].
     block: tokens per block: 32, 64 or 128.
-    sort: "norm" (blocks of norm-sorted tokens), "off" (original order) or "auto" (per kv head).
+    sort: "auto" (default: per kv head, the better of the next two on 64 sampled exact rows), "norm"
+        (blocks of norm-sorted tokens) or "off" (original order).
     dense_steps: the first k denoising steps of each run attend densely (SDPA): early steps set the
         layout of the video and are the most sensitive.
     dense_layers: layer indices (the block number in the transformer) that always attend densely.
@@ -57,7 +58,7 @@ class Config:
     keep: float = 0.5
     threshold: Optional[float] = None
     block: int = 64
-    sort: str = "norm"
+    sort: str = "auto"
     dense_steps: int = 0
     dense_layers: FrozenSet[int] = field(default_factory=frozenset)
     reuse_every: int = 1

@@ -24,9 +24,11 @@ static const char USAGE[] =
     "  --keep R            keep ratio of key blocks per query block, in (0, 1] (default 0.5)\n"
     "  --threshold T       select by block-map mass >= T instead of a keep ratio\n"
     "  --block B           block size 32, 64 (default) or 128\n"
-    "  --sort M            blocking: norm (default) sorts Q and K by L2 norm; off keeps the\n"
-    "                      original order; auto chooses per kv head by the recall of 64 sampled\n"
-    "                      exact query rows (costs ~64/q_len of dense attention)\n"
+    "  --sort M            blocking: auto (default) chooses per kv head, by the recall of 64\n"
+    "                      sampled exact query rows (costs ~64/q_len of dense attention), between\n"
+    "                      norm (sort Q and K by L2 norm) and off (the original order); auto is the\n"
+    "                      default because norm sorting loses to the original order on real\n"
+    "                      attention (bench/results/accuracy.md, \"Defaults\")\n"
     "  --no-sort           same as --sort off\n"
     "  --no-cov            no covariance correction (plain mean pooling)\n"
     "  --min-blocks N, --max-blocks N   per-row limits on selected key blocks\n"
@@ -54,17 +56,6 @@ static const char USAGE[] =
     "\n"
     "Output paths are checked before any GPU work: each must be writable and differ from the\n"
     "inputs and from each other.\n";
-
-static const char *const SORT_NAMES[] = {"off", "norm", "auto"}; /* indexed by baatt_sort_mode */
-
-static int parse_sort(int argc, char **argv, int *i, int *mode)
-{
-    const char *v;
-    if (!cli_arg_str("attention", argc, argv, i, &v)) return 0;
-    for (int m = BAATT_SORT_OFF; m <= BAATT_SORT_AUTO; m++)
-        if (!strcmp(v, SORT_NAMES[m])) return *mode = m, 1;
-    return cli_fail("attention", "--sort %s: expected auto, norm or off", v), 0;
-}
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -94,7 +85,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--allow-nonfinite")) o->allow_nonfinite = 1;
         else if (!strcmp(a, "--no-sort")) o->cfg.norm_sort = BAATT_SORT_OFF;
-        else if (!strcmp(a, "--sort")) ok = parse_sort(argc, argv, &i, &o->cfg.norm_sort);
+        else if (!strcmp(a, "--sort")) ok = cli_arg_sort(c, argc, argv, &i, &o->cfg.norm_sort);
         else if (!strcmp(a, "--no-cov")) o->cfg.covariance = 0;
         else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &o->cfg.keep_ratio);
         else if (!strcmp(a, "--threshold")) {
@@ -311,8 +302,8 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
             for (int s = 0; s < BAATT_STAGE_COUNT; s++)
                 printf("%s%s %.3f", s ? ", " : "", baatt_stage_name(s), st->stage_ms[s]);
             printf(")\nsparsity: %.4f\n%s%s, sorted kv heads: %u of %u", st->sparsity,
-                   o->mask_in ? "selection: given (--mask-in)" : "sort: ", o->mask_in ? "" : SORT_NAMES[g->norm_sort],
-                   sorted_heads, g->batch * g->kv_heads);
+                   o->mask_in ? "selection: given (--mask-in)" : "sort: ",
+                   o->mask_in ? "" : cli_sort_name(g->norm_sort), sorted_heads, g->batch * g->kv_heads);
             if (o->steps > 1)
                 printf("\nsteps: %u; estimating %u, mean GPU time %.3f ms; reusing %u, mean GPU time %.3f ms", o->steps,
                        sp->estimated, mean(sp->estimate_ms, sp->estimated), sp->reused, mean(sp->reuse_ms, sp->reused));
@@ -331,7 +322,7 @@ static void report(const opts *o, const baatt_device_info *dev, const baatt_run_
     if (!g->dense) {
         /* "sort" stays a boolean (sorting enabled) for existing readers; "sort_mode" says which */
         printf(", \"block\": %u, \"sort\": %s, \"sort_mode\": \"%s\", \"sorted_heads\": %u, \"covariance\": %s, ",
-               g->block_size, g->norm_sort ? "true" : "false", SORT_NAMES[g->norm_sort], sorted_heads,
+               g->block_size, g->norm_sort ? "true" : "false", cli_sort_name(g->norm_sort), sorted_heads,
                g->covariance ? "true" : "false");
         if (g->select_mode == BAATT_SELECT_KEEP_RATIO) printf("\"keep\": %g", (double)g->keep_ratio);
         else printf("\"threshold\": %g", (double)g->mass_threshold);

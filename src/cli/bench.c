@@ -41,6 +41,7 @@ typedef struct bopts {
     unsigned heads, kv_heads, dim, block, reps, warmup, rotate, dense_max_n;
     float max_seconds;
     int dense, check;
+    int sort; /* baatt_sort_mode of the BA-Att plans; -1: the library default */
     const char *json, *device, *mask_dir;
 } bopts;
 
@@ -89,6 +90,8 @@ static const char USAGE[] =
     "  --kv-heads H        key/value heads (default: --heads)\n"
     "  --dim D             head_dim, 64 or 128 (default 128 on a GPU, 64 on a CPU device)\n"
     "  --block B           BA-Att block size (default 64)\n"
+    "  --sort M            BA-Att blocking: auto (default), norm or off (baatt attention --help);\n"
+    "                      BA-Att timings recorded before auto became the default are norm\n"
     "  --reps R            timed repetitions (default 10)\n"
     "  --warmup W          untimed warm-up runs (default 2; at least 0.3 s of them)\n"
     "  --rotate S          input sets the repetitions rotate among (default 2, at most 8)\n"
@@ -170,7 +173,7 @@ static int parse_lists(bopts *o, int argc, char **argv, int *i, int *ok)
 static int parse(int argc, char **argv, bopts *o)
 {
     const char *c = "bench";
-    o->block = 64, o->reps = 10, o->warmup = 2, o->rotate = 2, o->max_seconds = 30, o->dense = 1;
+    o->block = 64, o->reps = 10, o->warmup = 2, o->rotate = 2, o->max_seconds = 30, o->dense = 1, o->sort = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int ok = 1;
@@ -182,6 +185,7 @@ static int parse(int argc, char **argv, bopts *o)
         else if (!strcmp(a, "--kv-heads")) ok = cli_arg_u32(c, argc, argv, &i, &o->kv_heads);
         else if (!strcmp(a, "--dim")) ok = cli_arg_u32(c, argc, argv, &i, &o->dim);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &o->block);
+        else if (!strcmp(a, "--sort")) ok = cli_arg_sort(c, argc, argv, &i, &o->sort);
         else if (!strcmp(a, "--reps")) ok = cli_arg_u32(c, argc, argv, &i, &o->reps);
         else if (!strcmp(a, "--warmup")) ok = cli_arg_u32(c, argc, argv, &i, &o->warmup);
         else if (!strcmp(a, "--rotate")) ok = cli_arg_u32(c, argc, argv, &i, &o->rotate);
@@ -588,11 +592,11 @@ static void json_record(FILE *f, const bench *b, const bresult *r)
     const baatt_config *g = &r->cfg;
     fprintf(f,
             "  {\"n\": %u, \"heads\": %u, \"kv_heads\": %u, \"head_dim\": %u, \"batch\": %u, \"block\": %u, "
-            "\"dtype\": \"%s\", \"method\": \"%s\", \"keep\": ",
+            "\"dtype\": \"%s\", \"method\": \"%s\", \"sort\": ",
             g->q_len, g->heads, g->kv_heads, g->head_dim, g->batch, g->block_size, baatt_dtype_name(g->dtype),
             g->dense ? "baatt_dense" : "baatt");
-    if (g->dense) fputs("null", f);
-    else fprintf(f, "%g", (double)g->keep_ratio);
+    if (g->dense) fputs("null, \"keep\": null", f);
+    else cli_json_string(f, cli_sort_name(g->norm_sort)), fprintf(f, ", \"keep\": %g", (double)g->keep_ratio);
     double tf = flops(g) / (r->ms * 1e9);
     json_num(f, "ms", r->ms, "%.6f");
     json_num(f, "min_ms", r->min_ms, "%.6f");
@@ -773,10 +777,12 @@ int cmd_bench(int argc, char **argv)
     apply_defaults(&b.o, &b.dev);
     char line[900];
     cli_device_line(&b.dev, line, sizeof line);
-    printf("device: %s\nshape: batch 1, heads %u (kv %u), head_dim %u, block %u; reps %u (warm-up %u, %u input sets, "
-           "max %.0f s per configuration)\n",
-           line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, b.o.reps, b.o.warmup, b.o.rotate,
-           (double)b.o.max_seconds);
+    if (b.o.sort < 0) b.o.sort = baatt_config_default().norm_sort;
+    printf(
+        "device: %s\nshape: batch 1, heads %u (kv %u), head_dim %u, block %u, sort %s; reps %u (warm-up %u, %u input "
+        "sets, max %.0f s per configuration)\n",
+        line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, cli_sort_name(b.o.sort), b.o.reps, b.o.warmup, b.o.rotate,
+        (double)b.o.max_seconds);
     print_header();
     write_json(&b); /* an empty list until the first result: the file exists even if nothing runs */
     if (b.io_failed) {
@@ -788,6 +794,7 @@ int cmd_bench(int argc, char **argv)
         for (int i = 0; i < b.o.nn; i++) {
             baatt_config g = baatt_config_default();
             g.heads = b.o.heads, g.kv_heads = b.o.kv_heads, g.head_dim = b.o.dim, g.block_size = b.o.block;
+            g.norm_sort = b.o.sort;
             g.q_len = g.kv_len = b.o.n[i];
             g.dtype = b.o.dt[t];
             char msg[512];

@@ -22,6 +22,10 @@ int cli_fail_status(const char *cmd, baatt_status s, const baatt_context *ctx, c
 int cli_arg_str(const char *cmd, int argc, char **argv, int *i, const char **out);
 int cli_arg_u32(const char *cmd, int argc, char **argv, int *i, unsigned *out);
 int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out);
+/* --sort M: a baatt_sort_mode by its name (cli_sort_name). */
+int cli_arg_sort(const char *cmd, int argc, char **argv, int *i, int *mode);
+/* "off", "norm" or "auto" for a baatt_sort_mode; "?" for anything else. */
+const char *cli_sort_name(int mode);
 
 /* Opens a context on --device (index or name substring; NULL: default choice). */
 int cli_open(const char *cmd, const char *device, baatt_context **ctx);

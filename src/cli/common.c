@@ -55,6 +55,22 @@ int cli_arg_u32(const char *cmd, int argc, char **argv, int *i, unsigned *out)
     return 1;
 }
 
+static const char *const SORT_NAMES[] = {"off", "norm", "auto"}; /* indexed by baatt_sort_mode */
+
+const char *cli_sort_name(int mode)
+{
+    return mode >= BAATT_SORT_OFF && mode <= BAATT_SORT_AUTO ? SORT_NAMES[mode] : "?";
+}
+
+int cli_arg_sort(const char *cmd, int argc, char **argv, int *i, int *mode)
+{
+    const char *v;
+    if (!cli_arg_str(cmd, argc, argv, i, &v)) return 0;
+    for (int m = BAATT_SORT_OFF; m <= BAATT_SORT_AUTO; m++)
+        if (!strcmp(v, SORT_NAMES[m])) return *mode = m, 1;
+    return cli_fail(cmd, "--sort %s: expected auto, norm or off", v), 0;
+}
+
 int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out)
 {
     const char *s;
