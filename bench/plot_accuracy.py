@@ -255,13 +255,13 @@ def main():
     fig_real(ix, os.path.join(a.out, "accuracy_recall_real.png"), methods)
     md = render(ix, bounds, a)
     md_path = os.path.join(a.out, "accuracy.md")
-    keep = ""  # the hand-written selection study (issue 17, item 5) survives a regeneration
-    if os.path.exists(md_path):
-        old = open(md_path).read()
-        at = old.find(STUDY_TITLE)
+    keep = ""  # the hand-written sections (issue 17, items 4 and 5) survive a regeneration
+    old = open(md_path).read() if os.path.exists(md_path) else ""
+    for title in KEPT_TITLES:
+        at = old.find(title)
         if at >= 0:
-            end = old.find("\n## ", at + len(STUDY_TITLE))
-            keep = old[at:end if end >= 0 else len(old)].rstrip("\n") + "\n\n"
+            end = old.find("\n## ", at + len(title))
+            keep += old[at:end if end >= 0 else len(old)].rstrip("\n") + "\n\n"
     if keep:
         at = md.find("## Plots")
         md = md[:at] + keep + md[at:] if at >= 0 else md.rstrip("\n") + "\n\n" + keep
@@ -359,6 +359,8 @@ top-k at the same budget (baatt_auto, which sorted every head here) recalled 0.8
 miscalibration as at 2K."""
 
 STUDY_TITLE = "## Selection on real attention"
+DEFAULTS_TITLE = "## Defaults"  # bench/accuracy_defaults.sh
+KEPT_TITLES = (DEFAULTS_TITLE, STUDY_TITLE)
 PLOTS = """## Plots
 
 Recall against sparsity per method (stars: BA-Att in threshold mode at theta = 0.8, 0.9, 0.95):

@@ -432,7 +432,7 @@ static void json_output(void **s)
     assert_int_equal(count_char(r->out, '\n'), 1); /* one line, so it can be appended to a .jsonl */
     expect_contains(r->out, "\"sparsity\"");
     expect_contains(r->out, "\"stages_ms\"");
-    expect_contains(r->out, "\"sort_mode\": \"norm\"");
+    expect_contains(r->out, "\"sort_mode\": \"auto\""); /* the default since issue 17 */
     free(r);
 }
 

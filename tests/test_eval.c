@@ -43,6 +43,7 @@ static baatt_config cfg_of(const eval_data *d, uint32_t block)
     c.head_dim = d->head_dim;
     c.scale = d->scale;
     c.block_size = block;
+    c.norm_sort = BAATT_SORT_NORM; /* the harness's `baatt` method */
     return c;
 }
 

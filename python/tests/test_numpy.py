@@ -51,6 +51,19 @@ def test_threshold_scale_and_auto(rng):
     assert rel_l2(o, sparse_reference(q, k, v, sel, 64, scale=0.05)) <= TOL[np.float32]
 
 
+def test_default_sort_is_auto(rng):
+    # the default of issue 17 (bench/results/accuracy.md, "Defaults"): the same selection as sort="auto"
+    import inspect
+    import baatt.diffusers as bd
+    for f in (baatt.attention, baatt.Plan.__init__):
+        assert inspect.signature(f).parameters["sort"].default == "auto"
+    assert bd.Config().sort == "auto"
+    q, k, v = qkv(rng, h=2, hk=2, n=256)
+    _, a = baatt.attention(q, k, v, keep=0.25, return_selection=True)
+    _, b = baatt.attention(q, k, v, keep=0.25, sort="auto", return_selection=True)
+    assert (a.mask == b.mask).all() and (a.perm_k == b.perm_k).all() and (a.sorted_heads == b.sorted_heads).all()
+
+
 def test_nhd_layout(rng):
     q, k, v = qkv(rng, b=2, h=4, hk=2, n=96)
     nhd = [np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in (q, k, v)]
