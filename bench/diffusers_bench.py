@@ -45,7 +45,7 @@ def parse():
     a("--width", type=int, default=104, help="latent width")
     a("--steps", type=int, default=6), a("--keeps", default="0.5,0.25,0.1")
     a("--reuse", default="1,3", help="reuse_every values")
-    a("--block", type=int, default=64), a("--sort", default="norm")
+    a("--block", type=int, default=64), a("--sort", default="auto", help="auto (the library default), norm or off")
     a("--store", default="host", choices=["host", "plan"])
     a("--dense-steps", type=int, default=0), a("--min-tokens", type=int, default=None)
     a("--rows", type=int, default=64, help="sampled query rows per head for the recall")

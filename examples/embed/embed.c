@@ -223,7 +223,7 @@ static double max_error(const float *got, const float *want, size_t n)
     return err / scale;
 }
 
-/* Plans BA-Att (GQA, sorted blocks, keep 0.5) on the wrapped device, runs it through the
+/* Plans BA-Att (GQA, the default auto sort, keep 0.5) on the wrapped device, runs it through the
  * application's command buffer, and compares with the CPU reference. */
 static int run(const app *a, baatt_context *ctx)
 {
