@@ -250,14 +250,16 @@ typedef enum baatt_select_mode {
 /* Blocking of Q and K (docs/ALGORITHM.md step 1), the values of baatt_config.norm_sort. */
 typedef enum baatt_sort_mode {
     BAATT_SORT_OFF = 0,  /* blocks are contiguous runs of the original order */
-    BAATT_SORT_NORM = 1, /* blocks of the L2-norm-sorted order (ALGORITHM.md step 1; the default) */
+    BAATT_SORT_NORM = 1, /* blocks of the L2-norm-sorted order (ALGORITHM.md step 1) */
     /* Per kv head, whichever of the two blockings recalls more: both are estimated and selected,
      * then S = min(64, q_len) evenly spaced query rows (row s*q_len/S) of every query head get
      * exact attention over all keys, and each blocking's recall is the attention mass those rows
      * put on the key blocks selected for their query block. The query heads of a GQA group decide
      * together (their recalls are summed), because K's permutation belongs to the kv head.
      * Ties keep the sorted blocking. Costs about S/q_len of dense attention plus a second
-     * estimate and selection. baatt_plan_read_head_sorted says which blocking each head got. */
+     * estimate and selection. baatt_plan_read_head_sorted says which blocking each head got.
+     * The default: the only mode within 0.01 recall of the best on every workload measured
+     * (bench/results/accuracy.md, "Defaults"). */
     BAATT_SORT_AUTO = 2,
 } baatt_sort_mode;
 
@@ -269,8 +271,8 @@ typedef struct baatt_config {
     int dense;                        /* 1: exact dense attention; the BA-Att fields are ignored */
     /* BA-Att (see docs/ALGORITHM.md) */
     uint32_t block_size; /* 32, 64 (default) or 128 */
-    int norm_sort;       /* a baatt_sort_mode: 1 (default) sort Q and K by L2 norm
-                                         before blocking, 0 do not, 2 choose per kv head */
+    int norm_sort;       /* a baatt_sort_mode: 2 (default) choose per kv head, 1 sort Q and K by
+                            L2 norm before blocking, 0 do not */
     int covariance;      /* 1 (default): lambda = 1 in the block logit */
     baatt_select_mode select_mode;
     float keep_ratio;     /* default 0.5 */
