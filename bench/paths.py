@@ -17,8 +17,11 @@ import json
 def load(paths):
     out = []
     for p in paths:
-        with open(p) as f:
-            out += json.load(f)
+        try:
+            with open(p) as f:
+                out += json.load(f)
+        except (OSError, ValueError) as e:  # e.g. no FLASH run: the table goes without it
+            print(f"paths.py: {p}: {e}")
     return out
 
 
@@ -86,10 +89,14 @@ def main():
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     ap.add_argument("--out-png")
-    ap.add_argument("--title", default="attention paths, fp16, 32 heads, head_dim 128")
+    ap.add_argument("--title", help="default: the records' shape")
     ap.add_argument("--command", default="")
     a = ap.parse_args()
     bench, flash = merge(load(a.bench), load(a.fa))
+    if not bench:
+        raise SystemExit("paths.py: no baatt bench records")
+    r0 = bench[0]
+    a.title = a.title or f"attention kernels, {r0['dtype']}, {r0['heads']} heads, head_dim {r0['head_dim']}"
     dev = next((r.get("device") for r in bench if r.get("device")), "?")
     drv = next((r.get("driver") for r in bench if r.get("driver")), "?")
     md = [f"# {a.title}", "", f"Device: {dev}, driver {drv}. Command: `{a.command}`.", "", table(bench, flash), ""]

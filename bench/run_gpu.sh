@@ -17,6 +17,14 @@
 # default build), PYTHON, BAATT_COMMIT (the commit to report when .git is absent), BENCH_STEPS
 # (the steps to run, default "info tests check bench fa"), REPORT_NAME (the report's file names,
 # default h100: NAME.md, NAME.json, NAME_raw.tar.gz, and speedup.png or NAME_speedup.png).
+# Opt-in steps (add them to BENCH_STEPS; each writes into the raw tarball):
+#   paths     `baatt bench` once per attention kernel in PATHS (default "khr-coopmat portable"), with
+#             the block logits on the scalar kernel, as a GPU without cooperative matrix 2 runs them;
+#             with fa's FLASH: NAME_paths.md and NAME_paths.png (bench/paths.py). PATHS_N, PATHS_KEEP.
+#   ab        `baatt bench` of the build in BAATT_BASE (another build directory, carried) against
+#             BAATT_BUILD, alternating AB_ROUNDS times, at AB_N / AB_KEEP, norm sort (no-regression A/B).
+#   interop   tests/test_external, python/check_cuda.py, bench/cuda_interop.py (CUDA tensors).
+#   diffusers bench/diffusers_bench.py (diffusers from ./wheels: bench/fetch_wheels.sh), WAN_ARGS.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -52,6 +60,10 @@ T_INFO=${T_INFO:-20} T_TESTS=${T_TESTS:-90} T_CHECK=${T_CHECK:-60}
 T_BENCH=${T_BENCH:-170} T_FA=${T_FA:-140} T_REPORT=${T_REPORT:-30}
 BENCH_STEPS=${BENCH_STEPS:-info tests check bench fa}
 REPORT_NAME=${REPORT_NAME:-h100}
+PATHS=${PATHS:-khr-coopmat portable} PATHS_N=${PATHS_N:-16384,32768} PATHS_KEEP=${PATHS_KEEP:-0.5,0.25,0.1}
+AB_N=${AB_N:-32768,131072} AB_KEEP=${AB_KEEP:-0.5,0.1} AB_ROUNDS=${AB_ROUNDS:-2}
+WAN_ARGS=${WAN_ARGS:---layers 10 --steps 4 --keeps 0.5,0.25,0.1 --reuse 1,3}
+T_PATHS=${T_PATHS:-150} T_AB=${T_AB:-200} T_INTEROP=${T_INTEROP:-150} T_DIFFUSERS=${T_DIFFUSERS:-240}
 
 if [ -n "${BAATT_COMMIT:-}" ]; then COMMIT=$BAATT_COMMIT
 elif git rev-parse HEAD >/dev/null 2>&1; then
@@ -160,6 +172,52 @@ step fa "$T_FA" "flex on baatt's masks" "$PY" bench/fa_baseline.py --device "$FA
   --heads "$BENCH_HEADS" --dim "$BENCH_DIM" --dtype "$BENCH_DTYPE" --block "$BENCH_BLOCK" --reps "$FA_REPS" \
   --max-seconds "$FA_MAX_SECONDS" --budget $((T_FA > 40 ? T_FA - 25 : T_FA / 2)) --mask-dir "$MASKS" \
   --out "$RAW/fa.json"
+
+# ---- opt-in: the other kernels, the A/B against a base build, CUDA interop, diffusers ----
+# the shape of the main bench, fewer repetitions (a function: arrays do not cross `bash -c`)
+small() { echo --dtype "$BENCH_DTYPE" --heads "$BENCH_HEADS" --dim "$BENCH_DIM" --reps 5 --warmup 1 --max-seconds 3; }
+other_paths() {
+  local k
+  for k in $PATHS; do
+    BAATT_TUNE=attend=$k,score=scalar "$BIN" bench --sort norm --n "$PATHS_N" --keep "$PATHS_KEEP" \
+      --dense-max-n 32768 $(small) --json "$RAW/paths_$k.json" || return 1
+  done
+}
+ab_base() {
+  local r b
+  [ -x "${BAATT_BASE:-}/baatt" ] || { echo "BAATT_BASE is not a build directory with baatt"; return 1; }
+  for r in $(seq "$AB_ROUNDS"); do
+    for b in "$BAATT_BASE" "$BUILD"; do
+      local sort=(--sort norm) # a base build older than --sort times norm, its default then
+      "$b/baatt" bench --help | grep -q -- --sort || sort=()
+      "$b/baatt" bench "${sort[@]}" --n "$AB_N" --keep "$AB_KEEP" --dense-max-n 32768 $(small) \
+        --json "$RAW/ab_$(basename "$b")_$r.json" || return 1
+    done
+  done
+}
+interop() {
+  "$BUILD/tests/test_external" &&
+    PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" python/check_cuda.py --n 1024 &&
+    PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" bench/cuda_interop.py --out "$RAW/cuda_interop.json"
+}
+wan() {
+  [ -d wheels ] && "$PY" -m pip install -q --no-index --find-links wheels diffusers
+  # shellcheck disable=SC2086 # WAN_ARGS is a list of options
+  PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" bench/diffusers_bench.py --device cuda $WAN_ARGS \
+    --out "$RAW/wan.json" --plot "$OUTDIR/${REPORT_NAME}_wan.png"
+}
+export PATHS PATHS_N PATHS_KEEP AB_N AB_KEEP AB_ROUNDS WAN_ARGS OUTDIR REPORT_NAME BENCH_DTYPE BENCH_HEADS BENCH_DIM
+export BAATT_BASE="${BAATT_BASE:-}"
+export -f small other_paths ab_base interop wan
+step paths "$T_PATHS" "attend=<kernel>,score=scalar" other_paths
+step ab "$T_AB" "base ${BAATT_BASE:-unset} vs $BUILD" ab_base
+step interop "$T_INTEROP" "device-resident CUDA tensors" interop
+step diffusers "$T_DIFFUSERS" "$WAN_ARGS" wan
+if [ -n "$(ls "$RAW"/paths_*.json 2>/dev/null)" ]; then
+  "$PY" bench/paths.py --bench "$RAW"/paths_*.json --fa "$RAW/fa.json" --out-md "$OUTDIR/${REPORT_NAME}_paths.md" \
+    --out-json "$RAW/paths.json" --out-png "$OUTDIR/${REPORT_NAME}_paths.png" --command "$COMMAND" \
+    >"$RAW/paths_report.log" 2>&1 || say "paths report FAILED: $(tail -n 3 "$RAW/paths_report.log")"
+fi
 
 # ---- 6: the report (its own failure can only be printed) ----
 SPEEDUP_PNG=speedup.png
