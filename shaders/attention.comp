@@ -166,7 +166,7 @@ void store(uint hd, uint p0, uint g, uint l) {
         uint row = hd * pc.q_len + src_row(hd, s, pc.q_len, 0);
         [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
             if (j >= OV) break;
-            vec4 y = acc[i * MAX_OV + j] / sum;
+            vec4 y = sum != 0.0 ? acc[i * MAX_OV + j] / sum : vec4(0.0);   // no key: 0 (NaN still propagates)
             uint d = (l + LANES * j) * 4;
             [[unroll]] for (uint c = 0; c < 4; c++) o[row * D + d + c] = STORE(y[c]);
         }

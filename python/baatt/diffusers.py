@@ -239,16 +239,22 @@ class _Processor:
 
     def __init__(self, engine: _Engine, original: Any, name: str, layer: Optional[int]):
         self.engine, self.original, self.name, self.layer = engine, original, name, layer
+        # diffusers' enable_parallelism() and set_attention_backend() set these on processors that
+        # declare them; a sharded sequence is then handed to the original processor
+        self._parallel_config = getattr(original, "_parallel_config", None)
+        self._attention_backend = getattr(original, "_attention_backend", None)
 
-    def _precheck(self, attn: Any, tokens: int, cross: bool, mask: Any) -> Optional[str]:
+    def _precheck(self, attn: Any, x: Any, tokens: int, cross: bool, mask: Any) -> Optional[str]:
         head_dim = attn.to_q.out_features // attn.heads
         if cross:
             return "cross_attention"
         if mask is not None:
             return "mask"
+        if getattr(self, "_parallel_config", None) is not None or getattr(self.original, "_parallel_config", None):
+            return "context_parallel"   # the sequence is sharded: attention must gather it
         if head_dim not in HEAD_DIMS:
             return "head_dim"
-        if not _supported_dtype(attn.to_q.weight.dtype):
+        if not _supported_dtype(x.dtype):   # the activations' (layerwise casting may store fp8 weights)
             return "dtype"
         if tokens < self.engine.config.min_tokens:
             return "short_sequence"
@@ -266,11 +272,9 @@ class WanProcessor(_Processor):
     def __call__(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None,
                  attention_mask: Any = None, rotary_emb: Any = None) -> Any:
         cross = encoder_hidden_states is not None or attn.add_k_proj is not None
-        reason = self._precheck(attn, hidden_states.shape[1], cross, attention_mask)
+        reason = self._precheck(attn, hidden_states, hidden_states.shape[1], cross, attention_mask)
         if not reason and rotary_emb is not None and not (isinstance(rotary_emb, tuple) and len(rotary_emb) == 2):
             reason = "rotary"   # not the (cos, sin) pair this diffusers' Wan passes
-        if not reason and getattr(self.original, "_parallel_config", None) is not None:
-            reason = "context_parallel"   # the sequence is sharded: attention must gather it
         if reason:
             return self._delegate(reason, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if getattr(attn, "fused_projections", False):
@@ -306,7 +310,8 @@ class CogVideoXProcessor(_Processor):
                  attention_mask: Any = None, image_rotary_emb: Any = None) -> Any:
         import torch
         text = encoder_hidden_states.size(1)
-        reason = self._precheck(attn, text + hidden_states.shape[1], attn.is_cross_attention, attention_mask)
+        reason = self._precheck(attn, hidden_states, text + hidden_states.shape[1], attn.is_cross_attention,
+                                attention_mask)
         if reason:
             return self._delegate(reason, attn, hidden_states, encoder_hidden_states, attention_mask=attention_mask,
                                   image_rotary_emb=image_rotary_emb)
@@ -407,7 +412,8 @@ def _timestep(module: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Opt
     if t is None:
         return None
     try:
-        return float(t.flatten()[0]) if hasattr(t, "flatten") else float(t)
+        # the largest entry: Wan's image-to-video passes per-token timesteps whose first frame is 0
+        return float(t.max()) if hasattr(t, "max") else float(t)
     except (TypeError, ValueError, IndexError):
         return None
 

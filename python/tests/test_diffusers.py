@@ -108,6 +108,30 @@ def test_wan_fallbacks_head_dim_short_dtype():
         assert h.report()["fallbacks"] == {"dtype": 2, "cross_attention": 2}
 
 
+def test_per_token_timestep_counts_steps():
+    # Wan's image-to-video passes a timestep per token with the first frame's at 0: the step is the
+    # largest entry, so each new t is a new step (not another CFG branch)
+    m, (x, e) = wan(), wan_inputs()
+    with bd.install(m, cfg(dense_steps=2)) as h, torch.no_grad():
+        for t in T_STEPS[:3]:
+            m(x, torch.tensor([[0.0] * 128 + [float(t)] * 384]), e)   # 4 frames of 128 tokens
+        r = h.report()
+    assert (r["step"], r["dense"], r["baatt"]) == (2, 4, 2)
+
+
+def test_wan_fallback_context_parallel():
+    # diffusers' enable_parallelism() sets _parallel_config on the processors: a sharded sequence
+    # goes to the original processor, never to baatt
+    m, inp = wan(), wan_inputs()
+    ref = wan_run(m, inp)
+    with bd.install(m, cfg()) as h:
+        for p in bd.processors(h):
+            p._parallel_config = object()
+        out = wan_run(m, inp)
+        assert h.report()["fallbacks"] == {"context_parallel": 2, "cross_attention": 2}
+    assert torch.equal(out, ref)
+
+
 def test_wan_fallback_mask():
     m = wan()
     attn = m.blocks[0].attn1
