@@ -85,7 +85,6 @@ static baatt_status create_stages(baatt_plan *p)
         if (p->ch.auto_sort) BAATT_TRY(baatt_auto_sort_create(p));
     }
     BAATT_TRY(baatt_attend_create(p));
-    BAATT_TRY(baatt_selection_create(p));
     for (int b = BIND_FIRST_SCRATCH; b < BIND_COUNT; b++)
         if (!p->buf[b].buffer) BAATT_TRY(baatt_plan_scratch(p, b, 16, "placeholder"));
     BAATT_TRY(create_descriptors(p));
@@ -188,8 +187,7 @@ static void record_stages(baatt_rec *r)
     baatt_record_begin(r);
     baatt_barrier(r); /* the caller's (or our upload's) writes of Q, K, V */
     baatt_mark(r, -1);
-    if (reuse) baatt_selection_record(r);
-    else if (!p->cfg.dense) {
+    if (!reuse && !p->cfg.dense) {
         /* one side after the other: both at once was slower (NOTES.md #38: their keys outgrow
          * the L2); the barrier orders the Q side's reads of KEYS before the K side's writes */
         baatt_sort_record(r, 0);

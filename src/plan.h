@@ -113,16 +113,11 @@ baatt_status baatt_auto_sort_create(baatt_plan *p);
 void baatt_auto_sort_record(baatt_rec *r);
 baatt_status baatt_attend_create(baatt_plan *p);
 void baatt_attend_record(baatt_rec *r);
-/* The sorted kernel's copies of Q, K, V in the plan's permutation order (permute.comp), where
- * the statistics stage does not write them: every run, or a run that reuses a selection. */
-void baatt_attend_record_copies(baatt_rec *r);
 
 /* ---- the held selection (selection.c): reuse across runs, given selections ---- */
-baatt_status baatt_selection_create(baatt_plan *p); /* the permute pipeline a reusing run may need */
 void baatt_selection_destroy(baatt_plan *p);
 int baatt_selection_reused(const baatt_plan *p);       /* the next recording attends on the held selection */
 baatt_status baatt_selection_check_run(baatt_plan *p); /* NO_SELECTION: reuse on, nothing held */
-void baatt_selection_record(baatt_rec *r);             /* a reusing run's sorted copies, before the attention */
 void baatt_selection_recorded(baatt_plan *p);          /* after a recording: an estimate is now held */
 
 #endif

@@ -1,20 +1,12 @@
 /* The selection a plan holds across runs (include/baatt.h, "Selections across runs"): the reuse
  * switch, selections the caller gives (checked on the host, then packed into the mask bits, token
- * counts and permutations the attention reads, as the selection stage writes them), and what a
- * reusing run records before the attention: where the attention reads norm-sorted copies of Q, K
- * and V that the statistics would have written, permute.comp makes them from the new tensors
- * through the held permutations (attend.c makes them itself where the statistics never do). */
+ * counts and permutations the attention reads, as the selection stage writes them). A reusing run
+ * records only the attention (attend.c then makes the norm-sorted copies of Q, K and V through the
+ * held permutations where its kernel reads them). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "plan.h"
-
-baatt_status baatt_selection_create(baatt_plan *p)
-{
-    if (p->cfg.dense || !p->ch.attend.sorted || p->pipe[K_PERMUTE]) return BAATT_OK;
-    uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(&p->cfg)};
-    return baatt_plan_pipeline(p, K_PERMUTE, "permute", sc, SC_PERM_COUNT);
-}
 
 void baatt_selection_destroy(baatt_plan *p) { free(p->given_sorted); }
 
@@ -26,12 +18,6 @@ baatt_status baatt_selection_check_run(baatt_plan *p)
     return baatt_fail(p->ctx, BAATT_ERROR_NO_SELECTION,
                       "reuse is on but the plan holds no selection yet: run it once with reuse off "
                       "(baatt_plan_set_reuse(plan, 0)) or give one (baatt_plan_set_selection)");
-}
-
-void baatt_selection_record(baatt_rec *r)
-{
-    baatt_plan *p = r->p;
-    if (p->ch.attend.sorted && p->ch.stats.copy) baatt_attend_record_copies(r);
 }
 
 void baatt_selection_recorded(baatt_plan *p)

@@ -169,7 +169,8 @@ static baatt_status create_sorted_copies(baatt_plan *p)
     BAATT_TRY(baatt_plan_scratch(p, BIND_KS, kbytes, "sorted K"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_VS, kbytes, "sorted V"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
-    if (p->ch.stats.copy) return BAATT_OK;
+    /* where the statistics write the copies, a run that reuses a selection (no statistics) still
+     * needs the gather */
     uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(c)};
     return baatt_plan_pipeline(p, K_PERMUTE, "permute", sc, SC_PERM_COUNT);
 }
@@ -226,18 +227,16 @@ static void record_permute(baatt_rec *r, uint32_t which)
     baatt_dispatch(r, K_PERMUTE, &pc, (len + rows - 1) / rows, heads, 1);
 }
 
-void baatt_attend_record_copies(baatt_rec *r)
-{
-    record_permute(r, 0);
-    record_permute(r, 1);
-    baatt_barrier(r);
-}
-
+/* The sorted copies, unless this run's statistics wrote them (a reusing run has none). */
 void baatt_attend_record(baatt_rec *r)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
-    if (p->ch.attend.sorted && !p->ch.stats.copy) baatt_attend_record_copies(r);
+    if (p->ch.attend.sorted && (!p->ch.stats.copy || baatt_selection_reused(p))) {
+        record_permute(r, 0);
+        record_permute(r, 1);
+        baatt_barrier(r);
+    }
     baatt_dispatch(r, K_ATTEND, &pc, (pc.q_len + p->ch.attend.br - 1) / p->ch.attend.br, p->ch.geo.bh, 1);
     baatt_barrier(r);
 }
