@@ -23,7 +23,8 @@
 #             with fa's FLASH: NAME_paths.md and NAME_paths.png (bench/paths.py). PATHS_N, PATHS_KEEP.
 #   ab        `baatt bench` of the build in BAATT_BASE (another build directory, carried) against
 #             BAATT_BUILD, alternating AB_ROUNDS times, at AB_N / AB_KEEP, norm sort (no-regression A/B).
-#   interop   tests/test_external, python/check_cuda.py, bench/cuda_interop.py (CUDA tensors).
+#   interop   tests/test_external, python/tests/test_cuda.py (pytest from ./wheels),
+#             bench/cuda_interop.py (CUDA tensors).
 #   diffusers bench/diffusers_bench.py (diffusers from ./wheels: bench/fetch_wheels.sh), WAN_ARGS.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -196,8 +197,9 @@ ab_base() {
   done
 }
 interop() {
+  [ -d wheels ] && "$PY" -m pip install -q --no-index --find-links wheels pytest
   "$BUILD/tests/test_external" &&
-    PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" python/check_cuda.py --n 1024 &&
+    PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" -m pytest -q -rs -p no:cacheprovider python/tests/test_cuda.py &&
     PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" bench/cuda_interop.py --out "$RAW/cuda_interop.json"
 }
 wan() {
