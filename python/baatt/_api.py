@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._lib import ConfigC, ContextOptionsC, DeviceInfoC, RunStatsC, STAGE_COUNT, lib, text
+from ._lib import DeviceInfoC, RunStatsC, STAGE_COUNT, lib, text
 
 Device = Union[int, str, None]
 Layout = Literal["bhnd", "bnhd"]
@@ -438,8 +438,9 @@ class Plan:
     def _run_cuda(self, handle: ctypes.c_void_p, q: Any, k: Any, v: Any) -> Any:
         def fail(status: int) -> None:
             raise Error(status, self._ctx.error())
-        o, self._cuda_lse = self._cuda.run(handle, *(_to_layout(x, self.layout) for x in (q, k, v)), fail)
-        return o.transpose(1, 2).contiguous() if self.layout == "bnhd" else o
+        o, self._cuda_lse = self._cuda.run(handle, *(_to_layout(x, self.layout) for x in (q, k, v)), fail,
+                                           bnhd=self.layout == "bnhd")
+        return o
 
     run = __call__
 
@@ -628,24 +629,20 @@ def merge(o1: Any, lse1: Any, o2: Any, lse2: Any, *, layout: Layout = "bhnd") ->
     for x, name in ((lse1, "lse1"), (lse2, "lse2")):
         if tuple(x.shape) != (b, h, n):
             raise Error(Status.BAD_SHAPE, f"{name} has shape {tuple(x.shape)}; o1 ({layout}) needs {(b, h, n)}")
-    if _is_torch(o1):
-        torch = _torch()
+    if _is_torch(o1):  # the same arithmetic on either kind: ns is the array module
+        ns = torch = _torch()
         acc = torch.float64 if o1.dtype == torch.float64 else torch.float32
-        l1, l2 = lse1.to(o1.device, torch.float32), lse2.to(o1.device, torch.float32)
-        lse = torch.logaddexp(l1, l2)
-        safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)  # both empty: weights 0
-        w1, w2 = torch.exp(l1 - safe).to(acc), torch.exp(l2 - safe).to(acc)
-        if layout == "bnhd":
-            w1, w2 = w1.transpose(1, 2), w2.transpose(1, 2)
-        o = w1[..., None] * o1.to(acc) + w2[..., None] * o2.to(acc)
-        return o.to(o1.dtype), lse
-    o1, o2 = np.asarray(o1), np.asarray(o2)
-    acc = np.float64 if o1.dtype == np.float64 else np.float32
-    l1, l2 = np.asarray(lse1, np.float32), np.asarray(lse2, np.float32)
-    lse = np.logaddexp(l1, l2)
-    safe = np.where(np.isneginf(lse), np.float32(0), lse)  # both empty: weights exp(-inf) = 0
-    w1, w2 = np.exp(l1 - safe).astype(acc), np.exp(l2 - safe).astype(acc)
+        l1, l2 = (x.to(o1.device, torch.float32) for x in (lse1, lse2))
+        cast, swap = (lambda x, dt: x.to(dt)), (lambda x: x.transpose(1, 2))
+    else:
+        ns, o1, o2 = np, np.asarray(o1), np.asarray(o2)
+        acc = np.float64 if o1.dtype == np.float64 else np.float32
+        l1, l2 = (np.asarray(x, np.float32) for x in (lse1, lse2))
+        cast, swap = (lambda x, dt: x.astype(dt)), (lambda x: np.swapaxes(x, 1, 2))
+    lse = ns.logaddexp(l1, l2)
+    safe = ns.where(ns.isneginf(lse), ns.zeros_like(lse), lse)  # both empty: weights exp(-inf) = 0
+    w1, w2 = cast(ns.exp(l1 - safe), acc), cast(ns.exp(l2 - safe), acc)
     if layout == "bnhd":
-        w1, w2 = np.swapaxes(w1, 1, 2), np.swapaxes(w2, 1, 2)
-    o = w1[..., None] * o1.astype(acc) + w2[..., None] * o2.astype(acc)
-    return o.astype(o1.dtype), lse
+        w1, w2 = swap(w1), swap(w2)
+    o = w1[..., None] * cast(o1, acc) + w2[..., None] * cast(o2, acc)
+    return cast(o, o1.dtype), lse

@@ -296,9 +296,11 @@ class PlanBuffers:
         self.lse = make(q_bhnd[:3], torch.float32) if lse else None
         self.done: Optional[Any] = None  # an event after the last reads of O / LSE
 
-    def run(self, plan_handle: c_void_p, q: Any, k: Any, v: Any, error: Any) -> Tuple[Any, Optional[Any]]:
+    def run(self, plan_handle: c_void_p, q: Any, k: Any, v: Any, error: Any,
+            bnhd: bool = False) -> Tuple[Any, Optional[Any]]:
         """Copies q, k, v ([B, H, N, d] views of any strides, on any device) into the shared
-        buffers, runs the plan on them and returns clones of O [B, H, N, d] and the LSE."""
+        buffers, runs the plan on them and returns copies of O (contiguous [B, H, N, d], or [B, N,
+        H, d] with bnhd: one copy either way) and of the LSE."""
         torch = _torch()
         with torch.cuda.device(self.device):
             for dst, src in ((self.q, q), (self.k, k), (self.v, v)):
@@ -315,7 +317,7 @@ class PlanBuffers:
                 error(status)
             # baatt_plan_run_buffers_lse returned after its fence: the GPU finished writing O and
             # the LSE, so CUDA work queued from now on reads the results.
-            o = self.o.tensor.clone()
+            o = self.o.tensor.transpose(1, 2).contiguous() if bnhd else self.o.tensor.clone()
             lse = self.lse.tensor.clone() if self.lse else None
             self.done = torch.cuda.Event()
             self.done.record()
