@@ -3,7 +3,6 @@ GQA, the LSE, no host copy, buffer reuse across calls, layouts and strides. Skip
 without a CUDA device or without Vulkan/CUDA interop on it; the fallback decision itself is
 tested without a GPU."""
 import ctypes
-import gc
 import math
 import mmap
 import os
