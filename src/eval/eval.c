@@ -163,11 +163,6 @@ static double log_add(double a, double b)
     return m == -INFINITY ? m : m + log(exp(a - m) + exp(b - m));
 }
 
-/* Heavy keys scored alone (m->split): every key block J of blocking b that holds some of the head's
- * heavy keys gets its logit again, from the moments of its other keys, log-sum-exp'd with one logit
- * per heavy key (step 3's logit of a one-key block: kv = 0, n = 1). An attention sink ([CLS] takes
- * 5-30% of every row's mass in MiniLM's layers 1-5) barely moves its block's mean, so the pooled
- * estimate of the block misses it; its own logit does not. */
 /* log of the mean over query block I (blocking b) of exp(t q_i . k_j): the heavy key's exact
  * logit against the block, no Gaussian assumption about the queries. */
 static double exact_key_logit(const head_ctx *c, int b, uint32_t I, uint32_t j)
@@ -180,6 +175,11 @@ static double exact_key_logit(const head_ctx *c, int b, uint32_t I, uint32_t j)
     return l - log((double)n);
 }
 
+/* Heavy keys scored alone (m->split): every key block J of blocking b that holds some of the head's
+ * heavy keys gets its logit again, from the moments of its other keys, log-sum-exp'd with one logit
+ * per heavy key (step 3's logit of a one-key block: kv = 0, n = 1). An attention sink ([CLS] takes
+ * 5-30% of every row's mass in MiniLM's layers 1-5) barely moves its block's mean, so the pooled
+ * estimate of the block misses it; its own logit does not. */
 static baatt_status split_heavy(head_ctx *c, const method *m, int b, double lambda, const float *qm, const float *qv,
                                 float *scores)
 {
