@@ -26,6 +26,10 @@
 #   interop   tests/test_external, python/tests/test_cuda.py (pytest from ./wheels),
 #             bench/cuda_interop.py (CUDA tensors).
 #   diffusers bench/diffusers_bench.py (diffusers from ./wheels: bench/fetch_wheels.sh), WAN_ARGS.
+#   reuse     `baatt attention --steps` on random fp16 tensors at REUSE_N, keep REUSE_KEEP, each sort
+#             in REUSE_SORT: the time of an estimating step and of a reusing one (issue 17 item 1).
+#   defaults  `baatt bench` (no dense) for every sort in DEF_SORT x block in DEF_BLOCK at DEF_N: the
+#             cost of auto sort and of the block size (issue 17 items 4 and 6).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -64,6 +68,9 @@ REPORT_NAME=${REPORT_NAME:-h100}
 PATHS=${PATHS:-khr-coopmat portable} PATHS_N=${PATHS_N:-16384,32768} PATHS_KEEP=${PATHS_KEEP:-0.5,0.25,0.1}
 AB_N=${AB_N:-32768,131072} AB_KEEP=${AB_KEEP:-0.5,0.1} AB_ROUNDS=${AB_ROUNDS:-2}
 WAN_ARGS=${WAN_ARGS:---layers 10 --steps 4 --keeps 0.5,0.25,0.1 --reuse 1,3}
+REUSE_N=${REUSE_N:-32768,131072} REUSE_KEEP=${REUSE_KEEP:-0.1} REUSE_SORT=${REUSE_SORT:-auto norm}
+DEF_N=${DEF_N:-32768,131072} DEF_SORT=${DEF_SORT:-auto norm} DEF_BLOCK=${DEF_BLOCK:-64 128}
+T_REUSE=${T_REUSE:-150} T_DEFAULTS=${T_DEFAULTS:-200}
 T_PATHS=${T_PATHS:-150} T_AB=${T_AB:-200} T_INTEROP=${T_INTEROP:-150} T_DIFFUSERS=${T_DIFFUSERS:-240}
 
 if [ -n "${BAATT_COMMIT:-}" ]; then COMMIT=$BAATT_COMMIT
@@ -208,13 +215,41 @@ wan() {
   PYTHONPATH=python BAATT_LIBRARY="$BUILD" "$PY" bench/diffusers_bench.py --device cuda $WAN_ARGS \
     --out "$RAW/wan.json" --plot "$OUTDIR/${REPORT_NAME}_wan.png"
 }
+reuse_steps() {
+  local n s dir
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/baatt-reuse.XXXXXX")
+  for n in ${REUSE_N//,/ }; do
+    "$PY" -c 'import numpy as np, sys; n = int(sys.argv[1]); r = np.random.default_rng(n)
+for x in "qkv": np.save(f"{sys.argv[2]}/{x}.npy", r.standard_normal((1, int(sys.argv[3]), n, int(sys.argv[4])), dtype=np.float32).astype(np.float16))' \
+      "$n" "$dir" "$BENCH_HEADS" "$BENCH_DIM" || return 1
+    for s in $REUSE_SORT; do
+      echo "n=$n sort=$s keep=$REUSE_KEEP"
+      "$BIN" attention --q "$dir/q.npy" --k "$dir/k.npy" --v "$dir/v.npy" --out "$dir/o.npy" --keep "$REUSE_KEEP" \
+        --sort "$s" --steps 10 --refresh 2 --json >"$RAW/reuse_n${n}_$s.json" || return 1
+      cat "$RAW/reuse_n${n}_$s.json"
+    done
+  done
+  rm -rf "$dir"
+}
+defaults_sweep() {
+  local s b
+  for b in $DEF_BLOCK; do
+    for s in $DEF_SORT; do
+      "$BIN" bench --sort "$s" --block "$b" --n "$DEF_N" --keep "$BENCH_KEEP" --no-dense $(small) \
+        --json "$RAW/defaults_${s}_b$b.json" || return 1
+    done
+  done
+}
+export REUSE_N REUSE_KEEP REUSE_SORT DEF_N DEF_SORT DEF_BLOCK BENCH_KEEP
 export PATHS PATHS_N PATHS_KEEP AB_N AB_KEEP AB_ROUNDS WAN_ARGS OUTDIR REPORT_NAME BENCH_DTYPE BENCH_HEADS BENCH_DIM
 export BAATT_BASE="${BAATT_BASE:-}"
-export -f small other_paths ab_base interop wan
+export -f small other_paths ab_base interop wan reuse_steps defaults_sweep
 step paths "$T_PATHS" "attend=<kernel>,score=scalar" other_paths
 step ab "$T_AB" "base ${BAATT_BASE:-unset} vs $BUILD" ab_base
 step interop "$T_INTEROP" "device-resident CUDA tensors" interop
 step diffusers "$T_DIFFUSERS" "$WAN_ARGS" wan
+step reuse "$T_REUSE" "estimate vs reuse per step" reuse_steps
+step defaults "$T_DEFAULTS" "sort x block" defaults_sweep
 if [ -n "$(ls "$RAW"/paths_*.json 2>/dev/null)" ]; then
   "$PY" bench/paths.py --bench "$RAW"/paths_*.json --fa "$RAW/fa.json" --out-md "$OUTDIR/${REPORT_NAME}_paths.md" \
     --out-json "$RAW/paths.json" --out-png "$OUTDIR/${REPORT_NAME}_paths.png" --command "$COMMAND" \
