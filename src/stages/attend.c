@@ -98,9 +98,9 @@ static int khr_dtype_ok(const baatt_caps *caps, baatt_dtype dt)
 
 /* KHR cooperative matrices, fp16 or bf16: the best listed shape of the dtype; the subgroup size
  * the device's smallest (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32),
- * pinned with full subgroups where the size varies; then the widest workgroup (up to 4 subgroups of M rows, at
- * most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit the shared
- * memory and the registers that prefetch it, inside one block in sparse plans. */
+ * pinned with full subgroups where the size varies; then the widest workgroup (up to 4 subgroups
+ * of M rows, at most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit
+ * the shared memory and the registers that prefetch it, inside one block in sparse plans. */
 static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                       baatt_attend_choice *out)
 {
