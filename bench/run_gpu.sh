@@ -13,7 +13,8 @@
 # Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_BLOCK BENCH_SORT BENCH_REPS
 # BENCH_WARMUP BENCH_MAX_SECONDS BENCH_DENSE_MAX_N BENCH_CHECK(1/0) FA_REPS FA_MAX_SECONDS FA_DEVICE
 # CHECK_ARGS (extra fa_baseline.py --check-* options), T_INFO T_TESTS T_CHECK T_BENCH T_FA T_REPORT
-# (seconds per step), T_TEST_EACH (seconds per test executable), BAATT_BUILD (build directory,
+# (seconds per step), T_TEST_EACH (seconds per test executable), REQUIRE_KHR_BF16 (1: test_khr's bf16
+# run fails rather than skips without a bf16 KHR kernel; default 1), BAATT_BUILD (build directory,
 # default build), PYTHON, BAATT_COMMIT (the commit to report when .git is absent), BENCH_STEPS
 # (the steps to run, default "info tests check bench fa"), REPORT_NAME (the report's file names,
 # default h100: NAME.md, NAME.json, NAME_raw.tar.gz, and speedup.png or NAME_speedup.png).
@@ -123,6 +124,20 @@ machine_info() {
 }
 
 # ---- 2: the GPU tests ----
+# One extra test invocation (label, log file, then the command; BAATT_TUNE etc. through env):
+# its result line in tests.txt; nonzero where it failed (77 is a skip).
+one_test() {
+  local label=$1 log=$2 t0 rc res
+  shift 2
+  t0=$(date +%s)
+  BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" timeout -k 5 "$T_TEST_EACH" "$@" >"$log" 2>&1
+  rc=$?
+  case $rc in 0) res=PASS ;; 77) res=SKIP ;; 124 | 137) res="TIMEOUT" ;; *) res="FAIL (exit $rc)" ;; esac
+  echo "$label: $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
+  [ $rc -ne 0 ] && [ $rc -ne 77 ] && tail -n 30 "$log" && return 1
+  return 0
+}
+
 # The test executables are run directly, not through ctest: the carried CTestTestfile.cmake holds
 # the build machine's absolute paths, and it forces BAATT_VALIDATION=1 while the device has no
 # validation layer unless one was carried. Same environment otherwise; exit 77 = skipped.
@@ -150,22 +165,22 @@ gpu_tests() {
   local v
   for v in "sort=radix" "attend=khr-coopmat" "attend=nv-coopmat" "attend=portable,score=scalar,select=shared"; do
     [ -x "$t" ] || break
-    t0=$(date +%s)
-    local log="$RAW/test_baatt_$(echo "$v" | tr -c 'a-z0-9\n' '_').log"
-    BAATT_TUNE=$v BAATT_VALIDATION=$layer BAATT_CLI="$ROOT/$BIN" BAATT_TEST_TMP="$RAW/testtmp" \
-      timeout -k 5 "$T_TEST_EACH" "$t" >"$log" 2>&1
-    rc=$?
-    case $rc in 0) res=PASS ;; 77) res=SKIP ;; 124 | 137) res="TIMEOUT" ;; *) res="FAIL (exit $rc)" ;; esac
-    [ $rc -ne 0 ] && [ $rc -ne 77 ] && fails=$((fails + 1)) && tail -n 30 "$log"
-    echo "test_baatt (BAATT_TUNE=$v): $res ($(($(date +%s) - t0)) s)" | tee -a "$RAW/tests.txt"
+    BAATT_TUNE=$v one_test "test_baatt (BAATT_TUNE=$v)" "$RAW/test_baatt_$(echo "$v" | tr -c 'a-z0-9\n' '_').log" "$t" ||
+      fails=$((fails + 1))
   done
+  # the KHR kernel's bf16 variant (test_khr runs fp16 without arguments); the H100 lists bf16
+  # 16x16x16 and VK_KHR_shader_bfloat16, so it is required there (REQUIRE_KHR_BF16=0: may skip)
+  t="$BUILD/tests/test_khr"
+  local req=require
+  [ "${REQUIRE_KHR_BF16:-1}" = 1 ] || req=
+  [ -x "$t" ] && { one_test "test_khr bf16${req:+ require}" "$RAW/test_khr_bf16.log" "$t" bf16 $req || fails=$((fails + 1)); }
   return $fails
 }
 
 # The H100 lists KHR cooperative matrices: test_khr must run there, not skip.
 export BAATT_TEST_REQUIRE_KHR=${BAATT_TEST_REQUIRE_KHR:-1}
 export RAW BUILD BIN PY ROOT T_TEST_EACH="${T_TEST_EACH:-75}"
-export -f machine_info gpu_tests
+export -f machine_info gpu_tests one_test
 step info "$T_INFO" "" machine_info
 step tests "$T_TESTS" "build/tests/test_* run directly (see run_gpu.sh)" gpu_tests
 # shellcheck disable=SC2086 # CHECK_ARGS is a list of options

@@ -171,8 +171,8 @@ enum {
                                                conversions, per-element ops, tensor addressing);
                                                device API >= 1.3 */
     BAATT_FEATURE_BF16_COOPMAT = 1u << 5,          /* VK_KHR_shader_bfloat16: shaderBFloat16Type and
-                                               shaderBFloat16CooperativeMatrix (with COOPMAT2_NV:
-                                               bf16 tensors on the tensor cores) */
+                                               shaderBFloat16CooperativeMatrix (with COOPMAT2_NV
+                                               or COOPMAT_KHR: bf16 tensors on the tensor cores) */
     BAATT_FEATURE_COOPMAT_KHR = 1u << 6,           /* VK_KHR_cooperative_matrix (cooperativeMatrix) +
                                                vulkanMemoryModel: the vendor-neutral tensor-core
                                                kernel */

@@ -14,9 +14,20 @@
 // ahead and stored to shared memory once per workgroup. Fragment arrays have compile-time sizes and every loop over them is unrolled with
 // spec-constant guards, so they stay in registers after specialization.
 // Grid: (ceil(q_len / BR), batch * heads); workgroup = NSG * SG invocations, full subgroups.
+// IN_F16 or IN_BF16: Q, K, V, O and the P operand of O += P V in that type (ELT), fp32
+// accumulators. P in bf16 keeps 8 significant bits (rounded to nearest even), as many as the
+// bf16 inputs (fp16: 11, like its inputs): rounding P costs no more than the inputs' own
+// rounding. bf16 needs glslang >= 16 (GL_EXT_bfloat16) and VK_KHR_shader_bfloat16's cooperative
+// matrices; built only where it compiles.
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#ifdef IN_BF16
+#extension GL_EXT_bfloat16 : require
+#define ELT bfloat16_t
+#else
+#define ELT float16_t
+#endif
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -45,17 +56,16 @@ layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
 layout(set = 0, binding = BIND_MASK) readonly buffer MK { uint mask[]; };
 layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 
-#define AF coopmat<float16_t, gl_ScopeSubgroup, M, K, gl_MatrixUseA>
-#define BF coopmat<float16_t, gl_ScopeSubgroup, K, N, gl_MatrixUseB>
+#define AF coopmat<ELT, gl_ScopeSubgroup, M, K, gl_MatrixUseA>
+#define BF coopmat<ELT, gl_ScopeSubgroup, K, N, gl_MatrixUseB>
 #define CF coopmat<float, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
-#define CH coopmat<float16_t, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
 
 const uint RS = MF * M;                 // query rows per subgroup
 const uint BR = NSG * RS;               // query rows per workgroup (the host keeps BR <= 2 BC)
 const uint DV = D / 8;                  // 16-byte vectors per row
-const uint KVS = D + 8;                 // padded shared row, halves: fragment rows hit new banks
+const uint KVS = D + 8;                 // padded shared row, 16-bit elements: fragment rows hit new banks
 const uint SST = BC + 4;                // padded score row, floats
-const uint PST = BC + 8;                // padded probability row, halves
+const uint PST = BC + 8;                // padded probability row, 16-bit elements
 const uint LPR = SG >= RS ? SG / RS : 1;  // lanes per row in the softmax
 const uint RPL = RS > SG ? RS / SG : 1;   // rows per lane
 const uint CPL = BC / LPR;              // columns per lane
@@ -67,7 +77,7 @@ const uint CPL = BC / LPR;              // columns per lane
 
 shared uvec4 kv4[2 * BC * KVS / 8];     // K tile then V tile; Q and O staging (BR <= 2 BC)
 shared float s_sh[NSG * RS * SST];
-shared float16_t p_sh[NSG * RS * PST];
+shared ELT p_sh[NSG * RS * PST];
 shared float row_a[BR];                 // this tile's rescale factor per row, then 1 / l
 shared float rowid_sh[M * N];
 
@@ -77,6 +87,17 @@ CF rowid;
 float row_m[MAX_RPL], row_l[MAX_RPL];   // this lane's rows' running max (log2 units) and sum
 
 #include "attention_tiles.glsl"
+
+// x rounded to the input type's precision, still in fp32 (bf16: to nearest even in integer
+// arithmetic, so ELT(x) is then exact whatever rounding the driver's conversion uses); and two
+// fp32 values in the input type, packed low first.
+#ifdef IN_BF16
+float elt_round(float x) { return uintBitsToFloat(bf16_bits(x) << 16); }
+uint pack_pair(float a, float b) { return bf16_bits(a) | (bf16_bits(b) << 16); }
+#else
+float elt_round(float x) { return x; }
+uint pack_pair(float a, float b) { return packHalf2x16(vec2(a, b)); }
+#endif
 
 void put_kv() {
     [[unroll]] for (uint j = 0; j < MAX_NPT; j++) {
@@ -109,7 +130,7 @@ bool softmax_rows(uint sg, uint valid) {
         for (uint i = 0; i < CPL; i++) {
             uint c = part + LPR * ((i + r) % CPL);
             float p = c < valid ? exp2(s_sh[sb + c] * t - mx) : 0.0;
-            p_sh[pb + c] = float16_t(p);
+            p_sh[pb + c] = ELT(elt_round(p));
             sum += p;
         }
         [[unroll]] for (uint x = 1; x < 8; x *= 2)
@@ -207,7 +228,9 @@ void store_lse(uint hd, uint p0) {
     }
 }
 
-// O / l rounded to fp16, through shared memory, scattered back through perm_q when SPARSE.
+// O / l rounded to the input type, through shared memory, scattered back through perm_q when SPARSE.
+// Each fp32 fragment goes through the subgroup's score rows and is rounded by the lanes: a 16-bit
+// accumulator to convert to is not a listed type everywhere (the H100 lists bf16 only as A and B).
 void store_o(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
     [[unroll]] for (uint j = 0; j < MAX_RPL; j++)
@@ -218,10 +241,19 @@ void store_o(uint hd, uint p0) {
     barrier_shared();   // every subgroup is done with the last tile: reuse it for O
     [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
         if (m >= MF) break;
-        [[unroll]] for (uint d = 0; d < MAX_DN; d++)
-            if (d < D / N)
-                coopMatStore(CH(of[m * MAX_DN + d]), kv4, ((sg * RS + m * M) * KVS + d * N) / 8, KVS / 8,
-                             gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
+            if (d >= D / N) break;
+            uint r0 = sg * RS + m * M;
+            coopMatStore(of[m * MAX_DN + d], s_sh, r0 * SST, SST, gl_CooperativeMatrixLayoutRowMajor);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            for (uint e = lane; e < M * N / 2; e += SG) {
+                uint r = r0 + e / (N / 2), c = 2 * (e % (N / 2)), h = r * KVS + d * N + c;   // h: 16-bit element
+                kv4[h / 8][(h % 8) / 2] = pack_pair(s_sh[r * SST + c], s_sh[r * SST + c + 1]);
+            }
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();   // read before the next fragment overwrites the rows
+        }
     }
     barrier_shared();
     for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {

@@ -14,6 +14,7 @@ enum {
     BAATT_BUILT_CM2_BF16 = 1u << 2,  /* attention_cm2_bf16 and attention_cm2_sorted_bf16 */
     BAATT_BUILT_SCORE_CM2 = 1u << 3, /* score_cm2 */
     BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 */
+    BAATT_BUILT_KHR_BF16 = 1u << 5,  /* attention_khr_bf16 (glslang >= 16: GL_EXT_bfloat16) */
 };
 
 /* A KHR cooperative-matrix shape the device lists at subgroup scope with fp32 accumulation
@@ -47,7 +48,7 @@ typedef enum baatt_attend_path {
     BAATT_ATTEND_AUTO = 0,
     BAATT_ATTEND_PORTABLE, /* attention.comp: any device, fp32/fp16/bf16 */
     BAATT_ATTEND_NVCM,     /* attention_nvcm.comp: NV cooperative matrix, fp16 */
-    BAATT_ATTEND_KHR,      /* attention_khr.comp: KHR cooperative matrix (any vendor), fp16 */
+    BAATT_ATTEND_KHR,      /* attention_khr.comp: KHR cooperative matrix (any vendor), fp16/bf16 */
     BAATT_ATTEND_CM2,      /* attention_cm2.comp: NV cooperative matrix 2, fp16/bf16 */
     BAATT_ATTEND_COUNT
 } baatt_attend_path;

@@ -503,8 +503,8 @@ static int want_coopmat2(baatt_context *ctx, uint32_t api, baatt_coopmat_khr_fea
     return ok;
 }
 
-/* bf16 cooperative matrices (the cm2 kernel's bf16 variant): VK_KHR_shader_bfloat16 with its
- * type and cooperative-matrix features, on top of cooperative matrix 2. */
+/* bf16 cooperative matrices (the bf16 variants of the cm2 and KHR kernels): VK_KHR_shader_bfloat16
+ * with its type and cooperative-matrix features, on top of cooperative matrix 2 or KHR. */
 static int want_bf16_coopmat(baatt_context *ctx, baatt_bf16_features *bf)
 {
     if (!ctx->info.bf16) return 0;
@@ -585,7 +585,7 @@ static baatt_status create_device(baatt_context *ctx)
         tail = &v13.pNext;
     }
     baatt_bf16_features bf;
-    if ((ctx->features & BAATT_FEATURE_COOPMAT2_NV) && want_bf16_coopmat(ctx, &bf)) {
+    if ((ctx->features & (BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_COOPMAT_KHR)) && want_bf16_coopmat(ctx, &bf)) {
         *tail = &bf;
         tail = &bf.pNext;
         exts[next++] = "VK_KHR_shader_bfloat16";
@@ -661,7 +661,8 @@ static uint32_t built_variants(void)
              {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
              {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
              {"score_cm2", BAATT_BUILT_SCORE_CM2},
-             {"attention_khr_f16", BAATT_BUILT_KHR_F16}};
+             {"attention_khr_f16", BAATT_BUILT_KHR_F16},
+             {"attention_khr_bf16", BAATT_BUILT_KHR_BF16}};
     uint32_t built = 0, missing = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (baatt_shader_available(v[i].name)) built |= v[i].bit;

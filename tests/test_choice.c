@@ -10,8 +10,8 @@
 #include "internal.h"
 
 enum {
-    ALL_BUILT =
-        BAATT_BUILT_NVCM | BAATT_BUILT_CM2_F16 | BAATT_BUILT_CM2_BF16 | BAATT_BUILT_SCORE_CM2 | BAATT_BUILT_KHR_F16
+    ALL_BUILT = BAATT_BUILT_NVCM | BAATT_BUILT_CM2_F16 | BAATT_BUILT_CM2_BF16 | BAATT_BUILT_SCORE_CM2 |
+                BAATT_BUILT_KHR_F16 | BAATT_BUILT_KHR_BF16
 };
 enum { F16 = BAATT_FEATURE_FP16_STORAGE | BAATT_FEATURE_FP16_ARITH };
 enum { KHR = BAATT_FEATURE_COOPMAT_KHR | BAATT_FEATURE_SUBGROUP_SIZE_CONTROL };
@@ -67,6 +67,13 @@ static baatt_caps rdna3(void)
 {
     return with_shapes(device("RX 7900 XTX (RADV)", F16 | KHR, 64, 32, 64, 65536, 1024, 0xffffffffu),
                        (baatt_mma_shape[]){{16, 16, 16, 0}}, 1);
+}
+/* AMD RDNA4 (RADV): RDNA3's with bf16 16x16x16 (VK_KHR_shader_bfloat16). */
+static baatt_caps rdna4(void)
+{
+    return with_shapes(
+        device("RX 9070 XT (RADV)", F16 | KHR | BAATT_FEATURE_BF16_COOPMAT, 64, 32, 64, 65536, 1024, 0xffffffffu),
+        (baatt_mma_shape[]){{16, 16, 16, 0}, {16, 16, 16, 1}}, 2);
 }
 /* Intel Xe2 (ANV, B580): KHR 8x16x16 at subgroup 16; sizes 16-32. */
 static baatt_caps xe2(void)
@@ -125,17 +132,22 @@ static void expect_attend(const baatt_choice *ch, baatt_attend_path path, uint32
     assert_int_equal(ch->attend.wg, wg);
 }
 
-/* The KHR kernel with fragment shape m x n x k on subgroups of sg lanes. */
-static void expect_khr(const baatt_choice *ch, uint32_t m, uint32_t n, uint32_t k, uint32_t sg, uint32_t br,
-                       uint32_t bc)
+/* The KHR kernel with fragment shape m x n x k (bf16 or fp16 A/B) on subgroups of sg lanes. */
+static void expect_khr_of(const baatt_choice *ch, int bf16, uint32_t m, uint32_t n, uint32_t k, uint32_t sg,
+                          uint32_t br, uint32_t bc)
 {
     expect_attend(ch, BAATT_ATTEND_KHR, br, bc, br / (ch->attend.mf * m) * sg);
     assert_int_equal(ch->attend.shape.m, m);
     assert_int_equal(ch->attend.shape.n, n);
     assert_int_equal(ch->attend.shape.k, k);
-    assert_int_equal(ch->attend.shape.bf16, 0);
+    assert_int_equal(ch->attend.shape.bf16, bf16);
     assert_int_equal(ch->attend.subgroup, sg);
     assert_false(ch->attend.sorted);
+}
+static void expect_khr(const baatt_choice *ch, uint32_t m, uint32_t n, uint32_t k, uint32_t sg, uint32_t br,
+                       uint32_t bc)
+{
+    expect_khr_of(ch, 0, m, n, k, sg, br, bc);
 }
 
 static void expect_sort(const baatt_choice *ch, baatt_sort_path q, baatt_sort_path k)
@@ -287,6 +299,48 @@ static void choice_lavapipe26(void **s)
     old.built = 0;
     expect_attend((baatt_choice[]){choose(old, shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, BAATT_ATTEND_PORTABLE,
                   32, 32, 64);
+}
+
+/* bf16 on the KHR kernel: the device's bf16 shape where it has VK_KHR_shader_bfloat16's
+ * cooperative matrices and the variant was built, with fp16's tiles (the same element size);
+ * else the portable kernel. fp16 keeps its fp16 shape beside a bf16 one. */
+static void choice_khr_bf16(void **s)
+{
+    (void)s;
+    baatt_tuning t = baatt_tuning_default();
+    t.attend = BAATT_ATTEND_KHR; /* the H100 with cm2 capped off: its one bf16 shape, 16x16x16 */
+    baatt_config sparse = shape(16384, 128, 64, BAATT_DTYPE_BF16, 0);
+    expect_khr_of((baatt_choice[]){choose(h100(), sparse, &t)}, 1, 16, 16, 16, 32, 64, 32);
+    expect_khr_of((baatt_choice[]){choose(h100(), shape(16384, 64, 64, BAATT_DTYPE_BF16, 1), &t)}, 1, 16, 16, 16, 32,
+                  64, 64);
+    baatt_caps no_cm2 = h100(); /* its driver without cooperative matrix 2: the same, untuned */
+    no_cm2.features &= ~BAATT_FEATURE_COOPMAT2_NV;
+    expect_khr_of((baatt_choice[]){choose(no_cm2, sparse, NULL)}, 1, 16, 16, 16, 32, 64, 32);
+    expect_khr((baatt_choice[]){choose(no_cm2, shape(16384, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 64,
+               32);
+    /* RDNA4: bf16 16x16x16 at wave32 (pinned), 64 x 64 in 64 KiB, dense and sparse */
+    expect_khr_of((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL)}, 1, 16, 16, 16,
+                  32, 64, 64);
+    expect_khr_of((baatt_choice[]){choose(rdna4(), shape(4096, 64, 64, BAATT_DTYPE_BF16, 1), NULL)}, 1, 16, 16, 16, 32,
+                  64, 64);
+    expect_khr((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 64,
+               64);
+    /* RDNA3 lists no bf16 shape (even with the feature bit); RDNA4 without the feature, without
+     * the variant (an older glslang), or tuned to the portable kernel: portable */
+    baatt_caps r3 = rdna3(), r4 = rdna4(), r4_old = rdna4();
+    r3.features |= BAATT_FEATURE_BF16_COOPMAT;
+    r4.features &= ~BAATT_FEATURE_BF16_COOPMAT;
+    r4_old.built &= ~BAATT_BUILT_KHR_BF16;
+    const baatt_caps portable[] = {rdna3(), r3, r4, r4_old};
+    for (size_t i = 0; i < sizeof portable / sizeof portable[0]; i++)
+        expect_attend((baatt_choice[]){choose(portable[i], shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL)},
+                      BAATT_ATTEND_PORTABLE, 64, 32, 128);
+    t.attend = BAATT_ATTEND_PORTABLE;
+    expect_attend((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), &t)},
+                  BAATT_ATTEND_PORTABLE, 64, 32, 128);
+    /* fp32 never takes a tensor-core kernel */
+    expect_attend((baatt_choice[]){choose(rdna4(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL)},
+                  BAATT_ATTEND_PORTABLE, 64, 32, 128);
 }
 
 static void choice_lavapipe_and_no_subgroups(void **s)
@@ -453,8 +507,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(choice_h100),       cmocka_unit_test(choice_nvidia_without_cm2),
         cmocka_unit_test(choice_amd_intel),  cmocka_unit_test(choice_lavapipe_and_no_subgroups),
-        cmocka_unit_test(choice_lavapipe26), cmocka_unit_test(choice_tuned),
-        cmocka_unit_test(choice_errors),     cmocka_unit_test(tuning_parse),
+        cmocka_unit_test(choice_lavapipe26), cmocka_unit_test(choice_khr_bf16),
+        cmocka_unit_test(choice_tuned),      cmocka_unit_test(choice_errors),
+        cmocka_unit_test(tuning_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

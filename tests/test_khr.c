@@ -2,8 +2,10 @@
  * dense and sparse, both block orders (sorted by norm, original order) and auto sort, GQA,
  * head_dim 64 and 128, 32/64/128-token blocks, partial tiles, fresh random inputs, outputs
  * poisoned; O and the log-sum-exp (cfg.lse, 2e-5 absolute: fp32 row statistics, see test_lse.c). Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
- * Skips (exit 77) on a device without KHR cooperative matrices, unless BAATT_TEST_REQUIRE_KHR=1
- * (CI's Mesa 26 run), where that is a failure: the run must not pass with the kernel unexercised. */
+ * Usage: test_khr [bf16] [require]. fp16 by default; "bf16" runs the bf16 variant (a second ctest
+ * entry, test_khr_bf16). Skips (exit 77) where the device or the build has no KHR kernel for the
+ * dtype, unless "require" is given or BAATT_TEST_REQUIRE_KHR=1 (CI's Mesa 26 run, fp16 only:
+ * lavapipe has no bf16), where that is a failure: the run must not pass with the kernel unexercised. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +14,14 @@
 #include "choice.h"
 #include "internal.h"
 
+static baatt_dtype dtype = BAATT_DTYPE_F16; /* main's argument */
+
 static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
                          int dense)
 {
     baatt_config c = baatt_config_default();
     c.batch = b, c.heads = h, c.kv_heads = hkv, c.q_len = nq, c.kv_len = nk, c.head_dim = d;
-    c.block_size = block, c.dense = dense, c.dtype = BAATT_DTYPE_F16, c.keep_ratio = 0.4f, c.lse = 1;
+    c.block_size = block, c.dense = dense, c.dtype = dtype, c.keep_ratio = 0.4f, c.lse = 1;
     return c;
 }
 
@@ -56,11 +60,16 @@ static void check(baatt_config c)
         assert_int_equal(baatt_reference_lse(&c, q, k, pq, pk, mask, ref_lse), BAATT_OK);
         free(mask), free(pq), free(pk);
     }
+    /* th_tolerance: bf16 8e-3 absolute + 8e-3 relative. Beyond the reference (fp32 on the same
+     * bf16 inputs; the kernel's scores are exact bf16 products summed in fp32), the kernel rounds
+     * P to bf16 (each weight by at most 2^-9 relative, so O by at most 2^-9 max|V|, and far less
+     * for weights of random sign) and O to bf16 (2^-9 relative): within it at these sizes. */
     double atol, rtol;
     th_tolerance(c.dtype, &atol, &rtol);
     char label[128];
-    snprintf(label, sizeof label, "khr %s b%u h%u/%u q%u k%u d%u block %u sort %d", c.dense ? "dense" : "sparse",
-             c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size, (int)c.norm_sort);
+    snprintf(label, sizeof label, "khr %s %s b%u h%u/%u q%u k%u d%u block %u sort %d", baatt_dtype_name(c.dtype),
+             c.dense ? "dense" : "sparse", c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size,
+             (int)c.norm_sort);
     assert_true(th_compare(got, ref, qn, atol, rtol, label) <= 1.0);
     assert_true(th_compare(lse, ref_lse, rows, 2e-5, 1e-6, label) <= 1.0);
     baatt_plan_destroy(plan);
@@ -97,20 +106,43 @@ static void khr_sparse_block128(void **s)
     check(make(1, 2, 2, 256, 512, 64, 128, 0));
 }
 
-int main(void)
+/* Whether a plan of the dtype may run the KHR kernel here: the choice for a small dense plan
+ * capped at it (device features, a listed shape of the dtype, the variant built). */
+static int has_khr(baatt_context *ctx)
 {
-    baatt_context *ctx = th_context();
-    int has = (baatt_context_enabled_features(ctx) & BAATT_FEATURE_COOPMAT_KHR) &&
-              (baatt_context_caps(ctx)->built & BAATT_BUILT_KHR_F16);
-    th_context_done(ctx);
+    baatt_config c = make(1, 1, 1, 64, 64, 64, 64, 1);
+    baatt_tuning t = *baatt_context_tuning(ctx);
+    t.attend = BAATT_ATTEND_KHR;
+    baatt_choice ch;
+    char msg[256];
+    return baatt_choose(baatt_context_caps(ctx), &c, &t, &ch, msg, sizeof msg) == BAATT_OK &&
+           ch.attend.path == BAATT_ATTEND_KHR;
+}
+
+int main(int argc, char **argv)
+{
+    int require = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "bf16")) dtype = BAATT_DTYPE_BF16;
+        else if (!strcmp(argv[i], "require")) require = 1;
+        else {
+            fprintf(stderr, "test_khr: unknown argument \"%s\" (usage: test_khr [bf16] [require])\n", argv[i]);
+            return 2;
+        }
+    }
     const char *req = getenv("BAATT_TEST_REQUIRE_KHR");
-    if (!has && req && !strcmp(req, "1")) {
-        fprintf(stderr, "test_khr: BAATT_TEST_REQUIRE_KHR=1 but the device or this build has no KHR cooperative-"
-                        "matrix kernel\n");
+    require = require || (dtype == BAATT_DTYPE_F16 && req && !strcmp(req, "1"));
+    baatt_context *ctx = th_context();
+    int has = has_khr(ctx);
+    th_context_done(ctx);
+    const char *dt = baatt_dtype_name(dtype);
+    if (!has && require) {
+        fprintf(stderr, "test_khr: the %s KHR kernel is required (%s) but the device or this build has none\n", dt,
+                dtype == BAATT_DTYPE_F16 ? "\"require\" or BAATT_TEST_REQUIRE_KHR=1" : "\"require\"");
         return 1;
     }
     if (!has) {
-        fprintf(stderr, "test_khr: SKIPPED: no KHR cooperative matrices on this device (or kernel not built)\n");
+        fprintf(stderr, "test_khr: SKIPPED: no %s KHR cooperative matrices on this device (or kernel not built)\n", dt);
         return 77;
     }
     const struct CMUnitTest tests[] = {

@@ -3,7 +3,8 @@
  *  - attention_cm2.comp: NVIDIA cooperative matrix 2 (workgroup scope), fp16 or bf16. Its sparse
  *    build reads norm-sorted copies of Q, K, V (contiguous key blocks for its tensor loads; made
  *    by stats.comp, or by permute.comp under auto sort) and scatters O back in its epilogue.
- *  - attention_khr.comp: KHR cooperative matrix (subgroup scope, any vendor), fp16.
+ *  - attention_khr.comp: KHR cooperative matrix (subgroup scope, any vendor), fp16, or bf16 where
+ *    the device lists bf16 shapes (VK_KHR_shader_bfloat16).
  *  - attention_nvcm.comp: NVIDIA cooperative matrix (subgroup scope), fp16.
  *  - attention.comp: portable, any subgroup size, tiles sized to the shared memory. */
 #include <stdio.h>
@@ -62,14 +63,16 @@ static int choose_nvcm(const baatt_caps *caps, const baatt_config *cfg, const ba
     return 1;
 }
 
-/* The KHR kernel's fp16 fragment shape at head_dim d: M 8 or 16, N and K multiples of 8 up to
- * 16 (16-byte shared addressing, the shader's fragment-array bounds); most work per fragment. */
-static int khr_shape(const baatt_caps *caps, uint32_t d, baatt_mma_shape *out)
+/* The KHR kernel's fragment shape for fp16 or bf16 A/B at head_dim d: M 8 or 16, N and K
+ * multiples of 8 up to 16 (16-byte shared addressing, the shader's fragment-array bounds); most
+ * work per fragment. */
+static int khr_shape(const baatt_caps *caps, uint32_t d, int bf16, baatt_mma_shape *out)
 {
     int found = 0;
     for (uint32_t i = 0; i < caps->nshapes; i++) {
         baatt_mma_shape s = caps->shapes[i];
-        if (s.bf16 || (s.m != 8 && s.m != 16) || s.n % 8 || s.k % 8 || s.n > 16 || s.k > 16 || d % s.n || d % s.k)
+        if (!s.bf16 != !bf16 || (s.m != 8 && s.m != 16) || s.n % 8 || s.k % 8 || s.n > 16 || s.k > 16 || d % s.n ||
+            d % s.k)
             continue;
         if (!found || s.m * s.n * s.k > out->m * out->n * out->k) *out = s, found = 1;
     }
@@ -84,20 +87,28 @@ static uint64_t khr_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, baatt_mma
            4ull * s.m * s.n;
 }
 
-/* KHR cooperative matrices, fp16: the best listed shape; the subgroup size the device's smallest
- * (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32), pinned with full
- * subgroups where the size varies; then the widest workgroup (up to 4 subgroups of M rows, at
- * most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit the shared
- * memory and the registers that prefetch it, inside one block in sparse plans. */
+/* The KHR kernel runs this dtype here: fp16, or bf16 with VK_KHR_shader_bfloat16's cooperative
+ * matrices; the variant built. */
+static int khr_dtype_ok(const baatt_caps *caps, baatt_dtype dt)
+{
+    if (dt == BAATT_DTYPE_F16) return (caps->built & BAATT_BUILT_KHR_F16) != 0;
+    return dt == BAATT_DTYPE_BF16 && (caps->features & BAATT_FEATURE_BF16_COOPMAT) &&
+           (caps->built & BAATT_BUILT_KHR_BF16);
+}
+
+/* KHR cooperative matrices, fp16 or bf16: the best listed shape of the dtype; the subgroup size
+ * the device's smallest (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32),
+ * pinned with full subgroups where the size varies; then the widest workgroup (up to 4 subgroups
+ * of M rows, at most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit
+ * the shared memory and the registers that prefetch it, inside one block in sparse plans. */
 static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                       baatt_attend_choice *out)
 {
     static const uint32_t nsgs[] = {4, 2, 1}, bcs[] = {64, 32, 16};
     baatt_mma_shape s;
     uint32_t sg = caps->subgroup_min, d = cfg->head_dim;
-    if (!allows(t, BAATT_ATTEND_KHR) || cfg->dtype != BAATT_DTYPE_F16 ||
-        !(caps->features & BAATT_FEATURE_COOPMAT_KHR) || !(caps->built & BAATT_BUILT_KHR_F16) ||
-        !khr_shape(caps, d, &s))
+    if (!allows(t, BAATT_ATTEND_KHR) || !(caps->features & BAATT_FEATURE_COOPMAT_KHR) ||
+        !khr_dtype_ok(caps, cfg->dtype) || !khr_shape(caps, d, cfg->dtype == BAATT_DTYPE_BF16, &s))
         return 0;
     if (caps->subgroup_min != caps->subgroup_max && !(caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL)) return 0;
     uint32_t mf = sg / s.m > 8 ? 2 : 1, rs = mf * s.m, lpr = sg >= rs ? sg / rs : 1;
@@ -202,7 +213,8 @@ baatt_status baatt_attend_create(baatt_plan *p)
             [SC_KHR_M] = a->shape.m, [SC_KHR_N] = a->shape.n,  [SC_KHR_K] = a->shape.k,
             [SC_KHR_MF] = a->mf,     [SC_KHR_LSE] = lse};
         uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
-        return baatt_plan_pipeline_pinned(p, K_ATTEND, "attention_khr_f16", sc, SC_KHR_COUNT, pin);
+        snprintf(name, sizeof name, "attention_khr_%s", dt);
+        return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     if (a->path == BAATT_ATTEND_NVCM) {
         uint32_t sc[SC_NVCM_COUNT] = {
