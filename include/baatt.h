@@ -265,6 +265,29 @@ typedef enum baatt_sort_mode {
     BAATT_SORT_AUTO = 2,
 } baatt_sort_mode;
 
+/* The covariance term of the block logit (docs/ALGORITHM.md step 3), the values of
+ * baatt_config.covariance: lambda in  l_IJ = t qm.km + lambda (t^2/2) [variance terms] + ln n_J. */
+typedef enum baatt_covariance_mode {
+    BAATT_COVARIANCE_OFF = 0, /* lambda = 0: plain mean pooling */
+    BAATT_COVARIANCE_ON = 1,  /* lambda = 1 */
+    /* Per kv head, lambda 1 or 0, whichever recalls more of the same sampled exact rows that
+     * BAATT_SORT_AUTO measures (see there). The candidates are the blockings of norm_sort (AUTO:
+     * sorted, original; NORM: sorted; OFF: original) times the lambdas (AUTO: 1, 0); whenever
+     * there is more than one, each is estimated and selected, and every kv head keeps the one
+     * whose selection recalls the most (strictly more wins; ties keep the earlier candidate in
+     * the order (sorted, 1), (original, 1), (sorted, 0), (original, 0); a NaN recall never
+     * wins). baatt_plan_read_head_covariance says which lambda each head got. The default:
+     * on real attention (MiniLM, 72 heads, bench/results/accuracy.md "Selection on real
+     * attention", `baatt_auto_cov`) it lifts the recall at 50% sparsity from 0.773 (auto sort
+     * alone) to 0.778 (oracle 0.804; 75%: 0.571 -> 0.577, 90%: 0.414 -> 0.423) and fixes the
+     * worst layer (layer 0 at 90%: 0.305 -> 0.334), where the covariance term favours
+     * high-variance key blocks over the diagonal one. Cost, with norm_sort AUTO: two more score
+     * and select passes (the K statistics of each blocking are reused; its Q statistics are
+     * recomputed without the term) and twice the recall sums on the same sampled rows; the
+     * H100 cost is not measured yet. */
+    BAATT_COVARIANCE_AUTO = 2,
+} baatt_covariance_mode;
+
 typedef struct baatt_config {
     uint32_t batch, heads, kv_heads;
     uint32_t q_len, kv_len, head_dim; /* head_dim: 64 or 128 */
@@ -275,7 +298,8 @@ typedef struct baatt_config {
     uint32_t block_size; /* 32, 64 (default) or 128 */
     int norm_sort;       /* a baatt_sort_mode: 2 (default) choose per kv head, 1 sort Q and K by
                             L2 norm before blocking, 0 do not */
-    int covariance;      /* 1 (default): lambda = 1 in the block logit */
+    int covariance;      /* a baatt_covariance_mode: 2 (default) choose lambda per kv head,
+                            1 lambda = 1 in the block logit, 0 lambda = 0 */
     baatt_select_mode select_mode;
     float keep_ratio;     /* default 0.5 */
     float mass_threshold; /* default 0.9; used in BAATT_SELECT_MASS_THRESHOLD mode */
@@ -453,7 +477,8 @@ BAATT_API baatt_status baatt_plan_set_selection_buffers(baatt_plan *plan, baatt_
  *    NaN: the row takes all its blocks up to max_blocks.
  *  - V is not part of the selection: a non-finite value reaches the output rows whose selection
  *    holds its block (dense: every row).
- *  - auto sort: a NaN sampled recall (a sampled row that is NaN) keeps the sorted blocking.
+ *  - auto sort / covariance: a NaN sampled recall (a sampled row that is NaN) never wins: the
+ *    first candidate (sorted, lambda 1 where they are candidates) stays.
  *  - the norm sort: a row with a NaN norm sorts as the largest norm; an infinite norm as the
  *    next largest (the blocking differs, the rule above holds in either).
  * Opt-in check: baatt_find_nonfinite scans a host tensor before baatt_plan_run_host; it reads
@@ -520,6 +545,12 @@ BAATT_API baatt_status baatt_plan_read_lse(baatt_plan *plan, float *lse);
  * 0 = original order. All ones with norm_sort = BAATT_SORT_NORM, all zeros with BAATT_SORT_OFF or
  * a dense plan; the per-head choice with BAATT_SORT_AUTO (its query heads share it). */
 BAATT_API baatt_status baatt_plan_read_head_sorted(baatt_plan *plan, uint8_t *sorted);
+/* Which lambda each kv head's selection was estimated with in the last estimating run: uint8
+ * [batch, kv_heads], 1 = lambda 1 (covariance term on), 0 = lambda 0. All ones with covariance =
+ * BAATT_COVARIANCE_ON, all zeros with BAATT_COVARIANCE_OFF; the per-head choice with
+ * BAATT_COVARIANCE_AUTO. All zeros for a dense plan and for a selection given with
+ * baatt_plan_set_selection (no lambda made it). */
+BAATT_API baatt_status baatt_plan_read_head_covariance(baatt_plan *plan, uint8_t *cov);
 
 /* ---------------------------------------------------------------------------------------------
  * CPU reference (the oracle for every GPU test). Inputs in cfg->dtype; outputs in fp32/fp64
@@ -576,10 +607,17 @@ BAATT_API baatt_status baatt_lse_merge(uint64_t rows, uint32_t head_dim, const f
  * fp64, so near-equal recalls may be decided differently from the GPU's fp32 sums. */
 BAATT_API baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
                                                    uint8_t *sorted);
+/* The per-kv-head choice among the candidates of cfg->norm_sort x cfg->covariance (see
+ * BAATT_COVARIANCE_AUTO; one candidate: that one): sorted and cov uint8 [batch, kv_heads], 1 =
+ * norm-sorted blocking / lambda 1. Either may be NULL (not both). Recalls summed in fp64, as
+ * baatt_reference_auto_sorted. */
+BAATT_API baatt_status baatt_reference_auto_choice(const baatt_config *cfg, const void *q, const void *k,
+                                                   uint8_t *sorted, uint8_t *cov);
 
 /* The whole BA-Att forward pass (cfg->dense == 1: dense attention). Any of mask, perm_q, perm_k
- * may be NULL. With norm_sort == BAATT_SORT_AUTO the perms and mask rows of each kv head (and its
- * query heads) are those of the blocking baatt_reference_auto_sorted chose. */
+ * may be NULL. With more than one candidate (norm_sort == BAATT_SORT_AUTO or covariance ==
+ * BAATT_COVARIANCE_AUTO) the perms and mask rows of each kv head (and its query heads) are those
+ * of the candidate baatt_reference_auto_choice chose. */
 BAATT_API baatt_status baatt_reference_baatt(const baatt_config *cfg, const void *q, const void *k, const void *v,
                                              float *o, uint8_t *mask, int32_t *perm_q, int32_t *perm_k);
 

@@ -1,21 +1,24 @@
 #version 450
-// Auto sort (BAATT_SORT_AUTO), step 1: how much exact attention each blocking's selection keeps.
-// S = min(ROWS, q_len) sampled rows per query head, sample s at original row i = s * q_len / S
-// (as src/internal.h baatt_auto_row). The row gets exact fp32
-// attention over all keys (S / q_len of the dense work, so plain scalar code), and two recalls:
-//   sorted blocking: the mass on the key blocks MASK slot 0 selected for the row's sorted query
-//     block (position of i in perm_q, over B); key at sorted position t is in block t / B;
-//   original order:  the mass on the blocks MASK slot 1 selected for query block i / B; key j
-//     is in block j / B.
+// The per-kv-head choice (BAATT_SORT_AUTO / BAATT_COVARIANCE_AUTO), step 1: how much exact
+// attention each candidate's selection keeps. S = min(ROWS, q_len) sampled rows per query head,
+// sample s at original row i = s * q_len / S (as src/internal.h baatt_auto_row). The row gets
+// exact fp32 attention over all keys (S / q_len of the dense work, so plain scalar code), and one
+// recall per candidate c (MASK slot c), by the candidate's blocking (bit c of SORTED):
+//   sorted blocking: the mass on the key blocks selected for the row's sorted query block
+//     (position of i in perm_q, over B); key at sorted position t is in block t / B;
+//   original order:  the mass on the blocks selected for query block i / B; key j is in block
+//     j / B.
 // Keys are walked in sorted order (j = perm_k[t]), so neither blocking needs an inverse
 // permutation. RPW sampled rows share a workgroup so each key row is read once (16-byte loads)
-// for all of them; each thread keeps an online softmax per row (running max, total, two selected
-// sums) and the workgroup merges them. Writes AUTO[(hd * S + s) * 2 + {0, 1}] = the two recalls.
-// Grid: (ceil(S / RPW), batch * heads).
+// for all of them; each thread keeps an online softmax per row (running max, total, one selected
+// sum per candidate) and the workgroup merges them. Writes AUTO[(hd * S + s) * CANDS + c] = the
+// recalls. Grid: (ceil(S / RPW), batch * heads).
 #include "common.glsl"
 layout(local_size_x = 256) in;
 layout(constant_id = SC_RECALL_D) const uint D = 64;
 layout(constant_id = SC_RECALL_ROWS) const uint ROWS = 64;
+layout(constant_id = SC_RECALL_CANDS) const uint CANDS = 2;
+layout(constant_id = SC_RECALL_SORTED) const uint SORTED = 1;
 const uint WG = 256, RPW = AUTO_RPW;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { ELEM q[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };   // rows: whole 16-byte vectors
@@ -76,13 +79,14 @@ void main() {
             if (v == int(rows[r])) sh_pos[r] = p;   // exactly one p matches each row
     }
     barrier();
-    uint nrows = pc.batch * pc.heads * pc.nq;
+    uint slot_words = pc.batch * pc.heads * pc.nq * pc.words;
     uint ws[RPW], wi[RPW];
-    float m[RPW], tot[RPW], sel_s[RPW], sel_i[RPW];
+    float m[RPW], tot[RPW], sel[RPW][AUTO_MAX_CANDS];
     for (uint r = 0; r < RPW; r++) {
-        ws[r] = (hd * pc.nq + sh_pos[r] / pc.block) * pc.words;          // slot 0, sorted query block
-        wi[r] = (nrows + hd * pc.nq + rows[r] / pc.block) * pc.words;    // slot 1, original query block
-        m[r] = -1.0 / 0.0, tot[r] = 0.0, sel_s[r] = 0.0, sel_i[r] = 0.0;
+        ws[r] = (hd * pc.nq + sh_pos[r] / pc.block) * pc.words;   // slot 0's word, sorted query block
+        wi[r] = (hd * pc.nq + rows[r] / pc.block) * pc.words;     // original query block
+        m[r] = -1.0 / 0.0, tot[r] = 0.0;
+        for (uint c = 0; c < CANDS; c++) sel[r][c] = 0.0;
     }
     const uint RV = D / PV;   // vectors per key row
     for (uint t = tid; t < pc.kv_len; t += WG) {
@@ -99,22 +103,25 @@ void main() {
         for (uint r = 0; r < RPW; r++) {
             if (l[r] > m[r]) {   // rescale the running sums to the new max (exp(-inf) = 0 at first)
                 float f = exp(m[r] - l[r]);
-                tot[r] *= f, sel_s[r] *= f, sel_i[r] *= f;
+                tot[r] *= f;
+                for (uint c = 0; c < CANDS; c++) sel[r][c] *= f;
                 m[r] = l[r];
             }
             float e = exp(l[r] - m[r]);
             tot[r] += e;
-            if (selected(ws[r], t / pc.block)) sel_s[r] += e;
-            if (selected(wi[r], j / pc.block)) sel_i[r] += e;
+            for (uint c = 0; c < CANDS; c++) {
+                bool s = ((SORTED >> c) & 1u) != 0u;
+                if (selected(c * slot_words + (s ? ws[r] : wi[r]), s ? t / pc.block : j / pc.block)) sel[r][c] += e;
+            }
         }
     }
     for (uint r = 0; r < RPW; r++) {
         float gm = reduce(m[r], true);
         float f = tot[r] > 0.0 ? exp(m[r] - gm) : 0.0;   // idle threads (m = -inf) add nothing
-        float T = reduce(tot[r] * f, false), A = reduce(sel_s[r] * f, false), B = reduce(sel_i[r] * f, false);
-        if (tid == 0 && s0 + r < S) {
-            recall[(hd * S + s0 + r) * 2] = A / T;
-            recall[(hd * S + s0 + r) * 2 + 1] = B / T;
+        float T = reduce(tot[r] * f, false);
+        for (uint c = 0; c < CANDS; c++) {
+            float A = reduce(sel[r][c] * f, false);
+            if (tid == 0 && s0 + r < S) recall[(hd * S + s0 + r) * CANDS + c] = A / T;
         }
     }
 }

@@ -22,7 +22,8 @@
 #define BIND_KS 13
 #define BIND_VS 14
 #define BIND_OS 15
-#define BIND_AUTO 16      /* auto sort: sampled recalls [heads][S][2] f32, then choices [kv heads] u32 */
+#define BIND_AUTO 16      /* auto choice: sampled recalls [heads][S][candidates] f32, then the
+                             chosen candidate [kv heads] u32 */
 #define BIND_QSPLIT 17    /* block features as bf16 hi/lo parts (tensor-core scoring) */
 #define BIND_KSPLIT 18
 #define BIND_KEYS2 19     /* radix sort: the key buffer it ping-pongs with KEYS */
@@ -40,7 +41,7 @@
  * key of this side in KEYS. head0, nheads_chunk, row0, rows: the score/select chunk. mode: 0
  * keep-ratio (keep blocks), 1 mass threshold. scale and cov: t and lambda * t^2 / 2.
  * identity: sort_perm writes the identity / stats reads the original order. slot: which
- * MASK/COUNTS slot select writes (1: auto sort's original-order candidate). */
+ * MASK/COUNTS slot select writes (the auto choice's candidate). */
 #define BAATT_PUSH_FIELDS(U, F)                                                                    \
     U(batch) U(heads) U(kv_heads) U(q_len) U(kv_len) U(head_dim)                                   \
     U(block) U(nq) U(nk) U(words)                                                                  \
@@ -141,9 +142,14 @@
 /* auto_recall.comp (256 invocations, AUTO_RPW sampled rows a workgroup) and auto_choose.comp */
 #define SC_RECALL_D 0
 #define SC_RECALL_ROWS 1
-#define SC_RECALL_COUNT 2
+#define SC_RECALL_CANDS 2   /* candidates (MASK slots), at most AUTO_MAX_CANDS */
+#define SC_RECALL_SORTED 3  /* bit c: candidate c is on the norm-sorted blocking */
+#define SC_RECALL_COUNT 4
 #define SC_CHOOSE_ROWS 0
-#define SC_CHOOSE_COUNT 1
+#define SC_CHOOSE_CANDS 1
+#define SC_CHOOSE_SORTED 2
+#define SC_CHOOSE_COUNT 3
+#define AUTO_MAX_CANDS 4  /* {sorted, original} x {lambda 1, 0} */
 #define AUTO_RPW 8
 #define AUTO_SAMPLE_ROWS 64      /* at most this many sampled query rows per head (evenly spaced) */
 

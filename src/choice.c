@@ -202,13 +202,15 @@ baatt_status baatt_choose(const baatt_caps *caps, const baatt_config *cfg, const
     baatt_choice ch = {.geo = geometry(cfg)};
     const baatt_geometry *g = &ch.geo;
     BAATT_TRY(check_limits(caps, cfg, g, msg, msg_size));
-    ch.auto_sort = !cfg->dense && cfg->norm_sort == BAATT_SORT_AUTO;
+    ch.cands = baatt_auto_candidates(cfg);
+    ch.auto_sort = !cfg->dense && ch.cands.n > 1;
     ch.samples = baatt_auto_samples(cfg->q_len);
     baatt_sort_choose(caps, cfg, tuning, g, &ch.sort);
     BAATT_TRY(baatt_attend_choose(caps, cfg, tuning, g, &ch.attend, msg, msg_size));
     baatt_score_choose(caps, cfg, tuning, g, &ch.score);
     baatt_select_choose(caps, cfg, tuning, g, &ch.select);
-    baatt_stats_choose(cfg, &ch.attend, &ch.score, ch.auto_sort, &ch.stats);
+    /* the perms change after the statistics only where the blocking is chosen */
+    baatt_stats_choose(cfg, &ch.attend, &ch.score, ch.auto_sort && ch.cands.blockings > 1, &ch.stats);
     *out = ch;
     return BAATT_OK;
 }

@@ -6,6 +6,7 @@
 #define BAATT_CHOICE_H
 
 #include "baatt.h"
+#include "internal.h" /* baatt_auto_cands */
 
 /* Shader variants that only a newer glslang builds: which ones this library holds. */
 enum {
@@ -136,8 +137,10 @@ typedef struct baatt_choice {
     baatt_score_choice score;
     baatt_select_choice select;
     baatt_stats_choice stats;
-    int auto_sort;    /* BAATT_SORT_AUTO: both blockings estimated, one kept per kv head */
-    uint32_t samples; /* auto sort: sampled query rows per head */
+    int auto_sort;          /* more than one candidate (BAATT_SORT_AUTO and/or BAATT_COVARIANCE_AUTO):
+                               each estimated, one kept per kv head */
+    baatt_auto_cands cands; /* the candidates (one: the config's blocking and lambda) */
+    uint32_t samples;       /* auto sort: sampled query rows per head */
 } baatt_choice;
 
 /* The whole choice for cfg (already checked) on a device with caps under tuning. Fails with

@@ -1,6 +1,7 @@
 /* Status strings, dtypes and configuration validation: shared by the GPU plan and the CPU
  * reference so both reject exactly the same inputs with the same messages. */
 #include "baatt.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -72,8 +73,8 @@ baatt_config baatt_config_default(void)
     c.head_dim = 64;
     c.dtype = BAATT_DTYPE_F32;
     c.block_size = 64;
-    c.norm_sort = BAATT_SORT_AUTO; /* bench/results/accuracy.md, "Defaults" */
-    c.covariance = 1;
+    c.norm_sort = BAATT_SORT_AUTO;        /* bench/results/accuracy.md, "Defaults" */
+    c.covariance = BAATT_COVARIANCE_AUTO; /* with norm_sort AUTO: accuracy.md, "Selection on real attention" */
     c.select_mode = BAATT_SELECT_KEEP_RATIO;
     c.keep_ratio = 0.5f;
     c.mass_threshold = 0.9f;
@@ -91,6 +92,21 @@ baatt_status baatt_msgf(char *msg, size_t n, baatt_status s, const char *fmt, ..
         va_end(ap);
     }
     return s;
+}
+
+baatt_auto_cands baatt_auto_candidates(const baatt_config *c)
+{
+    baatt_auto_cands a = {.blockings = c->norm_sort == BAATT_SORT_AUTO ? 2 : 1,
+                          .lambdas = c->covariance == BAATT_COVARIANCE_AUTO ? 2 : 1};
+    a.n = a.blockings * a.lambdas;
+    for (uint32_t i = 0; i < a.n; i++) {
+        uint32_t b = i % a.blockings, l = i / a.blockings;
+        int sorted = a.blockings == 2 ? b == 0 : c->norm_sort == BAATT_SORT_NORM;
+        int cov = a.lambdas == 2 ? l == 0 : c->covariance == BAATT_COVARIANCE_ON;
+        a.sorted |= (uint32_t)sorted << i;
+        a.cov |= (uint32_t)cov << i;
+    }
+    return a;
 }
 
 baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
@@ -127,6 +143,10 @@ baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
     if (c->norm_sort != BAATT_SORT_OFF && c->norm_sort != BAATT_SORT_NORM && c->norm_sort != BAATT_SORT_AUTO)
         return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
                           "norm_sort %d is not a baatt_sort_mode (0 off, 1 norm, 2 auto)", c->norm_sort);
+    if (c->covariance != BAATT_COVARIANCE_OFF && c->covariance != BAATT_COVARIANCE_ON &&
+        c->covariance != BAATT_COVARIANCE_AUTO)
+        return baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
+                          "covariance %d is not a baatt_covariance_mode (0 off, 1 on, 2 auto)", c->covariance);
     if (c->select_mode == BAATT_SELECT_KEEP_RATIO) {
         if (!(c->keep_ratio > 0.0f && c->keep_ratio <= 1.0f))
             return baatt_msgf(msg, n, BAATT_ERROR_BAD_KEEP_RATIO, "keep_ratio %g is outside (0, 1]",

@@ -51,11 +51,26 @@ static inline uint32_t baatt_auto_row(uint32_t s, uint32_t n, uint32_t q_len)
     return (uint32_t)((uint64_t)s * q_len / n);
 }
 
+/* The candidates a per-kv-head choice runs over (BAATT_SORT_AUTO x BAATT_COVARIANCE_AUTO), in tie
+ * order: index = lambda index * blockings + blocking index, sorted before original, lambda 1
+ * before 0 (eval's baatt_auto enumerates them the same way). Bit i of sorted / cov: candidate i
+ * is on the norm-sorted blocking / has lambda 1. The GPU gets the bits as specialization
+ * constants. */
+#define BAATT_AUTO_MAX_CANDS AUTO_MAX_CANDS
+typedef struct baatt_auto_cands {
+    uint32_t n, blockings, lambdas;
+    uint32_t sorted, cov;
+} baatt_auto_cands;
+baatt_auto_cands baatt_auto_candidates(const baatt_config *c);
+
 /* The shared selection rules (reference.c), called by the reference and the accuracy harness so
  * both measure the rule the GPU runs. Threshold mode: the length (>= 1) of the shortest prefix of
- * `order` (l ranked descending) whose softmax mass reaches theta. Auto sort: 1 when the sorted
- * blocking's sampled recall is kept over the original order's (ties keep it). */
+ * `order` (l ranked descending) whose softmax mass reaches theta. Per-head choice: the index of
+ * the candidate with the largest sampled recall, a later one winning only when strictly greater
+ * (so ties and NaN keep the earlier one; shaders/auto_choose.comp runs the same loop).
+ * baatt_auto_keeps_sorted: that rule on the two blockings alone (1: the sorted one). */
 uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta);
+uint32_t baatt_auto_pick(const double *recall, uint32_t n);
 int baatt_auto_keeps_sorted(double recall_sorted, double recall_original);
 /* ALGORITHM.md step 3's block logit of one (query block, key block) pair from their moments
  * (n_j keys); the accuracy harness also scores single keys with it (kv = 0, n_j = 1). */

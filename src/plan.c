@@ -48,15 +48,16 @@ static baatt_push base_push(const baatt_config *c, const baatt_geometry *g)
                         .max_blocks = c->max_blocks,
                         .threshold = c->mass_threshold,
                         .scale = t,
-                        .cov = c->covariance ? 0.5f * t * t : 0.0f};
+                        .cov = c->covariance != BAATT_COVARIANCE_OFF ? 0.5f * t * t : 0.0f}; /* candidate 0's */
 }
 
 /* One timestamp per baatt_mark of record_stages: start, sort, stats, score and select per logit
- * chunk, attention; auto sort adds stats, the second pass's chunks and the choice. */
+ * chunk, attention; the auto choice adds stats and the chunks per further candidate, and the
+ * choice. */
 static uint64_t stage_marks(const baatt_plan *p)
 {
     uint64_t chunks = p->cfg.dense ? 0 : baatt_score_select_chunks(p);
-    return 4 + 2 * chunks + (p->ch.auto_sort ? 2 + 2 * chunks : 0);
+    return 4 + 2 * chunks + (p->ch.auto_sort ? (p->ch.cands.n - 1) * (1 + 2 * chunks) + 1 : 0);
 }
 
 static baatt_status create_descriptors(baatt_plan *p)
@@ -195,7 +196,7 @@ static void record_stages(baatt_rec *r)
         baatt_sort_record(r, 1);
         baatt_barrier(r);
         baatt_mark(r, BAATT_STAGE_SORT);
-        baatt_stats_record(r, 0);
+        baatt_stats_record(r, 0, p->base.cov);
         baatt_barrier(r);
         baatt_mark(r, BAATT_STAGE_STATS);
         baatt_score_select_record(r, 0);

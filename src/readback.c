@@ -100,26 +100,45 @@ baatt_status baatt_plan_read_lse(baatt_plan *p, float *lse)
     return download_at(p, &p->buf[BIND_LSE], 0, lse, baatt_plan_lse_bytes(p));
 }
 
+/* One property of each kv head's candidate (bits: bit c of baatt_auto_cands.sorted or .cov): the
+ * chosen candidate's bit where the plan chooses, else candidate 0's (dense: 0). */
+static baatt_status read_head_choice(baatt_plan *p, uint32_t bits, uint8_t *out)
+{
+    uint32_t n = p->ch.geo.bhkv;
+    if (!p->ch.auto_sort) {
+        memset(out, !p->cfg.dense && (bits & 1u), n);
+        return BAATT_OK;
+    }
+    uint32_t *win = malloc(4ull * n);
+    if (!win) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    /* BIND_AUTO: the sampled recalls [bh][samples][candidates], then the chosen candidates [bhkv] */
+    uint64_t at = 4ull * p->ch.cands.n * p->ch.geo.bh * p->ch.samples;
+    baatt_status s = download_at(p, &p->buf[BIND_AUTO], at, win, 4ull * n);
+    for (uint32_t i = 0; !s && i < n; i++) out[i] = win[i] < p->ch.cands.n && ((bits >> win[i]) & 1u);
+    free(win);
+    return s;
+}
+
 baatt_status baatt_plan_read_head_sorted(baatt_plan *p, uint8_t *sorted)
 {
     BAATT_TRY(require_run(p));
     if (!sorted) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "sorted is NULL");
-    uint32_t n = p->ch.geo.bhkv;
     if (p->held == BAATT_HELD_GIVEN && !p->cfg.dense) {
-        memcpy(sorted, p->given_sorted, n);
+        memcpy(sorted, p->given_sorted, p->ch.geo.bhkv);
         return BAATT_OK;
     }
-    if (!p->ch.auto_sort) {
-        memset(sorted, p->ch.sort.side[1] != BAATT_SORTER_NONE, n);
+    return read_head_choice(p, p->ch.cands.sorted, sorted);
+}
+
+baatt_status baatt_plan_read_head_covariance(baatt_plan *p, uint8_t *cov)
+{
+    BAATT_TRY(require_run(p));
+    if (!cov) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "cov is NULL");
+    if (p->held == BAATT_HELD_GIVEN && !p->cfg.dense) { /* no lambda made a given selection */
+        memset(cov, 0, p->ch.geo.bhkv);
         return BAATT_OK;
     }
-    uint32_t *flags = malloc(4ull * n);
-    if (!flags) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    /* BIND_AUTO: the sampled recalls [bh][samples][2], then the choices [bhkv] */
-    baatt_status s = download_at(p, &p->buf[BIND_AUTO], 8ull * p->ch.geo.bh * p->ch.samples, flags, 4ull * n);
-    for (uint32_t i = 0; !s && i < n; i++) sorted[i] = flags[i] != 0;
-    free(flags);
-    return s;
+    return read_head_choice(p, p->ch.cands.cov, cov);
 }
 
 const char *baatt_stage_name(int stage)

@@ -381,7 +381,7 @@ baatt_status baatt_reference_block_logits(const baatt_config *cfg, const float *
     if (!qmean || !qvar || !kmean || !kvar || !logits) return BAATT_ERROR_INVALID_ARGUMENT;
     uint32_t nq = baatt_config_q_blocks(&c), nk = baatt_config_k_blocks(&c), d = c.head_dim;
     uint32_t g = gqa_group(&c);
-    double t = baatt_config_scale(&c), lambda = c.covariance ? 1.0 : 0.0;
+    double t = baatt_config_scale(&c), lambda = c.covariance != BAATT_COVARIANCE_OFF ? 1.0 : 0.0;
     for (uint32_t b = 0; b < c.batch; b++) {
         for (uint32_t h = 0; h < c.heads; h++) {
             uint64_t qrow = ((uint64_t)b * c.heads + h) * nq;
@@ -662,7 +662,8 @@ static baatt_status estimate(const baatt_config *c, const void *q, const void *k
 }
 
 /* ---------------------------------------------------------------------------------------------
- * BAATT_SORT_AUTO: the per-kv-head choice between the sorted and the original blocking.
+ * BAATT_SORT_AUTO / BAATT_COVARIANCE_AUTO: the per-kv-head choice among the candidates
+ * (blockings x lambdas).
  * ------------------------------------------------------------------------------------------- */
 
 /* Sorted position of original row i in perm (len entries). */
@@ -673,114 +674,169 @@ static uint32_t position_of(const int32_t *perm, uint32_t len, uint32_t i)
     return p;
 }
 
-/* Adds to rec[0] (sorted blocking: query positions pq, key blocks kblk, mask ms) and rec[1]
- * (original order, mask mi) the exact attention mass that the sampled rows of one query head put
- * on the key blocks selected for their query block. h holds the head's Q and its kv head's K. */
-static void sample_head(const baatt_config *c, head_buf *h, const int32_t *pq, const uint32_t *kblk, const uint8_t *ms,
-                        const uint8_t *mi, double rec[2])
+/* Adds to rec[x], for each of the n candidates (query positions pq[x], key blocks kblk[x * kv_len
+ * + j] of key j, mask rows mk[x]), the exact attention mass that the sampled rows of one query head
+ * put on the key blocks selected for their query block. h holds the head's Q and its kv head's K. */
+static void sample_head(const baatt_config *c, head_buf *h, uint32_t n, const int32_t *const *pq, const uint32_t *kblk,
+                        const uint8_t *const *mk, double *rec)
 {
-    uint32_t n = baatt_auto_samples(c->q_len), nk = baatt_config_k_blocks(c), bs = c->block_size;
-    for (uint32_t s = 0; s < n; s++) {
-        uint32_t i = baatt_auto_row(s, n, c->q_len);
-        const uint8_t *rs = ms + (uint64_t)(position_of(pq, c->q_len, i) / bs) * nk;
-        const uint8_t *ri = mi + (uint64_t)(i / bs) * nk;
+    uint32_t ns = baatt_auto_samples(c->q_len), nk = baatt_config_k_blocks(c), bs = c->block_size;
+    for (uint32_t s = 0; s < ns; s++) {
+        uint32_t i = baatt_auto_row(s, ns, c->q_len);
         attend_tile(h, &i, 1, h->k, h->v, c->kv_len, 0); /* one exact row, original key order */
-        for (uint32_t j = 0; j < c->kv_len; j++) {
-            if (rs[kblk[j]]) rec[0] += h->scores[j];
-            if (ri[j / bs]) rec[1] += h->scores[j];
+        for (uint32_t x = 0; x < n; x++) {
+            const uint8_t *row = mk[x] + (uint64_t)(position_of(pq[x], c->q_len, i) / bs) * nk;
+            const uint32_t *kb = kblk + (uint64_t)x * c->kv_len;
+            for (uint32_t j = 0; j < c->kv_len; j++)
+                if (row[kb[j]]) rec[x] += h->scores[j];
         }
     }
 }
 
 /* One rule for the library (shaders/auto_choose.comp), this reference and the accuracy harness:
- * a tie keeps the sorted blocking, so equal recalls never undo the default. */
-int baatt_auto_keeps_sorted(double recall_sorted, double recall_original) { return !(recall_original > recall_sorted); }
+ * a later candidate wins only when it recalls strictly more, so ties (and NaN) keep the earlier
+ * one and never undo the default. */
+uint32_t baatt_auto_pick(const double *recall, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (recall[i] > recall[best]) best = i;
+    return best;
+}
 
-/* sorted[b, kv head] = 1 if the sorted blocking (rs) recalls at least as much of the sampled rows
- * of the group's query heads as the original one (ri). kblk: kv_len entries of scratch. */
-static void auto_choice(const baatt_config *c, const void *q, const void *k, const run_buf *rs, const run_buf *ri,
-                        head_buf *h, uint32_t *kblk, uint8_t *sorted)
+int baatt_auto_keeps_sorted(double recall_sorted, double recall_original)
+{
+    return baatt_auto_pick((const double[2]){recall_sorted, recall_original}, 2) == 0;
+}
+
+/* win[b, kv head] = the candidate (runs[0 .. n-1]) whose selections recall the most of the sampled
+ * rows of the group's query heads. kblk: n * kv_len entries of scratch. */
+static void auto_choice(const baatt_config *c, const void *q, const void *k, run_buf *const *runs, uint32_t n,
+                        head_buf *h, uint32_t *kblk, uint32_t *win)
 {
     uint32_t g = gqa_group(c), nq = baatt_config_q_blocks(c), nk = baatt_config_k_blocks(c);
     for (uint32_t b = 0; b < c->batch; b++) {
         for (uint32_t kh = 0; kh < c->kv_heads; kh++) {
             uint64_t bk = (uint64_t)b * c->kv_heads + kh;
             load_rows(k, c->dtype, bk * c->kv_len, c->kv_len, c->head_dim, h->k);
-            const int32_t *pk = rs->perm_k + bk * c->kv_len;
-            for (uint32_t t = 0; t < c->kv_len; t++) kblk[pk[t]] = t / c->block_size;
-            double rec[2] = {0, 0};
+            for (uint32_t x = 0; x < n; x++) {
+                const int32_t *pk = runs[x]->perm_k + bk * c->kv_len;
+                for (uint32_t t = 0; t < c->kv_len; t++) kblk[(uint64_t)x * c->kv_len + pk[t]] = t / c->block_size;
+            }
+            double rec[BAATT_AUTO_MAX_CANDS] = {0};
             for (uint32_t qh = kh * g; qh < (kh + 1) * g; qh++) {
                 uint64_t bh = (uint64_t)b * c->heads + qh;
+                const int32_t *pq[BAATT_AUTO_MAX_CANDS];
+                const uint8_t *mk[BAATT_AUTO_MAX_CANDS];
+                for (uint32_t x = 0; x < n; x++)
+                    pq[x] = runs[x]->perm_q + bh * c->q_len, mk[x] = runs[x]->mask + bh * nq * nk;
                 load_q(c, q, b, qh, h);
-                sample_head(c, h, rs->perm_q + bh * c->q_len, kblk, rs->mask + bh * nq * nk, ri->mask + bh * nq * nk,
-                            rec);
+                sample_head(c, h, n, pq, kblk, mk, rec);
             }
-            sorted[bk] = (uint8_t)baatt_auto_keeps_sorted(rec[0], rec[1]);
+            win[bk] = baatt_auto_pick(rec, n);
         }
     }
 }
 
-/* Replaces the perms and mask rows of every kv head that chose the original order (and of its
- * query heads) in r by those of the identity run ri. */
-static void auto_merge(const baatt_config *c, run_buf *r, const run_buf *ri, const uint8_t *sorted)
+/* Replaces the perms and mask rows of every kv head whose winner is not candidate 0 (and of its
+ * query heads) in runs[0] by those of the winner's run. */
+static void auto_merge(const baatt_config *c, run_buf *const *runs, const uint32_t *win)
 {
     uint32_t g = gqa_group(c);
     uint64_t mrow = (uint64_t)baatt_config_q_blocks(c) * baatt_config_k_blocks(c);
+    run_buf *r = runs[0];
     for (uint64_t bk = 0; bk < (uint64_t)c->batch * c->kv_heads; bk++) {
-        if (sorted[bk]) continue;
-        memcpy(r->perm_k + bk * c->kv_len, ri->perm_k + bk * c->kv_len, sizeof(int32_t) * c->kv_len);
+        if (!win[bk]) continue;
+        const run_buf *w = runs[win[bk]];
+        memcpy(r->perm_k + bk * c->kv_len, w->perm_k + bk * c->kv_len, sizeof(int32_t) * c->kv_len);
         for (uint64_t bh = bk * g; bh < (bk + 1) * g; bh++) { /* (b * kv_heads + kh) * g = b * heads + kh * g */
-            memcpy(r->perm_q + bh * c->q_len, ri->perm_q + bh * c->q_len, sizeof(int32_t) * c->q_len);
-            memcpy(r->mask + bh * mrow, ri->mask + bh * mrow, mrow);
+            memcpy(r->perm_q + bh * c->q_len, w->perm_q + bh * c->q_len, sizeof(int32_t) * c->q_len);
+            memcpy(r->mask + bh * mrow, w->mask + bh * mrow, mrow);
         }
     }
 }
 
-/* Both blockings estimated and selected (sorted into r, original order into ri), and the choice. */
-static baatt_status auto_estimate(const baatt_config *c, const void *q, const void *k, run_buf *r, run_buf *ri,
-                                  uint8_t *sorted)
+/* Candidate x of c as a config of one candidate (its blocking and lambda). */
+static baatt_config candidate_config(const baatt_config *c, const baatt_auto_cands *a, uint32_t x)
 {
-    baatt_config cs = *c, ci = *c;
-    cs.norm_sort = BAATT_SORT_NORM, ci.norm_sort = BAATT_SORT_OFF;
+    baatt_config cx = *c;
+    cx.norm_sort = (a->sorted >> x) & 1u ? BAATT_SORT_NORM : BAATT_SORT_OFF;
+    cx.covariance = (a->cov >> x) & 1u ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_OFF;
+    return cx;
+}
+
+/* Every candidate estimated and selected (candidate 0 into r, the others into more[0 ..]), and
+ * the per-kv-head choice win. */
+static baatt_status auto_estimate(const baatt_config *c, const void *q, const void *k, run_buf *r, run_buf *more,
+                                  uint32_t *win)
+{
+    baatt_auto_cands a = baatt_auto_candidates(c);
+    run_buf *runs[BAATT_AUTO_MAX_CANDS] = {r};
     head_buf h = {0};
-    uint32_t *kblk = malloc(sizeof(uint32_t) * c->kv_len);
-    baatt_status s = run_alloc(&ci, ri, NULL, NULL, NULL);
-    if (s == BAATT_OK && !kblk) s = BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    uint32_t *kblk = malloc(sizeof(uint32_t) * a.n * c->kv_len);
+    baatt_status s = kblk ? BAATT_OK : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t x = 1; x < a.n && s == BAATT_OK; x++) s = run_alloc(c, runs[x] = &more[x - 1], NULL, NULL, NULL);
     if (s == BAATT_OK) s = head_alloc(c, &h, 0); /* frees what it got on failure */
     if (s == BAATT_OK) {
-        s = estimate(&cs, q, k, r);
-        if (s == BAATT_OK) s = estimate(&ci, q, k, ri);
-        if (s == BAATT_OK) auto_choice(c, q, k, r, ri, &h, kblk, sorted);
+        for (uint32_t x = 0; x < a.n && s == BAATT_OK; x++) {
+            baatt_config cx = candidate_config(c, &a, x);
+            s = estimate(&cx, q, k, runs[x]);
+        }
+        if (s == BAATT_OK) auto_choice(c, q, k, runs, a.n, &h, kblk, win);
+        if (s == BAATT_OK) auto_merge(c, runs, win);
         head_free(&h);
     }
     free(kblk);
     return s;
 }
 
-baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k, uint8_t *sorted)
+/* Steps 1-4 of every candidate and the choice; r ends up holding each kv head's winner. */
+static baatt_status choose_blocks(const baatt_config *c, const void *q, const void *k, run_buf *r, uint32_t *win)
+{
+    run_buf more[BAATT_AUTO_MAX_CANDS - 1] = {{0}};
+    baatt_status s = auto_estimate(c, q, k, r, more, win);
+    for (int x = 0; x < BAATT_AUTO_MAX_CANDS - 1; x++) run_free(&more[x]);
+    return s;
+}
+
+baatt_status baatt_reference_auto_choice(const baatt_config *cfg, const void *q, const void *k, uint8_t *sorted,
+                                         uint8_t *cov)
 {
     baatt_config c;
     baatt_status s = stage_config(cfg, &c);
     if (s != BAATT_OK) return s;
-    if (c.dense || !q || !k || !sorted) return BAATT_ERROR_INVALID_ARGUMENT;
-    run_buf r = {0}, ri = {0};
-    s = run_alloc(&c, &r, NULL, NULL, NULL);
-    if (s == BAATT_OK) s = auto_estimate(&c, q, k, &r, &ri, sorted);
+    if (c.dense || !q || !k || (!sorted && !cov)) return BAATT_ERROR_INVALID_ARGUMENT;
+    uint64_t nkv = (uint64_t)c.batch * c.kv_heads;
+    baatt_auto_cands a = baatt_auto_candidates(&c);
+    uint32_t *win = calloc(nkv, sizeof *win);
+    run_buf r = {0};
+    s = win ? run_alloc(&c, &r, NULL, NULL, NULL) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    if (s == BAATT_OK && a.n > 1) s = choose_blocks(&c, q, k, &r, win);
+    for (uint64_t i = 0; s == BAATT_OK && i < nkv; i++) {
+        if (sorted) sorted[i] = (uint8_t)((a.sorted >> win[i]) & 1u);
+        if (cov) cov[i] = (uint8_t)((a.cov >> win[i]) & 1u);
+    }
     run_free(&r);
-    run_free(&ri);
+    free(win);
     return s;
 }
 
-/* Steps 1-4 as c->norm_sort says: one blocking, or both and the per-kv-head choice. */
+baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k, uint8_t *sorted)
+{
+    if (!cfg) return BAATT_ERROR_INVALID_ARGUMENT;
+    baatt_config c = *cfg;
+    c.norm_sort = BAATT_SORT_AUTO; /* whatever cfg says: the choice auto sort would make */
+    return baatt_reference_auto_choice(&c, q, k, sorted, NULL);
+}
+
+/* Steps 1-4 as c->norm_sort and c->covariance say: one candidate, or each and the per-kv-head
+ * choice. */
 static baatt_status select_blocks(const baatt_config *c, const void *q, const void *k, run_buf *r)
 {
-    if (c->norm_sort != BAATT_SORT_AUTO) return estimate(c, q, k, r);
-    run_buf ri = {0};
-    uint8_t *sorted = malloc((size_t)c->batch * c->kv_heads);
-    baatt_status s = sorted ? auto_estimate(c, q, k, r, &ri, sorted) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
-    if (s == BAATT_OK) auto_merge(c, r, &ri, sorted);
-    run_free(&ri);
-    free(sorted);
+    if (baatt_auto_candidates(c).n == 1) return estimate(c, q, k, r);
+    uint32_t *win = malloc(sizeof(uint32_t) * c->batch * c->kv_heads);
+    baatt_status s = win ? choose_blocks(c, q, k, r, win) : BAATT_ERROR_OUT_OF_HOST_MEMORY;
+    free(win);
     return s;
 }
 

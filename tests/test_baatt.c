@@ -6,8 +6,9 @@
  *   score   -> logits vs reference logits from the reference stats
  *   select  -> mask identical to the reference selection applied to the GPU logits
  *   attend  -> output vs reference sparse attention with the GPU permutation and mask
- * Auto sort (norm_sort = BAATT_SORT_AUTO) is checked against the reference's per-kv-head choice and
- * against the GPU's own fixed-blocking runs (sort on, sort off) on the same inputs. */
+ * The per-kv-head choice (norm_sort = BAATT_SORT_AUTO and/or covariance = BAATT_COVARIANCE_AUTO)
+ * is checked against the reference's choice and against the GPU's own fixed runs of each
+ * candidate (sort on/off x lambda 1/0) on the same inputs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@
 typedef struct gpu_result {
     baatt_config cfg;
     void *q, *k, *v, *o;
-    uint8_t *mask, *sorted; /* sorted: [batch, kv_heads] blocking each kv head got */
+    uint8_t *mask, *sorted, *cov; /* sorted, cov: [batch, kv_heads] blocking and lambda each kv head got */
     int32_t *pq, *pk;
     float *qfeat, *kfeat, *logits;
     baatt_run_stats st;
@@ -36,6 +37,7 @@ static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint
     c.batch = b, c.heads = h, c.kv_heads = hkv, c.q_len = nq, c.kv_len = nk, c.head_dim = d;
     c.block_size = block, c.keep_ratio = keep;
     c.norm_sort = BAATT_SORT_NORM; /* the fixed blocking check_stages checks; auto has its own tests */
+    c.covariance = BAATT_COVARIANCE_ON;
     return c;
 }
 
@@ -98,6 +100,8 @@ static baatt_status run_plan(gpu_result *r)
     assert_int_equal(baatt_plan_stats(plan, &r->st), BAATT_OK);
     r->sorted = malloc((size_t)cfg->batch * cfg->kv_heads);
     assert_int_equal(baatt_plan_read_head_sorted(plan, r->sorted), BAATT_OK);
+    r->cov = malloc((size_t)cfg->batch * cfg->kv_heads);
+    assert_int_equal(baatt_plan_read_head_covariance(plan, r->cov), BAATT_OK);
     size_t f = 3 * (size_t)cfg->head_dim;
     r->qfeat = malloc(4 * f * cfg->batch * cfg->heads * r->nq);
     r->kfeat = malloc(4 * f * cfg->batch * cfg->kv_heads * r->nk);
@@ -115,7 +119,8 @@ static baatt_status run_plan(gpu_result *r)
 
 static void free_result(gpu_result *r)
 {
-    free(r->q), free(r->k), free(r->v), free(r->o), free(r->mask), free(r->sorted), free(r->pq), free(r->pk);
+    free(r->q), free(r->k), free(r->v), free(r->o), free(r->mask), free(r->sorted), free(r->cov), free(r->pq),
+        free(r->pk);
     free(r->qfeat), free(r->kfeat), free(r->logits);
 }
 
@@ -263,12 +268,14 @@ static void check_counts(const gpu_result *r)
     assert_true(fabs(sp - r->st.sparsity) < 1e-9);
 }
 
-/* Every stage of a fixed-blocking run (norm_sort 0 or 1) against the reference. */
+/* Every stage of a fixed-blocking run (norm_sort 0 or 1, covariance 0 or 1) against the reference. */
 static void check_stages(const gpu_result *r)
 {
     const baatt_config *c = &r->cfg;
-    for (uint32_t i = 0; i < c->batch * c->kv_heads; i++)
+    for (uint32_t i = 0; i < c->batch * c->kv_heads; i++) {
         assert_int_equal(r->sorted[i], c->norm_sort == BAATT_SORT_NORM);
+        assert_int_equal(r->cov[i], c->covariance == BAATT_COVARIANCE_ON);
+    }
     check_perm(r, r->q, c->heads, c->q_len, r->pq);
     check_perm(r, r->k, c->kv_heads, c->kv_len, r->pk);
     float *qm, *qv, *km, *kv;
@@ -503,11 +510,13 @@ static void *copy_tensor(const void *x, size_t n, baatt_dtype dt)
     return y;
 }
 
-/* A run of src's config with norm_sort = mode on a copy of src's inputs. */
-static baatt_status run_mode(const gpu_result *src, int mode, gpu_result *r)
+/* The fixed run of candidate x of src's config (its blocking and lambda) on a copy of src's inputs. */
+static baatt_status run_candidate(const gpu_result *src, uint32_t x, gpu_result *r)
 {
     baatt_config c = src->cfg;
-    c.norm_sort = mode;
+    baatt_auto_cands a = baatt_auto_candidates(&c);
+    c.norm_sort = (a.sorted >> x) & 1u ? BAATT_SORT_NORM : BAATT_SORT_OFF;
+    c.covariance = (a.cov >> x) & 1u ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_OFF;
     result_init(&c, r);
     r->q = copy_tensor(src->q, r->qn, c.dtype);
     r->k = copy_tensor(src->k, r->kn, c.dtype);
@@ -534,15 +543,25 @@ static void workload_inputs(const char *name, float jitter, const baatt_config *
     eval_data_free(&d);
 }
 
+/* The candidate index of a kv head's choice (blocking sorted, lambda 1 or not) in cfg's candidates. */
+static uint32_t candidate_of(const baatt_config *c, uint8_t sorted, uint8_t cov)
+{
+    baatt_auto_cands a = baatt_auto_candidates(c);
+    for (uint32_t x = 0; x < a.n; x++)
+        if (((a.sorted >> x) & 1u) == sorted && ((a.cov >> x) & 1u) == cov) return x;
+    fail_msg("no candidate is (sorted %u, lambda %u)", sorted, cov);
+    return 0;
+}
+
 /* Each kv head of the auto run a has exactly the perms and mask rows (and so the counts and the
- * output) of the fixed run of the blocking it chose: s (sorted) or u (original order). */
-static void check_auto_matches(const gpu_result *a, const gpu_result *s, const gpu_result *u)
+ * output) of the fixed run of the candidate it chose (runs, in candidate order). */
+static void check_auto_matches(const gpu_result *a, const gpu_result *runs)
 {
     const baatt_config *c = &a->cfg;
     uint32_t g = c->heads / c->kv_heads;
     size_t mrow = (size_t)a->nq * a->nk;
     for (uint32_t bk = 0; bk < c->batch * c->kv_heads; bk++) {
-        const gpu_result *w = a->sorted[bk] ? s : u;
+        const gpu_result *w = &runs[candidate_of(c, a->sorted[bk], a->cov[bk])];
         assert_memory_equal(a->pk + (size_t)bk * c->kv_len, w->pk + (size_t)bk * c->kv_len, 4ull * c->kv_len);
         for (uint32_t bh = bk * g; bh < (bk + 1) * g; bh++) {
             assert_memory_equal(a->pq + (size_t)bh * c->q_len, w->pq + (size_t)bh * c->q_len, 4ull * c->q_len);
@@ -581,22 +600,27 @@ static double sampled_recall(const gpu_result *r, uint32_t bh, uint32_t *kblk, d
     return total;
 }
 
-/* Per kv head: the GPU's choice must follow the rule applied in fp64 to the GPU's own selections
- * (fixed runs s and u), unless the two recalls are within fp32 summation error; and it must equal
- * the reference's choice wherever the recalls differ by more than 1% of their maximum (the
- * reference selects from fp64 logits, so a near-tie logit may flip one of its blocks). */
-static void check_choice(const gpu_result *a, const gpu_result *s, const gpu_result *u, const uint8_t *want)
+/* Per kv head: the GPU's choice must follow the rule (baatt_auto_pick) applied in fp64 to the GPU's
+ * own selections (the fixed runs), up to fp32 summation error: no candidate may recall more than
+ * the chosen one by over 1e-4 a row; and it must equal the reference's choice want wherever the
+ * rule's winner leads every other candidate by more than 1% a row (the reference selects from fp64
+ * logits, so a near-tie logit may flip one of its blocks). */
+static void check_choice(const gpu_result *a, const gpu_result *runs, const uint32_t *want)
 {
     const baatt_config *c = &a->cfg;
-    uint32_t g = c->heads / c->kv_heads, n = baatt_auto_samples(c->q_len);
+    uint32_t g = c->heads / c->kv_heads, n = baatt_auto_samples(c->q_len), nc = baatt_auto_candidates(c).n;
     uint32_t *kblk = malloc(4ull * c->kv_len);
     double *p = malloc(8ull * c->kv_len);
     for (uint32_t bk = 0; bk < c->batch * c->kv_heads; bk++) {
-        double margin = 0;
-        for (uint32_t bh = bk * g; bh < (bk + 1) * g; bh++)
-            margin += sampled_recall(s, bh, kblk, p) - sampled_recall(u, bh, kblk, p);
-        if (fabs(margin) > 1e-4 * g * n) assert_int_equal(a->sorted[bk], margin >= 0);
-        if (fabs(margin) > 1e-2 * g * n) assert_int_equal(a->sorted[bk], want[bk]);
+        double rec[BAATT_AUTO_MAX_CANDS] = {0};
+        for (uint32_t x = 0; x < nc; x++)
+            for (uint32_t bh = bk * g; bh < (bk + 1) * g; bh++) rec[x] += sampled_recall(&runs[x], bh, kblk, p);
+        uint32_t w = candidate_of(c, a->sorted[bk], a->cov[bk]), best = baatt_auto_pick(rec, nc);
+        assert_true(rec[best] - rec[w] <= 1e-4 * g * n);
+        double lead = INFINITY;
+        for (uint32_t x = 0; x < nc; x++)
+            if (x != best && rec[best] - rec[x] < lead) lead = rec[best] - rec[x];
+        if (lead > 1e-2 * g * n) assert_int_equal(w, want[bk]), assert_int_equal(w, best);
     }
     free(kblk), free(p);
 }
@@ -632,11 +656,12 @@ static void check_reference_auto(const gpu_result *a, const uint8_t *choice)
     free(pq), free(pk), free(sq), free(sk), free(o);
 }
 
-/* a: an auto-sort config with inputs. expect: 1 every kv head should sort, 0 most should not (on
- * the rotary workload the sampled-recall margin is about -12 +- 6 of 64 rows per head, so a
- * single head picks sorting now and then: ~5% of seeds had one of two heads do so), -1 either.
- * The GPU's choice must equal the reference's; the fixed runs pass every stage check. */
-static void check_auto(gpu_result *a, int expect)
+/* a: a config with more than one candidate, with inputs. expect: 1 every kv head should sort, 0
+ * most should not (on the rotary workload the sampled-recall margin is about -12 +- 6 of 64 rows
+ * per head, so a single head picks sorting now and then: ~5% of seeds had one of two heads do so),
+ * -1 either. The GPU's choice must equal the reference's; the fixed runs pass every stage check.
+ * Returns the choice as candidate indices (batch * kv_heads, caller frees); frees a. */
+static uint32_t *check_auto(gpu_result *a, int expect)
 {
     const baatt_config *c = &a->cfg;
     baatt_status st = run_plan(a);
@@ -645,25 +670,33 @@ static void check_auto(gpu_result *a, int expect)
         skip();
     }
     assert_int_equal(st, BAATT_OK);
-    gpu_result s, u;
-    assert_int_equal(run_mode(a, BAATT_SORT_NORM, &s), BAATT_OK);
-    assert_int_equal(run_mode(a, BAATT_SORT_OFF, &u), BAATT_OK);
-    check_stages(&s);
-    check_stages(&u);
-    uint32_t bk = c->batch * c->kv_heads;
-    uint8_t *want = malloc(bk);
-    assert_int_equal(baatt_reference_auto_sorted(c, a->q, a->k, want), BAATT_OK);
-    check_choice(a, &s, &u, want);
+    uint32_t nc = baatt_auto_candidates(c).n, bk = c->batch * c->kv_heads;
+    assert_true(nc > 1);
+    gpu_result runs[BAATT_AUTO_MAX_CANDS];
+    for (uint32_t x = 0; x < nc; x++) {
+        assert_int_equal(run_candidate(a, x, &runs[x]), BAATT_OK);
+        check_stages(&runs[x]);
+    }
+    uint8_t *want_s = malloc(bk), *want_c = malloc(bk);
+    uint32_t *want = malloc(4ull * bk), *got = malloc(4ull * bk);
+    assert_int_equal(baatt_reference_auto_choice(c, a->q, a->k, want_s, want_c), BAATT_OK);
     uint32_t nsorted = 0;
-    for (uint32_t i = 0; i < bk; i++) nsorted += a->sorted[i] != 0;
+    for (uint32_t i = 0; i < bk; i++) {
+        want[i] = candidate_of(c, want_s[i], want_c[i]);
+        got[i] = candidate_of(c, a->sorted[i], a->cov[i]);
+        nsorted += a->sorted[i] != 0;
+    }
+    check_choice(a, runs, want);
     if (expect == 1) assert_int_equal(nsorted, bk);
     if (expect == 0) assert_true(2 * nsorted < bk);
-    check_auto_matches(a, &s, &u);
+    check_auto_matches(a, runs);
     check_counts(a);
     check_attention(a);
-    check_reference_auto(a, want);
-    free(want);
-    free_result(&s), free_result(&u), free_result(a);
+    check_reference_auto(a, want_s);
+    free(want_s), free(want_c), free(want);
+    for (uint32_t x = 0; x < nc; x++) free_result(&runs[x]);
+    free_result(a);
+    return got;
 }
 
 /* Random-norm inputs (attention follows key norms): sorting wins on every head. */
@@ -677,7 +710,7 @@ static void auto_sort_wins(void **s)
     result_init(&c, &a);
     a.q = inputs(&rng, &c, a.qn, 1), a.k = inputs(&rng, &c, a.kn, 0);
     a.v = th_random_tensor(&rng, c.dtype, a.kn, 1.0f);
-    check_auto(&a, 1);
+    free(check_auto(&a, 1));
 }
 
 /* Rotary positional heads with equal token norms (no jitter): attention is local and the norm
@@ -694,7 +727,7 @@ static void auto_sort_loses(void **s)
     baatt_tuning t = th_tuning();
     t.logits_mib = 0.0002; /* both passes chunked: a few rows per chunk */
     g_tuning = &t;
-    check_auto(&a, 0);
+    free(check_auto(&a, 0));
     g_tuning = NULL;
 }
 
@@ -707,7 +740,59 @@ static void auto_mixed_f16_gqa(void **s)
     c.select_mode = BAATT_SELECT_MASS_THRESHOLD, c.mass_threshold = 0.8f;
     gpu_result a;
     workload_inputs("mixture", EVAL_DEFAULT_JITTER, &c, &a);
-    check_auto(&a, -1);
+    free(check_auto(&a, -1));
+}
+
+/* Planted lambda choice: every query is a (e0 + e1) plus noise; key blocks alternate between
+ * "true" blocks (keys m (e0 + e1)) and "decoy" blocks whose keys are +-s on e0 and e1 with mean 0
+ * and a large diagonal variance. On even kv heads the decoy keys are x (e0 + e1): q.k = +-2as, so
+ * half of them carry most of the mass, which only the covariance term sees (lambda 1 wins). On odd
+ * kv heads they are x (e0 - e1): q.k = 0 whatever their variance, so the term's pull towards them
+ * is wrong and the true blocks hold the mass (lambda 0 wins). Sorting by norm keeps each block's
+ * key set, so the blockings nearly tie. */
+static void planted_cov_inputs(const baatt_config *c, gpu_result *r)
+{
+    const float a = 2.0f, s = 8.0f, m = 2.0f, noise = 0.1f;
+    uint64_t rng = th_seed() ^ 0xc0fu;
+    result_init(c, r);
+    r->q = th_random_tensor(&rng, c->dtype, r->qn, noise);
+    r->k = th_random_tensor(&rng, c->dtype, r->kn, noise);
+    r->v = th_random_tensor(&rng, c->dtype, r->kn, 1.0f);
+    uint32_t d = c->head_dim;
+    for (size_t t = 0; t < r->qn / d; t++)
+        for (uint32_t e = 0; e < 2; e++)
+            baatt_store(r->q, c->dtype, t * d + e, a + baatt_load(r->q, c->dtype, t * d + e));
+    for (size_t t = 0; t < r->kn / d; t++) {
+        uint32_t j = t % c->kv_len, kv_head = (uint32_t)(t / c->kv_len) % c->kv_heads;
+        int decoy = (j / c->block_size) % 2 == 0;
+        float x = j % 2 ? s : -s, k0 = decoy ? x : m, k1 = decoy ? (kv_head % 2 ? -x : x) : m;
+        baatt_store(r->k, c->dtype, t * d, k0 + baatt_load(r->k, c->dtype, t * d));
+        baatt_store(r->k, c->dtype, t * d + 1, k1 + baatt_load(r->k, c->dtype, t * d + 1));
+    }
+}
+
+/* Every (norm_sort, covariance) pair with more than one candidate, on the planted inputs: the GPU
+ * follows the reference and its own fixed runs, and where lambda is chosen the even kv heads take
+ * lambda 1 and the odd ones lambda 0 (so ignoring the choice, or mixing up the slots, fails). */
+static void auto_covariance_choice(void **st)
+{
+    (void)st;
+    static const int modes[][2] = {{BAATT_SORT_AUTO, BAATT_COVARIANCE_AUTO},
+                                   {BAATT_SORT_NORM, BAATT_COVARIANCE_AUTO},
+                                   {BAATT_SORT_OFF, BAATT_COVARIANCE_AUTO},
+                                   {BAATT_SORT_AUTO, BAATT_COVARIANCE_OFF},
+                                   {BAATT_SORT_AUTO, BAATT_COVARIANCE_ON}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        baatt_config c = make(2, 4, 2, 256, 512, 64, 64, 0.5f);
+        c.norm_sort = modes[i][0], c.covariance = modes[i][1];
+        gpu_result a;
+        planted_cov_inputs(&c, &a);
+        uint32_t *got = check_auto(&a, -1);
+        baatt_auto_cands k = baatt_auto_candidates(&c);
+        for (uint32_t bk = 0; bk < c.batch * c.kv_heads && k.lambdas == 2; bk++)
+            assert_int_equal((k.cov >> got[bk]) & 1u, (bk % c.kv_heads) % 2 == 0);
+        free(got);
+    }
 }
 
 /* Where the device has cooperative matrix 2 (and bf16 cooperative matrices for bf16) and the
@@ -891,6 +976,10 @@ static void bad_baatt_configs(void **s)
     th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort 3");
     z = c, z.norm_sort = -1;
     th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "norm_sort -1");
+    z = c, z.covariance = 3;
+    th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "covariance 3 is not a baatt_covariance_mode");
+    z = c, z.covariance = -1;
+    th_expect_plan_error(z, BAATT_ERROR_INVALID_ARGUMENT, "covariance -1");
     /* fp32 at head_dim 128 reads 8 rows per norm-key workgroup: 2^19 rows need 65536 workgroups,
      * one past the smallest maxComputeWorkGroupCount[0] Vulkan allows (lavapipe's). Devices with
      * a larger limit must create the plan. */
@@ -918,7 +1007,8 @@ int main(void)
         cmocka_unit_test(baatt_chunked_logits),    cmocka_unit_test(baatt_many_chunks_timed),
         cmocka_unit_test(baatt_keep_one_is_dense), cmocka_unit_test(auto_sort_wins),
         cmocka_unit_test(auto_sort_loses),         cmocka_unit_test(auto_mixed_f16_gqa),
-        cmocka_unit_test(bad_baatt_configs),       cmocka_unit_test(tensor_core_path_chosen),
+        cmocka_unit_test(auto_covariance_choice),  cmocka_unit_test(bad_baatt_configs),
+        cmocka_unit_test(tensor_core_path_chosen),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

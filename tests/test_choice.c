@@ -213,6 +213,19 @@ static void choice_h100(void **s)
     ch = choose(h100(), a, NULL);
     assert_true(ch.auto_sort && ch.attend.sorted && !ch.stats.copy);
     assert_int_equal(ch.samples, AUTO_SAMPLE_ROWS);
+    /* the candidates, in tie order (sorted, 1), (original, 1), (sorted, 0), (original, 0) */
+    assert_int_equal(ch.cands.n, 4);
+    assert_int_equal(ch.cands.sorted, 0x5);
+    assert_int_equal(ch.cands.cov, 0x3);
+    /* lambda chosen on a fixed sorted blocking: the perms stay, so the statistics still copy */
+    a.norm_sort = BAATT_SORT_NORM;
+    ch = choose(h100(), a, NULL);
+    assert_true(ch.auto_sort && ch.stats.copy);
+    assert_true(ch.cands.n == 2 && ch.cands.sorted == 0x3 && ch.cands.cov == 0x1);
+    /* one candidate: no choice */
+    a.covariance = BAATT_COVARIANCE_OFF;
+    ch = choose(h100(), a, NULL);
+    assert_true(!ch.auto_sort && ch.cands.n == 1 && ch.cands.sorted == 1 && ch.cands.cov == 0);
     /* threshold mode: a workgroup per row */
     a = shape(4096, 128, 64, BAATT_DTYPE_F16, 0);
     a.select_mode = BAATT_SELECT_MASS_THRESHOLD;

@@ -432,7 +432,9 @@ static void json_output(void **s)
     assert_int_equal(count_char(r->out, '\n'), 1); /* one line, so it can be appended to a .jsonl */
     expect_contains(r->out, "\"sparsity\"");
     expect_contains(r->out, "\"stages_ms\"");
-    expect_contains(r->out, "\"sort_mode\": \"auto\""); /* the default since issue 17 */
+    expect_contains(r->out, "\"sort_mode\": \"auto\"");       /* the default since issue 17 */
+    expect_contains(r->out, "\"covariance_mode\": \"auto\""); /* the default since issue 17 item 5 */
+    expect_contains(r->out, "\"cov_heads\": ");
     free(r);
 }
 
@@ -451,6 +453,15 @@ static void sort_auto(void **s)
     expect_ok(r);
     unlink(op);
     expect_contains(r->out, "sort: auto, sorted kv heads: ");
+    /* --covariance on: every kv head keeps the term (1 of 1 here), off: none */
+    run_cli(r, "attention %s --covariance on", io);
+    expect_ok(r);
+    unlink(op);
+    expect_contains(r->out, "covariance: on, lambda-1 kv heads: 1 of 1");
+    run_cli(r, "attention %s --covariance off --json", io);
+    expect_ok(r);
+    unlink(op);
+    expect_contains(r->out, "\"covariance_mode\": \"off\", \"cov_heads\": 0");
     free(r);
 }
 
@@ -615,6 +626,8 @@ static void bad_options(void **s)
     expect_failure(r, 0, "48");
     run_cli(r, "attention %s --sort sideways", io);
     expect_failure(r, 0, "sideways");
+    run_cli(r, "attention %s --covariance maybe", io);
+    expect_failure(r, 0, "--covariance maybe: expected auto, on or off");
     run_cli(r, "nosuchcmd");
     expect_failure(r, 2, "nosuchcmd");
     assert_int_equal(access(op, F_OK), -1); /* no failed run leaves an output behind */

@@ -44,6 +44,7 @@ static baatt_config cfg_of(const eval_data *d, uint32_t block)
     c.scale = d->scale;
     c.block_size = block;
     c.norm_sort = BAATT_SORT_NORM; /* the harness's `baatt` method */
+    c.covariance = BAATT_COVARIANCE_ON;
     return c;
 }
 
@@ -390,25 +391,40 @@ static void test_auto_variants(void **state)
     eval_data_free(&d);
 }
 
-/* baatt_auto measures the library's BAATT_SORT_AUTO: at a keep ratio, every head keeps the
- * blocking baatt_reference_auto_sorted chooses (its mask is baatt's or baatt_cov's accordingly). */
+/* baatt_auto measures the library's default (BAATT_SORT_AUTO, BAATT_COVARIANCE_AUTO) and
+ * baatt_auto_blk the blocking-only rule (covariance on): at a keep ratio, every head keeps the
+ * candidate baatt_reference_auto_choice chooses, so its mask is that of baatt (sorted, lambda 1),
+ * baatt_cov (original, 1), baatt_sort (sorted, 0) or meanpool (original, 0). On the shift workload
+ * (seed 17) one of the 8 heads takes lambda 0 and one the sorted blocking; the test asserts that
+ * the lambda choice is not the same on every head, so a rule that ignored it would fail. */
 static void test_auto_is_library_rule(void **state)
 {
     (void)state;
-    static const char *const ms[] = {"baatt", "baatt_cov", "baatt_auto"};
-    eval_data d = make("mixture", 5, 512, 17);
+    static const char *const ms[] = {"baatt", "baatt_cov", "baatt_sort", "meanpool", "baatt_auto", "baatt_auto_blk"};
+    eval_data d = make("shift", 8, 512, 17);
     eval_target t = {EVAL_KEEP, 0.5};
-    captured c = run_methods(&d, 64, &t, 1, 2, ms, 3);
-    baatt_config cfg = cfg_of(&d, 64);
-    uint8_t sorted[5];
-    assert_int_equal(baatt_reference_auto_sorted(&cfg, d.q, d.k, sorted), BAATT_OK);
-    uint32_t per_head = c.nb / d.heads, n_sorted = 0;
-    for (uint32_t h = 0; h < d.heads; h++) {
-        const uint8_t *want = c.masks[sorted[h] ? 0 : 1] + h * per_head;
-        assert_memory_equal(c.masks[2] + h * per_head, want, per_head);
-        n_sorted += sorted[h];
+    captured c = run_methods(&d, 64, &t, 1, 2, ms, 6);
+    uint32_t per_head = c.nb / d.heads;
+    for (int rule = 0; rule < 2; rule++) { /* 0: baatt_auto, 1: baatt_auto_blk */
+        baatt_config cfg = cfg_of(&d, 64);
+        cfg.norm_sort = BAATT_SORT_AUTO, cfg.covariance = rule ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_AUTO;
+        uint8_t sorted[8], cov[8];
+        assert_int_equal(baatt_reference_auto_choice(&cfg, d.q, d.k, sorted, cov), BAATT_OK);
+        uint32_t n_sorted = 0, n_cov = 0;
+        for (uint32_t h = 0; h < d.heads; h++) {
+            const uint8_t *want = c.masks[(sorted[h] ? 0 : 1) + (cov[h] ? 0 : 2)] + h * per_head;
+            assert_memory_equal(c.masks[4 + rule] + h * per_head, want, per_head);
+            n_sorted += sorted[h], n_cov += cov[h];
+        }
+        assert_float_equal(c.rec[4 + rule].sorted_heads, n_sorted / (double)d.heads, 1e-12);
+        if (rule) assert_int_equal(n_cov, d.heads);
+        else assert_true(n_cov > 0 && n_cov < d.heads);
     }
-    assert_float_equal(c.rec[2].sorted_heads, n_sorted / (double)d.heads, 1e-12);
+    uint8_t sorted_blk[8];
+    baatt_config cfg = cfg_of(&d, 64); /* auto_sorted: norm_sort AUTO whatever cfg says, cfg's lambda */
+    assert_int_equal(baatt_reference_auto_sorted(&cfg, d.q, d.k, sorted_blk), BAATT_OK);
+    for (uint32_t h = 0; h < d.heads; h++)
+        assert_memory_equal(c.masks[5] + h * per_head, c.masks[sorted_blk[h] ? 0 : 1] + h * per_head, per_head);
     captured_free(&c);
     eval_data_free(&d);
 }
@@ -430,6 +446,11 @@ static void test_auto_tie_keeps_sorted(void **state)
     for (int h = 0; h < 3; h++) assert_int_equal(sorted[h], 1);
     assert_true(baatt_auto_keeps_sorted(0.5, 0.5));
     assert_false(baatt_auto_keeps_sorted(0.5, 0.5000001));
+    /* the general rule: strictly greater wins, ties and NaN keep the earlier candidate */
+    assert_int_equal(baatt_auto_pick((const double[4]){0.5, 0.5, 0.5, 0.5}, 4), 0);
+    assert_int_equal(baatt_auto_pick((const double[4]){0.5, 0.6, 0.6, 0.55}, 4), 1);
+    assert_int_equal(baatt_auto_pick((const double[4]){0.5, NAN, 0.7, NAN}, 4), 2);
+    assert_int_equal(baatt_auto_pick((const double[2]){NAN, 0.9}, 2), 0);
     captured_free(&c);
     eval_data_free(&d);
 }

@@ -137,8 +137,10 @@ static void reuse_case(baatt_config c, uint64_t salt)
     assert_int_equal(run(plan, &t), BAATT_OK);
     selection est;
     read_selection(plan, &t, &est);
-    uint8_t *sorted = malloc(c.batch * c.kv_heads), *sorted2 = malloc(c.batch * c.kv_heads);
+    uint32_t nkv = c.batch * c.kv_heads;
+    uint8_t *sorted = malloc(2 * nkv), *sorted2 = malloc(2 * nkv); /* blocking, then lambda */
     assert_int_equal(baatt_plan_read_head_sorted(plan, sorted), BAATT_OK);
+    assert_int_equal(baatt_plan_read_head_covariance(plan, sorted + nkv), BAATT_OK);
     baatt_run_stats st0, st1;
     assert_int_equal(baatt_plan_stats(plan, &st0), BAATT_OK);
     void *first = malloc(ob);
@@ -155,7 +157,8 @@ static void reuse_case(baatt_config c, uint64_t salt)
     assert_memory_equal(est.pq, again.pq, 4ull * c.batch * c.heads * c.q_len);
     assert_memory_equal(est.pk, again.pk, 4ull * c.batch * c.kv_heads * c.kv_len);
     assert_int_equal(baatt_plan_read_head_sorted(plan, sorted2), BAATT_OK);
-    assert_memory_equal(sorted, sorted2, c.batch * c.kv_heads);
+    assert_int_equal(baatt_plan_read_head_covariance(plan, sorted2 + nkv), BAATT_OK);
+    assert_memory_equal(sorted, sorted2, 2 * nkv);
     assert_int_equal(baatt_plan_stats(plan, &st1), BAATT_OK);
     assert_int_equal(st1.selected_blocks, st0.selected_blocks);
     assert_true(st1.sparsity == st0.sparsity);
@@ -374,6 +377,9 @@ static void given_case(baatt_config c, int order, int buffers, uint64_t salt)
     uint8_t *sorted = malloc(hk);
     assert_int_equal(baatt_plan_read_head_sorted(plan, sorted), BAATT_OK);
     for (uint32_t h = 0; h < hk; h++) assert_int_equal(sorted[h], order != ORDER_ORIGINAL);
+    memset(sorted, 0xAA, hk);
+    assert_int_equal(baatt_plan_read_head_covariance(plan, sorted), BAATT_OK);
+    for (uint32_t h = 0; h < hk; h++) assert_int_equal(sorted[h], 0); /* no lambda made a given selection */
     baatt_run_stats st;
     assert_int_equal(baatt_plan_stats(plan, &st), BAATT_OK);
     uint64_t blocks = 0, tokens = 0;

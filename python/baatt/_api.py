@@ -15,6 +15,7 @@ from ._lib import DeviceInfoC, RunStatsC, STAGE_COUNT, lib, text
 Device = Union[int, str, None]
 Layout = Literal["bhnd", "bnhd"]
 SortMode = Literal["norm", "off", "auto"]
+CovarianceMode = Union[bool, Literal["on", "off", "auto"]]
 
 
 class Status(enum.IntEnum):
@@ -64,6 +65,16 @@ class Error(Exception):
 
 _DTYPE_F32, _DTYPE_F16, _DTYPE_BF16 = 0, 1, 2
 _SORT = {"off": 0, "norm": 1, "auto": 2}
+_COVARIANCE = {"off": 0, "on": 1, "auto": 2}
+
+
+def _covariance_code(covariance: Any) -> int:
+    """baatt_covariance_mode of "off" / "on" / "auto" (True / False: "on" / "off", as before auto)."""
+    if isinstance(covariance, bool):
+        return int(covariance)
+    if isinstance(covariance, str) and covariance in _COVARIANCE:
+        return _COVARIANCE[covariance]
+    raise Error(Status.INVALID_ARGUMENT, f"covariance {covariance!r}: expected 'auto', 'on' or 'off' (or a bool)")
 _DEVICE_TYPES = {0: "other", 1: "discrete", 2: "integrated", 3: "virtual", 4: "cpu"}
 STAGES: Tuple[str, ...] = tuple(text(lib.baatt_stage_name(i)) for i in range(STAGE_COUNT))
 
@@ -228,11 +239,14 @@ class Selection:
     perm_q: int32 [B, H, q_len], the original token index at each sorted position
     perm_k: int32 [B, kv_heads, kv_len]
     sorted_heads: bool [B, kv_heads], True where the kv head got the norm-sorted blocking
+    cov_heads: bool [B, kv_heads], True where the kv head's selection used the covariance term
+        (lambda 1); None where not read (a Selection built by hand)
     """
     mask: np.ndarray
     perm_q: np.ndarray
     perm_k: np.ndarray
     sorted_heads: np.ndarray
+    cov_heads: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -296,12 +310,14 @@ class Plan:
     def __init__(self, q_shape: Sequence[int], kv_shape: Sequence[int], dtype: Any = "float32", *,
                  scale: Optional[float] = None, dense: bool = False, keep: float = 0.5,
                  threshold: Optional[float] = None, block: int = 64, sort: SortMode = "auto",
-                 covariance: bool = True, layout: Layout = "bhnd", device: Device = None, lse: bool = False):
+                 covariance: CovarianceMode = "auto", layout: Layout = "bhnd", device: Device = None,
+                 lse: bool = False):
         self._handle = ctypes.c_void_p()
         if layout not in ("bhnd", "bnhd"):
             raise Error(Status.INVALID_ARGUMENT, f"layout {layout!r}: expected 'bhnd' or 'bnhd'")
         if sort not in _SORT:
             raise Error(Status.INVALID_ARGUMENT, f"sort {sort!r}: expected 'auto', 'norm' or 'off'")
+        cov = _covariance_code(covariance)
         q_shape, kv_shape = tuple(int(s) for s in q_shape), tuple(int(s) for s in kv_shape)
         if len(q_shape) != 4 or len(kv_shape) != 4:
             raise Error(Status.BAD_SHAPE, f"q_shape {q_shape} and kv_shape {kv_shape} must have 4 dimensions")
@@ -318,7 +334,7 @@ class Plan:
         cfg.batch, cfg.heads, cfg.kv_heads, cfg.q_len, cfg.kv_len, cfg.head_dim = b, h, hk, n, nk, d
         cfg.dtype, cfg.dense, cfg.block_size = self.dtype, int(dense), int(block)
         cfg.scale = 0.0 if scale is None else float(scale)
-        cfg.norm_sort, cfg.covariance, cfg.keep_ratio = _SORT[sort], int(covariance), float(keep)
+        cfg.norm_sort, cfg.covariance, cfg.keep_ratio = _SORT[sort], cov, float(keep)
         cfg.lse = int(bool(lse))
         if threshold is not None:
             cfg.select_mode, cfg.mass_threshold = 1, float(threshold)
@@ -452,7 +468,7 @@ class Plan:
                      sparsity=st.sparsity, selected_blocks=int(st.selected_blocks), timed=bool(st.timed))
 
     def selection(self) -> Selection:
-        """The block mask, permutations and per-kv-head blocking of the last call."""
+        """The block mask, permutations and per-kv-head blocking and lambda of the last call."""
         c = self.config
         mask = np.empty((c.batch, c.heads, self.q_blocks, self.k_blocks), np.uint8)
         perm_q = np.empty((c.batch, c.heads, c.q_len), np.int32)
@@ -462,7 +478,10 @@ class Plan:
         self._call(lib.baatt_plan_read_mask(h, mask.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
         self._call(lib.baatt_plan_read_perms(h, perm_q.ctypes.data, perm_k.ctypes.data))
         self._call(lib.baatt_plan_read_head_sorted(h, heads.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
-        return Selection(mask=mask.astype(bool), perm_q=perm_q, perm_k=perm_k, sorted_heads=heads.astype(bool))
+        cov = np.empty((c.batch, c.kv_heads), np.uint8)
+        self._call(lib.baatt_plan_read_head_covariance(h, cov.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))))
+        return Selection(mask=mask.astype(bool), perm_q=perm_q, perm_k=perm_k, sorted_heads=heads.astype(bool),
+                         cov_heads=cov.astype(bool))
 
     def lse(self) -> Any:
         """The log-sum-exp of the last call, float32 [B, H, q_len] whatever the layout (as
@@ -539,7 +558,7 @@ def _from_bhnd(o: Any, q: Any, layout: Layout) -> Any:
 
 def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: bool = False,
               keep: float = 0.5, threshold: Optional[float] = None, block: int = 64,
-              sort: SortMode = "auto", covariance: bool = True, layout: Layout = "bhnd",
+              sort: SortMode = "auto", covariance: CovarianceMode = "auto", layout: Layout = "bhnd",
               device: Device = None, return_selection: bool = False, return_stats: bool = False,
               mask: Any = None, perm_q: Any = None, perm_k: Any = None, return_lse: bool = False) -> Any:
     """Block Approximate Sparse Attention (or exact attention with dense=True) of q over k, v.
@@ -556,7 +575,11 @@ def attention(q: Any, k: Any, v: Any, *, scale: Optional[float] = None, dense: b
     threshold: instead, keep the fewest blocks whose estimated attention mass reaches it.
     block: 32, 64 or 128 tokens. sort: "auto" (default) picks per kv head whichever of the two
     blockings recalls more on 64 sampled exact rows, "norm" blocks the norm-sorted tokens, "off" the
-    original order (why auto: bench/results/accuracy.md, "Defaults"). device: an index or name substring
+    original order (why auto: bench/results/accuracy.md, "Defaults"). covariance: "auto" (default)
+    picks per kv head, on the same sampled rows and together with the blocking, whether the block
+    logit keeps its covariance term (lambda 1) or not (lambda 0): it lifts recall on real attention
+    (bench/results/accuracy.md, "Selection on real attention") for two more score and select
+    passes; "on" / True or "off" / False fix it. device: an index or name substring
     from devices(), default the best device (BAATT_DEVICE honoured).
 
     mask (with perm_q, perm_k): attend on this block selection instead of estimating one (see

@@ -106,6 +106,7 @@ _PROTOTYPES = {
     "baatt_plan_read_mask": (c_int, [c_void_p, POINTER(c_uint8)]),
     "baatt_plan_read_perms": (c_int, [c_void_p, c_void_p, c_void_p]),
     "baatt_plan_read_head_sorted": (c_int, [c_void_p, POINTER(c_uint8)]),
+    "baatt_plan_read_head_covariance": (c_int, [c_void_p, POINTER(c_uint8)]),
     "baatt_plan_read_lse": (c_int, [c_void_p, c_void_p]),
     "baatt_stage_name": (c_char_p, [c_int]),
     "baatt_device_buffer_create_exportable": (c_int, [c_void_p, c_uint64, POINTER(c_void_p)]),

@@ -41,6 +41,8 @@ class Config:
     block: tokens per block: 32, 64 or 128.
     sort: "auto" (default: per kv head, the better of the next two on 64 sampled exact rows), "norm"
         (blocks of norm-sorted tokens) or "off" (original order).
+    covariance: "auto" (default: per kv head, the block logit with or without its covariance term,
+        whichever recalls more on the same sampled rows), "on" or "off" (baatt.attention).
     dense_steps: the first k denoising steps of each run attend densely (SDPA): early steps set the
         layout of the video and are the most sensitive.
     dense_layers: layer indices (the block number in the transformer) that always attend densely.
@@ -59,6 +61,7 @@ class Config:
     threshold: Optional[float] = None
     block: int = 64
     sort: str = "auto"
+    covariance: str = "auto"
     dense_steps: int = 0
     dense_layers: FrozenSet[int] = field(default_factory=frozenset)
     reuse_every: int = 1
@@ -73,6 +76,8 @@ class Config:
                   (self.threshold is None or 0 < self.threshold <= 1, f"threshold {self.threshold}: must be in (0, 1]"),
                   (self.block in (32, 64, 128), f"block {self.block}: must be 32, 64 or 128"),
                   (self.sort in ("norm", "off", "auto"), f"sort {self.sort!r}: must be 'norm', 'off' or 'auto'"),
+                  (self.covariance in ("on", "off", "auto"),
+                   f"covariance {self.covariance!r}: must be 'on', 'off' or 'auto'"),
                   (self.dense_steps >= 0, f"dense_steps {self.dense_steps}: must be >= 0"),
                   (self.reuse_every >= 1, f"reuse_every {self.reuse_every}: must be >= 1"),
                   (self.selection_store in ("host", "plan"),
@@ -181,7 +186,7 @@ class _Engine:
             cfg = self.config
             q_shape, kv_shape, dtype, layout = shape
             plan = Plan(q_shape, kv_shape, dtype.replace("torch.", ""), keep=cfg.keep, threshold=cfg.threshold,
-                        block=cfg.block, sort=cfg.sort, layout=layout, device=cfg.device)
+                        block=cfg.block, sort=cfg.sort, covariance=cfg.covariance, layout=layout, device=cfg.device)
             self._plans[cache_key] = plan
         return plan
 

@@ -64,6 +64,49 @@ def test_default_sort_is_auto(rng):
     assert (a.mask == b.mask).all() and (a.perm_k == b.perm_k).all() and (a.sorted_heads == b.sorted_heads).all()
 
 
+def planted_covariance(rng, b=1, h=4, hk=2, n=256, nk=512, d=64, block=64):
+    # decoy key blocks (every other one) with mean 0 and a large variance on dims 0, 1: on even kv
+    # heads the decoys are x (e0 + e1), so q.k = +-32 and the covariance term is right to pick them
+    # (lambda 1); on odd ones x (e0 - e1), so q.k = 0 and the term is wrong (lambda 0)
+    q = 0.1 * rng.standard_normal((b, h, n, d)).astype(np.float32)
+    k = 0.1 * rng.standard_normal((b, hk, nk, d)).astype(np.float32)
+    v = rng.standard_normal((b, hk, nk, d)).astype(np.float32)
+    q[..., :2] += 2.0
+    j = np.arange(nk)
+    decoy = (j // block) % 2 == 0
+    x = np.where(j % 2 == 1, 8.0, -8.0)
+    for kh in range(hk):
+        k[:, kh, :, 0] += np.where(decoy, x, 2.0)
+        k[:, kh, :, 1] += np.where(decoy, -x if kh % 2 else x, 2.0)
+    return q, k, v
+
+
+@pytest.mark.parametrize("sort", ["auto", "norm", "off"])
+def test_covariance_auto(rng, sort):
+    q, k, v = planted_covariance(rng)
+    o, sel = baatt.attention(q, k, v, sort=sort, covariance="auto", return_selection=True)
+    assert sel.cov_heads.tolist() == [[True, False]]  # planted: the choice differs per kv head
+    assert rel_l2(o, sparse_reference(q, k, v, sel, 64)) <= TOL[np.float32]
+    for fixed, want in (("on", True), (True, True), ("off", False), (False, False)):
+        _, s = baatt.attention(q, k, v, sort=sort, covariance=fixed, return_selection=True)
+        assert (s.cov_heads == want).all()
+        if fixed in ("on", "off") and sort != "auto":  # the auto run's head kh is this fixed run's head kh
+            kh = 0 if want else 1
+            assert (sel.mask[:, 2 * kh:2 * kh + 2] == s.mask[:, 2 * kh:2 * kh + 2]).all()
+
+
+def test_default_covariance_is_auto(rng):
+    import inspect
+    import baatt.diffusers as bd
+    for f in (baatt.attention, baatt.Plan.__init__):
+        assert inspect.signature(f).parameters["covariance"].default == "auto"
+    assert bd.Config().covariance == "auto"
+    q, k, v = planted_covariance(rng)
+    _, a = baatt.attention(q, k, v, return_selection=True)
+    _, b = baatt.attention(q, k, v, covariance="auto", return_selection=True)
+    assert (a.mask == b.mask).all() and (a.cov_heads == b.cov_heads).all()
+
+
 def test_nhd_layout(rng):
     q, k, v = qkv(rng, b=2, h=4, hk=2, n=96)
     nhd = [np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in (q, k, v)]
@@ -101,6 +144,8 @@ def test_non_contiguous_input(rng):
     (dict(block=48), baatt.Status.UNSUPPORTED_BLOCK_SIZE),
     (dict(scale=-1.0), baatt.Status.BAD_SCALE),
     (dict(sort="random"), baatt.Status.INVALID_ARGUMENT),
+    (dict(covariance="maybe"), baatt.Status.INVALID_ARGUMENT),
+    (dict(covariance=2), baatt.Status.INVALID_ARGUMENT),
     (dict(layout="hnd"), baatt.Status.INVALID_ARGUMENT),
 ])
 def test_bad_options(rng, kwargs, status):

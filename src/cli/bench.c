@@ -42,6 +42,7 @@ typedef struct bopts {
     float max_seconds;
     int dense, check;
     int sort; /* baatt_sort_mode of the BA-Att plans; -1: the library default */
+    int cov;  /* baatt_covariance_mode of the BA-Att plans; -1: the library default */
     const char *json, *device, *mask_dir;
 } bopts;
 
@@ -92,6 +93,9 @@ static const char USAGE[] =
     "  --block B           BA-Att block size (default 64)\n"
     "  --sort M            BA-Att blocking: auto (default), norm or off (baatt attention --help);\n"
     "                      BA-Att timings recorded before auto became the default are norm\n"
+    "  --covariance M      BA-Att covariance term: auto (default: lambda chosen per kv head, two\n"
+    "                      more score and select passes than on), on or off (baatt attention\n"
+    "                      --help); timings recorded before auto became the default are on\n"
     "  --reps R            timed repetitions (default 10)\n"
     "  --warmup W          untimed warm-up runs (default 2; at least 0.3 s of them)\n"
     "  --rotate S          input sets the repetitions rotate among (default 2, at most 8)\n"
@@ -173,7 +177,8 @@ static int parse_lists(bopts *o, int argc, char **argv, int *i, int *ok)
 static int parse(int argc, char **argv, bopts *o)
 {
     const char *c = "bench";
-    o->block = 64, o->reps = 10, o->warmup = 2, o->rotate = 2, o->max_seconds = 30, o->dense = 1, o->sort = -1;
+    o->block = 64, o->reps = 10, o->warmup = 2, o->rotate = 2, o->max_seconds = 30, o->dense = 1, o->sort = -1,
+    o->cov = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int ok = 1;
@@ -186,6 +191,7 @@ static int parse(int argc, char **argv, bopts *o)
         else if (!strcmp(a, "--dim")) ok = cli_arg_u32(c, argc, argv, &i, &o->dim);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &o->block);
         else if (!strcmp(a, "--sort")) ok = cli_arg_sort(c, argc, argv, &i, &o->sort);
+        else if (!strcmp(a, "--covariance")) ok = cli_arg_cov(c, argc, argv, &i, &o->cov);
         else if (!strcmp(a, "--reps")) ok = cli_arg_u32(c, argc, argv, &i, &o->reps);
         else if (!strcmp(a, "--warmup")) ok = cli_arg_u32(c, argc, argv, &i, &o->warmup);
         else if (!strcmp(a, "--rotate")) ok = cli_arg_u32(c, argc, argv, &i, &o->rotate);
@@ -597,6 +603,7 @@ static void json_record(FILE *f, const bench *b, const bresult *r)
             g->dense ? "baatt_dense" : "baatt");
     if (g->dense) fputs("null, \"keep\": null", f);
     else cli_json_string(f, cli_sort_name(g->norm_sort)), fprintf(f, ", \"keep\": %g", (double)g->keep_ratio);
+    if (!g->dense) fputs(", \"covariance\": ", f), cli_json_string(f, cli_cov_name(g->covariance));
     double tf = flops(g) / (r->ms * 1e9);
     json_num(f, "ms", r->ms, "%.6f");
     json_num(f, "min_ms", r->min_ms, "%.6f");
@@ -778,11 +785,11 @@ int cmd_bench(int argc, char **argv)
     char line[900];
     cli_device_line(&b.dev, line, sizeof line);
     if (b.o.sort < 0) b.o.sort = baatt_config_default().norm_sort;
-    printf(
-        "device: %s\nshape: batch 1, heads %u (kv %u), head_dim %u, block %u, sort %s; reps %u (warm-up %u, %u input "
-        "sets, max %.0f s per configuration)\n",
-        line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, cli_sort_name(b.o.sort), b.o.reps, b.o.warmup, b.o.rotate,
-        (double)b.o.max_seconds);
+    if (b.o.cov < 0) b.o.cov = baatt_config_default().covariance;
+    printf("device: %s\nshape: batch 1, heads %u (kv %u), head_dim %u, block %u, sort %s, covariance %s; reps %u "
+           "(warm-up %u, %u input sets, max %.0f s per configuration)\n",
+           line, b.o.heads, b.o.kv_heads, b.o.dim, b.o.block, cli_sort_name(b.o.sort), cli_cov_name(b.o.cov), b.o.reps,
+           b.o.warmup, b.o.rotate, (double)b.o.max_seconds);
     print_header();
     write_json(&b); /* an empty list until the first result: the file exists even if nothing runs */
     if (b.io_failed) {
@@ -794,7 +801,7 @@ int cmd_bench(int argc, char **argv)
         for (int i = 0; i < b.o.nn; i++) {
             baatt_config g = baatt_config_default();
             g.heads = b.o.heads, g.kv_heads = b.o.kv_heads, g.head_dim = b.o.dim, g.block_size = b.o.block;
-            g.norm_sort = b.o.sort;
+            g.norm_sort = b.o.sort, g.covariance = b.o.cov;
             g.q_len = g.kv_len = b.o.n[i];
             g.dtype = b.o.dt[t];
             char msg[512];

@@ -26,6 +26,9 @@ int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out);
 int cli_arg_sort(const char *cmd, int argc, char **argv, int *i, int *mode);
 /* "off", "norm" or "auto" for a baatt_sort_mode; "?" for anything else. */
 const char *cli_sort_name(int mode);
+/* --covariance M: a baatt_covariance_mode by its name (cli_cov_name: off, on, auto). */
+int cli_arg_cov(const char *cmd, int argc, char **argv, int *i, int *mode);
+const char *cli_cov_name(int mode);
 
 /* Opens a context on --device (index or name substring; NULL: default choice). */
 int cli_open(const char *cmd, const char *device, baatt_context **ctx);

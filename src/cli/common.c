@@ -62,13 +62,31 @@ const char *cli_sort_name(int mode)
     return mode >= BAATT_SORT_OFF && mode <= BAATT_SORT_AUTO ? SORT_NAMES[mode] : "?";
 }
 
+/* An option whose value is one of three names, indexed by the mode (off, on/norm, auto). */
+static int arg_named(const char *cmd, int argc, char **argv, int *i, const char *const names[3], int *mode)
+{
+    const char *v, *opt = argv[*i];
+    if (!cli_arg_str(cmd, argc, argv, i, &v)) return 0;
+    for (int m = 0; m < 3; m++)
+        if (!strcmp(v, names[m])) return *mode = m, 1;
+    return cli_fail(cmd, "%s %s: expected %s, %s or %s", opt, v, names[2], names[1], names[0]), 0;
+}
+
 int cli_arg_sort(const char *cmd, int argc, char **argv, int *i, int *mode)
 {
-    const char *v;
-    if (!cli_arg_str(cmd, argc, argv, i, &v)) return 0;
-    for (int m = BAATT_SORT_OFF; m <= BAATT_SORT_AUTO; m++)
-        if (!strcmp(v, SORT_NAMES[m])) return *mode = m, 1;
-    return cli_fail(cmd, "--sort %s: expected auto, norm or off", v), 0;
+    return arg_named(cmd, argc, argv, i, SORT_NAMES, mode);
+}
+
+static const char *const COV_NAMES[] = {"off", "on", "auto"}; /* indexed by baatt_covariance_mode */
+
+const char *cli_cov_name(int mode)
+{
+    return mode >= BAATT_COVARIANCE_OFF && mode <= BAATT_COVARIANCE_AUTO ? COV_NAMES[mode] : "?";
+}
+
+int cli_arg_cov(const char *cmd, int argc, char **argv, int *i, int *mode)
+{
+    return arg_named(cmd, argc, argv, i, COV_NAMES, mode);
 }
 
 int cli_arg_float(const char *cmd, int argc, char **argv, int *i, float *out)

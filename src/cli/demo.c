@@ -18,7 +18,8 @@ typedef struct demo {
 
 static const char USAGE[] =
     "usage: baatt demo [--n N] [--heads H] [--kv-heads H] [--dim D] [--batch B] [--dtype f32|f16]\n"
-    "                  [--keep R] [--block B] [--sort auto|norm|off] [--device D] [--workload NAME]\n"
+    "                  [--keep R] [--block B] [--sort auto|norm|off] [--covariance auto|on|off]\n"
+    "                  [--device D] [--workload NAME]\n"
     "\n"
     "Runs BA-Att and dense attention on random inputs on one device and prints their GPU times, the\n"
     "speed-up, BA-Att's error against dense attention, and both outputs' errors against the CPU\n"
@@ -28,7 +29,9 @@ static const char USAGE[] =
     "--workload picks the inputs: clustered (default: content clusters scattered over positions,\n"
     "where block selection matters), one of the other `baatt eval` workloads (iid, needles, rotary,\n"
     "rotary_needle, sinks, mixture, shift), or random (iid N(0,1), any --kv-heads).\n"
-    "--sort picks the blocking as in `baatt attention`: auto (default), norm or off.\n";
+    "--sort picks the blocking as in `baatt attention`: auto (default), norm or off.\n"
+    "--covariance picks the block logit's covariance term as there: auto (default: lambda 1 or 0\n"
+    "per kv head, which lifts real-attention recall; bench/results/accuracy.md), on or off.\n";
 
 static int parse(int argc, char **argv, demo *d)
 {
@@ -59,6 +62,7 @@ static int parse(int argc, char **argv, demo *d)
         else if (!strcmp(a, "--keep")) ok = cli_arg_float(c, argc, argv, &i, &d->cfg.keep_ratio);
         else if (!strcmp(a, "--block")) ok = cli_arg_u32(c, argc, argv, &i, &d->cfg.block_size);
         else if (!strcmp(a, "--sort")) ok = cli_arg_sort(c, argc, argv, &i, &d->cfg.norm_sort);
+        else if (!strcmp(a, "--covariance")) ok = cli_arg_cov(c, argc, argv, &i, &d->cfg.covariance);
         else if (!strcmp(a, "--device")) ok = cli_arg_str(c, argc, argv, &i, &d->device);
         else if (!strcmp(a, "--workload")) ok = cli_arg_str(c, argc, argv, &i, &d->workload);
         else if (!strcmp(a, "--dtype")) {
@@ -206,8 +210,8 @@ int cmd_demo(int argc, char **argv)
     printf("shape  : batch %u, heads %u (kv %u), seq %u, head_dim %u, %s\n", g->batch, g->heads, g->kv_heads, g->q_len,
            g->head_dim, baatt_dtype_name(g->dtype));
     printf("inputs : %s\n", d.workload);
-    printf("BA-Att : block %u, keep %.2f, sort %s, covariance on\n", g->block_size, (double)g->keep_ratio,
-           cli_sort_name(g->norm_sort));
+    printf("BA-Att : block %u, keep %.2f, sort %s, covariance %s\n", g->block_size, (double)g->keep_ratio,
+           cli_sort_name(g->norm_sort), cli_cov_name(g->covariance));
     fflush(stdout);
     void *q = NULL, *k = NULL, *v = NULL;
     run sp = {0}, dn = {0};

@@ -339,6 +339,7 @@ static int gpu_config(const opts *o, const eval_data *d, const eval_target *t, b
     c->scale = d->scale;
     c->block_size = o->block;
     c->norm_sort = BAATT_SORT_NORM; /* the `baatt` method is BA-Att as specified, whatever the default */
+    c->covariance = BAATT_COVARIANCE_ON;
     if (t->kind == EVAL_THRESHOLD) {
         c->select_mode = BAATT_SELECT_MASS_THRESHOLD;
         c->mass_threshold = (float)t->value;

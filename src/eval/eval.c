@@ -386,14 +386,21 @@ static const method METHODS[] = {
      0},
     /* variants beyond the issue's nine (not run by default) */
     {"baatt_auto", BLK_AUTO, score_pooled, 1, 0,
-     "BA-Att, norm-sorted or original blocking per head, chosen on 64 sampled exact rows", 0, 0, 0, 0, 0},
+     "BA-Att as the library's default (sort auto, covariance auto): {norm-sorted, original blocking} x "
+     "{covariance on, off} per head, chosen on 64 sampled exact rows",
+     0, 1, 0, 0, 0},
+    {"baatt_auto_blk", BLK_AUTO, score_pooled, 1, 0,
+     "BA-Att, norm-sorted or original blocking per head (covariance on), chosen on 64 sampled exact rows "
+     "(baatt_auto before the lambda choice: the older tables' baatt_auto)",
+     0, 0, 0, 0, 0},
     {"oracle_best", BLK_AUTO, score_oracle, 0, 0,
      "top-k of the true pooled map on whichever blocking recalls more, per head (bounds baatt_auto)", 0, 0, 0, 0, 0},
     /* issue 17 item 5 study (bench/results/accuracy.md, "Selection on real attention"): fields
      * split (heavy keys scored alone), cov_auto, split_exact, split_auto */
     {"cov_split", BLK_IDENTITY, score_pooled, 1, 0, "study: baatt_cov, 8 heaviest sampled keys scored alone", 8, 0, 0,
      0, 0},
-    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto choosing covariance on/off too", 0, 1, 0, 0, 0},
+    {"baatt_auto_cov", BLK_AUTO, score_pooled, 1, 0,
+     "study: baatt_auto_blk choosing covariance on/off too (the rule baatt_auto now runs)", 0, 1, 0, 0, 0},
     {"baatt_auto_h8", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 8 heavy keys scored alone (Gaussian)", 8, 1,
      0, 0, 0},
     {"baatt_auto_x64", BLK_AUTO, score_pooled, 1, 0, "study: baatt_auto_cov, 64 heavy keys scored alone (exact)", 64, 1,
@@ -781,10 +788,11 @@ static double pooled_recall(const head_ctx *c, int b, const int32_t *order, uint
     return total;
 }
 
-/* A BLK_AUTO method (baatt_auto): scored and ranked on the norm-sorted and on the original order;
- * for each target the head keeps the blocking whose selection recalls more of the sampled rows'
- * exact attention at that target's budget (ties keep the sorted blocking: the library's rule,
- * baatt_auto_keeps_sorted; a threshold target is judged at its matched budget). Norm sorting pays where token norms predict attention and breaks positional
+/* A BLK_AUTO method (baatt_auto): scored and ranked on the norm-sorted and on the original order
+ * (and, with cov_auto, with the covariance on and off: the library's BAATT_COVARIANCE_AUTO, in
+ * the same candidate order); for each target the head keeps the candidate whose selection recalls
+ * the most of the sampled rows' exact attention at that target's budget (ties keep the earlier
+ * one: the library's rule, baatt_auto_pick; a threshold target is judged at its matched budget). Norm sorting pays where token norms predict attention and breaks positional
  * structure where they do not (bench/results/accuracy.md), and which wins can depend on the
  * sparsity; the choice costs AUTO_ROWS dense rows and a second estimate per head. (The estimated
  * maps cannot make the choice: a sorted blocking's estimate looks more concentrated than its true
@@ -811,16 +819,12 @@ static baatt_status select_auto(head_ctx *c, uint32_t mi)
     int exact = m->score == score_oracle; /* oracle_best: the choice may use the true map */
     uint32_t n = exact ? 0 : ensure_sample(c);
     for (uint32_t t = 0; t < r->nt; t++) {
-        int best = 0;
         double rec[AUTO_CANDS];
-        for (int i = 0; i < nc; i++) {
+        for (int i = 0; i < nc; i++)
             rec[i] = exact ? pooled_recall(c, blk[i], c->cand_order[i], t)
                            : sampled_recall(c, blk[i], c->cand_order[i], t, n);
-            /* ties keep the earlier candidate; two candidates (sorted, original) take the library's
-             * own comparison, so baatt_auto measures the rule the library runs */
-            int better = nc == 2 ? !baatt_auto_keeps_sorted(rec[0], rec[1]) : rec[i] > rec[best];
-            if (i && better) best = i;
-        }
+        /* the library's own rule (ties keep the earlier candidate), so baatt_auto measures it */
+        uint32_t best = baatt_auto_pick(rec, (uint32_t)nc);
         fill_slot(c, mi, t, blk[best], c->cand_scores[best], c->cand_order[best]);
     }
     return BAATT_OK;

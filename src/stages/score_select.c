@@ -98,7 +98,7 @@ baatt_status baatt_score_select_create(baatt_plan *p)
 {
     const baatt_geometry *g = &p->ch.geo;
     const baatt_score_choice *s = &p->ch.score;
-    uint64_t slots = p->ch.auto_sort ? 2 : 1, rows = slots * g->bh * g->nq;
+    uint64_t slots = p->ch.auto_sort ? p->ch.cands.n : 1, rows = slots * g->bh * g->nq;
     BAATT_TRY(baatt_plan_scratch(p, BIND_LOGITS, 4ull * s->chunk_heads * s->chunk_rows * g->nk, "block logits"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_MASK, 4ull * rows * g->words, "selection mask"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_COUNTS, 4ull * rows, "selection counts"));

@@ -7,7 +7,8 @@
 #include "plan.h"
 
 /* The copies come from here unless auto sort may still rewrite the perms after the statistics
- * (then the attention stage's permute pass makes them). */
+ * (then the attention stage's permute pass makes them). With a fixed sorted blocking and the
+ * lambda chosen, the lambda-0 candidate's Q statistics write the same copy again. */
 void baatt_stats_choose(const baatt_config *cfg, const baatt_attend_choice *a, const baatt_score_choice *s,
                         int auto_sort, baatt_stats_choice *out)
 {
@@ -33,13 +34,15 @@ baatt_status baatt_stats_create(baatt_plan *p)
     return baatt_plan_pipeline(p, K_STATS, name, sc, SC_STATS_COUNT);
 }
 
-void baatt_stats_record(baatt_rec *r, uint32_t identity)
+void baatt_stats_record_side(baatt_rec *r, uint32_t identity, uint32_t which, float cov)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
-    pc.identity = identity;
-    for (uint32_t which = 0; which < 2; which++) {
-        pc.which = which;
-        baatt_dispatch(r, K_STATS, &pc, which ? pc.nk : pc.nq, which ? p->ch.geo.bhkv : p->ch.geo.bh, 1);
-    }
+    pc.identity = identity, pc.which = which, pc.cov = cov;
+    baatt_dispatch(r, K_STATS, &pc, which ? pc.nk : pc.nq, which ? p->ch.geo.bhkv : p->ch.geo.bh, 1);
+}
+
+void baatt_stats_record(baatt_rec *r, uint32_t identity, float cov)
+{
+    for (uint32_t which = 0; which < 2; which++) baatt_stats_record_side(r, identity, which, cov);
 }
