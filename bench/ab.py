@@ -3,8 +3,8 @@
 
   ab:       ab_<build>_<round>.json for a base build and this one, alternating rounds; per
             configuration the best of each build's mean times over the rounds, and new/base.
-  defaults: defaults_<sort>_b<block>.json; per N and keep, the time and stages of every
-            (sort, block), and auto sort's cost over norm at the same block.
+  defaults: defaults_<sort>_<covariance>_b<block>.json; per N and keep, the time and stages of
+            every (sort, covariance, block), and its time over norm sort, lambda 1, same block.
 Standard library only.
 """
 import argparse
@@ -42,18 +42,18 @@ def ab_table(raw, base, new):
 
 def defaults_table(raw):
     rec = {}
-    for path in glob.glob(os.path.join(raw, "defaults_*_b*.json")):
-        m = re.match(r"defaults_(\w+)_b(\d+)\.json$", os.path.basename(path))
+    for path in glob.glob(os.path.join(raw, "defaults_*_*_b*.json")):
+        m = re.match(r"defaults_([a-z]+)_([a-z]+)_b(\d+)\.json$", os.path.basename(path))
         for r in load(path):
-            rec[(r["n"], r["keep"], m.group(1), int(m.group(2)))] = r
-    lines = ["| N | keep | sort | block | ms | sort+stats+score+select ms | attend ms | vs norm, same block |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (n, keep, sort, block) in sorted(rec, key=lambda k: (k[0], -k[1], k[3], k[2])):
-        r, st = rec[(n, keep, sort, block)], rec[(n, keep, sort, block)]["stages_ms"]
+            rec[(r["n"], r["keep"], m.group(1), m.group(2), int(m.group(3)))] = r
+    lines = ["| N | keep | sort | covariance | block | ms | sort+stats+score+select ms | attend ms | vs norm, on, same block |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k in sorted(rec, key=lambda k: (k[0], -k[1], k[4], k[2] != "norm", k[3] != "on")):
+        r, st = rec[k], rec[k]["stages_ms"]
         est = sum(st[s] for s in ("sort", "stats", "score", "select"))
-        norm = rec.get((n, keep, "norm", block))
+        norm = rec.get((k[0], k[1], "norm", "on", k[4]))
         rel = f"{r['ms'] / norm['ms']:.3f}" if norm else ""
-        lines.append(f"| {n} | {keep} | {sort} | {block} | {r['ms']:.3f} | {est:.3f} | {st['attend']:.3f} | {rel} |")
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4]} | {r['ms']:.3f} | {est:.3f} | {st['attend']:.3f} | {rel} |")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@
 # bench/results/raw): h100.md, h100.json, speedup.png and h100_raw.tar.gz (every log and raw JSON),
 # few files because the device tool returns at most 8. The summary is printed last.
 #
-# Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_BLOCK BENCH_SORT BENCH_REPS
+# Settings (environment): BENCH_N BENCH_KEEP BENCH_DTYPE BENCH_HEADS BENCH_DIM BENCH_BLOCK BENCH_SORT BENCH_COV BENCH_REPS
 # BENCH_WARMUP BENCH_MAX_SECONDS BENCH_DENSE_MAX_N BENCH_CHECK(1/0) FA_REPS FA_MAX_SECONDS FA_DEVICE
 # CHECK_ARGS (extra fa_baseline.py --check-* options), T_INFO T_TESTS T_CHECK T_BENCH T_FA T_REPORT
 # (seconds per step), T_TEST_EACH (seconds per test executable), REQUIRE_KHR_BF16 (1: test_khr's bf16
@@ -27,10 +27,10 @@
 #   interop   tests/test_external, python/tests/test_cuda.py (pytest from ./wheels),
 #             bench/cuda_interop.py (CUDA tensors).
 #   diffusers bench/diffusers_bench.py (diffusers from ./wheels: bench/fetch_wheels.sh), WAN_ARGS.
-#   reuse     `baatt attention --steps` on random fp16 tensors at REUSE_N, keep REUSE_KEEP, each sort
-#             in REUSE_SORT: the time of an estimating step and of a reusing one (issue 17 item 1).
-#   defaults  `baatt bench` (no dense) for every sort in DEF_SORT x block in DEF_BLOCK at DEF_N: the
-#             cost of auto sort and of the block size (issue 17 items 4 and 6).
+#   reuse     `baatt attention --steps` on random fp16 tensors at REUSE_N, keep REUSE_KEEP, each
+#             sort:covariance in REUSE_CASES: the time of an estimating step and of a reusing one (issue 17 item 1).
+#   defaults  `baatt bench` (no dense) for every sort:covariance:block in DEF_CASES at DEF_N: the
+#             cost of auto sort, of the lambda choice and of the block size (issue 17 items 4-6).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -53,6 +53,7 @@ BENCH_HEADS=${BENCH_HEADS:-32}
 BENCH_DIM=${BENCH_DIM:-128}
 BENCH_BLOCK=${BENCH_BLOCK:-64}
 BENCH_SORT=${BENCH_SORT:-auto} # the library default since issue 17; reports before it timed norm
+BENCH_COV=${BENCH_COV:-auto}   # the library default since issue 17 item 5; reports before it timed on
 BENCH_REPS=${BENCH_REPS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_SECONDS=${BENCH_MAX_SECONDS:-15}
@@ -69,8 +70,8 @@ REPORT_NAME=${REPORT_NAME:-h100}
 PATHS=${PATHS:-khr-coopmat portable} PATHS_N=${PATHS_N:-16384,32768} PATHS_KEEP=${PATHS_KEEP:-0.5,0.25,0.1}
 AB_N=${AB_N:-32768,131072} AB_KEEP=${AB_KEEP:-0.5,0.1} AB_ROUNDS=${AB_ROUNDS:-2}
 WAN_ARGS=${WAN_ARGS:---layers 10 --steps 4 --keeps 0.5,0.25,0.1 --reuse 1,3}
-REUSE_N=${REUSE_N:-32768,131072} REUSE_KEEP=${REUSE_KEEP:-0.1} REUSE_SORT=${REUSE_SORT:-auto norm}
-DEF_N=${DEF_N:-32768,131072} DEF_SORT=${DEF_SORT:-auto norm} DEF_BLOCK=${DEF_BLOCK:-64 128}
+REUSE_N=${REUSE_N:-32768,131072} REUSE_KEEP=${REUSE_KEEP:-0.1} REUSE_CASES=${REUSE_CASES:-auto:auto norm:on}
+DEF_N=${DEF_N:-32768,131072} DEF_CASES=${DEF_CASES:-norm:on:64 auto:on:64 auto:auto:64 norm:on:128 auto:auto:128}
 T_REUSE=${T_REUSE:-150} T_DEFAULTS=${T_DEFAULTS:-200}
 T_PATHS=${T_PATHS:-150} T_AB=${T_AB:-200} T_INTEROP=${T_INTEROP:-150} T_DIFFUSERS=${T_DIFFUSERS:-240}
 
@@ -81,7 +82,7 @@ elif git rev-parse HEAD >/dev/null 2>&1; then
 elif [ -f COMMIT ]; then COMMIT=$(head -n1 COMMIT)
 else COMMIT=unknown; fi
 COMMAND="bash bench/run_gpu.sh $* [BENCH_N=$BENCH_N BENCH_KEEP=$BENCH_KEEP BENCH_DTYPE=$BENCH_DTYPE \
-BENCH_HEADS=$BENCH_HEADS BENCH_DIM=$BENCH_DIM BENCH_BLOCK=$BENCH_BLOCK BENCH_SORT=$BENCH_SORT BENCH_REPS=$BENCH_REPS BENCH_MAX_SECONDS=$BENCH_MAX_SECONDS \
+BENCH_HEADS=$BENCH_HEADS BENCH_DIM=$BENCH_DIM BENCH_BLOCK=$BENCH_BLOCK BENCH_SORT=$BENCH_SORT BENCH_COV=$BENCH_COV BENCH_REPS=$BENCH_REPS BENCH_MAX_SECONDS=$BENCH_MAX_SECONDS \
 BENCH_DENSE_MAX_N=$BENCH_DENSE_MAX_N FA_REPS=$FA_REPS]"
 
 say() { echo "[run_gpu $(($(date +%s) - START))s] $*"; }
@@ -187,7 +188,7 @@ step tests "$T_TESTS" "build/tests/test_* run directly (see run_gpu.sh)" gpu_tes
 step check "$T_CHECK" "baatt vs torch, small size" \
   "$PY" bench/fa_baseline.py --device "$FA_DEVICE" --check-baatt "$BIN" --check-out "$RAW/check.json" $CHECK_ARGS
 BENCH_ARGS=(--n "$BENCH_N" --keep "$BENCH_KEEP" --dtype "$BENCH_DTYPE" --heads "$BENCH_HEADS" --dim "$BENCH_DIM"
-  --block "$BENCH_BLOCK" --sort "$BENCH_SORT" --reps "$BENCH_REPS" --warmup "$BENCH_WARMUP" --max-seconds "$BENCH_MAX_SECONDS" --dense-max-n "$BENCH_DENSE_MAX_N"
+  --block "$BENCH_BLOCK" --sort "$BENCH_SORT" --covariance "$BENCH_COV" --reps "$BENCH_REPS" --warmup "$BENCH_WARMUP" --max-seconds "$BENCH_MAX_SECONDS" --dense-max-n "$BENCH_DENSE_MAX_N"
   --json "$RAW/bench.json" --mask-dir "$MASKS")
 [ "$BENCH_CHECK" = 1 ] && BENCH_ARGS+=(--check)
 step bench "$T_BENCH" "" "$BIN" bench "${BENCH_ARGS[@]}"
@@ -202,7 +203,7 @@ small() { echo --dtype "$BENCH_DTYPE" --heads "$BENCH_HEADS" --dim "$BENCH_DIM" 
 other_paths() {
   local k
   for k in $PATHS; do
-    BAATT_TUNE=attend=$k,score=scalar "$BIN" bench --sort norm --n "$PATHS_N" --keep "$PATHS_KEEP" \
+    BAATT_TUNE=attend=$k,score=scalar "$BIN" bench --sort norm --covariance on --n "$PATHS_N" --keep "$PATHS_KEEP" \
       --dense-max-n 32768 $(small) --json "$RAW/paths_$k.json" || return 1
   done
 }
@@ -211,8 +212,9 @@ ab_base() {
   [ -x "${BAATT_BASE:-}/baatt" ] || { echo "BAATT_BASE is not a build directory with baatt"; return 1; }
   for r in $(seq "$AB_ROUNDS"); do
     for b in "$BAATT_BASE" "$BUILD"; do
-      local sort=(--sort norm) # a base build older than --sort times norm, its default then
-      "$b/baatt" bench --help | grep -q -- --sort || sort=()
+      # norm sort, lambda 1: a base build older than those options ran them by default
+      local sort=(--sort norm --covariance on)
+      "$b/baatt" bench --help | grep -q -- --covariance || sort=()
       "$b/baatt" bench "${sort[@]}" --n "$AB_N" --keep "$AB_KEEP" --dense-max-n 32768 $(small) \
         --json "$RAW/ab_$(basename "$b")_$r.json" || return 1
     done
@@ -231,31 +233,31 @@ wan() {
     --out "$RAW/wan.json" --plot "$OUTDIR/${REPORT_NAME}_wan.png"
 }
 reuse_steps() {
-  local n s dir
+  local n c s v dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/baatt-reuse.XXXXXX")
   for n in ${REUSE_N//,/ }; do
     "$PY" -c 'import numpy as np, sys; n = int(sys.argv[1]); r = np.random.default_rng(n)
 for x in "qkv": np.save(f"{sys.argv[2]}/{x}.npy", r.standard_normal((1, int(sys.argv[3]), n, int(sys.argv[4])), dtype=np.float32).astype(np.float16))' \
       "$n" "$dir" "$BENCH_HEADS" "$BENCH_DIM" || return 1
-    for s in $REUSE_SORT; do
-      echo "n=$n sort=$s keep=$REUSE_KEEP"
+    for c in $REUSE_CASES; do
+      IFS=: read -r s v <<<"$c"
+      echo "n=$n sort=$s covariance=$v keep=$REUSE_KEEP"
       "$BIN" attention --q "$dir/q.npy" --k "$dir/k.npy" --v "$dir/v.npy" --out "$dir/o.npy" --keep "$REUSE_KEEP" \
-        --sort "$s" --steps 10 --refresh 2 --json >"$RAW/reuse_n${n}_$s.json" || return 1
-      cat "$RAW/reuse_n${n}_$s.json"
+        --sort "$s" --covariance "$v" --steps 10 --refresh 2 --json >"$RAW/reuse_n${n}_${s}_$v.json" || return 1
+      cat "$RAW/reuse_n${n}_${s}_$v.json"
     done
   done
   rm -rf "$dir"
 }
 defaults_sweep() {
-  local s b
-  for b in $DEF_BLOCK; do
-    for s in $DEF_SORT; do
-      "$BIN" bench --sort "$s" --block "$b" --n "$DEF_N" --keep "$BENCH_KEEP" --no-dense $(small) \
-        --json "$RAW/defaults_${s}_b$b.json" || return 1
-    done
+  local c s v b
+  for c in $DEF_CASES; do
+    IFS=: read -r s v b <<<"$c"
+    "$BIN" bench --sort "$s" --covariance "$v" --block "$b" --n "$DEF_N" --keep "$BENCH_KEEP" --no-dense $(small) \
+      --json "$RAW/defaults_${s}_${v}_b$b.json" || return 1
   done
 }
-export REUSE_N REUSE_KEEP REUSE_SORT DEF_N DEF_SORT DEF_BLOCK BENCH_KEEP
+export REUSE_N REUSE_KEEP REUSE_CASES DEF_N DEF_CASES BENCH_KEEP
 export PATHS PATHS_N PATHS_KEEP AB_N AB_KEEP AB_ROUNDS WAN_ARGS OUTDIR REPORT_NAME BENCH_DTYPE BENCH_HEADS BENCH_DIM
 export BAATT_BASE="${BAATT_BASE:-}"
 export -f small other_paths ab_base interop wan reuse_steps defaults_sweep
@@ -264,7 +266,7 @@ step ab "$T_AB" "base ${BAATT_BASE:-unset} vs $BUILD" ab_base
 step interop "$T_INTEROP" "device-resident CUDA tensors" interop
 step diffusers "$T_DIFFUSERS" "$WAN_ARGS" wan
 step reuse "$T_REUSE" "estimate vs reuse per step" reuse_steps
-step defaults "$T_DEFAULTS" "sort x block" defaults_sweep
+step defaults "$T_DEFAULTS" "sort x covariance x block" defaults_sweep
 if [ -n "$(ls "$RAW"/paths_*.json 2>/dev/null)" ]; then
   "$PY" bench/paths.py --bench "$RAW"/paths_*.json --fa "$RAW/fa.json" --out-md "$OUTDIR/${REPORT_NAME}_paths.md" \
     --out-json "$RAW/paths.json" --out-png "$OUTDIR/${REPORT_NAME}_paths.png" --command "$COMMAND" \
