@@ -69,7 +69,13 @@ static int parse_edge(const char *v, uint32_t *out)
     return parse_u32(v, 32, 128, out) && (*out == 32 || *out == 64 || *out == 128);
 }
 
-static int parse_tile(const char *v, baatt_tuning *t)
+static int parse_khr_edge(const char *v, uint32_t *out)
+{
+    return parse_u32(v, 16, 128, out) && (*out & (*out - 1)) == 0;
+}
+
+/* "RxC" onto *rows, *cols, each edge checked by edge(). */
+static int parse_rxc(const char *v, int (*edge)(const char *, uint32_t *), uint32_t *rows, uint32_t *cols)
 {
     char a[16], b[16];
     const char *x = strchr(v, 'x');
@@ -77,7 +83,9 @@ static int parse_tile(const char *v, baatt_tuning *t)
     memcpy(a, v, (size_t)(x - v));
     a[x - v] = 0;
     strcpy(b, x + 1);
-    return parse_edge(a, &t->tile_rows) && parse_edge(b, &t->tile_keys);
+    uint32_t r, c;
+    if (!edge(a, &r) || !edge(b, &c)) return 0;
+    return *rows = r, *cols = c, 1;
 }
 
 /* One key=value onto t; 0 with a message if either is unknown. */
@@ -94,7 +102,9 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     int ok = -1;
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
         if (!strcmp(key, paths[i].key)) ok = parse_path(paths[i].stage, v, path_of[i]);
-    if (!strcmp(key, "tile")) ok = parse_tile(v, t);
+    if (!strcmp(key, "tile")) ok = parse_rxc(v, parse_edge, &t->tile_rows, &t->tile_keys);
+    if (!strcmp(key, "khr_tile")) ok = parse_rxc(v, parse_khr_edge, &t->khr_rows, &t->khr_keys);
+    if (!strcmp(key, "khr_mf")) ok = parse_u32(v, 1, 2, &t->khr_mf);
     if (!strcmp(key, "radix_min")) ok = parse_u32(v, 1, 1u << 31, &t->radix_min);
     if (!strcmp(key, "logits_mib")) {
         char *end;
@@ -106,8 +116,8 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (!strcmp(key, "profile")) ok = parse_onoff(v, &t->profile);
     if (ok < 0)
         baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
-                   "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, radix_min, logits_mib, robust, "
-                   "profile)",
+                   "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, khr_tile, khr_mf, radix_min, "
+                   "logits_mib, robust, profile)",
                    key);
     else if (!ok) baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
     return ok > 0;

@@ -81,6 +81,9 @@ typedef struct baatt_tuning {
     baatt_score_path score;        /* AUTO */
     baatt_select_path select;      /* AUTO */
     uint32_t tile_rows, tile_keys; /* cooperative-matrix-2 attention tile; 0: chosen (32, 64 or 128) */
+    uint32_t khr_rows, khr_keys;   /* KHR attention tile BR x BC; 0: chosen (16 to 128; none if it
+                                       does not fit: the next path runs) */
+    uint32_t khr_mf;               /* KHR fragments of M rows per subgroup, 1 or 2; 0: chosen */
     uint32_t radix_min;            /* AUTO sort: radix for sides padded to at least this; 65536 */
     double logits_mib;             /* block-logit scratch budget, MiB; 128 */
     int robust;                    /* context: keep the driver's buffer robustness; 0 */
@@ -90,7 +93,7 @@ typedef struct baatt_tuning {
 
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
- * name, see baatt_path_name), tile (RxC), radix_min, logits_mib, robust, profile (on/off). An
+ * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, radix_min, logits_mib, robust, profile (on/off). An
  * unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 

@@ -144,6 +144,12 @@ void th_tolerance(baatt_dtype dt, double *atol, double *rtol)
     *rtol = dt == BAATT_DTYPE_BF16 ? 8e-3 : dt == BAATT_DTYPE_F16 ? 2e-3 : 2e-5;
 }
 
+double th_lse_atol(const char *attend_path, baatt_dtype dt)
+{
+    if (strcmp(attend_path, "nv-coopmat2")) return 2e-5;
+    return dt == BAATT_DTYPE_BF16 ? 4e-3 + 2e-5 : dt == BAATT_DTYPE_F16 ? 5e-4 + 2e-5 : 2e-5;
+}
+
 void th_check_dense(const baatt_config *c, const void *q, const void *k, const void *v, const void *o,
                     const char *label)
 {

@@ -33,6 +33,14 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
  * fp16: inputs exact in both; output rounding 2^-11 (4.9e-4) relative plus fp32 accumulation.
  * bf16: inputs exact in both; output rounding 2^-8 (3.9e-3) relative. */
 void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
+/* LSE tolerance, absolute on values of a few units (ln kv_len + O(1) for N(0, 1) inputs), for
+ * the attention kernel named attend_path (baatt_plan_path): every kernel takes the row max and
+ * sum in fp32 over exact products of the stored inputs, so the error is fp32 rounding of the dot
+ * products and sums, ~1e-6; 2e-5 leaves room. The cooperative-matrix-2 kernel sums the
+ * probabilities after rounding them to the input type (what its P V product uses): relative error
+ * of the sum, hence absolute error of its log, at most the unit roundoff, 2^-11 (fp16) or 2^-8
+ * (bf16). */
+double th_lse_atol(const char *attend_path, baatt_dtype dt);
 /* Asserts that o (in c->dtype) is dense attention of q, k, v within th_tolerance (label names a
  * mismatch). */
 void th_check_dense(const baatt_config *c, const void *q, const void *k, const void *v, const void *o,

@@ -258,6 +258,18 @@ static void choice_nvidia_without_cm2(void **s)
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     ch = choose(nvidia_old_driver(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
     expect_attend(&ch, BAATT_ATTEND_NVCM, 64, 32, 128);
+    baatt_tuning tt = baatt_tuning_default(); /* an operator's tile: two 32-row subgroups */
+    tt.khr_rows = 64, tt.khr_keys = 32, tt.khr_mf = 2;
+    ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), &tt);
+    expect_khr(&ch, 16, 16, 16, 32, 64, 32);
+    assert_true(ch.attend.mf == 2 && ch.attend.wg == 64);
+    tt.khr_rows = 32; /* one subgroup of 32 rows */
+    ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), &tt);
+    expect_khr(&ch, 16, 16, 16, 32, 32, 32);
+    assert_true(ch.attend.mf == 2 && ch.attend.wg == 32);
+    tt.khr_rows = 32, tt.khr_keys = 64, tt.khr_mf = 1; /* 48.1 KiB > 48: no KHR tile, the next path */
+    ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), &tt);
+    assert_int_equal(ch.attend.path, BAATT_ATTEND_NVCM);
     ch = choose(nvidia_old_driver(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_NVCM, 32, 32, 64);
 }
@@ -469,7 +481,7 @@ static void tuning_parse(void **s)
     baatt_tuning t = baatt_tuning_default();
     char msg[256];
     assert_int_equal(baatt_tuning_parse("attend=portable,sort=radix,score=scalar,select=shared,tile=64x128,"
-                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1",
+                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1,khr_tile=16x64,khr_mf=2",
                                         &t, msg, sizeof msg),
                      BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_PORTABLE);
@@ -478,6 +490,7 @@ static void tuning_parse(void **s)
     assert_int_equal(t.select, BAATT_SELECTOR_SHARED);
     assert_true(t.tile_rows == 64 && t.tile_keys == 128 && t.radix_min == 1024 && t.logits_mib == 0.25);
     assert_true(t.robust && t.profile);
+    assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2);
     assert_int_equal(baatt_tuning_parse("attend=nv-coopmat2,select=row,sort=bitonic", &t, msg, sizeof msg), BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_CM2);
     assert_int_equal(baatt_tuning_parse("", &t, msg, sizeof msg), BAATT_OK);
@@ -488,6 +501,9 @@ static void tuning_parse(void **s)
                {"atend=portable", "unknown tuning key \"atend\""},
                {"tile=48x64", "\"48x64\""},
                {"tile=64", "\"64\""},
+               {"khr_tile=48x64", "\"48x64\""},
+               {"khr_tile=8x64", "\"8x64\""},
+               {"khr_mf=3", "khr_mf"},
                {"radix_min=-1", "radix_min"},
                {"radix_min=12abc", "radix_min"},
                {"logits_mib=0", "logits_mib"},

@@ -10,18 +10,6 @@
 
 #include "helpers.h"
 
-/* LSE tolerance, absolute on values of a few units (ln kv_len + O(1) for these N(0, 1) inputs):
- * every kernel takes the row max and sum in fp32 over exact products of the stored inputs, so the
- * error is fp32 rounding of the dot products and sums, ~1e-6; 2e-5 leaves room. The
- * cooperative-matrix-2 kernel sums the probabilities after rounding them to the input type (what
- * its P V product uses): relative error of the sum, hence absolute error of its log, at most the
- * unit roundoff, 2^-11 (fp16) or 2^-8 (bf16). */
-static double lse_atol(const baatt_plan *plan, baatt_dtype dt)
-{
-    if (strcmp(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "nv-coopmat2")) return 2e-5;
-    return dt == BAATT_DTYPE_BF16 ? 4e-3 + 2e-5 : dt == BAATT_DTYPE_F16 ? 5e-4 + 2e-5 : 2e-5;
-}
-
 typedef struct inputs {
     void *q, *k, *v;
     size_t qn, kn, rows; /* elements of Q, of K; query rows */
@@ -85,7 +73,8 @@ static void compare(baatt_plan *plan, const baatt_config *c, const inputs *in, c
     double atol, rtol;
     th_tolerance(c->dtype, &atol, &rtol);
     assert_true(th_compare(got, ref_o, in->qn, atol, rtol, label) <= 1.0);
-    assert_true(th_compare(lse, ref_l, in->rows, lse_atol(plan, c->dtype), 1e-6, label) <= 1.0);
+    assert_true(th_compare(lse, ref_l, in->rows, th_lse_atol(baatt_plan_path(plan, BAATT_STAGE_ATTEND), c->dtype), 1e-6,
+                           label) <= 1.0);
     free(ref_o), free(ref_l), free(got);
 }
 
@@ -297,7 +286,7 @@ static void merge_halves(baatt_config c, int gpu)
         baatt_plan *plan = plan_or_skip(cs[i]);
         assert_int_equal(baatt_plan_run_host(plan, in.q, ks[i], vs[i], raw), BAATT_OK);
         assert_int_equal(baatt_plan_read_lse(plan, l[i]), BAATT_OK);
-        lt = lse_atol(plan, c.dtype);
+        lt = th_lse_atol(baatt_plan_path(plan, BAATT_STAGE_ATTEND), c.dtype);
         baatt_plan_destroy(plan);
         o[i] = th_to_float(raw, c.dtype, in.qn);
         free(raw);

@@ -111,7 +111,7 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
         !khr_dtype_ok(caps, cfg->dtype) || !khr_shape(caps, d, cfg->dtype == BAATT_DTYPE_BF16, &s))
         return 0;
     if (caps->subgroup_min != caps->subgroup_max && !(caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL)) return 0;
-    uint32_t mf = sg / s.m > 8 ? 2 : 1, rs = mf * s.m, lpr = sg >= rs ? sg / rs : 1;
+    uint32_t mf = t->khr_mf ? t->khr_mf : sg / s.m > 8 ? 2 : 1, rs = mf * s.m, lpr = sg >= rs ? sg / rs : 1;
     if (sg / rs > 8 || rs / sg > 2) return 0; /* the softmax's lanes per row / rows per lane */
     for (size_t i = 0; i < sizeof nsgs / sizeof nsgs[0]; i++)
         for (size_t j = 0; j < sizeof bcs / sizeof bcs[0]; j++) {
@@ -121,6 +121,7 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
                 vectors / wg > ATT_MAX_VECTORS || khr_shared_bytes(d, br, bc, s) > caps->max_shared)
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
+            if (t->khr_rows && (br != t->khr_rows || bc != t->khr_keys)) continue;
             *out = (baatt_attend_choice){
                 .path = BAATT_ATTEND_KHR, .br = br, .bc = bc, .wg = nsgs[i] * sg, .shape = s, .subgroup = sg, .mf = mf};
             return 1;
