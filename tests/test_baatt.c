@@ -804,6 +804,7 @@ static void tensor_core_path_chosen(void **s)
     (void)s;
     uint32_t f = baatt_context_enabled_features(th_ctx);
     if (!(f & BAATT_FEATURE_COOPMAT2_NV) || !baatt_shader_available("attention_cm2_f16")) skip();
+    if (getenv("BAATT_TUNE")) skip(); /* the operator's tuning replaces the default checked here */
     const baatt_dtype dts[2] = {BAATT_DTYPE_F16, BAATT_DTYPE_BF16};
     int score_cm2 = (f & BAATT_FEATURE_BF16_COOPMAT) && baatt_shader_available("score_cm2");
     for (int i = 0; i < 2; i++) {
