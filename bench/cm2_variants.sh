@@ -2,7 +2,7 @@
 # Times tuning variants (BAATT_TUNE strings, src/choice.h: tiles, paths) side by side in one
 # device run, each checked against the CPU reference first.
 #   bash bench/cm2_variants.sh [OUTDIR] [VARIANT ...]
-# A variant is NAME or NAME:TUNING (e.g. t64:tile=64x64, nvcm:attend=nv-coopmat). Settings
+# A variant is NAME or NAME:TUNING (e.g. t64:tile=64x64, khr:attend=khr-coopmat). Settings
 # (environment): VAR_N (default 32768), VAR_KEEP (default 0.5,0.1), VAR_REPS (default 5),
 # VAR_CHECK_N (default 2048; 0 skips the check), BAATT_BUILD (default build).
 # Writes OUTDIR/variants.tsv (variant, N, method, keep, ms, TFLOP/s useful, check error) and
@@ -14,7 +14,7 @@ shift || true
 mkdir -p "$OUTDIR"
 BIN=${BAATT_BUILD:-build}/baatt
 N=${VAR_N:-32768} KEEP=${VAR_KEEP:-0.5,0.1} REPS=${VAR_REPS:-5} CHECK_N=${VAR_CHECK_N:-2048}
-[ $# -gt 0 ] || set -- base t64:tile=64x64 t128x64:tile=128x64 nvcm:attend=nv-coopmat
+[ $# -gt 0 ] || set -- base t64:tile=64x64 t128x64:tile=128x64 khr:attend=khr-coopmat
 TSV=$OUTDIR/variants.tsv
 printf 'variant\tn\tmethod\tkeep\tms\ttflops_useful\tcheck_max_err\tkernel\n' >"$TSV"
 

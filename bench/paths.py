@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """TFLOP/s of each attention path (kernel) against FLASH, from one device call's outputs.
 
-  bench/paths.py --bench khr.json nvcm.json portable.json --fa flash.json --out-md paths.md \
+  bench/paths.py --bench khr.json portable.json --fa flash.json --out-md paths.md \
                  --out-json paths.json [--out-png paths.png] [--title T] [--command CMD]
 
 Inputs: `baatt bench --json` records (each names its "kernel") and fa_baseline.py records. A

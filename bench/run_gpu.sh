@@ -160,11 +160,11 @@ gpu_tests() {
   done
   [ -s "$RAW/tests.txt" ] || echo "no test executables under $BUILD/tests" | tee "$RAW/tests.txt"
   # other paths of test_baatt through the operator's tuning string: the radix sort at the tests'
-  # short lengths, the KHR and the NV subgroup-scope kernels, and the portable kernels (no effect
-  # on devices without those paths)
+  # short lengths, the KHR kernel, and the portable kernels (no effect on devices without those
+  # paths)
   t="$BUILD/tests/test_baatt"
   local v
-  for v in "sort=radix" "attend=khr-coopmat" "attend=nv-coopmat" "attend=portable,score=scalar,select=shared"; do
+  for v in "sort=radix" "attend=khr-coopmat" "attend=portable,score=scalar,select=shared"; do
     [ -x "$t" ] || break
     BAATT_TUNE=$v one_test "test_baatt (BAATT_TUNE=$v)" "$RAW/test_baatt_$(echo "$v" | tr -c 'a-z0-9\n' '_').log" "$t" ||
       fails=$((fails + 1))

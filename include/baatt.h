@@ -165,7 +165,9 @@ BAATT_API baatt_status baatt_context_create(const baatt_context_options *opts, b
 enum {
     BAATT_FEATURE_FP16_STORAGE = 1u << 0,          /* storageBuffer16BitAccess */
     BAATT_FEATURE_FP16_ARITH = 1u << 1,            /* shaderFloat16 */
-    BAATT_FEATURE_COOPMAT_NV = 1u << 2,            /* VK_NV_cooperative_matrix + vulkanMemoryModel */
+    BAATT_FEATURE_COOPMAT_NV = 1u << 2,            /* VK_NV_cooperative_matrix + vulkanMemoryModel: no
+                                                       kernel uses it (accepted, ignored; contexts
+                                                       baatt creates leave it off) */
     BAATT_FEATURE_COOPMAT2_NV = 1u << 4,           /* VK_KHR_cooperative_matrix + VK_NV_cooperative_matrix2
                                                (workgroup scope, flexible dimensions, reductions,
                                                conversions, per-element ops, tensor addressing);
@@ -507,7 +509,7 @@ BAATT_API const char *baatt_stage_name(int stage);
  *   SCORE  "nv-coopmat2-bf16" (tensor cores, on bf16 hi/lo parts) or "scalar" (fp32)
  *   SELECT "row" (a subgroup per row), "subgroup" or "shared" (a workgroup per row, with
  *          subgroup or shared-memory reductions)
- *   ATTEND "nv-coopmat2", "nv-coopmat" (tensor cores) or "portable"
+ *   ATTEND "nv-coopmat2", "khr-coopmat" (tensor cores) or "portable"
  * The names are those of the BAATT_TUNE string's paths. A dense plan runs ATTEND only: the
  * other stages are "none". NULL for a NULL plan or an unknown stage. */
 BAATT_API const char *baatt_plan_path(const baatt_plan *plan, int stage);

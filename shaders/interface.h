@@ -63,15 +63,6 @@
 #define ATT_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation (portable, KHR) */
 #define ATT_ROWS 4         /* portable: query rows per invocation */
 #define ATT_LANES 8        /* portable: invocations sharing those rows (score columns, output dims) */
-/* attention_nvcm.comp */
-#define SC_NVCM_WG 0
-#define SC_NVCM_D 1
-#define SC_NVCM_NSG 2     /* subgroups, 16 query rows each */
-#define SC_NVCM_BC 3
-#define SC_NVCM_SPARSE 4
-#define SC_NVCM_SG 5
-#define SC_NVCM_LSE 6
-#define SC_NVCM_COUNT 7
 /* attention_khr.comp */
 #define SC_KHR_WG 0
 #define SC_KHR_D 1

@@ -12,8 +12,7 @@ baatt_tuning baatt_tuning_default(void) { return (baatt_tuning){.radix_min = 655
 
 /* ---- names ---- */
 
-static const char *const attend_names[BAATT_ATTEND_COUNT] = {"auto", "portable", "nv-coopmat", "khr-coopmat",
-                                                             "nv-coopmat2"};
+static const char *const attend_names[BAATT_ATTEND_COUNT] = {"auto", "portable", "khr-coopmat", "nv-coopmat2"};
 static const char *const sort_names[BAATT_SORTER_COUNT] = {"auto", "none", "bitonic", "radix"};
 static const char *const score_names[BAATT_SCORE_COUNT] = {"auto", "scalar", "nv-coopmat2-bf16"};
 static const char *const select_names[BAATT_SELECTOR_COUNT] = {"auto", "shared", "subgroup", "row"};

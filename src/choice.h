@@ -10,7 +10,6 @@
 
 /* Shader variants that only a newer glslang builds: which ones this library holds. */
 enum {
-    BAATT_BUILT_NVCM = 1u << 0,      /* attention_nvcm_f16 */
     BAATT_BUILT_CM2_F16 = 1u << 1,   /* attention_cm2_f16 and attention_cm2_sorted_f16 */
     BAATT_BUILT_CM2_BF16 = 1u << 2,  /* attention_cm2_bf16 and attention_cm2_sorted_bf16 */
     BAATT_BUILT_SCORE_CM2 = 1u << 3, /* score_cm2 */
@@ -48,7 +47,6 @@ typedef struct baatt_caps {
 typedef enum baatt_attend_path {
     BAATT_ATTEND_AUTO = 0,
     BAATT_ATTEND_PORTABLE, /* attention.comp: any device, fp32/fp16/bf16 */
-    BAATT_ATTEND_NVCM,     /* attention_nvcm.comp: NV cooperative matrix, fp16 */
     BAATT_ATTEND_KHR,      /* attention_khr.comp: KHR cooperative matrix (any vendor), fp16/bf16 */
     BAATT_ATTEND_CM2,      /* attention_cm2.comp: NV cooperative matrix 2, fp16/bf16 */
     BAATT_ATTEND_COUNT

@@ -426,26 +426,6 @@ static baatt_status pick_queue(baatt_context *ctx)
     return BAATT_OK;
 }
 
-/* True when the device offers the one cooperative-matrix shape attention_nvcm.comp uses:
- * 16x16x16, fp16 A/B, fp32 C/D, subgroup scope. */
-static int has_nvcm_shape(const baatt_vk_instance *vki, VkPhysicalDevice pd)
-{
-    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = vki->vkGetPhysicalDeviceCooperativeMatrixPropertiesNV;
-    uint32_t n = 0;
-    if (!get || get(pd, &n, NULL) != VK_SUCCESS || !n) return 0;
-    VkCooperativeMatrixPropertiesNV *p = calloc(n, sizeof *p);
-    int found = 0;
-    for (uint32_t i = 0; p && i < n; i++) p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
-    if (p && get(pd, &n, p) == VK_SUCCESS)
-        for (uint32_t i = 0; i < n && !found; i++)
-            found = p[i].MSize == 16 && p[i].NSize == 16 && p[i].KSize == 16 &&
-                    p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV && p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
-                    p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV && p[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-                    p[i].scope == VK_SCOPE_SUBGROUP_NV;
-    free(p);
-    return found;
-}
-
 /* The KHR cooperative-matrix shapes the KHR kernel can use: subgroup scope, A and B fp16 or bf16,
  * fp32 accumulator and result, not saturating. Returns how many (at most max). */
 static uint32_t khr_shapes(const baatt_vk_instance *vki, VkPhysicalDevice pd, baatt_mma_shape *out, uint32_t max)
@@ -516,8 +496,9 @@ static int want_bf16_coopmat(baatt_context *ctx, baatt_bf16_features *bf)
 }
 
 /* Enables what baatt can use and the device offers: 16-bit storage and fp16 arithmetic for fp16
- * tensors; the Vulkan memory model with NV cooperative matrices (subgroup scope) and/or
- * cooperative matrix 2 (workgroup scope) for the tensor-core paths. */
+ * tensors; the Vulkan memory model with KHR cooperative matrices (subgroup scope) and/or NV
+ * cooperative matrix 2 (workgroup scope) for the tensor-core paths. NV cooperative matrices
+ * (subgroup scope) stay off: no kernel uses them (NOTES.md #56). */
 static baatt_status create_device(baatt_context *ctx)
 {
     BAATT_TRY(pick_queue(ctx));
@@ -532,8 +513,6 @@ static baatt_status create_device(baatt_context *ctx)
     VkPhysicalDeviceFeatures2 have = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &v11};
     ctx->vki.vkGetPhysicalDeviceFeatures2(ctx->phys, &have);
 
-    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
     baatt_coopmat_khr_features khr;
     baatt_coopmat2_nv_features cm2;
     VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
@@ -548,13 +527,6 @@ static baatt_status create_device(baatt_context *ctx)
     if (v11.storageBuffer16BitAccess) ctx->features |= BAATT_FEATURE_FP16_STORAGE;
     if (v12.shaderFloat16) ctx->features |= BAATT_FEATURE_FP16_ARITH;
     int tensor_ok = v12.vulkanMemoryModel && v12.shaderFloat16 && v11.storageBuffer16BitAccess;
-    if (tensor_ok && ctx->info.coopmat_nv && has_nvcm_shape(&ctx->vki, ctx->phys)) {
-        cm.cooperativeMatrix = VK_TRUE;
-        *tail = &cm;
-        tail = &cm.pNext;
-        exts[next++] = "VK_NV_cooperative_matrix";
-        ctx->features |= BAATT_FEATURE_COOPMAT_NV;
-    }
     if (tensor_ok && want_coopmat2(ctx, ctx->info.api_version, &khr, &cm2)) {
         *tail = &cm2; /* cm2 -> khr already chained */
         tail = &khr.pNext;
@@ -620,7 +592,7 @@ static baatt_status create_device(baatt_context *ctx)
         exts[next++] = "VK_KHR_external_memory_fd";
         ctx->features |= BAATT_FEATURE_EXTERNAL_MEMORY_FD;
     }
-    if (ctx->features & (BAATT_FEATURE_COOPMAT_NV | BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_COOPMAT_KHR)) {
+    if (ctx->features & (BAATT_FEATURE_COOPMAT2_NV | BAATT_FEATURE_COOPMAT_KHR)) {
         e12.vulkanMemoryModel = VK_TRUE;
         e12.vulkanMemoryModelDeviceScope = v12.vulkanMemoryModelDeviceScope;
     }
@@ -655,13 +627,9 @@ static uint32_t built_variants(void)
     static const struct {
         const char *name;
         uint32_t bit;
-    } v[] = {{"attention_nvcm_f16", BAATT_BUILT_NVCM},
-             {"attention_cm2_f16", BAATT_BUILT_CM2_F16},
-             {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
-             {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
-             {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
-             {"score_cm2", BAATT_BUILT_SCORE_CM2},
-             {"attention_khr_f16", BAATT_BUILT_KHR_F16},
+    } v[] = {{"attention_cm2_f16", BAATT_BUILT_CM2_F16},   {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
+             {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16}, {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
+             {"score_cm2", BAATT_BUILT_SCORE_CM2},         {"attention_khr_f16", BAATT_BUILT_KHR_F16},
              {"attention_khr_bf16", BAATT_BUILT_KHR_BF16}};
     uint32_t built = 0, missing = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {

@@ -44,7 +44,6 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkGetPhysicalDeviceMemoryProperties)                                                                             \
     X(vkGetPhysicalDeviceQueueFamilyProperties)                                                                        \
     X(vkGetPhysicalDeviceExternalBufferProperties)                                                                     \
-    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)                                                                \
     X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)                                                               \
     X(vkCreateDevice)                                                                                                  \
     X(vkGetDeviceProcAddr)                                                                                             \

@@ -121,7 +121,7 @@ static void plan_paths(void **s)
     static const char *const sorts[] = {"bitonic", "radix", "radix (q), bitonic (k)", "bitonic (q), radix (k)", NULL};
     static const char *const scores[] = {"nv-coopmat2-bf16", "scalar", NULL};
     static const char *const selects[] = {"row", "subgroup", "shared", NULL};
-    static const char *const attends[] = {"nv-coopmat2", "nv-coopmat", "portable", NULL};
+    static const char *const attends[] = {"nv-coopmat2", "khr-coopmat", "portable", NULL};
     baatt_config c = small_config(BAATT_DTYPE_F32);
     baatt_plan *plan = NULL;
     assert_int_equal(baatt_plan_create(th_ctx, &c, &plan), BAATT_OK);

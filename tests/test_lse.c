@@ -2,7 +2,7 @@
  * GQA, head_dim 64 and 128, partial tiles, sort norm/off/auto, a reused selection, O and LSE
  * poisoned with NaN first; host arrays and device buffers; the errors of bad use; and the merge of
  * two partial attentions (baatt_lse_merge) on the reference and on the GPU. Whatever kernel the
- * device picks is the one tested (CI also runs this file with BAATT_TUNE=attend=nv-coopmat). */
+ * device picks is the one tested (CI also runs this file with BAATT_TUNE=attend=portable). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,6 @@
  *    by stats.comp, or by permute.comp under auto sort) and scatters O back in its epilogue.
  *  - attention_khr.comp: KHR cooperative matrix (subgroup scope, any vendor), fp16, or bf16 where
  *    the device lists bf16 shapes (VK_KHR_shader_bfloat16).
- *  - attention_nvcm.comp: NVIDIA cooperative matrix (subgroup scope), fp16.
  *  - attention.comp: portable, any subgroup size, tiles sized to the shared memory. */
 #include <stdio.h>
 
@@ -47,19 +46,6 @@ static int choose_cm2(const baatt_caps *caps, const baatt_config *cfg, const baa
     uint32_t q = cfg->q_len % out->br == 0, k = cfg->kv_len % out->bc == 0;
     uint32_t allowed = cfg->dense || out->br == 128 ? CM2_FULL_Q | CM2_FULL_K | CM2_FULL_O : CM2_FULL_K;
     out->full = (q * CM2_FULL_Q | k * CM2_FULL_K | q * CM2_FULL_O) & allowed;
-    return 1;
-}
-
-/* fp16 on 16x16x16 subgroup cooperative matrices and 32-wide subgroups: 16 query rows a
- * subgroup, up to 4 subgroups, never wider than a query block. */
-static int choose_nvcm(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
-                       baatt_attend_choice *out)
-{
-    if (!allows(t, BAATT_ATTEND_NVCM) || cfg->dtype != BAATT_DTYPE_F16 ||
-        !(caps->features & BAATT_FEATURE_COOPMAT_NV) || caps->subgroup_size != 32 || !(caps->built & BAATT_BUILT_NVCM))
-        return 0;
-    uint32_t nsg = cfg->dense || g->block / 16 >= 4 ? 4 : g->block / 16;
-    *out = (baatt_attend_choice){.path = BAATT_ATTEND_NVCM, .br = 16 * nsg, .bc = 32, .wg = 32 * nsg};
     return 1;
 }
 
@@ -166,8 +152,7 @@ baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg
                                  const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n)
 {
     *out = (baatt_attend_choice){0};
-    if (choose_cm2(caps, cfg, t, g, out) || choose_khr(caps, cfg, t, g, out) || choose_nvcm(caps, cfg, t, g, out))
-        return BAATT_OK;
+    if (choose_cm2(caps, cfg, t, g, out) || choose_khr(caps, cfg, t, g, out)) return BAATT_OK;
     return choose_portable(caps, cfg, g, out, msg, n);
 }
 
@@ -216,12 +201,6 @@ baatt_status baatt_attend_create(baatt_plan *p)
         uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
         snprintf(name, sizeof name, "attention_khr_%s", dt);
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
-    }
-    if (a->path == BAATT_ATTEND_NVCM) {
-        uint32_t sc[SC_NVCM_COUNT] = {
-            [SC_NVCM_WG] = a->wg,      [SC_NVCM_D] = d,   [SC_NVCM_NSG] = a->br / 16, [SC_NVCM_BC] = a->bc,
-            [SC_NVCM_SPARSE] = sparse, [SC_NVCM_SG] = 32, [SC_NVCM_LSE] = lse};
-        return baatt_plan_pipeline(p, K_ATTEND, "attention_nvcm_f16", sc, SC_NVCM_COUNT);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
     uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d,           [SC_ATT_BR] = a->br,
