@@ -212,9 +212,11 @@ ab_base() {
   [ -x "${BAATT_BASE:-}/baatt" ] || { echo "BAATT_BASE is not a build directory with baatt"; return 1; }
   for r in $(seq "$AB_ROUNDS"); do
     for b in "$BAATT_BASE" "$BUILD"; do
-      # norm sort, lambda 1: a base build older than those options ran them by default
-      local sort=(--sort norm --covariance on)
-      "$b/baatt" bench --help | grep -q -- --covariance || sort=()
+      # norm sort, lambda 1: a base build older than an option ran its value by default
+      local sort=() help
+      help=$("$b/baatt" bench --help)
+      grep -q -- --sort <<<"$help" && sort+=(--sort norm)
+      grep -q -- --covariance <<<"$help" && sort+=(--covariance on)
       "$b/baatt" bench "${sort[@]}" --n "$AB_N" --keep "$AB_KEEP" --dense-max-n 32768 $(small) \
         --json "$RAW/ab_$(basename "$b")_$r.json" || return 1
     done
@@ -235,6 +237,7 @@ wan() {
 reuse_steps() {
   local n c s v dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/baatt-reuse.XXXXXX")
+  trap 'rm -rf "$dir"' RETURN # up to 3 GiB of inputs, on failure too
   for n in ${REUSE_N//,/ }; do
     "$PY" -c 'import numpy as np, sys; n = int(sys.argv[1]); r = np.random.default_rng(n)
 for x in "qkv": np.save(f"{sys.argv[2]}/{x}.npy", r.standard_normal((1, int(sys.argv[3]), n, int(sys.argv[4])), dtype=np.float32).astype(np.float16))' \
@@ -247,7 +250,6 @@ for x in "qkv": np.save(f"{sys.argv[2]}/{x}.npy", r.standard_normal((1, int(sys.
       cat "$RAW/reuse_n${n}_${s}_$v.json"
     done
   done
-  rm -rf "$dir"
 }
 defaults_sweep() {
   local c s v b

@@ -605,7 +605,8 @@ BAATT_API baatt_status baatt_lse_merge(uint64_t rows, uint32_t head_dim, const f
                                        const float *o2, const float *lse2, float *o, float *lse);
 
 /* The BAATT_SORT_AUTO choice (see baatt_sort_mode) for every kv head, whatever cfg->norm_sort
- * says: sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in
+ * says, with cfg->covariance's lambdas as candidates (so with BAATT_COVARIANCE_AUTO the blocking of
+ * the four-way winner): sorted uint8 [batch, kv_heads], 1 = norm-sorted blocking. The sampled recalls are summed in
  * fp64, so near-equal recalls may be decided differently from the GPU's fp32 sums. */
 BAATT_API baatt_status baatt_reference_auto_sorted(const baatt_config *cfg, const void *q, const void *k,
                                                    uint8_t *sorted);

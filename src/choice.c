@@ -68,13 +68,19 @@ static int parse_edge(const char *v, uint32_t *out)
     return parse_u32(v, 32, 128, out) && (*out == 32 || *out == 64 || *out == 128);
 }
 
-static int parse_khr_edge(const char *v, uint32_t *out)
+static int parse_khr_rows(const char *v, uint32_t *out)
 {
     return parse_u32(v, 16, 128, out) && (*out & (*out - 1)) == 0;
 }
 
-/* "RxC" onto *rows, *cols, each edge checked by edge(). */
-static int parse_rxc(const char *v, int (*edge)(const char *, uint32_t *), uint32_t *rows, uint32_t *cols)
+static int parse_khr_keys(const char *v, uint32_t *out)
+{
+    return parse_u32(v, 16, 64, out) && (*out & (*out - 1)) == 0; /* attend.c's key tiles */
+}
+
+/* "RxC" onto *rows, *cols, checked by row_ok() and col_ok(). */
+static int parse_rxc(const char *v, int (*row_ok)(const char *, uint32_t *), int (*col_ok)(const char *, uint32_t *),
+                     uint32_t *rows, uint32_t *cols)
 {
     char a[16], b[16];
     const char *x = strchr(v, 'x');
@@ -83,7 +89,7 @@ static int parse_rxc(const char *v, int (*edge)(const char *, uint32_t *), uint3
     a[x - v] = 0;
     strcpy(b, x + 1);
     uint32_t r, c;
-    if (!edge(a, &r) || !edge(b, &c)) return 0;
+    if (!row_ok(a, &r) || !col_ok(b, &c)) return 0;
     return *rows = r, *cols = c, 1;
 }
 
@@ -101,8 +107,8 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     int ok = -1;
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
         if (!strcmp(key, paths[i].key)) ok = parse_path(paths[i].stage, v, path_of[i]);
-    if (!strcmp(key, "tile")) ok = parse_rxc(v, parse_edge, &t->tile_rows, &t->tile_keys);
-    if (!strcmp(key, "khr_tile")) ok = parse_rxc(v, parse_khr_edge, &t->khr_rows, &t->khr_keys);
+    if (!strcmp(key, "tile")) ok = parse_rxc(v, parse_edge, parse_edge, &t->tile_rows, &t->tile_keys);
+    if (!strcmp(key, "khr_tile")) ok = parse_rxc(v, parse_khr_rows, parse_khr_keys, &t->khr_rows, &t->khr_keys);
     if (!strcmp(key, "khr_mf")) ok = parse_u32(v, 1, 2, &t->khr_mf);
     if (!strcmp(key, "radix_min")) ok = parse_u32(v, 1, 1u << 31, &t->radix_min);
     if (!strcmp(key, "logits_mib")) {

@@ -503,6 +503,7 @@ static void tuning_parse(void **s)
                {"tile=64", "\"64\""},
                {"khr_tile=48x64", "\"48x64\""},
                {"khr_tile=8x64", "\"8x64\""},
+               {"khr_tile=64x128", "\"64x128\""},
                {"khr_mf=3", "khr_mf"},
                {"radix_min=-1", "radix_min"},
                {"radix_min=12abc", "radix_min"},

@@ -100,7 +100,11 @@ baatt_status baatt_score_select_create(baatt_plan *p)
     const baatt_score_choice *s = &p->ch.score;
     uint64_t slots = p->ch.auto_sort ? p->ch.cands.n : 1, rows = slots * g->bh * g->nq;
     BAATT_TRY(baatt_plan_scratch(p, BIND_LOGITS, 4ull * s->chunk_heads * s->chunk_rows * g->nk, "block logits"));
-    BAATT_TRY(baatt_plan_scratch(p, BIND_MASK, 4ull * rows * g->words, "selection mask"));
+    /* one mask per auto candidate: the name says how to need fewer where the buffer limit bites */
+    BAATT_TRY(baatt_plan_scratch(p, BIND_MASK, 4ull * rows * g->words,
+                                 slots > 1 ? "selection masks (one per auto candidate; covariance on or a fixed sort "
+                                             "halves them)"
+                                           : "selection mask"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_COUNTS, 4ull * rows, "selection counts"));
     BAATT_TRY(create_score(p));
     return create_select(p);
