@@ -29,7 +29,7 @@ extern "C" {
 /* Before 1.0 the ABI may change with each minor version (0.2: baatt_device_info grew uuid and
  * external_memory_fd): rebuild against the header of the library you load. */
 #define BAATT_VERSION_MAJOR 0
-#define BAATT_VERSION_MINOR 2
+#define BAATT_VERSION_MINOR 3
 #define BAATT_VERSION_PATCH 0
 
 /* Marks the library's exported functions: libbaatt.so exports these and nothing else. */

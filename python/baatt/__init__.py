@@ -24,7 +24,7 @@ from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, at
 from ._lib import lib as _cdll, text as _text
 from . import masks
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["attention", "merge", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
            "masks", "library_version", "__version__"]
 
