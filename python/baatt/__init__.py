@@ -26,8 +26,8 @@ from ._lib import lib as _cdll, text as _text
 from . import masks
 
 __version__ = "0.2.0"
-__all__ = ["attention", "merge", "Plan", "Selection", "Snapshot", "Stats", "Error", "Status", "DeviceInfo", "devices",
-           "STAGES", "masks", "library_version", "__version__"]
+__all__ = ["attention", "merge", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
+           "masks", "library_version", "__version__", "Snapshot"]
 
 
 def library_version() -> str:
