@@ -46,7 +46,7 @@ def parse():
     a("--steps", type=int, default=6), a("--keeps", default="0.5,0.25,0.1")
     a("--reuse", default="1,3", help="reuse_every values")
     a("--block", type=int, default=64), a("--sort", default="auto", help="auto (the library default), norm or off")
-    a("--store", default="host", choices=["host", "plan"])
+    a("--store", default="device", choices=["device", "host", "plan"])
     a("--dense-steps", type=int, default=0), a("--min-tokens", type=int, default=None)
     a("--rows", type=int, default=64, help="sampled query rows per head for the recall")
     a("--recall-step", type=int, default=-1, help="the step whose q/k the recall uses (-1: the last)")
@@ -142,7 +142,8 @@ def mass_recall(q, k, sel, block, rows, gen):
 
 def selection_in_use(engine, key, q, k, layout):
     """The selection the engine's last baatt call for this layer attended on: the held one (host
-    store with reuse), else the one its plan holds (shared plan: its last call)."""
+    store with reuse), else the one its plan holds (shared plan: its last call, which for the
+    device store loaded the layer's snapshot before a reuse)."""
     cfg, kb = engine.config, (key, engine.branch)
     if cfg.reuse_every > 1 and cfg.selection_store == "host":
         held = engine._held.get(kb)

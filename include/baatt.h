@@ -462,6 +462,29 @@ BAATT_API baatt_status baatt_plan_set_selection(baatt_plan *plan, const uint8_t 
 BAATT_API baatt_status baatt_plan_set_selection_buffers(baatt_plan *plan, baatt_device_buffer *mask,
                                                         baatt_device_buffer *perm_q, baatt_device_buffer *perm_k);
 
+/* A copy of a plan's held selection kept on the device: the mask bits, token counts and
+ * permutations the attention reads, and the per-kv-head choice the read functions return (a few
+ * MiB; none of the plan's scratch). One plan can then serve many call sites (e.g. every layer of
+ * a model) and switch between their selections without host round trips or checks. */
+typedef struct baatt_snapshot baatt_snapshot;
+/* A new snapshot of the selection plan holds (its last estimating run's, a loaded snapshot's or
+ * one given with baatt_plan_set_selection). GPU-to-GPU copies in one submission, waited for: the
+ * plan's last estimating recording must have been submitted (as for the read functions).
+ * BAATT_ERROR_NO_SELECTION if the plan holds none (before its first estimating run, a dense plan);
+ * BAATT_ERROR_INVALID_ARGUMENT for a NULL argument. *out is NULL on failure. */
+BAATT_API baatt_status baatt_plan_snapshot_save(baatt_plan *plan, baatt_snapshot **out);
+/* Makes the snapshot's selection the one plan holds (GPU-to-GPU copies in one submission, waited
+ * for; not while a recording of the plan is pending) and turns reuse on, as
+ * baatt_plan_set_selection does but without host checks: the data came from a plan. The read
+ * functions then return the snapshot's mask, perms, head_sorted and head_covariance (once a run
+ * made results readable). BAATT_ERROR_INVALID_ARGUMENT with a message if the snapshot came from
+ * another context or a plan of another batch, heads, kv_heads, q_len, kv_len, block_size,
+ * head_dim or norm_sort / covariance candidates, or plan is dense; the plan is then unchanged.
+ * The snapshot stays valid and can be loaded again, into any plan of the same shape. */
+BAATT_API baatt_status baatt_plan_snapshot_load(baatt_plan *plan, const baatt_snapshot *snapshot);
+/* Frees a snapshot (NULL: nothing); before its context is destroyed. */
+BAATT_API void baatt_snapshot_destroy(baatt_snapshot *snapshot);
+
 /* Non-finite inputs (docs/RELIABILITY.md). The library does not scan its inputs; NaN and
  * infinities propagate by one rule in every mode:
  *  - dense: an output row is NaN when any score of the row is NaN or +inf (a NaN or infinity in

@@ -142,3 +142,138 @@ baatt_status baatt_plan_set_selection(baatt_plan *p, const uint8_t *mask, const 
     free(bits), free(counts), free(scratch), free(moved_q), free(moved_k), free(ident);
     return s;
 }
+
+/* ---- snapshots: device copies of the held selection ---- */
+
+enum { SNAP_MASK, SNAP_COUNTS, SNAP_PERM_Q, SNAP_PERM_K, SNAP_CHOICE, SNAP_PARTS };
+
+struct baatt_snapshot {
+    baatt_context *ctx;
+    baatt_config cfg;        /* the plan's: shape and geometry checked on load */
+    baatt_auto_cands cands;  /* what the choice record's indices mean */
+    int held;                /* the plan's baatt_held when saved */
+    uint8_t *given_sorted;   /* [bhkv], a given selection's (host: tiny, never on the device) */
+    uint64_t at[SNAP_PARTS]; /* offset of each part in buf */
+    baatt_buffer buf;        /* all parts, back to back */
+};
+
+/* Where each part lives in the plan: binding, offset, bytes (0: none, e.g. no auto choice). */
+static void snapshot_parts(const baatt_plan *p, int bind[SNAP_PARTS], uint64_t at[SNAP_PARTS], uint64_t n[SNAP_PARTS])
+{
+    const baatt_geometry *g = &p->ch.geo;
+    uint64_t rows = (uint64_t)g->bh * g->nq;
+    int b[SNAP_PARTS] = {BIND_MASK, BIND_COUNTS, BIND_PERM_Q, BIND_PERM_K, BIND_AUTO};
+    uint64_t bytes[SNAP_PARTS] = {4 * rows * g->words, 4 * rows, 4ull * g->bh * p->cfg.q_len,
+                                  4ull * g->bhkv * p->cfg.kv_len, p->ch.auto_sort ? 4ull * g->bhkv : 0};
+    for (int i = 0; i < SNAP_PARTS; i++) bind[i] = b[i], at[i] = 0, n[i] = bytes[i];
+    /* BIND_AUTO: the sampled recalls [bh][samples][candidates], then the chosen candidates [bhkv] */
+    at[SNAP_CHOICE] = 4ull * p->ch.cands.n * g->bh * p->ch.samples;
+}
+
+/* One submission of GPU-to-GPU copies between the plan's buffers and the snapshot's, waited for.
+ * The barriers order them after the plan's submitted runs and before its next ones. */
+static baatt_status snapshot_copy(baatt_plan *p, const baatt_snapshot *s, int save)
+{
+    int bind[SNAP_PARTS];
+    uint64_t at[SNAP_PARTS], n[SNAP_PARTS];
+    snapshot_parts(p, bind, at, n);
+    VkCommandBuffer cmd;
+    BAATT_TRY(baatt_cmd_begin(p->ctx, &cmd));
+    baatt_cmd_barrier(p->ctx, cmd);
+    for (int i = 0; i < SNAP_PARTS; i++) {
+        if (!n[i]) continue;
+        VkBufferCopy c = {save ? at[i] : s->at[i], save ? s->at[i] : at[i], n[i]};
+        VkBuffer plan_buf = p->buf[bind[i]].buffer;
+        p->ctx->vk.vkCmdCopyBuffer(cmd, save ? plan_buf : s->buf.buffer, save ? s->buf.buffer : plan_buf, 1, &c);
+    }
+    baatt_cmd_barrier(p->ctx, cmd);
+    return baatt_cmd_submit_wait(p->ctx, cmd);
+}
+
+void baatt_snapshot_destroy(baatt_snapshot *s)
+{
+    if (!s) return;
+    baatt_buffer_destroy(s->ctx, &s->buf);
+    free(s->given_sorted);
+    free(s);
+}
+
+/* A snapshot sized for p's parts, its host fields set. */
+static baatt_status snapshot_new(baatt_plan *p, baatt_snapshot **out)
+{
+    baatt_snapshot *s = calloc(1, sizeof *s);
+    uint8_t *given = p->held == BAATT_HELD_GIVEN ? malloc(p->ch.geo.bhkv) : NULL;
+    if (!s || (p->held == BAATT_HELD_GIVEN && !given)) {
+        free(s), free(given);
+        return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "baatt_plan_snapshot_save: out of host memory");
+    }
+    *s = (baatt_snapshot){.ctx = p->ctx, .cfg = p->cfg, .cands = p->ch.cands, .held = p->held, .given_sorted = given};
+    int bind[SNAP_PARTS];
+    uint64_t at[SNAP_PARTS], n[SNAP_PARTS], total = 0;
+    snapshot_parts(p, bind, at, n);
+    for (int i = 0; i < SNAP_PARTS; i++) s->at[i] = total, total += n[i];
+    if (given) memcpy(given, p->given_sorted, p->ch.geo.bhkv);
+    baatt_status st = baatt_buffer_create(p->ctx, total, 0, &s->buf);
+    if (st) {
+        baatt_snapshot_destroy(s);
+        return st;
+    }
+    *out = s;
+    return BAATT_OK;
+}
+
+baatt_status baatt_plan_snapshot_save(baatt_plan *p, baatt_snapshot **out)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!out) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "baatt_plan_snapshot_save: out is NULL");
+    *out = NULL;
+    if (p->cfg.dense || !p->held)
+        return baatt_fail(p->ctx, BAATT_ERROR_NO_SELECTION,
+                          "baatt_plan_snapshot_save: the plan holds no selection (%s)",
+                          p->cfg.dense ? "a dense plan never does" : "run it once with reuse off, or give one");
+    baatt_snapshot *s = NULL;
+    BAATT_TRY(snapshot_new(p, &s));
+    baatt_status st = snapshot_copy(p, s, 1);
+    if (st) baatt_snapshot_destroy(s);
+    else *out = s;
+    return st;
+}
+
+/* NULL when s fits p, else what differs. */
+static const char *snapshot_mismatch(const baatt_plan *p, const baatt_snapshot *s)
+{
+    const baatt_config *a = &p->cfg, *b = &s->cfg;
+    if (s->ctx != p->ctx) return "the snapshot belongs to another context";
+    if (a->dense) return "a dense plan takes no selection";
+    if (a->batch != b->batch || a->heads != b->heads || a->kv_heads != b->kv_heads)
+        return "the snapshot's batch / heads / kv_heads differ from the plan's";
+    if (a->q_len != b->q_len || a->kv_len != b->kv_len) return "the snapshot's q_len / kv_len differ from the plan's";
+    if (a->block_size != b->block_size || a->head_dim != b->head_dim)
+        return "the snapshot's block_size / head_dim differ from the plan's";
+    if (memcmp(&p->ch.cands, &s->cands, sizeof s->cands))
+        return "the snapshot's sort / covariance candidates (norm_sort, covariance modes) differ from the plan's";
+    return NULL;
+}
+
+baatt_status baatt_plan_snapshot_load(baatt_plan *p, const baatt_snapshot *s)
+{
+    if (!p) return BAATT_ERROR_INVALID_ARGUMENT;
+    if (!s) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "baatt_plan_snapshot_load: snapshot is NULL");
+    const char *why = snapshot_mismatch(p, s);
+    if (why) return baatt_fail(p->ctx, BAATT_ERROR_INVALID_ARGUMENT, "baatt_plan_snapshot_load: %s", why);
+    uint8_t *given = NULL;
+    if (s->held == BAATT_HELD_GIVEN && !(given = malloc(p->ch.geo.bhkv)))
+        return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "baatt_plan_snapshot_load: out of host memory");
+    p->held = 0; /* a failed copy leaves no usable selection */
+    baatt_status st = snapshot_copy(p, s, 0);
+    if (st) {
+        free(given);
+        return st;
+    }
+    if (given) memcpy(given, s->given_sorted, p->ch.geo.bhkv);
+    free(p->given_sorted);
+    p->given_sorted = given;
+    p->held = s->held;
+    p->reuse = 1;
+    return BAATT_OK;
+}

@@ -9,7 +9,11 @@
  *               plan's own norm sort), GQA, head_dim 64 and 128, fp32, fp16 and bf16, from host
  *               arrays and device buffers, against the reference on the given selection; what the
  *               read functions then report; malformed masks and perms refused with a message
- *               naming the entry, the arguments untouched and the held selection kept. */
+ *               naming the entry, the arguments untouched and the held selection kept
+ *   snapshot -> a plan's held selection saved on the device, replaced by a later estimate, loaded
+ *               back: bit-identical output to a plan that kept it, the same read functions'
+ *               answers (sort norm, off and auto, a given selection); refused loads (shape,
+ *               geometry, candidates, dense, NULL) with a message and the plan unchanged. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -531,6 +535,225 @@ static void given_malformed(void **s)
     tensors_free(&t);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* snapshots                                                                                  */
+
+typedef struct held_state {
+    selection sel;
+    uint8_t *choice; /* read_head_sorted, then read_head_covariance: [2][bhkv] */
+} held_state;
+
+static void read_held(baatt_plan *plan, const tensors *t, held_state *h)
+{
+    uint32_t nkv = t->c.batch * t->c.kv_heads;
+    read_selection(plan, t, &h->sel);
+    h->choice = malloc(2 * nkv);
+    memset(h->choice, 0xAA, 2 * nkv);
+    assert_int_equal(baatt_plan_read_head_sorted(plan, h->choice), BAATT_OK);
+    assert_int_equal(baatt_plan_read_head_covariance(plan, h->choice + nkv), BAATT_OK);
+}
+
+static void expect_same_held(const held_state *a, const held_state *b, const tensors *t)
+{
+    const baatt_config *c = &t->c;
+    assert_memory_equal(a->sel.mask, b->sel.mask, t->rows * t->nk);
+    assert_memory_equal(a->sel.pq, b->sel.pq, 4ull * c->batch * c->heads * c->q_len);
+    assert_memory_equal(a->sel.pk, b->sel.pk, 4ull * c->batch * c->kv_heads * c->kv_len);
+    assert_memory_equal(a->choice, b->choice, 2ull * c->batch * c->kv_heads);
+}
+
+static void free_held(held_state *h) { free_selection(&h->sel), free(h->choice); }
+
+/* Plan A estimates on X (snapshot S), then on Y (a new held selection), then loads S and runs Z:
+ * the output of plan B that estimated on X and reused on Z, bit for bit, and what A reports is
+ * X's selection. A fresh plan C that never ran takes S too. */
+static void snapshot_case(baatt_config c, uint64_t salt)
+{
+    uint64_t rng = th_seed() ^ salt;
+    tensors t;
+    tensors_init(&rng, &c, &t);
+    size_t ob = t.qn * baatt_dtype_size(c.dtype);
+    baatt_plan *a = NULL, *b = NULL, *fresh_plan = NULL;
+    plan_for(&c, &a), plan_for(&c, &b), plan_for(&c, &fresh_plan);
+    baatt_snapshot *snap = NULL;
+    assert_int_equal(run(a, &t), BAATT_OK); /* X */
+    assert_int_equal(baatt_plan_snapshot_save(a, &snap), BAATT_OK);
+    assert_non_null(snap);
+    held_state x, y, loaded;
+    read_held(a, &t, &x);
+    assert_int_equal(run(b, &t), BAATT_OK);
+    assert_int_equal(baatt_plan_set_reuse(b, 1), BAATT_OK);
+
+    fresh(&rng, &t); /* Y: A's held selection changes */
+    assert_int_equal(run(a, &t), BAATT_OK);
+    read_held(a, &t, &y);
+    assert_true(memcmp(x.sel.mask, y.sel.mask, t.rows * t.nk) != 0 ||
+                memcmp(x.sel.pq, y.sel.pq, 4ull * c.batch * c.heads * c.q_len) != 0);
+
+    fresh(&rng, &t); /* Z: A on the snapshot, B on its own reuse, C on the snapshot */
+    assert_int_equal(baatt_plan_snapshot_load(a, snap), BAATT_OK);
+    assert_int_equal(run(a, &t), BAATT_OK);
+    void *out_a = malloc(ob);
+    memcpy(out_a, t.o, ob);
+    read_held(a, &t, &loaded);
+    expect_same_held(&x, &loaded, &t);
+    check_output(&t, x.sel.mask, x.sel.pq, x.sel.pk, "reusing a loaded snapshot");
+    assert_int_equal(run(b, &t), BAATT_OK);
+    assert_memory_equal(out_a, t.o, ob);
+    assert_int_equal(baatt_plan_snapshot_load(fresh_plan, snap), BAATT_OK);
+    assert_int_equal(run(fresh_plan, &t), BAATT_OK);
+    assert_memory_equal(out_a, t.o, ob);
+
+    /* the snapshot outlives its plan and a second load */
+    baatt_plan_destroy(a);
+    assert_int_equal(baatt_plan_set_reuse(fresh_plan, 0), BAATT_OK);
+    assert_int_equal(run(fresh_plan, &t), BAATT_OK);
+    assert_int_equal(baatt_plan_snapshot_load(fresh_plan, snap), BAATT_OK);
+    assert_int_equal(run(fresh_plan, &t), BAATT_OK);
+    assert_memory_equal(out_a, t.o, ob);
+    free_held(&loaded);
+    read_held(fresh_plan, &t, &loaded);
+    expect_same_held(&x, &loaded, &t);
+
+    free_held(&x), free_held(&y), free_held(&loaded), free(out_a);
+    baatt_snapshot_destroy(snap);
+    baatt_plan_destroy(b), baatt_plan_destroy(fresh_plan);
+    tensors_free(&t);
+}
+
+static void snapshot_sorted_f32_gqa(void **s)
+{
+    (void)s;
+    snapshot_case(make(1, 4, 2, 200, 264, 64, 32, BAATT_DTYPE_F32), 0x5A1);
+}
+
+/* Auto sort and lambda: the per-kv-head choice record travels with the snapshot. */
+static void snapshot_auto_f16(void **s)
+{
+    (void)s;
+    baatt_config c = make(2, 2, 1, 256, 192, 64, 32, BAATT_DTYPE_F16);
+    c.norm_sort = BAATT_SORT_AUTO, c.covariance = BAATT_COVARIANCE_AUTO;
+    snapshot_case(c, 0x5A2);
+}
+
+static void snapshot_original_order_d128(void **s)
+{
+    (void)s;
+    baatt_config c = make(1, 2, 2, 320, 400, 128, 32, BAATT_DTYPE_F32); /* 10 x 13 blocks */
+    c.norm_sort = BAATT_SORT_OFF;
+    snapshot_case(c, 0x5A3);
+}
+
+/* A given selection's snapshot: what the read functions report for it comes back too. */
+static void snapshot_given(void **s)
+{
+    (void)s;
+    uint64_t rng = th_seed() ^ 0x5A4;
+    baatt_config c = make(1, 2, 1, 160, 200, 64, 32, BAATT_DTYPE_F32);
+    c.norm_sort = BAATT_SORT_AUTO;
+    tensors t;
+    tensors_init(&rng, &c, &t);
+    baatt_plan *plan = NULL;
+    plan_for(&c, &plan);
+    uint8_t *mask = random_mask(&rng, &t, 0.4f);
+    int32_t *pk = random_perm(&rng, 1, c.kv_len);
+    assert_int_equal(baatt_plan_set_selection(plan, mask, NULL, pk), BAATT_OK);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    held_state given, loaded;
+    read_held(plan, &t, &given);
+    assert_int_equal(given.choice[0], 1); /* perm_k not the identity */
+    assert_int_equal(given.choice[1], 0); /* no lambda made it */
+    baatt_snapshot *snap = NULL;
+    assert_int_equal(baatt_plan_snapshot_save(plan, &snap), BAATT_OK);
+    assert_int_equal(baatt_plan_set_reuse(plan, 0), BAATT_OK);
+    fresh(&rng, &t);
+    assert_int_equal(run(plan, &t), BAATT_OK); /* an estimate replaces it */
+    assert_int_equal(baatt_plan_snapshot_load(plan, snap), BAATT_OK);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    check_output(&t, mask, NULL, pk, "a given selection's snapshot");
+    read_held(plan, &t, &loaded);
+    expect_same_held(&given, &loaded, &t);
+    free_held(&given), free_held(&loaded), free(mask), free(pk);
+    baatt_snapshot_destroy(snap);
+    baatt_plan_destroy(plan);
+    tensors_free(&t);
+}
+
+static void expect_load_refused(baatt_plan *plan, const baatt_snapshot *snap, const char *fragment)
+{
+    assert_int_equal(baatt_plan_snapshot_load(plan, snap), BAATT_ERROR_INVALID_ARGUMENT);
+    const char *msg = baatt_context_error(th_ctx);
+    if (!strstr(msg, fragment)) fprintf(stderr, "message '%s' lacks '%s'\n", msg, fragment);
+    assert_non_null(strstr(msg, fragment));
+}
+
+static void snapshot_errors(void **s)
+{
+    (void)s;
+    uint64_t rng = th_seed() ^ 0x5A5;
+    baatt_config c = make(1, 2, 1, 128, 160, 64, 32, BAATT_DTYPE_F32);
+    tensors t;
+    tensors_init(&rng, &c, &t);
+    baatt_plan *plan = NULL, *other = NULL;
+    plan_for(&c, &plan);
+    baatt_snapshot *snap = (baatt_snapshot *)&rng; /* must come back NULL */
+    assert_int_equal(baatt_plan_snapshot_save(plan, &snap), BAATT_ERROR_NO_SELECTION);
+    assert_null(snap);
+    assert_non_null(strstr(baatt_context_error(th_ctx), "holds no selection"));
+    assert_int_equal(baatt_plan_snapshot_save(NULL, &snap), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(baatt_plan_snapshot_save(plan, NULL), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    held_state before, after;
+    read_held(plan, &t, &before);
+    assert_int_equal(baatt_plan_snapshot_save(plan, &snap), BAATT_OK);
+    assert_int_equal(baatt_plan_snapshot_load(NULL, snap), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(baatt_plan_snapshot_load(plan, NULL), BAATT_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(baatt_context_error(th_ctx), "snapshot is NULL"));
+
+    /* plans of another shape, geometry or candidate set refuse it and keep what they hold */
+    struct {
+        baatt_config c;
+        const char *fragment;
+    } wrong[] = {{make(1, 2, 1, 160, 160, 64, 32, BAATT_DTYPE_F32), "q_len / kv_len"},
+                 {make(1, 2, 2, 128, 160, 64, 32, BAATT_DTYPE_F32), "kv_heads"},
+                 {make(1, 2, 1, 128, 160, 64, 64, BAATT_DTYPE_F32), "block_size / head_dim"},
+                 {make(1, 2, 1, 128, 160, 128, 32, BAATT_DTYPE_F32), "block_size / head_dim"},
+                 {c, "candidates"},
+                 {c, "dense plan"}};
+    wrong[4].c.norm_sort = BAATT_SORT_OFF;
+    wrong[5].c.dense = 1;
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        plan_for(&wrong[i].c, &other);
+        expect_load_refused(other, snap, wrong[i].fragment);
+        baatt_plan_destroy(other);
+    }
+    assert_int_equal(baatt_plan_set_reuse(plan, 0), BAATT_OK);
+    c.norm_sort = BAATT_SORT_OFF;
+    plan_for(&c, &other);
+    assert_int_equal(run(other, &t), BAATT_OK);
+    expect_load_refused(other, snap, "candidates");
+    baatt_plan_destroy(other);
+
+    /* the refusals changed nothing: the plan still estimates, and the snapshot still loads */
+    fresh(&rng, &t);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    assert_int_equal(baatt_plan_snapshot_load(plan, snap), BAATT_OK);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    read_held(plan, &t, &after);
+    expect_same_held(&before, &after, &t);
+    free_held(&before), free_held(&after);
+    baatt_snapshot_destroy(snap);
+    baatt_snapshot_destroy(NULL);
+    baatt_plan_destroy(plan);
+
+    c.dense = 1; /* a dense plan never holds one */
+    plan_for(&c, &plan);
+    assert_int_equal(run(plan, &t), BAATT_OK);
+    assert_int_equal(baatt_plan_snapshot_save(plan, &snap), BAATT_ERROR_NO_SELECTION);
+    baatt_plan_destroy(plan);
+    tensors_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,7 +763,9 @@ int main(void)
         cmocka_unit_test(given_original_order), cmocka_unit_test(given_permuted),
         cmocka_unit_test(given_any_plan),       cmocka_unit_test(given_bf16),
         cmocka_unit_test(given_device_buffers), cmocka_unit_test(given_then_estimate),
-        cmocka_unit_test(given_malformed),
+        cmocka_unit_test(given_malformed),      cmocka_unit_test(snapshot_sorted_f32_gqa),
+        cmocka_unit_test(snapshot_auto_f16),    cmocka_unit_test(snapshot_original_order_d128),
+        cmocka_unit_test(snapshot_given),       cmocka_unit_test(snapshot_errors),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }

@@ -20,13 +20,14 @@ A binding over libbaatt.so's C API (include/baatt.h) through ctypes. The library
 $BAATT_LIBRARY, next to this package (the wheel), in the checkout's build/ (PYTHONPATH=python),
 then on the system's library path.
 """
-from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Stats, Status, attention, devices, merge)
+from ._api import (STAGES, DeviceInfo, Error, Plan, Selection, Snapshot, Stats, Status, attention, devices,
+                   merge)
 from ._lib import lib as _cdll, text as _text
 from . import masks
 
 __version__ = "0.3.0"
 __all__ = ["attention", "merge", "Plan", "Selection", "Stats", "Error", "Status", "DeviceInfo", "devices", "STAGES",
-           "masks", "library_version", "__version__"]
+           "masks", "library_version", "__version__", "Snapshot"]
 
 
 def library_version() -> str:

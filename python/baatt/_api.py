@@ -5,6 +5,7 @@ import ctypes
 import enum
 import math
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
@@ -294,6 +295,29 @@ def _selection_array(x: Any, name: str, shape: Tuple[int, ...], broadcast: bool)
     return np.ascontiguousarray(a, np.int32)
 
 
+class Snapshot:
+    """A copy of a plan's held selection on the device (Plan.snapshot()), loaded back with
+    Plan.load() into that plan or any plan of the same shapes and options: one plan can then serve
+    many call sites (a model's layers), each with its own selection, without host round trips.
+    Owns device memory (the mask, counts and permutations: a few MiB): freed by close(), with the
+    plan that made it, or when garbage-collected."""
+
+    def __init__(self, ctx: "_Context", handle: ctypes.c_void_p):
+        self._ctx = ctx  # the context outlives its snapshots
+        self._handle = handle
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            lib.baatt_snapshot_destroy(self._handle)
+            self._handle = ctypes.c_void_p()
+
+    __del__ = close
+
+
 class Plan:
     """A baatt plan for one shape, dtype and set of options: create once, call many times.
 
@@ -353,6 +377,7 @@ class Plan:
         self._cuda: Any = None  # baatt.cuda.PlanBuffers of the last device-resident call
         self._cuda_lse: Any = None  # its LSE (a CUDA tensor), what lse() returns after it
         self._cuda_failed: Dict[Any, str] = {}  # torch device -> why its shared buffers failed
+        self._snapshots: "weakref.WeakSet[Snapshot]" = weakref.WeakSet()  # freed with the plan
 
     @property
     def device(self) -> DeviceInfo:
@@ -396,6 +421,26 @@ class Plan:
         pk = None if perm_k is None else _selection_array(perm_k, "perm_k", (c.batch, c.kv_heads, c.kv_len), False)
         self._call(lib.baatt_plan_set_selection(self._live(), m.ctypes.data, None if pq is None else pq.ctypes.data,
                                                 None if pk is None else pk.ctypes.data))
+        self._reuse = True
+
+    def snapshot(self) -> Snapshot:
+        """The selection the plan holds, copied on the device (GPU to GPU, no host round trip).
+        Error NO_SELECTION before the plan holds one (no estimating call or set_selection yet)."""
+        handle = ctypes.c_void_p()
+        self._call(lib.baatt_plan_snapshot_save(self._live(), ctypes.byref(handle)))
+        snap = Snapshot(self._ctx, handle)
+        self._snapshots.add(snap)
+        return snap
+
+    def load(self, snapshot: Snapshot) -> None:
+        """Attend on a snapshot's selection from now on (reuse turns on, as set_selection), with no
+        host checks or uploads: GPU-to-GPU copies. selection() then returns the snapshot's. Error
+        INVALID_ARGUMENT for a closed snapshot, or one of a plan of other shapes or options."""
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError(f"load() takes a Snapshot (Plan.snapshot()), not {type(snapshot).__name__}")
+        if snapshot.closed:
+            raise Error(Status.INVALID_ARGUMENT, "the snapshot was closed")
+        self._call(lib.baatt_plan_snapshot_load(self._live(), snapshot._handle))
         self._reuse = True
 
     def __call__(self, q: Any, k: Any, v: Any, *, reuse: Optional[bool] = None) -> Any:
@@ -507,6 +552,8 @@ class Plan:
     def close(self) -> None:
         """Frees the plan's device memory now (also done when the plan is garbage-collected)."""
         self._cuda = self._cuda_lse = None  # the shared buffers go with the plan
+        for snap in list(getattr(self, "_snapshots", ())):
+            snap.close()
         if getattr(self, "_handle", None):
             lib.baatt_plan_destroy(self._handle)
             self._handle = ctypes.c_void_p()

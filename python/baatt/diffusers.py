@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from ._api import Error, Plan, Status
+from ._api import Error, Plan, Snapshot, Status
 
 HEAD_DIMS = (64, 128)
 
@@ -48,10 +48,12 @@ class Config:
     dense_layers: layer indices (the block number in the transformer) that always attend densely.
     reuse_every: R; each layer estimates its selection every R-th step and attends on the held one in
         between (1: estimate every step).
-    selection_store: where a held selection lives. "host": one baatt plan per shape shared by all
-        layers, each layer's selection kept in host memory and set before a reusing call (memory
-        O(1) in the layers); "plan": one plan per layer and CFG branch that keeps its selection on
-        the device (no transfers, one plan's scratch_bytes per layer and branch).
+    selection_store: where a held selection lives. "device" (default): one baatt plan per shape
+        shared by all layers, each layer's selection kept as a device snapshot (Plan.snapshot(), a
+        few MiB each) and loaded GPU to GPU before a reusing call; "host": the same plans, each
+        layer's selection read back to host memory and set (checked and uploaded) before a reusing
+        call; "plan": one plan per layer and CFG branch that keeps its selection (no copies, one
+        plan's scratch_bytes per layer and branch).
     min_tokens: sequences shorter than this go to SDPA (below a few thousand tokens sparsity saves little).
     reset_on_timestep_increase: a forward whose timestep is larger than the previous one starts a new
         run (a new pipe() call: samplers count timesteps down): step 0 again, held selections dropped.
@@ -65,7 +67,7 @@ class Config:
     dense_steps: int = 0
     dense_layers: FrozenSet[int] = field(default_factory=frozenset)
     reuse_every: int = 1
-    selection_store: str = "host"
+    selection_store: str = "device"
     min_tokens: int = 2048
     reset_on_timestep_increase: bool = True
     device: Any = None
@@ -80,8 +82,8 @@ class Config:
                    f"covariance {self.covariance!r}: must be 'on', 'off' or 'auto'"),
                   (self.dense_steps >= 0, f"dense_steps {self.dense_steps}: must be >= 0"),
                   (self.reuse_every >= 1, f"reuse_every {self.reuse_every}: must be >= 1"),
-                  (self.selection_store in ("host", "plan"),
-                   f"selection_store {self.selection_store!r}: must be 'host' or 'plan'"),
+                  (self.selection_store in ("device", "host", "plan"),
+                   f"selection_store {self.selection_store!r}: must be 'device', 'host' or 'plan'"),
                   (self.min_tokens >= 0, f"min_tokens {self.min_tokens}: must be >= 0")]
         for ok, message in checks:
             if not ok:
@@ -102,7 +104,8 @@ class _Engine:
         self.fallbacks: Counter = Counter()
         self.by_layer: Dict[int, Counter] = {}
         self._plans: Dict[Any, Plan] = {}
-        # (layer, branch) -> (shape, (mask, perm_q, perm_k) on the host, or None where its plan holds it)
+        # (layer, branch) -> (shape, held): held is a Snapshot ("device"), (mask, perm_q, perm_k) on
+        # the host ("host"), or None where the layer's own plan holds it ("plan")
         self._held: Dict[Any, Tuple[Any, Any]] = {}
         self._estimated_at: Dict[Any, int] = {}
 
@@ -127,7 +130,7 @@ class _Engine:
     def new_run(self) -> None:
         self.step, self.branch = 0, 0
         self.runs += 1
-        self._held.clear()
+        self._drop_held()
         self._estimated_at.clear()
 
     # -- counting ------------------------------------------------------------------------------
@@ -165,7 +168,9 @@ class _Engine:
         reuse = (cfg.reuse_every > 1 and held is not None and held[0] == shape
                  and self.step - self._estimated_at[key] < cfg.reuse_every)
         plan = self._plan(key if cfg.selection_store == "plan" else None, shape)
-        if reuse and held[1] is not None:   # the host store: the selection goes back to the plan
+        if reuse and isinstance(held[1], Snapshot):   # the device store: GPU-to-GPU copies
+            plan.load(held[1])
+        elif reuse and held[1] is not None:   # the host store: the selection goes back to the plan
             plan.set_selection(*held[1])
         o = plan(q, k, v, reuse=reuse)
         if reuse:
@@ -174,12 +179,34 @@ class _Engine:
         self.count(layer, "estimate")
         self._estimated_at[key] = self.step
         if cfg.reuse_every > 1:
-            sel = plan.selection() if cfg.selection_store == "host" else None
-            self._held[key] = (shape, None if sel is None else (sel.mask, sel.perm_q, sel.perm_k))
+            self._hold(key, (shape, self._take_selection(plan)))
         return o
 
+    def _take_selection(self, plan: Plan) -> Any:
+        """What the store keeps of the selection plan just estimated."""
+        store = self.config.selection_store
+        if store == "device":
+            return plan.snapshot()
+        if store == "host":
+            sel = plan.selection()
+            return sel.mask, sel.perm_q, sel.perm_k
+        return None
+
+    def _hold(self, key: Any, entry: Tuple[Any, Any]) -> None:
+        old = self._held.get(key)
+        if old is not None and isinstance(old[1], Snapshot):   # its device memory now, not at GC
+            old[1].close()
+        self._held[key] = entry
+
+    def _drop_held(self) -> None:
+        for _, held in self._held.values():
+            if isinstance(held, Snapshot):
+                held.close()
+        self._held.clear()
+
     def _plan(self, key: Any, shape: Tuple[Any, ...]) -> Plan:
-        """The plan of this layer and branch ("plan" store) or of this shape (shared, "host")."""
+        """The plan of this layer and branch ("plan" store) or of this shape (shared: "device",
+        "host")."""
         cache_key = (key, shape)
         plan = self._plans.get(cache_key)
         if plan is None:
@@ -196,19 +223,20 @@ class _Engine:
     def close(self) -> None:
         for p in self.plans():
             p.close()
+        self._drop_held()
         self._plans.clear()
-        self._held.clear()
         self._estimated_at.clear()
 
     def report(self) -> Dict[str, Any]:
-        host = sum(sum(a.nbytes for a in sel) for _, sel in self._held.values() if sel is not None)
+        host = sum(sum(a.nbytes for a in sel) for _, sel in self._held.values() if isinstance(sel, tuple))
+        snapshots = sum(isinstance(sel, Snapshot) for _, sel in self._held.values())
         return {"forwards": self.forwards, "step": self.step, "runs": self.runs,
                 "baatt": self.counts["baatt"], "estimates": self.counts["estimate"], "reuse": self.counts["reuse"],
                 "dense": self.counts["dense"], "fallbacks": dict(self.fallbacks),
                 "fallback_total": sum(self.fallbacks.values()),
                 "by_layer": {k: dict(v) for k, v in sorted(self.by_layer.items())},
                 "plans": len(self.plans()), "plan_scratch_bytes": sum(p.scratch_bytes for p in self.plans()),
-                "host_selection_bytes": host}
+                "host_selection_bytes": host, "device_snapshots": snapshots}
 
 
 def _fallback_reason(e: Error) -> Optional[str]:
@@ -369,6 +397,7 @@ class Handle:
         fallback_total (calls SDPA took because baatt could not serve them), by_layer {layer:
         counts} (-1: modules outside a numbered block), plans and plan_scratch_bytes (baatt plans
         alive and their device scratch), host_selection_bytes (selections held on the host),
+        device_snapshots (selections held as device snapshots, a few MiB each),
         replaced (processors replaced), not_replaced {processor class: count}."""
         r = self._engine.report()
         r["replaced"] = len(self._replaced)

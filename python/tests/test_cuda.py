@@ -127,6 +127,28 @@ def test_reuse_across_calls(gpu, gen, no_host):
         assert plan.selection().mask.all()  # keep 1.0: every block
 
 
+def test_snapshot_device_resident(gpu, gen, no_host):
+    """Selection snapshots with CUDA tensors (baatt_plan_snapshot_save / _load between device-resident
+    calls): plan A estimates on X (snapshot), then on Y, loads the snapshot and runs Z; plan B
+    estimated on X and reuses on Z: the same bits, and A reports X's selection."""
+    dev, index = gpu
+    shapes = ((1, 8, 1024, 128), (1, 2, 1024, 128))
+    with baatt.Plan(*shapes, "float16", keep=0.25, device=index) as a, \
+            baatt.Plan(*shapes, "float16", keep=0.25, device=index) as b:
+        x, y, z = (_qkv(gen, dev, h=8, hk=2, n=1024) for _ in range(3))
+        a(*x)
+        snap = a.snapshot()
+        sel = a.selection()
+        b(*x)
+        a(*y, reuse=False)
+        a.load(snap)
+        oa = a(*z)
+        after = a.selection()
+        assert all(np.array_equal(getattr(sel, f), getattr(after, f))
+                   for f in ("mask", "perm_q", "perm_k", "sorted_heads", "cov_heads"))
+        assert torch.equal(oa, b(*z, reuse=True))
+
+
 def test_layout_and_strides(gpu, gen, no_host):
     """bnhd tensors, non-contiguous ones and bf16: copy_ takes any strides."""
     dev, index = gpu

@@ -178,7 +178,7 @@ def test_wan_reuse_every_r_steps():
     m = wan()
     inputs = [wan_inputs(seed=SEED + i) for i in range(len(T_STEPS))]
     outs = {}
-    for store in ("host", "plan"):
+    for store in ("device", "host", "plan"):
         with bd.install(m, cfg(keep=0.5, reuse_every=3, selection_store=store)) as h:
             outs[store] = [wan_run(m, inp, t) for inp, t in zip(inputs, T_STEPS)]
             r = h.report()
@@ -189,9 +189,11 @@ def test_wan_reuse_every_r_steps():
         assert (r["estimates"], r["reuse"], r["baatt"]) == (6, 8, 14)
         assert (r2["runs"], r2["step"], r2["estimates"]) == (2, 0, 8)
         assert (r["host_selection_bytes"] > 0) == (store == "host")
-        assert r["plans"] == (1 if store == "host" else 2)
-    # the host store hands the plan back exactly the selection a per-layer plan keeps
+        assert r["device_snapshots"] == (2 if store == "device" else 0)   # one a layer, replaced
+        assert r["plans"] == (2 if store == "plan" else 1)
+    # the host and device stores hand the shared plan back exactly the selection a per-layer plan keeps
     assert all(rel(a, b) < 1e-6 for a, b in zip(outs["host"], outs["plan"]))
+    assert all(rel(a, b) < 1e-6 for a, b in zip(outs["device"], outs["plan"]))
     with bd.install(m, cfg(keep=0.5)):
         fresh1 = wan_run(m, inputs[1], T_STEPS[1])
         fresh0 = wan_run(m, inputs[1], T_STEPS[0])
@@ -201,7 +203,7 @@ def test_wan_reuse_every_r_steps():
     assert rel(again, fresh0) < 1e-6
 
 
-@pytest.mark.parametrize("store", ["host", "plan"])
+@pytest.mark.parametrize("store", ["device", "host", "plan"])
 def test_wan_reuse_same_inputs_reproduces_estimate(store):
     # attending on the held selection with the inputs it was estimated on is the estimate's
     # attention (no forward hook runs here: both calls are step 0, the second reuses)

@@ -66,6 +66,67 @@ def test_reuse_before_selection(rng):
 
 
 # ------------------------------------------------------------------------------------------------
+# snapshots
+
+def same_selection(a, b):
+    return all(np.array_equal(getattr(a, f), getattr(b, f))
+               for f in ("mask", "perm_q", "perm_k", "sorted_heads", "cov_heads"))
+
+
+@pytest.mark.parametrize("dtype,sort", [(np.float32, "norm"), (np.float16, "auto")])
+def test_snapshot(rng, dtype, sort):
+    """Plan A estimates on X (snapshot), then on Y, then loads the snapshot and runs Z: the output
+    of plan B that estimated on X and reused on Z, and A reports X's selection."""
+    b, h, hk, n, nk, block = 1, 4, 2, 256, 200, 32
+    shapes = ((b, h, n, 64), (b, hk, nk, 64))
+    with baatt.Plan(*shapes, dtype, keep=0.3, block=block, sort=sort) as a, \
+            baatt.Plan(*shapes, dtype, keep=0.3, block=block, sort=sort) as bp:
+        x = qkv(rng, b, h, hk, n, nk, dtype=dtype)
+        a(*x)
+        snap = a.snapshot()
+        sel_x = a.selection()
+        bp(*x)
+        y = qkv(rng, b, h, hk, n, nk, dtype=dtype)
+        a(*y, reuse=False)
+        assert not same_selection(a.selection(), sel_x)
+        z = qkv(rng, b, h, hk, n, nk, dtype=dtype)
+        a.load(snap)
+        assert a.reuse
+        oa = a(*z)
+        assert same_selection(a.selection(), sel_x)
+        assert np.array_equal(oa, bp(*z, reuse=True))
+        assert rel_l2(oa, sparse_reference(*z, sel_x, block)) <= TOL[dtype]
+        a.load(snap)  # loads again; the snapshot is not consumed
+        assert np.array_equal(a(*z), oa)
+    assert snap.closed  # freed with the plan that made it
+
+
+def test_snapshot_errors(rng):
+    q, k, v = qkv(rng, n=128)
+    with baatt.Plan(q.shape, k.shape, block=32) as plan:
+        with pytest.raises(baatt.Error) as e:
+            plan.snapshot()
+        assert e.value.status == baatt.Status.NO_SELECTION and "no selection" in e.value.message
+        plan(q, k, v)
+        snap = plan.snapshot()
+        with baatt.Plan(q.shape, (1, 2, 160, 64), block=32) as other:
+            with pytest.raises(baatt.Error) as e:
+                other.load(snap)
+            assert e.value.status == baatt.Status.INVALID_ARGUMENT and "kv_len" in e.value.message
+        with baatt.Plan(q.shape, k.shape, block=64) as other:
+            with pytest.raises(baatt.Error) as e:
+                other.load(snap)
+            assert "block_size" in e.value.message
+        with pytest.raises(TypeError):
+            plan.load(plan.selection())
+        snap.close()
+        snap.close()  # idempotent
+        with pytest.raises(baatt.Error) as e:
+            plan.load(snap)
+        assert e.value.status == baatt.Status.INVALID_ARGUMENT and "closed" in e.value.message
+
+
+# ------------------------------------------------------------------------------------------------
 # given selections
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
