@@ -35,7 +35,7 @@ void main() {
         for (uint c = 1; c < CANDS; c++)
             if (rec[c] > rec[w]) w = c;
         sh_win = w;
-        if (gl_WorkGroupID.x == 0) au[bh * S * CANDS + kvhd] = w;
+        if (gl_WorkGroupID.x == 0) au[AUTO_CHOICE_WORD(bh, S, CANDS) + kvhd] = w;
     }
     barrier();
     uint w = sh_win;

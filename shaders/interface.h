@@ -31,6 +31,8 @@
 #define BIND_LSE 21       /* log-sum-exp per query row [heads][q_len] f32, original order (cfg.lse):
                              the plan's buffer or the caller's tensor; written only where the
                              attention's LSE constant is set */
+/* BIND_AUTO's word where the chosen candidate of each kv head starts (after the recalls). */
+#define AUTO_CHOICE_WORD(bh, samples, cands) ((bh) * (samples) * (cands))
 #define BIND_COUNT 22
 #define BIND_FIRST_SCRATCH BIND_PERM_Q /* bindings below it are the caller's tensors */
 

@@ -109,6 +109,14 @@ baatt_auto_cands baatt_auto_candidates(const baatt_config *c)
     return a;
 }
 
+baatt_config baatt_auto_candidate_config(const baatt_config *c, const baatt_auto_cands *a, uint32_t x)
+{
+    baatt_config cx = *c;
+    cx.norm_sort = (a->sorted >> x) & 1u ? BAATT_SORT_NORM : BAATT_SORT_OFF;
+    cx.covariance = (a->cov >> x) & 1u ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_OFF;
+    return cx;
+}
+
 baatt_status baatt_config_check(const baatt_config *c, char *msg, size_t n)
 {
     if (msg && n) msg[0] = 0;

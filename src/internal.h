@@ -62,16 +62,16 @@ typedef struct baatt_auto_cands {
     uint32_t sorted, cov;
 } baatt_auto_cands;
 baatt_auto_cands baatt_auto_candidates(const baatt_config *c);
+/* Candidate x of a (from c) as a config of that one candidate: its blocking and lambda. */
+baatt_config baatt_auto_candidate_config(const baatt_config *c, const baatt_auto_cands *a, uint32_t x);
 
 /* The shared selection rules (reference.c), called by the reference and the accuracy harness so
  * both measure the rule the GPU runs. Threshold mode: the length (>= 1) of the shortest prefix of
  * `order` (l ranked descending) whose softmax mass reaches theta. Per-head choice: the index of
  * the candidate with the largest sampled recall, a later one winning only when strictly greater
- * (so ties and NaN keep the earlier one; shaders/auto_choose.comp runs the same loop).
- * baatt_auto_keeps_sorted: that rule on the two blockings alone (1: the sorted one). */
+ * (so ties and NaN keep the earlier one; shaders/auto_choose.comp runs the same loop). */
 uint32_t baatt_mass_prefix(const float *l, const int32_t *order, uint32_t nk, double theta);
 uint32_t baatt_auto_pick(const double *recall, uint32_t n);
-int baatt_auto_keeps_sorted(double recall_sorted, double recall_original);
 /* ALGORITHM.md step 3's block logit of one (query block, key block) pair from their moments
  * (n_j keys); the accuracy harness also scores single keys with it (kv = 0, n_j = 1). */
 double baatt_block_logit(uint32_t d, double t, double lambda, const float *qm, const float *qv, const float *km,

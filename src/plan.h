@@ -112,6 +112,9 @@ baatt_status baatt_score_select_create(baatt_plan *p);
 void baatt_score_select_record(baatt_rec *r, uint32_t slot); /* into mask slot `slot` */
 uint64_t baatt_score_select_chunks(const baatt_plan *p);
 baatt_status baatt_auto_sort_create(baatt_plan *p);
+/* BIND_AUTO holds the sampled recalls [bh][samples][candidates], then the chosen candidate of each
+ * kv head [bhkv]: the byte offset of that record. */
+uint64_t baatt_auto_choice_offset(const baatt_plan *p);
 void baatt_auto_sort_record(baatt_rec *r);
 baatt_status baatt_attend_create(baatt_plan *p);
 void baatt_attend_record(baatt_rec *r);

@@ -111,9 +111,7 @@ static baatt_status read_head_choice(baatt_plan *p, uint32_t bits, uint8_t *out)
     }
     uint32_t *win = malloc(4ull * n);
     if (!win) return baatt_fail(p->ctx, BAATT_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    /* BIND_AUTO: the sampled recalls [bh][samples][candidates], then the chosen candidates [bhkv] */
-    uint64_t at = 4ull * p->ch.cands.n * p->ch.geo.bh * p->ch.samples;
-    baatt_status s = download_at(p, &p->buf[BIND_AUTO], at, win, 4ull * n);
+    baatt_status s = download_at(p, &p->buf[BIND_AUTO], baatt_auto_choice_offset(p), win, 4ull * n);
     for (uint32_t i = 0; !s && i < n; i++) out[i] = win[i] < p->ch.cands.n && ((bits >> win[i]) & 1u);
     free(win);
     return s;

@@ -704,11 +704,6 @@ uint32_t baatt_auto_pick(const double *recall, uint32_t n)
     return best;
 }
 
-int baatt_auto_keeps_sorted(double recall_sorted, double recall_original)
-{
-    return baatt_auto_pick((const double[2]){recall_sorted, recall_original}, 2) == 0;
-}
-
 /* win[b, kv head] = the candidate (runs[0 .. n-1]) whose selections recall the most of the sampled
  * rows of the group's query heads. kblk: n * kv_len entries of scratch. */
 static void auto_choice(const baatt_config *c, const void *q, const void *k, run_buf *const *runs, uint32_t n,
@@ -756,15 +751,6 @@ static void auto_merge(const baatt_config *c, run_buf *const *runs, const uint32
     }
 }
 
-/* Candidate x of c as a config of one candidate (its blocking and lambda). */
-static baatt_config candidate_config(const baatt_config *c, const baatt_auto_cands *a, uint32_t x)
-{
-    baatt_config cx = *c;
-    cx.norm_sort = (a->sorted >> x) & 1u ? BAATT_SORT_NORM : BAATT_SORT_OFF;
-    cx.covariance = (a->cov >> x) & 1u ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_OFF;
-    return cx;
-}
-
 /* Every candidate estimated and selected (candidate 0 into r, the others into more[0 ..]), and
  * the per-kv-head choice win. */
 static baatt_status auto_estimate(const baatt_config *c, const void *q, const void *k, run_buf *r, run_buf *more,
@@ -779,7 +765,7 @@ static baatt_status auto_estimate(const baatt_config *c, const void *q, const vo
     if (s == BAATT_OK) s = head_alloc(c, &h, 0); /* frees what it got on failure */
     if (s == BAATT_OK) {
         for (uint32_t x = 0; x < a.n && s == BAATT_OK; x++) {
-            baatt_config cx = candidate_config(c, &a, x);
+            baatt_config cx = baatt_auto_candidate_config(c, &a, x);
             s = estimate(&cx, q, k, runs[x]);
         }
         if (s == BAATT_OK) auto_choice(c, q, k, runs, a.n, &h, kblk, win);

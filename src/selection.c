@@ -166,8 +166,7 @@ static void snapshot_parts(const baatt_plan *p, int bind[SNAP_PARTS], uint64_t a
     uint64_t bytes[SNAP_PARTS] = {4 * rows * g->words, 4 * rows, 4ull * g->bh * p->cfg.q_len,
                                   4ull * g->bhkv * p->cfg.kv_len, p->ch.auto_sort ? 4ull * g->bhkv : 0};
     for (int i = 0; i < SNAP_PARTS; i++) bind[i] = b[i], at[i] = 0, n[i] = bytes[i];
-    /* BIND_AUTO: the sampled recalls [bh][samples][candidates], then the chosen candidates [bhkv] */
-    at[SNAP_CHOICE] = 4ull * p->ch.cands.n * g->bh * p->ch.samples;
+    at[SNAP_CHOICE] = p->ch.auto_sort ? baatt_auto_choice_offset(p) : 0;
 }
 
 /* One submission of GPU-to-GPU copies between the plan's buffers and the snapshot's, waited for.

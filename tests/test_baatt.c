@@ -513,10 +513,8 @@ static void *copy_tensor(const void *x, size_t n, baatt_dtype dt)
 /* The fixed run of candidate x of src's config (its blocking and lambda) on a copy of src's inputs. */
 static baatt_status run_candidate(const gpu_result *src, uint32_t x, gpu_result *r)
 {
-    baatt_config c = src->cfg;
-    baatt_auto_cands a = baatt_auto_candidates(&c);
-    c.norm_sort = (a.sorted >> x) & 1u ? BAATT_SORT_NORM : BAATT_SORT_OFF;
-    c.covariance = (a.cov >> x) & 1u ? BAATT_COVARIANCE_ON : BAATT_COVARIANCE_OFF;
+    baatt_auto_cands a = baatt_auto_candidates(&src->cfg);
+    baatt_config c = baatt_auto_candidate_config(&src->cfg, &a, x);
     result_init(&c, r);
     r->q = copy_tensor(src->q, r->qn, c.dtype);
     r->k = copy_tensor(src->k, r->kn, c.dtype);

@@ -444,8 +444,8 @@ static void test_auto_tie_keeps_sorted(void **state)
     uint8_t sorted[3] = {0, 0, 0};
     assert_int_equal(baatt_reference_auto_sorted(&cfg, d.q, d.k, sorted), BAATT_OK);
     for (int h = 0; h < 3; h++) assert_int_equal(sorted[h], 1);
-    assert_true(baatt_auto_keeps_sorted(0.5, 0.5));
-    assert_false(baatt_auto_keeps_sorted(0.5, 0.5000001));
+    assert_int_equal(baatt_auto_pick((const double[2]){0.5, 0.5}, 2), 0); /* sorted, original */
+    assert_int_equal(baatt_auto_pick((const double[2]){0.5, 0.5000001}, 2), 1);
     /* the general rule: strictly greater wins, ties and NaN keep the earlier candidate */
     assert_int_equal(baatt_auto_pick((const double[4]){0.5, 0.5, 0.5, 0.5}, 4), 0);
     assert_int_equal(baatt_auto_pick((const double[4]){0.5, 0.6, 0.6, 0.55}, 4), 1);

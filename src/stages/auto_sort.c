@@ -9,12 +9,16 @@
 
 #include "plan.h"
 
+uint64_t baatt_auto_choice_offset(const baatt_plan *p)
+{
+    return 4ull * AUTO_CHOICE_WORD((uint64_t)p->ch.geo.bh, p->ch.samples, p->ch.cands.n);
+}
+
 baatt_status baatt_auto_sort_create(baatt_plan *p)
 {
     const baatt_choice *ch = &p->ch;
-    uint64_t n = ch->cands.n;
     BAATT_TRY(
-        baatt_plan_scratch(p, BIND_AUTO, 4ull * (n * ch->geo.bh * ch->samples + ch->geo.bhkv), "auto choice recalls"));
+        baatt_plan_scratch(p, BIND_AUTO, baatt_auto_choice_offset(p) + 4ull * ch->geo.bhkv, "auto choice recalls"));
     char name[32];
     snprintf(name, sizeof name, "auto_recall_%s", baatt_dtype_name(p->cfg.dtype));
     uint32_t rec[SC_RECALL_COUNT] = {[SC_RECALL_D] = p->cfg.head_dim,
