@@ -43,7 +43,8 @@
  * key of this side in KEYS. head0, nheads_chunk, row0, rows: the score/select chunk. mode: 0
  * keep-ratio (keep blocks), 1 mass threshold. scale and cov: t and lambda * t^2 / 2.
  * identity: sort_perm writes the identity / stats reads the original order. slot: which
- * MASK/COUNTS slot select writes (the auto choice's candidate). */
+ * MASK/COUNTS slot select writes (the auto choice's candidate). copy: this stats pass writes the
+ * sorted copies (where its COPY build does: the first pass on the sorted blocking). */
 #define BAATT_PUSH_FIELDS(U, F)                                                                    \
     U(batch) U(heads) U(kv_heads) U(q_len) U(kv_len) U(head_dim)                                   \
     U(block) U(nq) U(nk) U(words)                                                                  \
@@ -51,7 +52,7 @@
     U(head0) U(nheads_chunk) U(row0) U(rows)                                                       \
     U(mode) U(keep) U(min_blocks) U(max_blocks)                                                    \
     F(threshold) F(scale) F(cov)                                                                   \
-    U(identity) U(slot)
+    U(identity) U(slot) U(copy)
 
 /* ---- specialization constants, per shader ---- */
 /* attention.comp (portable) */

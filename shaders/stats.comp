@@ -97,7 +97,7 @@ void main() {
         rows[t] = pc.identity != 0 ? s0 + t : uint(pc.which == 0 ? perm_q[hd * len + s0 + t] : perm_k[hd * len + s0 + t]);
     barrier();
     uint g = tid / RV, a = tid % RV;
-    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.identity == 0u, false);
+    block_sums(hd, len, s0, n, g, a, vec4(0.0), vec4(0.0), false, COPY && pc.copy != 0u, false);
     if (tid < D) mean_sh[tid] = part[tid] / float(n);
     barrier();
     // two passes: no cancellation for tokens far from the origin (the second one re-reads the

@@ -107,7 +107,8 @@ void baatt_sort_record(baatt_rec *r, uint32_t which); /* which: 0 Q, 1 K */
 baatt_status baatt_stats_create(baatt_plan *p);
 /* identity: original-order blocks; cov: lambda * t^2 / 2 of the Q features (the lambda the logits get) */
 void baatt_stats_record(baatt_rec *r, uint32_t identity, float cov);
-void baatt_stats_record_side(baatt_rec *r, uint32_t identity, uint32_t which, float cov); /* which: 0 Q, 1 K */
+/* The Q features again with another lambda (a further candidate on the same blocking) */
+void baatt_stats_record_lambda(baatt_rec *r, uint32_t identity, float cov);
 baatt_status baatt_score_select_create(baatt_plan *p);
 void baatt_score_select_record(baatt_rec *r, uint32_t slot); /* into mask slot `slot` */
 uint64_t baatt_score_select_chunks(const baatt_plan *p);

@@ -45,7 +45,7 @@ static void record_candidates(baatt_rec *r)
             float cov = (a->cov >> c) & 1u ? 0.5f * t * t : 0.0f;
             if (c == 0) continue;
             if (l == 0) baatt_stats_record(r, identity, cov);
-            else baatt_stats_record_side(r, identity, 0, cov);
+            else baatt_stats_record_lambda(r, identity, cov);
             baatt_barrier(r);
             baatt_mark(r, BAATT_STAGE_STATS);
             baatt_score_select_record(r, c);

@@ -7,8 +7,7 @@
 #include "plan.h"
 
 /* The copies come from here unless auto sort may still rewrite the perms after the statistics
- * (then the attention stage's permute pass makes them). With a fixed sorted blocking and the
- * lambda chosen, the lambda-0 candidate's Q statistics write the same copy again. */
+ * (then the attention stage's permute pass makes them). */
 void baatt_stats_choose(const baatt_config *cfg, const baatt_attend_choice *a, const baatt_score_choice *s,
                         int auto_sort, baatt_stats_choice *out)
 {
@@ -34,15 +33,18 @@ baatt_status baatt_stats_create(baatt_plan *p)
     return baatt_plan_pipeline(p, K_STATS, name, sc, SC_STATS_COUNT);
 }
 
-void baatt_stats_record_side(baatt_rec *r, uint32_t identity, uint32_t which, float cov)
+static void record_side(baatt_rec *r, uint32_t identity, uint32_t which, float cov, uint32_t copy)
 {
     baatt_plan *p = r->p;
     baatt_push pc = p->base;
-    pc.identity = identity, pc.which = which, pc.cov = cov;
+    pc.identity = identity, pc.which = which, pc.cov = cov, pc.copy = copy;
     baatt_dispatch(r, K_STATS, &pc, which ? pc.nk : pc.nq, which ? p->ch.geo.bhkv : p->ch.geo.bh, 1);
 }
 
 void baatt_stats_record(baatt_rec *r, uint32_t identity, float cov)
 {
-    for (uint32_t which = 0; which < 2; which++) baatt_stats_record_side(r, identity, which, cov);
+    for (uint32_t which = 0; which < 2; which++) record_side(r, identity, which, cov, !identity);
 }
+
+/* The K features carry no lambda, and the sorted copy of Q is already written. */
+void baatt_stats_record_lambda(baatt_rec *r, uint32_t identity, float cov) { record_side(r, identity, 0, cov, 0); }
