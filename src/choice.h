@@ -94,7 +94,7 @@ typedef struct baatt_tuning {
 
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
- * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, radix_min, logits_mib, robust, profile (on/off). An
+ * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), radix_min, logits_mib, robust, profile (on/off). An
  * unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 

@@ -42,7 +42,8 @@ static baatt_caps with_shapes(baatt_caps c, const baatt_mma_shape *s, uint32_t n
     return c;
 }
 /* {m, n, k, bf16, c16}: NVIDIA, RADV and lavapipe 26 list fp16 accumulators of their fp16 shapes */
-static const baatt_mma_shape NV_SHAPES[] = {{16, 16, 16, 0, 1}, {16, 8, 16, 0, 1}, {16, 8, 8, 0, 1}, {16, 16, 16, 1, 0}};
+static const baatt_mma_shape NV_SHAPES[] = {
+    {16, 16, 16, 0, 1}, {16, 8, 16, 0, 1}, {16, 8, 8, 0, 1}, {16, 16, 16, 1, 0}};
 
 /* NVIDIA H100, driver 580: NV cooperative matrix (16x16x16) and 2, KHR shapes, bf16. */
 static baatt_caps h100(void)
@@ -481,7 +482,8 @@ static void tuning_parse(void **s)
     baatt_tuning t = baatt_tuning_default();
     char msg[256];
     assert_int_equal(baatt_tuning_parse("attend=portable,sort=radix,score=scalar,select=shared,tile=64x128,"
-                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1,khr_tile=16x64,khr_mf=2",
+                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1,khr_tile=16x64,khr_mf=2,"
+                                        "khr_softmax=shared",
                                         &t, msg, sizeof msg),
                      BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_PORTABLE);
@@ -490,7 +492,7 @@ static void tuning_parse(void **s)
     assert_int_equal(t.select, BAATT_SELECTOR_SHARED);
     assert_true(t.tile_rows == 64 && t.tile_keys == 128 && t.radix_min == 1024 && t.logits_mib == 0.25);
     assert_true(t.robust && t.profile);
-    assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2);
+    assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2 && t.khr_shared_softmax);
     assert_int_equal(baatt_tuning_parse("attend=nv-coopmat2,select=row,sort=bitonic", &t, msg, sizeof msg), BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_CM2);
     assert_int_equal(baatt_tuning_parse("", &t, msg, sizeof msg), BAATT_OK);
@@ -506,6 +508,7 @@ static void tuning_parse(void **s)
                {"khr_tile=8x64", "\"8x64\""},
                {"khr_tile=64x128", "\"64x128\""},
                {"khr_mf=3", "khr_mf"},
+               {"khr_softmax=scalar", "khr_softmax"},
                {"radix_min=-1", "radix_min"},
                {"radix_min=12abc", "radix_min"},
                {"logits_mib=0", "logits_mib"},
