@@ -22,6 +22,7 @@ enum {
 typedef struct baatt_mma_shape {
     uint8_t m, n, k;
     uint8_t bf16; /* A and B bf16 (else fp16) */
+    uint8_t c16;  /* fp16 A and B: the device also lists an M x N fp16 accumulator (P converts to it) */
 } baatt_mma_shape;
 #define BAATT_MAX_MMA_SHAPES 16
 
@@ -82,6 +83,8 @@ typedef struct baatt_tuning {
     uint32_t khr_rows, khr_keys;   /* KHR attention tile BR x BC; 0: chosen (16 to 128; none if it
                                        does not fit: the next path runs) */
     uint32_t khr_mf;               /* KHR fragments of M rows per subgroup, 1 or 2; 0: chosen */
+    int khr_shared_softmax;        /* KHR softmax through shared memory even where the accumulator
+                                      layout allows it in registers (khr_softmax=shared); 0 */
     uint32_t radix_min;            /* AUTO sort: radix for sides padded to at least this; 65536 */
     double logits_mib;             /* block-logit scratch budget, MiB; 128 */
     int robust;                    /* context: keep the driver's buffer robustness; 0 */
@@ -91,7 +94,7 @@ typedef struct baatt_tuning {
 
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
- * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, radix_min, logits_mib, robust, profile (on/off). An
+ * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), radix_min, logits_mib, robust, profile (on/off). An
  * unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 
@@ -163,6 +166,12 @@ uint32_t baatt_vector_rows_per_wg(const baatt_config *c);
 void baatt_sort_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                        baatt_sort_choice *out);
 uint32_t baatt_radix_workgroup(const baatt_caps *caps); /* 0: the device cannot run it */
+/* The register softmax's row groups in a KHR accumulator layout: cell[L * KL_MAX_E + i] = row * n +
+ * column of element i (of e) in lane L (of sg), as khr_layout.comp writes it. Returns rg, the
+ * smallest power of two such that lanes L ^ x (x < rg) hold each element in one row and, with
+ * their elements of that row, every column; *rep gets 4 bits per element: the first element of
+ * the lane in its row (the same in every lane). 0 where no rg fits (or e > 8). */
+uint32_t baatt_khr_layout_classify(const uint32_t *cell, uint32_t sg, uint32_t e, uint32_t n, uint32_t *rep);
 baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
                                  const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n);
 void baatt_score_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
