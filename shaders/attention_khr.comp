@@ -58,9 +58,18 @@ layout(constant_id = SC_KHR_RG) const uint RG = 0;
 layout(constant_id = SC_KHR_REP) const uint REP = 0;
 layout(constant_id = SC_KHR_P16) const uint P16 = 0;
 
+#ifdef SORTED   // sparse plans: Q, K and V from their norm-sorted copies (contiguous key tiles)
+layout(set = 0, binding = BIND_QS) readonly buffer QB { uvec4 q4[]; };
+layout(set = 0, binding = BIND_KS) readonly buffer KB { uvec4 k4[]; };
+layout(set = 0, binding = BIND_VS) readonly buffer VB { uvec4 v4[]; };
+#define IN_ROW(hd, s, len, which) (s)
+#define KV_ROW(kvhd, s) (s)
+#else
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
+#define IN_ROW src_row
+#endif
 layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
@@ -330,7 +339,7 @@ void process_tile(uint s0) {
 void load_q(uint hd, uint p0) {
     for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {
         uint r = e / DV, a = e % DV, s = p0 + r;
-        kv4[(r * KVS) / 8 + a] = s < pc.q_len ? q4[(hd * pc.q_len + src_row(hd, s, pc.q_len, 0)) * DV + a] : uvec4(0);
+        kv4[(r * KVS) / 8 + a] = s < pc.q_len ? q4[(hd * pc.q_len + IN_ROW(hd, s, pc.q_len, 0)) * DV + a] : uvec4(0);
     }
     for (uint e = gl_LocalInvocationID.x; e < M * N; e += WG) {
         rowid_sh[e] = float(e / N);

@@ -13,8 +13,8 @@ enum {
     BAATT_BUILT_CM2_F16 = 1u << 1,   /* attention_cm2_f16 and attention_cm2_sorted_f16 */
     BAATT_BUILT_CM2_BF16 = 1u << 2,  /* attention_cm2_bf16 and attention_cm2_sorted_bf16 */
     BAATT_BUILT_SCORE_CM2 = 1u << 3, /* score_cm2 */
-    BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 */
-    BAATT_BUILT_KHR_BF16 = 1u << 5,  /* attention_khr_bf16 (glslang >= 16: GL_EXT_bfloat16) */
+    BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 and attention_khr_sorted_f16 */
+    BAATT_BUILT_KHR_BF16 = 1u << 5,  /* attention_khr(_sorted)_bf16 (glslang >= 16: GL_EXT_bfloat16) */
 };
 
 /* A KHR cooperative-matrix shape the device lists at subgroup scope with fp32 accumulation
@@ -117,7 +117,7 @@ typedef struct baatt_attend_choice {
     uint32_t subgroup;     /* KHR: the subgroup size the pipeline is created with */
     uint32_t mf;           /* KHR: row fragments per subgroup */
     uint32_t full;         /* CM2_FULL_* bits (interface.h) */
-    int sorted;            /* reads norm-sorted copies and scatters O (cm2, sparse) */
+    int sorted;            /* sparse: reads norm-sorted copies of Q, K, V (cm2: and scatters O from its own) */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
     baatt_score_path path;

@@ -109,8 +109,14 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
             if (t->khr_rows && (br != t->khr_rows || bc != t->khr_keys)) continue;
-            *out = (baatt_attend_choice){
-                .path = BAATT_ATTEND_KHR, .br = br, .bc = bc, .wg = nsgs[i] * sg, .shape = s, .subgroup = sg, .mf = mf};
+            *out = (baatt_attend_choice){.path = BAATT_ATTEND_KHR,
+                                         .br = br,
+                                         .bc = bc,
+                                         .wg = nsgs[i] * sg,
+                                         .shape = s,
+                                         .subgroup = sg,
+                                         .mf = mf,
+                                         .sorted = !cfg->dense};
             return 1;
         }
     return 0;
@@ -166,7 +172,7 @@ static baatt_status create_sorted_copies(baatt_plan *p)
     BAATT_TRY(baatt_plan_scratch(p, BIND_QS, qbytes, "sorted Q"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_KS, kbytes, "sorted K"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_VS, kbytes, "sorted V"));
-    BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
+    if (p->ch.attend.path == BAATT_ATTEND_CM2) BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
     /* where the statistics write the copies, a run that reuses a selection (no statistics) still
      * needs the gather */
     uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(c)};
@@ -285,7 +291,7 @@ baatt_status baatt_attend_create(baatt_plan *p)
                                      [SC_KHR_REP] = rep,
                                      [SC_KHR_P16] = p->cfg.dtype == BAATT_DTYPE_F16 && a->shape.c16};
         uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
-        snprintf(name, sizeof name, "attention_khr_%s", dt);
+        snprintf(name, sizeof name, "attention_khr%s_%s", a->sorted ? "_sorted" : "", dt);
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
