@@ -104,7 +104,7 @@ shared float rowid_sh[2 * M * N];      // row, then column, of each element of a
 
 AF qf[MAX_MF * MAX_DK];
 CF of[MAX_MF * MAX_DN];
-CF rowid, colid;                        // each element's row and column (colid: register softmax)
+CF rowid;                               // each element's row (the shared-memory softmax)
 float row_m[MAX_RPL], row_l[MAX_RPL];   // this lane's rows' running max (log2 units) and sum
 #define MAX_E 8                         // accumulator elements a lane holds (the host checks)
 #define MAX_NB 8                        // S fragments a tile (BC / N)
@@ -229,6 +229,23 @@ void row_reduce(inout float v[MAX_E], uint op) {
     }
 }
 
+// The last, partial key tile: scores of columns >= valid to -inf, each element's max again
+// (the column table is loaded only here: it stays out of the loop's registers).
+void mask_columns(inout CF sf[MAX_NB], out float mx[MAX_E], uint valid) {
+    const uint E = uint(rowid.length()), NB = BC / N;
+    CF col;
+    coopMatLoad(col, rowid_sh, M * N, N, gl_CooperativeMatrixLayoutRowMajor);
+    [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+        if (i >= E) break;
+        mx[i] = em[i];
+        [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
+            if (n >= NB) break;
+            if (n * N + uint(col[i]) >= valid) sf[n][i] = -1.0 / 0.0;
+            mx[i] = max(mx[i], sf[n][i]);
+        }
+    }
+}
+
 // One key tile with the softmax in registers: S fragments, row max per element, P = exp2 in
 // place, O rescaled per element, P to shared memory as the A operand, O += P V.
 void process_tile_regs(uint s0) {
@@ -248,12 +265,11 @@ void process_tile_regs(uint s0) {
         mx[i] = em[i];
         [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
             if (n >= NB) break;
-            float v = sf[n][i] * t;
-            if (valid < BC && n * N + uint(colid[i]) >= valid) v = -1.0 / 0.0;
-            sf[n][i] = v;
-            mx[i] = max(mx[i], v);
+            sf[n][i] *= t;
+            mx[i] = max(mx[i], sf[n][i]);
         }
     }
+    if (valid < BC) mask_columns(sf, mx, valid);
     row_reduce(mx, 0);
     bool grew = false;
     [[unroll]] for (uint i = 0; i < MAX_E; i++) {
@@ -347,7 +363,6 @@ void load_q(uint hd, uint p0) {
     }
     barrier_shared();
     if (RG != 0) {
-        coopMatLoad(colid, rowid_sh, M * N, N, gl_CooperativeMatrixLayoutRowMajor);
         [[unroll]] for (uint i = 0; i < MAX_E; i++) {
             em[i] = -1.0 / 0.0;
             el[i] = 0.0;
@@ -363,7 +378,7 @@ void load_q(uint hd, uint p0) {
         [[unroll]] for (uint d = 0; d < MAX_DN; d++)
             if (d < D / N) of[m * MAX_DN + d] = CF(0.0);
     }
-    coopMatLoad(rowid, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
+    if (RG == 0) coopMatLoad(rowid, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
     [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
         row_m[j] = -1.0 / 0.0;
         row_l[j] = 0.0;
@@ -375,8 +390,10 @@ void load_q(uint hd, uint p0) {
 void store_lse(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
     if (RG != 0) {
+        CF row;   // loaded here: a register softmax keeps no row table live through the loop
+        coopMatLoad(row, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
         [[unroll]] for (uint i = 0; i < MAX_E; i++) {
-            uint s = p0 + sg * RS + uint(rowid[i]);
+            uint s = p0 + sg * RS + uint(row[i]);
             if (i < uint(rowid.length()) && rep_of(i) == i && lane % RG == 0 && s < pc.q_len)
                 lse[hd * pc.q_len + src_row(hd, s, pc.q_len, 0)] = (em[i] + log2(el[i])) * 0.6931471805599453;
         }
