@@ -11,8 +11,23 @@
 // LANES invocations of a row group through shared memory; the row sum only once, at the end.
 // SPARSE = 1 walks the row's selection bit mask and gathers rows through perm_q / perm_k; SPARSE
 // = 0 is dense attention in the original order. Grid: (ceil(q_len / BR), batch * heads).
+// Variants (fp16 tensors only, tuning key portable=; NOTES.md #62-#64), packed fp16 arithmetic
+// (shaderFloat16) on the tiles whose value range allows it, fp32 on the others (see below):
+//  HALF_QK: S = Q K^T as f16vec2 FMAs over runs of 8 head dims, each run's sum added in fp32.
+//  HALF_PV: P rounded to fp16 (as the tensor-core kernels do) and O += P V as f16vec4 FMAs over
+//    runs of 8 keys, each run added to the fp32 O.
+//  SG_MAX: the LANES lanes of a row group are one subgroup's cluster: row max and sum through
+//    clustered subgroup operations, and P (written and read only by its row group) needs a
+//    subgroup barrier instead of a workgroup one: two workgroup barriers a tile instead of four.
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_memory_scope_semantics : require
+#if defined(HALF_QK) || defined(HALF_PV)
+#define HALF_MATH
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if defined(SG_MAX)
+#extension GL_KHR_shader_subgroup_clustered : require
+#endif
 #include "common.glsl"
 layout(local_size_x_id = SC_ATT_WG) in;
 layout(constant_id = SC_ATT_WG) const uint WG = 128;
@@ -63,8 +78,59 @@ const uint PS = BC + 1;           // padded P row
 shared SW q_sh[BR * QS];
 shared SW k_sh[BC * QS];
 shared SW v_sh[BC * D4];
-shared float p_sh[BR * PS];
+#if defined(HALF_PV)
+#define PTYPE float16_t
+#else
+#define PTYPE float
+#endif
+shared PTYPE p_sh[BR * PS];
+#if !defined(SG_MAX)
 shared float red_sh[BR * LANES];
+#endif
+
+#if defined(HALF_MATH)
+// fp16 words as packed halves (a bit cast, no conversion).
+f16vec4 h_load(uvec2 w) { return f16vec4(unpackFloat2x16(w.x), unpackFloat2x16(w.y)); }
+// The largest |element| of 8 halves as fp16 bits (inf and NaN above every finite value).
+uint amax_bits(uvec4 w) {
+    uvec4 m = w & 0x7fff7fffu;
+    uvec4 x = max(m & 0xffffu, m >> 16);
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+float bits_value(uint b) { return unpackHalf2x16(b).x; }
+const uint HALF_INF = 0x7c00u;
+// Range flags: put_kv sets one to the number of the tile it stages (from 1) when that tile must
+// run in fp32; read after the next barrier, so every invocation takes the same branch.
+uint tile_no = 0;
+#endif
+#if defined(HALF_QK)
+// Q is staged times ts, the power of two at or below scale * log2(e) (exact: no rounding, and
+// the products' range grows 8x at head_dim 128), capped at 1 so the staging cannot overflow.
+float q_prescale() {
+    float t = pc.scale * 1.4426950408889634;
+    return t > 0.0 && t < 1.0 ? exp2(floor(log2(t))) : 1.0;
+}
+// Error and range: each product and each of a lane's 3 FMAs over a run rounds to fp16, so a
+// score (log2 units) is off by ~2^-11 times the run partials' magnitudes: ~1e-3 on N(0, 1)
+// inputs, O then off by about that fraction of V's spread, within bf16 inputs' tolerance
+// (th_tolerance_variant). The error grows with the products, and outlier channels (|q|, |k| ~ 30,
+// as diffusion models have) would put ~0.05 into near-tied scores; so a tile takes the fp16
+// path only where max|q'| max|k| <= QK_MAX (the Q tile's and the K tile's largest elements),
+// which also keeps every partial (<= 4 QK_MAX) far from overflow; other tiles run in fp32
+// (test_portable.c checks both on outliers and on overflowing values).
+const uint HRUN = 2;        // shared words (4 head dims each) per fp16 partial sum of S
+const float QK_MAX = 8.0;   // N(0, 1) inputs give ~3 at head_dim 128
+shared uint q_amax;         // the staged Q tile's largest |q'|, fp16 bits
+shared uint k_big;          // the last tile number whose scores run in fp32
+#endif
+#if defined(HALF_PV)
+// P <= 1 and sums of P V over 8 keys (relative error ~8 * 2^-11 of sum |p v|, the order of P's
+// own fp16 rounding) stay finite while every |v| < 4096: put_kv flags a tile with a larger (or
+// non-finite) V element, and that tile's P V runs in fp32.
+const uint PRUN = 8;        // keys per fp16 partial sum of P V
+const uint V_BIG = 0x6c00u; // fp16 bits of 4096: |v| at or above it (or inf/NaN) flags the tile
+shared uint v_big;          // the last tile number whose P V runs in fp32
+#endif
 
 #include "attention_tiles.glsl"
 
@@ -72,6 +138,10 @@ vec4 acc[MAX_ROWS * MAX_OV];      // O rows, unnormalised
 float row_m[MAX_ROWS], row_l[MAX_ROWS];   // running max (log2 units) and this lane's part of the sum
 
 void put_kv() {
+#if defined(HALF_MATH)
+    uint ka = 0, va = 0;
+    tile_no++;
+#endif
     [[unroll]] for (uint j = 0; j < MAX_NPT; j++) {
         if (j >= NPT) break;
         uint e = j * WG + gl_LocalInvocationID.x, c = e / DV, a = (e % DV) * SPV;
@@ -79,11 +149,22 @@ void put_kv() {
             k_sh[c * QS + a + h] = sw_part(rk[j], h);
             v_sh[c * D4 + a + h] = sw_part(rv[j], h);
         }
+#if defined(HALF_MATH)
+        ka = max(ka, amax_bits(rk[j]));
+        va = max(va, amax_bits(rv[j]));
+#endif
     }
+    // every writer writes the same value; q_amax is final (written before the loop's barrier)
+#if defined(HALF_QK)
+    if (max(ka, q_amax) >= HALF_INF || bits_value(ka) * bits_value(q_amax) > QK_MAX) k_big = tile_no;
+#endif
+#if defined(HALF_PV)
+    if (va >= V_BIG) v_big = tile_no;
+#endif
 }
 
-// S = Q K^T for this invocation's rows and columns, in log2 units; padding keys get -inf.
-void scores(uint g, uint l, uint valid, out float s[MAX_ROWS * MAX_TC]) {
+// S = Q K^T in fp32 for this invocation's rows and columns (Q as staged).
+void scores_f32(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
     [[unroll]] for (uint x = 0; x < MAX_ROWS * MAX_TC; x++) s[x] = 0.0;
     for (uint a = 0; a < D4; a++) {
         vec4 qv[MAX_ROWS];
@@ -94,32 +175,85 @@ void scores(uint g, uint l, uint valid, out float s[MAX_ROWS * MAX_TC]) {
             [[unroll]] for (uint i = 0; i < ROWS; i++) s[i * MAX_TC + j] += dot(qv[i], kv);
         }
     }
+}
+
+#if defined(HALF_QK)
+// The same on packed halves: a run of HRUN words as f16vec2 FMAs, its two halves summed into fp32.
+void scores_half(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
+    [[unroll]] for (uint x = 0; x < MAX_ROWS * MAX_TC; x++) s[x] = 0.0;
+    for (uint a = 0; a < D4; a += HRUN) {
+        f16vec4 qh[MAX_ROWS * HRUN];
+        [[unroll]] for (uint i = 0; i < ROWS; i++)
+            [[unroll]] for (uint h = 0; h < HRUN; h++) qh[i * HRUN + h] = h_load(q_sh[(g * ROWS + i) * QS + a + h]);
+        [[unroll]] for (uint j = 0; j < MAX_TC; j++) {
+            if (j >= TC) break;
+            f16vec4 kh[HRUN];
+            [[unroll]] for (uint h = 0; h < HRUN; h++) kh[h] = h_load(k_sh[(l + LANES * j) * QS + a + h]);
+            [[unroll]] for (uint i = 0; i < ROWS; i++) {
+                f16vec2 r = qh[i * HRUN].xy * kh[0].xy;
+                r = fma(qh[i * HRUN].zw, kh[0].zw, r);
+                [[unroll]] for (uint h = 1; h < HRUN; h++) {
+                    r = fma(qh[i * HRUN + h].xy, kh[h].xy, r);
+                    r = fma(qh[i * HRUN + h].zw, kh[h].zw, r);
+                }
+                s[i * MAX_TC + j] += float(r.x) + float(r.y);
+            }
+        }
+    }
+}
+#endif
+
+// S = Q K^T in log2 units; padding keys get -inf.
+void scores(uint g, uint l, uint valid, out float s[MAX_ROWS * MAX_TC]) {
+#if defined(HALF_QK)
+    if (k_big != tile_no) scores_half(g, l, s);
+    else scores_f32(g, l, s);
+    float t = pc.scale * 1.4426950408889634 / q_prescale();
+#else
+    scores_f32(g, l, s);
     float t = pc.scale * 1.4426950408889634;
+#endif
     [[unroll]] for (uint j = 0; j < MAX_TC; j++)
         [[unroll]] for (uint i = 0; i < ROWS; i++)
             s[i * MAX_TC + j] = j < TC && l + LANES * j < valid ? s[i * MAX_TC + j] * t : -1.0 / 0.0;
 }
 
-// Online softmax over one tile: the row max across the row group's lanes (through red_sh), P to
-// p_sh, O rescaled. Caller barriers: red_sh free before, p_sh read after.
-void softmax(uint g, uint l, inout float s[MAX_ROWS * MAX_TC]) {
+// Each row's max over the tile, combined across the row group's lanes (through red_sh, or a
+// clustered subgroup max), and the running max.
+void tile_max(uint g, uint l, float s[MAX_ROWS * MAX_TC], out float mxs[MAX_ROWS]) {
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
         float mx = s[i * MAX_TC];
         [[unroll]] for (uint j = 1; j < MAX_TC; j++)
             if (j < TC) mx = max(mx, s[i * MAX_TC + j]);
+#if defined(SG_MAX)
+        mxs[i] = max(row_m[i], subgroupClusteredMax(mx, LANES));
+#else
         red_sh[(g * ROWS + i) * LANES + l] = mx;
+#endif
     }
+#if !defined(SG_MAX)
     barrier_shared();
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
+        mxs[i] = row_m[i];
+        [[unroll]] for (uint x = 0; x < LANES; x++) mxs[i] = max(mxs[i], red_sh[(g * ROWS + i) * LANES + x]);
+    }
+#endif
+}
+
+// Online softmax over one tile: the row max, P to p_sh, O rescaled. Caller barriers: red_sh free
+// before, p_sh read after.
+void softmax(uint g, uint l, inout float s[MAX_ROWS * MAX_TC]) {
+    float mxs[MAX_ROWS];
+    tile_max(g, l, s, mxs);
+    [[unroll]] for (uint i = 0; i < ROWS; i++) {
         uint r = g * ROWS + i;
-        float mx = row_m[i];
-        [[unroll]] for (uint x = 0; x < LANES; x++) mx = max(mx, red_sh[r * LANES + x]);
+        float mx = mxs[i];
         float alpha = exp2(row_m[i] - mx), sum = 0.0;   // alpha 0 on the first tile (row_m = -inf)
         [[unroll]] for (uint j = 0; j < MAX_TC; j++) {
             if (j >= TC) break;
             float p = exp2(s[i * MAX_TC + j] - mx);
-            p_sh[r * PS + l + LANES * j] = p;
-            sum += p;
+            p_sh[r * PS + l + LANES * j] = PTYPE(p);
+            sum += p;   // of the unrounded P (the tensor-core kernels sum in fp32 too)
         }
         row_l[i] = row_l[i] * alpha + sum;
         row_m[i] = mx;
@@ -128,10 +262,10 @@ void softmax(uint g, uint l, inout float s[MAX_ROWS * MAX_TC]) {
     }
 }
 
-void accumulate_pv(uint g, uint l) {
+void accumulate_pv_f32(uint g, uint l) {
     for (uint c = 0; c < BC; c++) {
         float p[MAX_ROWS];
-        [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = p_sh[(g * ROWS + i) * PS + c];
+        [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = float(p_sh[(g * ROWS + i) * PS + c]);
         [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
             if (j >= OV) break;
             vec4 vv = sw_load(v_sh[c * D4 + l + LANES * j]);
@@ -140,10 +274,47 @@ void accumulate_pv(uint g, uint l) {
     }
 }
 
+#if defined(HALF_PV)
+// O += P V on packed halves: runs of PRUN keys as f16vec4 FMAs, each run added to the fp32 O.
+void accumulate_pv_half(uint g, uint l) {
+    for (uint c0 = 0; c0 < BC; c0 += PRUN) {
+        f16vec4 part[MAX_ROWS * MAX_OV];
+        [[unroll]] for (uint c = c0; c < c0 + PRUN; c++) {
+            float16_t p[MAX_ROWS];
+            [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = p_sh[(g * ROWS + i) * PS + c];
+            [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
+                if (j >= OV) break;
+                f16vec4 vv = h_load(v_sh[c * D4 + l + LANES * j]);
+                [[unroll]] for (uint i = 0; i < ROWS; i++)
+                    part[i * MAX_OV + j] = c == c0 ? p[i] * vv : fma(f16vec4(p[i]), vv, part[i * MAX_OV + j]);
+            }
+        }
+        [[unroll]] for (uint j = 0; j < MAX_OV; j++)
+            if (j < OV)
+                [[unroll]] for (uint i = 0; i < ROWS; i++) acc[i * MAX_OV + j] += vec4(part[i * MAX_OV + j]);
+    }
+}
+#endif
+
+void accumulate_pv(uint g, uint l) {
+#if defined(HALF_PV)
+    if (v_big != tile_no) {   // uniform: a workgroup-wide flag set before the barrier
+        accumulate_pv_half(g, l);
+        return;
+    }
+#endif
+    accumulate_pv_f32(g, l);
+}
+
 void load_q(uint hd, uint p0) {
     for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {
         uint r = e / DV, a = (e % DV) * SPV, s = p0 + r;
         uvec4 w = s < pc.q_len ? q4[(hd * pc.q_len + src_row(hd, s, pc.q_len, 0)) * DV + e % DV] : uvec4(0);
+#if defined(HALF_QK)
+        float ts = q_prescale();
+        [[unroll]] for (uint h = 0; h < 4; h++) w[h] = packHalf2x16(unpackHalf2x16(w[h]) * ts);
+        atomicMax(q_amax, amax_bits(w));
+#endif
         [[unroll]] for (uint h = 0; h < SPV; h++) q_sh[r * QS + a + h] = sw_part(w, h);
     }
     [[unroll]] for (uint i = 0; i < MAX_ROWS; i++) {
@@ -155,13 +326,19 @@ void load_q(uint hd, uint p0) {
 
 // O / l (the row sum combined across the lanes) and each row's log-sum-exp, at the original rows.
 void store(uint hd, uint p0, uint g, uint l) {
+#if !defined(SG_MAX)
     barrier_shared();   // red_sh is free
     [[unroll]] for (uint i = 0; i < ROWS; i++) red_sh[(g * ROWS + i) * LANES + l] = row_l[i];
     barrier_shared();
+#endif
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
         uint r = g * ROWS + i, s = p0 + r;
+#if defined(SG_MAX)
+        float sum = subgroupClusteredAdd(row_l[i], LANES);
+#else
         float sum = 0.0;
         [[unroll]] for (uint x = 0; x < LANES; x++) sum += red_sh[r * LANES + x];
+#endif
         if (s >= pc.q_len) continue;
         uint row = hd * pc.q_len + src_row(hd, s, pc.q_len, 0);
         [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
@@ -176,7 +353,25 @@ void store(uint hd, uint p0, uint g, uint l) {
 
 void main() {
     uint hd = gl_WorkGroupID.y, kvhd = kv_of(hd), p0 = gl_WorkGroupID.x * BR;
+#if defined(SG_MAX)
+    // row groups follow the subgroups (full ones: the host checks), so a group is one cluster
+    uint lin = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+    uint g = lin / LANES, l = lin % LANES;
+#else
     uint g = gl_LocalInvocationID.x / LANES, l = gl_LocalInvocationID.x % LANES;
+#endif
+#if defined(HALF_MATH)
+    if (gl_LocalInvocationID.x == 0) {   // tile numbers start at 1
+#if defined(HALF_QK)
+        q_amax = 0;
+        k_big = 0;
+#endif
+#if defined(HALF_PV)
+        v_big = 0;
+#endif
+    }
+    barrier_shared();
+#endif
     load_q(hd, p0);
     uint s0 = first_tile(hd, p0);
     if (s0 != END) fetch_kv(kvhd, s0);
@@ -189,7 +384,13 @@ void main() {
         float s[MAX_ROWS * MAX_TC];
         scores(g, l, min(BC, pc.kv_len - s0), s);
         softmax(g, l, s);
+#if defined(SG_MAX)
+        // P rows are written and read by their own row group, inside this subgroup
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+#else
         barrier_shared();
+#endif
         accumulate_pv(g, l);
         s0 = s1;
     }

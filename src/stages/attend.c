@@ -7,6 +7,7 @@
  *    the device lists bf16 shapes (VK_KHR_shader_bfloat16).
  *  - attention.comp: portable, any subgroup size, tiles sized to the shared memory. */
 #include <stdio.h>
+#include <string.h>
 
 #include "plan.h"
 
@@ -123,11 +124,25 @@ static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint
            4ull * br * ATT_LANES;
 }
 
+/* The portable variants the tuning asks for that this device and dtype run (built for fp16
+ * only; elsewhere the base kernel runs): packed halves need shaderFloat16; the clustered
+ * reductions need each row group of ATT_LANES inside a whole subgroup of a known size. */
+static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t wg)
+{
+    uint32_t v = cfg->dtype == BAATT_DTYPE_F16 ? t->portable : 0;
+    int sized = caps->subgroup_min == caps->subgroup_max || (caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
+    if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
+    if (!caps->subgroup_clustered || !sized || caps->subgroup_min < ATT_LANES || wg % caps->subgroup_max)
+        v &= ~(uint32_t)BAATT_PORTABLE_SG;
+    return v;
+}
+
 /* The largest tile (BR query rows x BC keys) that fits the device's shared memory and the
  * kernel's register arrays (BC / ATT_LANES <= 8 score columns, a K/V prefetch of at most
- * ATT_MAX_VECTORS vectors per invocation). */
-static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_geometry *g,
-                                    baatt_attend_choice *out, char *msg, size_t n)
+ * ATT_MAX_VECTORS vectors per invocation). The variants need no more shared memory than the
+ * base kernel. */
+static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
+                                    const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n)
 {
     static const uint32_t tiles[][2] = {{64, 64}, {64, 32}, {32, 32}, {32, 16}, {16, 16}, {16, 8}};
     uint32_t d = cfg->head_dim, es = (uint32_t)baatt_dtype_size(cfg->dtype), dv = d * es / 16;
@@ -140,7 +155,8 @@ static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *
             d / 4 / ATT_LANES > 4)
             continue;
         if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
-        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg};
+        *out = (baatt_attend_choice){
+            .path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg, .variant = portable_variant(caps, cfg, t, wg)};
         return BAATT_OK;
     }
     return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
@@ -153,7 +169,7 @@ baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg
 {
     *out = (baatt_attend_choice){0};
     if (choose_cm2(caps, cfg, t, g, out) || choose_khr(caps, cfg, t, g, out)) return BAATT_OK;
-    return choose_portable(caps, cfg, g, out, msg, n);
+    return choose_portable(caps, cfg, t, g, out, msg, n);
 }
 
 static baatt_status create_sorted_copies(baatt_plan *p)
@@ -203,9 +219,15 @@ baatt_status baatt_attend_create(baatt_plan *p)
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
+    for (int i = 0; i < 3; i++) /* CMakeLists.txt names the variants so */
+        if (a->variant & (1u << i))
+            snprintf(name + strlen(name), sizeof name - strlen(name), "_%s", baatt_portable_tags[i]);
     uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d,           [SC_ATT_BR] = a->br,
                                  [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse, [SC_ATT_LSE] = lse};
-    return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
+    /* the clustered variants take whole subgroups of one size (the largest, where it varies) */
+    int pin = (a->variant & BAATT_PORTABLE_SG) && (p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
+    return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_ATT_COUNT,
+                                      pin ? baatt_context_caps(p->ctx)->subgroup_max : 0);
 }
 
 /* Row gather (which 0: Q, 1: K and V) into the sorted copies. */
