@@ -22,6 +22,9 @@
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_memory_scope_semantics : require
 #if defined(HALF_QK) || defined(HALF_PV)
+#if !defined(IN_F16)
+#error "the packed-half variants read fp16 tensors"
+#endif
 #define HALF_MATH
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #endif
@@ -279,14 +282,15 @@ void accumulate_pv_f32(uint g, uint l) {
 void accumulate_pv_half(uint g, uint l) {
     for (uint c0 = 0; c0 < BC; c0 += PRUN) {
         f16vec4 part[MAX_ROWS * MAX_OV];
-        [[unroll]] for (uint c = c0; c < c0 + PRUN; c++) {
+        [[unroll]] for (uint u = 0; u < PRUN; u++) {
+            uint c = c0 + u;
             float16_t p[MAX_ROWS];
             [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = p_sh[(g * ROWS + i) * PS + c];
             [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
                 if (j >= OV) break;
                 f16vec4 vv = h_load(v_sh[c * D4 + l + LANES * j]);
                 [[unroll]] for (uint i = 0; i < ROWS; i++)
-                    part[i * MAX_OV + j] = c == c0 ? p[i] * vv : fma(f16vec4(p[i]), vv, part[i * MAX_OV + j]);
+                    part[i * MAX_OV + j] = u == 0 ? p[i] * vv : fma(f16vec4(p[i]), vv, part[i * MAX_OV + j]);
             }
         }
         [[unroll]] for (uint j = 0; j < MAX_OV; j++)
