@@ -77,7 +77,7 @@ static void variants_chosen(void **s)
     if (dropped) skip();
 }
 
-typedef enum { OUTLIERS, OVERFLOW } inputs_kind;
+typedef enum { PLAIN, OUTLIERS, OVERFLOW } inputs_kind;
 
 /* q, k, v ~ N(0, 1) with, in OUTLIERS, 4 channels of every q and k token at +-[10, 30] (the same
  * channels in q and k, as activation outliers are: scores reach ~+-200 in log2 units, the softmax
@@ -123,9 +123,10 @@ static double worst(const float *got, const float *want, const float *mass, size
 
 /* The worst error over the tolerance of each variant on one kind of inputs (printed), asserted
  * <= 1. */
-static void check_kind(inputs_kind kind, uint32_t q_len, uint32_t kv_len)
+static void check_kind(inputs_kind kind, uint32_t q_len, uint32_t kv_len, float scale)
 {
     baatt_config c = dense_f16(q_len, kv_len);
+    c.scale = scale;
     uint64_t rng = th_seed() ^ ((uint64_t)kind << 40) ^ q_len;
     size_t qn = (size_t)c.heads * c.q_len * c.head_dim, kn = (size_t)c.kv_heads * c.kv_len * c.head_dim;
     void *q = make(&rng, &c, qn, kind, 1, 0), *k = make(&rng, &c, kn, kind, 0, 0), *v = make(&rng, &c, kn, kind, 0, 1);
@@ -153,8 +154,8 @@ static void check_kind(inputs_kind kind, uint32_t q_len, uint32_t kv_len)
         th_tolerance_variant(c.dtype, as, &atol, &rtol);
         float *got = th_to_float(o, c.dtype, qn);
         char label[96];
-        snprintf(label, sizeof label, "portable=%s, %s inputs", variants[i].name,
-                 kind == OUTLIERS ? "outlier" : "overflow");
+        static const char *const kinds[] = {"N(0, 1)", "outlier", "overflow"};
+        snprintf(label, sizeof label, "portable=%s, %s inputs, scale %g", variants[i].name, kinds[kind], (double)scale);
         double pv = ran & BAATT_PORTABLE_PV16 ? 1.0 / 512 : 0.0;
         double e = worst(got, ref, mass, qn, atol, rtol, pv, label);
         fprintf(stderr, "[ INFO     ] %s: worst error %.3f of tolerance (atol %g, rtol %g, %g of sum p|v|)\n", label, e,
@@ -168,18 +169,27 @@ static void check_kind(inputs_kind kind, uint32_t q_len, uint32_t kv_len)
 static void outliers(void **s)
 {
     (void)s;
-    check_kind(OUTLIERS, 96, 257);
+    check_kind(OUTLIERS, 96, 257, 0.0f);
 }
 
 static void overflow(void **s)
 {
     (void)s;
-    check_kind(OVERFLOW, 96, 257);
+    check_kind(OVERFLOW, 96, 257, 0.0f);
+}
+
+/* Scales other than 1/sqrt(d): qk16 stages Q times a power of two at or below scale * log2(e),
+ * capped at 1 (scale 2: none), and multiplies the rest back in fp32. */
+static void scales(void **s)
+{
+    (void)s;
+    check_kind(PLAIN, 40, 100, 0.01f);
+    check_kind(PLAIN, 40, 100, 2.0f);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(variants_chosen), cmocka_unit_test(outliers),
-                                       cmocka_unit_test(overflow)};
+                                       cmocka_unit_test(overflow), cmocka_unit_test(scales)};
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }
