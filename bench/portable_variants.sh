@@ -5,12 +5,12 @@
 # plan runs, and its accuracy on outlier and overflowing inputs).
 # From the repository root with build/ built (Release, tests on):
 #   bench/portable_variants.sh [variant ...]
-# default variants: base qk16 pv16 qk16+pv16 sg qk16+pv16+sg. One line a variant: dense 16K
+# default variants: base qk16 pv16 qk16+pv16 sg qk16+pv16+sg qk16+pv16+sg+long. One line a variant: dense 16K
 # (32 heads x 128, fp16) ms and TFLOP/s, then BA-Att keep 0.5 and 0.1 total and attention ms.
 set -u
 cd "$(dirname "$0")/.."
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(base qk16 pv16 qk16+pv16 sg qk16+pv16+sg)
+[ ${#variants[@]} -gt 0 ] || variants=(base qk16 pv16 qk16+pv16 sg qk16+pv16+sg qk16+pv16+sg+long)
 tune() { echo "attend=portable,score=scalar,portable=$1"; }
 log=$(mktemp -d)
 

@@ -39,6 +39,7 @@ layout(constant_id = SC_ATT_BR) const uint BR = 64;
 layout(constant_id = SC_ATT_BC) const uint BC = 32;
 layout(constant_id = SC_ATT_SPARSE) const uint SPARSE = 0;
 layout(constant_id = SC_ATT_LSE) const uint LSE = 0;
+layout(constant_id = SC_ATT_RUN) const uint RUN = 1;
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
@@ -119,10 +120,11 @@ float q_prescale() {
 // (th_tolerance_variant). The error grows with the products, and outlier channels (|q|, |k| ~ 30,
 // as diffusion models have) would put ~0.05 into near-tied scores; so a tile takes the fp16
 // path only where max|q'| max|k| <= QK_MAX (the Q tile's and the K tile's largest elements),
-// which also keeps every partial (<= 4 QK_MAX) far from overflow; other tiles run in fp32
+// which also keeps every partial (<= 4 HRUN QK_MAX) far from overflow; other tiles run in fp32
 // (test_portable.c checks both on outliers and on overflowing values).
-const uint HRUN = 2;        // shared words (4 head dims each) per fp16 partial sum of S
-const float QK_MAX = 8.0;   // N(0, 1) inputs give ~3 at head_dim 128
+const uint HRUN = 2 * RUN;  // shared words (4 head dims each) per fp16 partial sum of S
+#define MAX_HRUN 4
+const float QK_MAX = 4.0;   // N(0, 1) inputs give ~2.5 at head_dim 128 (64 x 32 tiles)
 shared uint q_amax;         // the staged Q tile's largest |q'|, fp16 bits
 shared uint k_big;          // the last tile number whose scores run in fp32
 #endif
@@ -130,8 +132,10 @@ shared uint k_big;          // the last tile number whose scores run in fp32
 // P <= 1 and sums of P V over 8 keys (relative error ~8 * 2^-11 of sum |p v|, the order of P's
 // own fp16 rounding) stay finite while every |v| < 4096: put_kv flags a tile with a larger (or
 // non-finite) V element, and that tile's P V runs in fp32.
-const uint PRUN = 8;        // keys per fp16 partial sum of P V
-const uint V_BIG = 0x6c00u; // fp16 bits of 4096: |v| at or above it (or inf/NaN) flags the tile
+const uint PRUN = 8 * RUN;  // keys per fp16 partial sum of P V
+#define MAX_PRUN 16
+// fp16 bits of 32768 / PRUN (4096 for runs of 8): |v| at or above it (or inf/NaN) flags the tile
+uint v_big_bits() { return (30u - uint(findMSB(PRUN))) << 10; }
 shared uint v_big;          // the last tile number whose P V runs in fp32
 #endif
 
@@ -162,7 +166,7 @@ void put_kv() {
     if (max(ka, q_amax) >= HALF_INF || bits_value(ka) * bits_value(q_amax) > QK_MAX) k_big = tile_no;
 #endif
 #if defined(HALF_PV)
-    if (va >= V_BIG) v_big = tile_no;
+    if (va >= v_big_bits()) v_big = tile_no;
 #endif
 }
 
@@ -185,19 +189,22 @@ void scores_f32(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
 void scores_half(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
     [[unroll]] for (uint x = 0; x < MAX_ROWS * MAX_TC; x++) s[x] = 0.0;
     for (uint a = 0; a < D4; a += HRUN) {
-        f16vec4 qh[MAX_ROWS * HRUN];
+        f16vec4 qh[MAX_ROWS * MAX_HRUN];
         [[unroll]] for (uint i = 0; i < ROWS; i++)
-            [[unroll]] for (uint h = 0; h < HRUN; h++) qh[i * HRUN + h] = h_load(q_sh[(g * ROWS + i) * QS + a + h]);
+            [[unroll]] for (uint h = 0; h < MAX_HRUN; h++)
+                if (h < HRUN) qh[i * MAX_HRUN + h] = h_load(q_sh[(g * ROWS + i) * QS + a + h]);
         [[unroll]] for (uint j = 0; j < MAX_TC; j++) {
             if (j >= TC) break;
-            f16vec4 kh[HRUN];
-            [[unroll]] for (uint h = 0; h < HRUN; h++) kh[h] = h_load(k_sh[(l + LANES * j) * QS + a + h]);
+            f16vec4 kh[MAX_HRUN];
+            [[unroll]] for (uint h = 0; h < MAX_HRUN; h++)
+                if (h < HRUN) kh[h] = h_load(k_sh[(l + LANES * j) * QS + a + h]);
             [[unroll]] for (uint i = 0; i < ROWS; i++) {
-                f16vec2 r = qh[i * HRUN].xy * kh[0].xy;
-                r = fma(qh[i * HRUN].zw, kh[0].zw, r);
-                [[unroll]] for (uint h = 1; h < HRUN; h++) {
-                    r = fma(qh[i * HRUN + h].xy, kh[h].xy, r);
-                    r = fma(qh[i * HRUN + h].zw, kh[h].zw, r);
+                f16vec2 r = qh[i * MAX_HRUN].xy * kh[0].xy;
+                r = fma(qh[i * MAX_HRUN].zw, kh[0].zw, r);
+                [[unroll]] for (uint h = 1; h < MAX_HRUN; h++) {
+                    if (h >= HRUN) break;
+                    r = fma(qh[i * MAX_HRUN + h].xy, kh[h].xy, r);
+                    r = fma(qh[i * MAX_HRUN + h].zw, kh[h].zw, r);
                 }
                 s[i * MAX_TC + j] += float(r.x) + float(r.y);
             }
@@ -282,7 +289,8 @@ void accumulate_pv_f32(uint g, uint l) {
 void accumulate_pv_half(uint g, uint l) {
     for (uint c0 = 0; c0 < BC; c0 += PRUN) {
         f16vec4 part[MAX_ROWS * MAX_OV];
-        [[unroll]] for (uint u = 0; u < PRUN; u++) {
+        [[unroll]] for (uint u = 0; u < MAX_PRUN; u++) {
+            if (u >= PRUN) break;
             uint c = c0 + u;
             float16_t p[MAX_ROWS];
             [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = p_sh[(g * ROWS + i) * PS + c];

@@ -35,7 +35,7 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
 void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
 /* The same for the portable kernel's variants (BAATT_PORTABLE_* bits; th_tolerance takes those of
  * th_ctx's tuning, BAATT_TUNE's portable=). pv16: P in fp16 as the tensor-core kernels have it,
- * plus fp16 sums of 8 products p v, ~sqrt(8) * 2^-12 of the spread of V each: atol 2e-3. qk16:
+ * plus fp16 sums of 8 products p v, ~sqrt(8) * 2^-12 of the spread of V each: atol + 1e-3. qk16:
  * fp16 products and sums of 8 of them make each score (log2 units) off by ~2^-11 of the sum of
  * its |terms|, ~3e-3 at scores of 10: O moves by about that times the spread of V, the order of
  * bf16 inputs' rounding, so bf16's tolerance. */

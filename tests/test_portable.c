@@ -13,12 +13,13 @@
 #include "helpers.h"
 #include "internal.h"
 
-/* Each name and the BAATT_PORTABLE_* bits it asks for (qk16 1, pv16 2, sg 4). */
+/* Each name and the BAATT_PORTABLE_* bits it asks for (qk16 1, pv16 2, sg 4, long 8). */
 static const struct {
     const char *name;
     uint32_t bits;
-} variants[] = {{"base", 0},      {"qk16", 1},    {"pv16", 2},    {"sg", 4},
-                {"qk16+pv16", 3}, {"qk16+sg", 5}, {"pv16+sg", 6}, {"sg+pv16+qk16", 7}};
+} variants[] = {
+    {"base", 0},    {"qk16", 1},         {"pv16", 2},      {"sg", 4},         {"qk16+pv16", 3},         {"qk16+sg", 5},
+    {"pv16+sg", 6}, {"sg+pv16+qk16", 7}, {"qk16+long", 9}, {"pv16+long", 10}, {"qk16+pv16+sg+long", 15}};
 #define NVARIANTS (sizeof variants / sizeof variants[0])
 
 static baatt_tuning tuning_of(const char *variant)
@@ -43,6 +44,7 @@ static const char *missing(uint32_t asked, uint32_t got)
 {
     if ((asked & ~got) & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16)) return "shaderFloat16";
     if ((asked & ~got) & BAATT_PORTABLE_SG) return "clustered subgroup operations on whole subgroups of >= 8";
+    if ((asked & ~got) & BAATT_PORTABLE_LONG) return "packed halves";
     return NULL;
 }
 

@@ -134,6 +134,7 @@ static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg
     if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
     if (!caps->subgroup_clustered || !sized || caps->subgroup_min < ATT_LANES || wg % caps->subgroup_max)
         v &= ~(uint32_t)BAATT_PORTABLE_SG;
+    if (!(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG; /* no fp16 runs */
     return v;
 }
 
@@ -219,11 +220,16 @@ baatt_status baatt_attend_create(baatt_plan *p)
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
-    for (int i = 0; i < 3; i++) /* CMakeLists.txt names the variants so */
+    for (int i = 0; i < 3; i++) /* CMakeLists.txt names the variants so; "long" is a constant */
         if (a->variant & (1u << i))
             snprintf(name + strlen(name), sizeof name - strlen(name), "_%s", baatt_portable_tags[i]);
-    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d,           [SC_ATT_BR] = a->br,
-                                 [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse, [SC_ATT_LSE] = lse};
+    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg,
+                                 [SC_ATT_D] = d,
+                                 [SC_ATT_BR] = a->br,
+                                 [SC_ATT_BC] = a->bc,
+                                 [SC_ATT_SPARSE] = sparse,
+                                 [SC_ATT_LSE] = lse,
+                                 [SC_ATT_RUN] = a->variant & BAATT_PORTABLE_LONG ? 2 : 1};
     /* the clustered variants take whole subgroups of one size (the largest, where it varies) */
     int pin = (a->variant & BAATT_PORTABLE_SG) && (p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
     return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_ATT_COUNT,
