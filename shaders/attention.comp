@@ -11,8 +11,9 @@
 // LANES invocations of a row group through shared memory; the row sum only once, at the end.
 // SPARSE = 1 walks the row's selection bit mask and gathers rows through perm_q / perm_k; SPARSE
 // = 0 is dense attention in the original order. Grid: (ceil(q_len / BR), batch * heads).
-// Variants (fp16 tensors only, tuning key portable=; NOTES.md #62-#64), packed fp16 arithmetic
-// (shaderFloat16) on the tiles whose value range allows it, fp32 on the others (see below):
+// Variants (fp16 tensors only, tuning key portable=; NOTES.md #62-#65), packed fp16 arithmetic
+// (shaderFloat16) on the tiles whose value range allows it, fp32 on the others (see below), in
+// runs RUN times those below (RUN = 2: portable=...+long):
 //  HALF_QK: S = Q K^T as f16vec2 FMAs over runs of 8 head dims, each run's sum added in fp32.
 //  HALF_PV: P rounded to fp16 (as the tensor-core kernels do) and O += P V as f16vec4 FMAs over
 //    runs of 8 keys, each run added to the fp32 O.
