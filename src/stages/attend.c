@@ -126,15 +126,18 @@ static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint
 
 /* The portable variants the tuning asks for that this device and dtype run (built for fp16
  * only; elsewhere the base kernel runs): packed halves need shaderFloat16; the clustered
- * reductions need each row group of ATT_LANES inside a whole subgroup of a known size. */
-static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t wg)
+ * reductions need each row group of ATT_LANES inside a whole subgroup of a known size; P V's fp16
+ * runs (8 keys, 16 with long) must tile the key tile (head_dim 64 or 128 holds whole runs of dims). */
+static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t wg,
+                                 uint32_t bc)
 {
     uint32_t v = cfg->dtype == BAATT_DTYPE_F16 ? t->portable : 0;
     int sized = caps->subgroup_min == caps->subgroup_max || (caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
     if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
     if (!caps->subgroup_clustered || !sized || caps->subgroup_min < ATT_LANES || wg % caps->subgroup_max)
         v &= ~(uint32_t)BAATT_PORTABLE_SG;
-    if (!(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG; /* no fp16 runs */
+    if (bc % 8) v &= ~(uint32_t)BAATT_PORTABLE_PV16;
+    if (bc % 16 || !(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG;
     return v;
 }
 
@@ -156,8 +159,11 @@ static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *
             d / 4 / ATT_LANES > 4)
             continue;
         if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
-        *out = (baatt_attend_choice){
-            .path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg, .variant = portable_variant(caps, cfg, t, wg)};
+        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE,
+                                     .br = br,
+                                     .bc = bc,
+                                     .wg = wg,
+                                     .variant = portable_variant(caps, cfg, t, wg, bc)};
         return BAATT_OK;
     }
     return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
