@@ -4,15 +4,23 @@
 // The fragment shape (M x N x K), the subgroup size and the tiles are specialization constants
 // that the host picks from the shapes the device lists (src/stages/attend.c).
 //
-// KHR matrices have no reductions and no accumulator-to-operand conversion, so each key tile
-// goes S = Q K^T (tensor cores) -> shared memory -> online softmax, a row per lane group
-// (scalar) -> P in shared memory -> O += P V (tensor cores). O stays in fp32 accumulators and is
-// rescaled per row in registers: `rowid` is an accumulator loaded from a table of row numbers,
-// so element i of every accumulator of that type lies in row rowid[i] (one layout per type).
+// KHR matrices have no reductions and no accumulator-to-operand conversion. Where the host's
+// probe of the fp32 accumulator layout (khr_layout.comp, baatt_khr_layout_classify) finds lane
+// groups of RG lanes that hold whole rows (REP: which of a lane's elements share a row), the
+// online softmax runs in registers on the S accumulators: a row's max is the max over its
+// elements in the lane, then subgroupShuffleXor across the group; every element carries its
+// row's max and partial sum, so O is rescaled element by element and the sums are combined once
+// at the end. P then reaches the A operand through shared memory: converted to an fp16
+// accumulator and stored (P16: where the device lists one), else stored in fp32 and converted by
+// the lanes. Otherwise (RG = 0, or khr_softmax=shared) S goes to shared memory, the softmax runs
+// a row per lane group (scalar), P is written back and O rescaled through `rowid`, an
+// accumulator loaded from a table of row numbers (element i of every accumulator of that type
+// lies in row rowid[i]: one layout per type).
 // Work split: NSG subgroups, each owning RS = MF * M query rows (Q as A fragments in registers);
 // K and V tiles of BC keys are gathered (through perm_k when SPARSE) into registers one tile
-// ahead and stored to shared memory once per workgroup. Fragment arrays have compile-time sizes and every loop over them is unrolled with
-// spec-constant guards, so they stay in registers after specialization.
+// ahead and stored to shared memory once per workgroup. Fragment arrays have compile-time sizes
+// and every loop over them is unrolled with spec-constant guards, so they stay in registers after
+// specialization.
 // Grid: (ceil(q_len / BR), batch * heads); workgroup = NSG * SG invocations, full subgroups.
 // IN_F16 or IN_BF16: Q, K, V, O and the P operand of O += P V in that type (ELT), fp32
 // accumulators. P in bf16 keeps 8 significant bits (rounded to nearest even), as many as the
@@ -46,10 +54,22 @@ layout(constant_id = SC_KHR_N) const uint N = 16;
 layout(constant_id = SC_KHR_K) const uint K = 16;
 layout(constant_id = SC_KHR_MF) const uint MF = 1;
 layout(constant_id = SC_KHR_LSE) const uint LSE = 0;
+layout(constant_id = SC_KHR_RG) const uint RG = 0;
+layout(constant_id = SC_KHR_REP) const uint REP = 0;
+layout(constant_id = SC_KHR_P16) const uint P16 = 0;
 
+#ifdef SORTED   // sparse plans: Q, K and V from their norm-sorted copies (contiguous key tiles)
+layout(set = 0, binding = BIND_QS) readonly buffer QB { uvec4 q4[]; };
+layout(set = 0, binding = BIND_KS) readonly buffer KB { uvec4 k4[]; };
+layout(set = 0, binding = BIND_VS) readonly buffer VB { uvec4 v4[]; };
+#define IN_ROW(hd, s, len, which) (s)
+#define KV_ROW(kvhd, s) (s)
+#else
 layout(set = 0, binding = BIND_Q) readonly buffer QB { uvec4 q4[]; };
 layout(set = 0, binding = BIND_K) readonly buffer KB { uvec4 k4[]; };
 layout(set = 0, binding = BIND_V) readonly buffer VB { uvec4 v4[]; };
+#define IN_ROW src_row
+#endif
 layout(set = 0, binding = BIND_O) writeonly buffer OB { uvec4 o4[]; };
 layout(set = 0, binding = BIND_PERM_Q) readonly buffer PQ { int perm_q[]; };
 layout(set = 0, binding = BIND_PERM_K) readonly buffer PK { int perm_k[]; };
@@ -59,6 +79,7 @@ layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 #define AF coopmat<ELT, gl_ScopeSubgroup, M, K, gl_MatrixUseA>
 #define BF coopmat<ELT, gl_ScopeSubgroup, K, N, gl_MatrixUseB>
 #define CF coopmat<float, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
+#define HF coopmat<ELT, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>   // P16 (fp16 only)
 
 const uint RS = MF * M;                 // query rows per subgroup
 const uint BR = NSG * RS;               // query rows per workgroup (the host keeps BR <= 2 BC)
@@ -79,12 +100,15 @@ shared uvec4 kv4[2 * BC * KVS / 8];     // K tile then V tile; Q and O staging (
 shared float s_sh[NSG * RS * SST];
 shared ELT p_sh[NSG * RS * PST];
 shared float row_a[BR];                 // this tile's rescale factor per row, then 1 / l
-shared float rowid_sh[M * N];
+shared float rowid_sh[2 * M * N];      // row, then column, of each element of an M x N matrix
 
 AF qf[MAX_MF * MAX_DK];
 CF of[MAX_MF * MAX_DN];
-CF rowid;
+CF rowid, colid;                        // each element's row and column (colid: register softmax)
 float row_m[MAX_RPL], row_l[MAX_RPL];   // this lane's rows' running max (log2 units) and sum
+#define MAX_E 8                         // accumulator elements a lane holds (the host checks)
+#define MAX_NB 8                        // S fragments a tile (BC / N)
+float em[MAX_E], el[MAX_E];             // register softmax: element i's row max (log2 units), partial sum
 
 #include "attention_tiles.glsl"
 
@@ -156,19 +180,144 @@ void scale_rows(uint sg) {
     }
 }
 
+// acc[m]: S of this subgroup's row fragment m against keys n * N.. of the staged K tile.
+void score_keys(uint n, out CF acc[MAX_MF]) {
+    [[unroll]] for (uint m = 0; m < MAX_MF; m++) acc[m] = CF(0.0);
+    [[unroll]] for (uint kk = 0; kk < MAX_DK; kk++) {
+        if (kk >= D / K) break;
+        BF kb;   // B[k][n] = K[n][k]: the row-major K tile read column-major
+        coopMatLoad(kb, kv4, (n * N * KVS + kk * K) / 8, KVS / 8, gl_CooperativeMatrixLayoutColumnMajor);
+        [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+            if (m < MF) acc[m] = coopMatMulAdd(qf[m * MAX_DK + kk], kb, acc[m]);
+    }
+}
+
+// O += P V over keys j * K.. of the staged V tile, P of row fragment m in pa[m].
+void add_pv(uint j, AF pa[MAX_MF]) {
+    [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
+        if (d >= D / N) break;
+        BF vb;
+        coopMatLoad(vb, kv4, (BC * KVS + j * K * KVS + d * N) / 8, KVS / 8, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint m = 0; m < MAX_MF; m++)
+            if (m < MF) of[m * MAX_DN + d] = coopMatMulAdd(pa[m], vb, of[m * MAX_DN + d]);
+    }
+}
+
+uint rep_of(uint i) { return (REP >> (4 * i)) & 15u; }
+
+// Row max (op 0) or sum (op 1) of element values v: the elements of a row a lane holds
+// (REP), then across the RG lanes of its row group; every element gets its row's value.
+void row_reduce(inout float v[MAX_E], uint op) {
+    const uint E = uint(rowid.length());
+    [[unroll]] for (uint i = 1; i < MAX_E; i++) {
+        if (i >= E) break;
+        uint r = rep_of(i);
+        if (r != i) v[r] = op == 0 ? max(v[r], v[i]) : v[r] + v[i];
+    }
+    [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+        if (i >= E) break;
+        if (rep_of(i) != i) continue;
+        [[unroll]] for (uint x = 1; x < 32; x *= 2) {
+            if (x >= RG) break;
+            float o = subgroupShuffleXor(v[i], x);
+            v[i] = op == 0 ? max(v[i], o) : v[i] + o;
+        }
+    }
+    [[unroll]] for (uint i = 1; i < MAX_E; i++) {
+        if (i >= E) break;
+        v[i] = v[rep_of(i)];
+    }
+}
+
+// One key tile with the softmax in registers: S fragments, row max per element, P = exp2 in
+// place, O rescaled per element, P to shared memory as the A operand, O += P V.
+void process_tile_regs(uint s0) {
+    const uint E = uint(rowid.length()), NB = BC / N;
+    uint sg = gl_SubgroupID, valid = min(BC, pc.kv_len - s0);
+    float t = pc.scale * 1.4426950408889634;
+    CF sf[MAX_NB];
+    [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
+        if (n >= NB) break;
+        CF acc[MAX_MF];
+        score_keys(n, acc);
+        sf[n] = acc[0];
+    }
+    float mx[MAX_E];
+    [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+        if (i >= E) break;
+        mx[i] = em[i];
+        [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
+            if (n >= NB) break;
+            float v = sf[n][i] * t;
+            if (valid < BC && n * N + uint(colid[i]) >= valid) v = -1.0 / 0.0;
+            sf[n][i] = v;
+            mx[i] = max(mx[i], v);
+        }
+    }
+    row_reduce(mx, 0);
+    bool grew = false;
+    [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+        if (i >= E) break;
+        float a = exp2(em[i] - mx[i]), sum = 0.0;
+        grew = grew || mx[i] > em[i];
+        em[i] = mx[i];
+        [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
+            if (n >= NB) break;
+            float p = exp2(sf[n][i] - mx[i]);
+            sf[n][i] = elt_round(p);
+            sum += p;
+        }
+        el[i] = el[i] * a + sum;
+        mx[i] = a;
+    }
+    if (subgroupAny(grew)) {
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
+            if (d >= D / N) break;
+            [[unroll]] for (uint i = 0; i < MAX_E; i++)
+                if (i < E) of[d][i] *= mx[i];
+        }
+    }
+    uint pr = sg * RS;
+    [[unroll]] for (uint n = 0; n < MAX_NB; n++) {
+        if (n >= NB) break;
+#ifndef IN_BF16
+        if (P16 != 0) {
+            HF ph = HF(sf[n]);
+            coopMatStore(ph, p_sh, pr * PST + n * N, PST, gl_CooperativeMatrixLayoutRowMajor);
+        } else
+#endif
+        {
+            coopMatStore(sf[n], s_sh, pr * SST + n * N, SST, gl_CooperativeMatrixLayoutRowMajor);
+        }
+    }
+    if (P16 == 0) {
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        uint lane = gl_SubgroupInvocationID;
+        for (uint e = lane; e < RS * BC / 2; e += SG) {
+            uint r = pr + e / (BC / 2), c = 2 * (e % (BC / 2));
+            uint h = r * PST + c;   // 16-bit element, even
+            p_sh[h] = ELT(s_sh[r * SST + c]);
+            p_sh[h + 1] = ELT(s_sh[r * SST + c + 1]);
+        }
+    }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    for (uint j = 0; j < BC / K; j++) {
+        AF pa[MAX_MF];
+        coopMatLoad(pa[0], p_sh, pr * PST + j * K, PST, gl_CooperativeMatrixLayoutRowMajor);
+        add_pv(j, pa);
+    }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();   // P read before the next tile overwrites it
+}
+
 // One key tile (staged in shared memory by the caller): S, the softmax, O.
 void process_tile(uint s0) {
     uint sg = gl_SubgroupID;
     for (uint n = 0; n < BC / N; n++) {
         CF acc[MAX_MF];
-        [[unroll]] for (uint m = 0; m < MAX_MF; m++) acc[m] = CF(0.0);
-        [[unroll]] for (uint kk = 0; kk < MAX_DK; kk++) {
-            if (kk >= D / K) break;
-            BF kb;   // B[k][n] = K[n][k]: the row-major K tile read column-major
-            coopMatLoad(kb, kv4, (n * N * KVS + kk * K) / 8, KVS / 8, gl_CooperativeMatrixLayoutColumnMajor);
-            [[unroll]] for (uint m = 0; m < MAX_MF; m++)
-                if (m < MF) acc[m] = coopMatMulAdd(qf[m * MAX_DK + kk], kb, acc[m]);
-        }
+        score_keys(n, acc);
         [[unroll]] for (uint m = 0; m < MAX_MF; m++)
             if (m < MF) coopMatStore(acc[m], s_sh, (sg * RS + m * M) * SST + n * N, SST, gl_CooperativeMatrixLayoutRowMajor);
     }
@@ -182,13 +331,7 @@ void process_tile(uint s0) {
         AF pa[MAX_MF];
         [[unroll]] for (uint m = 0; m < MAX_MF; m++)
             if (m < MF) coopMatLoad(pa[m], p_sh, (sg * RS + m * M) * PST + j * K, PST, gl_CooperativeMatrixLayoutRowMajor);
-        [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
-            if (d >= D / N) break;
-            BF vb;
-            coopMatLoad(vb, kv4, (BC * KVS + j * K * KVS + d * N) / 8, KVS / 8, gl_CooperativeMatrixLayoutRowMajor);
-            [[unroll]] for (uint m = 0; m < MAX_MF; m++)
-                if (m < MF) of[m * MAX_DN + d] = coopMatMulAdd(pa[m], vb, of[m * MAX_DN + d]);
-        }
+        add_pv(j, pa);
     }
 }
 
@@ -196,10 +339,20 @@ void process_tile(uint s0) {
 void load_q(uint hd, uint p0) {
     for (uint e = gl_LocalInvocationID.x; e < BR * DV; e += WG) {
         uint r = e / DV, a = e % DV, s = p0 + r;
-        kv4[(r * KVS) / 8 + a] = s < pc.q_len ? q4[(hd * pc.q_len + src_row(hd, s, pc.q_len, 0)) * DV + a] : uvec4(0);
+        kv4[(r * KVS) / 8 + a] = s < pc.q_len ? q4[(hd * pc.q_len + IN_ROW(hd, s, pc.q_len, 0)) * DV + a] : uvec4(0);
     }
-    for (uint e = gl_LocalInvocationID.x; e < M * N; e += WG) rowid_sh[e] = float(e / N);
+    for (uint e = gl_LocalInvocationID.x; e < M * N; e += WG) {
+        rowid_sh[e] = float(e / N);
+        rowid_sh[M * N + e] = float(e % N);
+    }
     barrier_shared();
+    if (RG != 0) {
+        coopMatLoad(colid, rowid_sh, M * N, N, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+            em[i] = -1.0 / 0.0;
+            el[i] = 0.0;
+        }
+    }
     uint sg = gl_SubgroupID;
     [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
         if (m >= MF) break;
@@ -221,6 +374,14 @@ void load_q(uint hd, uint p0) {
 // from the lane that holds the row's statistics, at its original row.
 void store_lse(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+    if (RG != 0) {
+        [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+            uint s = p0 + sg * RS + uint(rowid[i]);
+            if (i < uint(rowid.length()) && rep_of(i) == i && lane % RG == 0 && s < pc.q_len)
+                lse[hd * pc.q_len + src_row(hd, s, pc.q_len, 0)] = (em[i] + log2(el[i])) * 0.6931471805599453;
+        }
+        return;
+    }
     [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
         uint s = p0 + sg * RS + j * SG / LPR + lane / LPR;
         if (j < RPL && lane % LPR == 0 && s < pc.q_len)
@@ -233,11 +394,20 @@ void store_lse(uint hd, uint p0) {
 // accumulator to convert to is not a listed type everywhere (the H100 lists bf16 only as A and B).
 void store_o(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    [[unroll]] for (uint j = 0; j < MAX_RPL; j++)
-        if (j < RPL && lane % LPR == 0) row_a[sg * RS + j * SG / LPR + lane / LPR] = row_l[j] > 0.0 ? 1.0 / row_l[j] : 0.0;
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    scale_rows(sg);
+    if (RG != 0) {
+        row_reduce(el, 1);
+        [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
+            if (d >= D / N) break;
+            [[unroll]] for (uint i = 0; i < MAX_E; i++)
+                if (i < uint(rowid.length())) of[d][i] *= el[i] > 0.0 ? 1.0 / el[i] : 0.0;
+        }
+    } else {
+        [[unroll]] for (uint j = 0; j < MAX_RPL; j++)
+            if (j < RPL && lane % LPR == 0) row_a[sg * RS + j * SG / LPR + lane / LPR] = row_l[j] > 0.0 ? 1.0 / row_l[j] : 0.0;
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+        scale_rows(sg);
+    }
     barrier_shared();   // every subgroup is done with the last tile: reuse it for O
     [[unroll]] for (uint m = 0; m < MAX_MF; m++) {
         if (m >= MF) break;
@@ -273,7 +443,8 @@ void main() {
         uint s1 = next_tile(s0);
         if (s1 != END) fetch_kv(kvhd, s1);
         barrier_shared();
-        process_tile(s0);
+        if (RG != 0) process_tile_regs(s0);
+        else process_tile(s0);
         s0 = s1;
     }
     store_o(hd, p0);

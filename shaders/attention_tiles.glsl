@@ -44,6 +44,9 @@ uint first_tile(uint hd, uint p0) {
 // row e / DV, column vector e % DV), fetched into registers one tile ahead: the loads of tile i+1
 // are in flight while tile i is computed (SPIR-V has no asynchronous copy to shared memory).
 const uint NPT = BC * DV / WG;   // the host keeps BC * DV a multiple of WG
+#ifndef KV_ROW
+#define KV_ROW(kvhd, s) src_row(kvhd, s, pc.kv_len, 1)   // a kernel reading sorted copies: s
+#endif
 #define MAX_NPT ATT_MAX_VECTORS
 uvec4 rk[MAX_NPT], rv[MAX_NPT];
 
@@ -54,7 +57,7 @@ void fetch_kv(uint kvhd, uint s0) {
         rk[j] = uvec4(0);
         rv[j] = uvec4(0);
         if (s < pc.kv_len) {
-            uint i = (kvhd * pc.kv_len + src_row(kvhd, s, pc.kv_len, 1)) * DV + a;
+            uint i = (kvhd * pc.kv_len + KV_ROW(kvhd, s)) * DV + a;
             rk[j] = k4[i];
             rv[j] = v4[i];
         }

@@ -67,6 +67,12 @@
 #define ATT_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation (portable, KHR) */
 #define ATT_ROWS 4         /* portable: query rows per invocation */
 #define ATT_LANES 8        /* portable: invocations sharing those rows (score columns, output dims) */
+/* khr_layout.comp: the KHR accumulator layout probe */
+#define SC_KL_SG 0
+#define SC_KL_M 1
+#define SC_KL_N 2
+#define SC_KL_COUNT 3
+#define KL_MAX_E 16       /* elements a lane records */
 /* attention_khr.comp */
 #define SC_KHR_WG 0
 #define SC_KHR_D 1
@@ -79,7 +85,10 @@
 #define SC_KHR_K 8
 #define SC_KHR_MF 9       /* row fragments per subgroup */
 #define SC_KHR_LSE 10
-#define SC_KHR_COUNT 11
+#define SC_KHR_RG 11      /* register softmax: lanes per row group (0: softmax in shared memory) */
+#define SC_KHR_REP 12     /* register softmax: per accumulator element, 4 bits: the first element of its row */
+#define SC_KHR_P16 13     /* P converted in an fp16 accumulator (else through fp32 in shared memory) */
+#define SC_KHR_COUNT 14
 /* attention_cm2.comp */
 #define SC_CM2_WG 0
 #define SC_CM2_D 1

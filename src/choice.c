@@ -128,6 +128,10 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (!strcmp(key, "khr_tile")) ok = parse_rxc(v, parse_khr_rows, parse_khr_keys, &t->khr_rows, &t->khr_keys);
     if (!strcmp(key, "khr_mf")) ok = parse_u32(v, 1, 2, &t->khr_mf);
     if (!strcmp(key, "portable")) ok = parse_portable(v, &t->portable);
+    if (!strcmp(key, "khr_softmax")) {
+        ok = !strcmp(v, "shared") || !strcmp(v, "registers");
+        if (ok) t->khr_shared_softmax = !strcmp(v, "shared");
+    }
     if (!strcmp(key, "radix_min")) ok = parse_u32(v, 1, 1u << 31, &t->radix_min);
     if (!strcmp(key, "logits_mib")) {
         char *end;
@@ -139,8 +143,8 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (!strcmp(key, "profile")) ok = parse_onoff(v, &t->profile);
     if (ok < 0)
         baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
-                   "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, khr_tile, khr_mf, portable, "
-                   "radix_min, logits_mib, robust, profile)",
+                   "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, khr_tile, khr_mf, khr_softmax, "
+                   "portable, radix_min, logits_mib, robust, profile)",
                    key);
     else if (!ok) baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
     return ok > 0;
@@ -246,4 +250,46 @@ baatt_status baatt_choose(const baatt_caps *caps, const baatt_config *cfg, const
     baatt_stats_choose(cfg, &ch.attend, &ch.score, ch.auto_sort && ch.cands.blockings > 1, &ch.stats);
     *out = ch;
     return BAATT_OK;
+}
+
+/* Element i's first partner in lane l's row (the partition the shader's REP encodes). */
+static uint32_t first_in_row(const uint32_t *cell, uint32_t n, uint32_t l, uint32_t i)
+{
+    uint32_t j = 0;
+    while (cell[l * KL_MAX_E + j] / n != cell[l * KL_MAX_E + i] / n) j++;
+    return j;
+}
+
+/* Lanes l ^ x (x < g) hold rep element i in one row and cover its n columns. */
+static int group_covers(const uint32_t *cell, uint32_t e, uint32_t n, uint32_t rep, uint32_t l, uint32_t i, uint32_t g)
+{
+    uint32_t row = cell[l * KL_MAX_E + i] / n, cols = 0;
+    for (uint32_t x = 0; x < g; x++) {
+        const uint32_t *c = cell + (l ^ x) * KL_MAX_E;
+        if (c[i] / n != row) return 0;
+        for (uint32_t j = 0; j < e; j++)
+            if (((rep >> 4 * j) & 15u) == i) cols |= 1u << (c[j] % n);
+    }
+    return cols == (n >= 32 ? ~0u : (1u << n) - 1);
+}
+
+uint32_t baatt_khr_layout_classify(const uint32_t *cell, uint32_t sg, uint32_t e, uint32_t n, uint32_t *rep)
+{
+    uint32_t r = 0;
+    if (e == 0 || e > 8 || n > 32 || sg == 0 || (sg & (sg - 1))) return 0;
+    for (uint32_t i = 0; i < e; i++) r |= first_in_row(cell, n, 0, i) << 4 * i;
+    for (uint32_t l = 1; l < sg; l++)
+        for (uint32_t i = 0; i < e; i++)
+            if (first_in_row(cell, n, l, i) != ((r >> 4 * i) & 15u)) return 0;
+    for (uint32_t g = 1; g <= sg; g *= 2) {
+        int ok = 1;
+        for (uint32_t l = 0; l < sg && ok; l++)
+            for (uint32_t i = 0; i < e && ok; i++)
+                if (((r >> 4 * i) & 15u) == i) ok = group_covers(cell, e, n, r, l, i, g);
+        if (ok) {
+            *rep = r;
+            return g;
+        }
+    }
+    return 0;
 }

@@ -13,8 +13,8 @@ enum {
     BAATT_BUILT_CM2_F16 = 1u << 1,   /* attention_cm2_f16 and attention_cm2_sorted_f16 */
     BAATT_BUILT_CM2_BF16 = 1u << 2,  /* attention_cm2_bf16 and attention_cm2_sorted_bf16 */
     BAATT_BUILT_SCORE_CM2 = 1u << 3, /* score_cm2 */
-    BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 */
-    BAATT_BUILT_KHR_BF16 = 1u << 5,  /* attention_khr_bf16 (glslang >= 16: GL_EXT_bfloat16) */
+    BAATT_BUILT_KHR_F16 = 1u << 4,   /* attention_khr_f16 and attention_khr_sorted_f16 */
+    BAATT_BUILT_KHR_BF16 = 1u << 5,  /* attention_khr(_sorted)_bf16 (glslang >= 16: GL_EXT_bfloat16) */
 };
 
 /* A KHR cooperative-matrix shape the device lists at subgroup scope with fp32 accumulation
@@ -22,6 +22,7 @@ enum {
 typedef struct baatt_mma_shape {
     uint8_t m, n, k;
     uint8_t bf16; /* A and B bf16 (else fp16) */
+    uint8_t c16;  /* fp16 A and B: the device also lists an M x N fp16 accumulator (P converts to it) */
 } baatt_mma_shape;
 #define BAATT_MAX_MMA_SHAPES 16
 
@@ -84,6 +85,8 @@ typedef struct baatt_tuning {
                                        does not fit: the next path runs) */
     uint32_t khr_mf;               /* KHR fragments of M rows per subgroup, 1 or 2; 0: chosen */
     uint32_t portable;             /* BAATT_PORTABLE_* bits asked of the portable kernel; 0 (base) */
+    int khr_shared_softmax;        /* KHR softmax through shared memory even where the accumulator
+                                      layout allows it in registers (khr_softmax=shared); 0 */
     uint32_t radix_min;            /* AUTO sort: radix for sides padded to at least this; 65536 */
     double logits_mib;             /* block-logit scratch budget, MiB; 128 */
     int robust;                    /* context: keep the driver's buffer robustness; 0 */
@@ -93,8 +96,9 @@ typedef struct baatt_tuning {
 
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
- * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, portable ("base" or a '+' list of
- * qk16, pv16, sg, long: BAATT_PORTABLE_* bits), radix_min, logits_mib, robust, profile (on/off). An unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
+ * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), portable
+ * ("base" or a '+' list of qk16, pv16, sg, long: BAATT_PORTABLE_* bits), radix_min, logits_mib, robust, profile
+ * (on/off). An unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 
 /* Sizes every stage derives from the config. */
@@ -123,7 +127,7 @@ typedef struct baatt_attend_choice {
     uint32_t subgroup;     /* KHR: the subgroup size the pipeline is created with */
     uint32_t mf;           /* KHR: row fragments per subgroup */
     uint32_t full;         /* CM2_FULL_* bits (interface.h) */
-    int sorted;            /* reads norm-sorted copies and scatters O (cm2, sparse) */
+    int sorted;            /* sparse: reads norm-sorted copies of Q, K, V (cm2: and scatters O from its own) */
     uint32_t variant;      /* portable: the BAATT_PORTABLE_* bits this device and dtype allow */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
@@ -175,6 +179,12 @@ uint32_t baatt_vector_rows_per_wg(const baatt_config *c);
 void baatt_sort_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                        baatt_sort_choice *out);
 uint32_t baatt_radix_workgroup(const baatt_caps *caps); /* 0: the device cannot run it */
+/* The register softmax's row groups in a KHR accumulator layout: cell[L * KL_MAX_E + i] = row * n +
+ * column of element i (of e) in lane L (of sg), as khr_layout.comp writes it. Returns rg, the
+ * smallest power of two such that lanes L ^ x (x < rg) hold each element in one row and, with
+ * their elements of that row, every column; *rep gets 4 bits per element: the first element of
+ * the lane in its row (the same in every lane). 0 where no rg fits (or e > 8). */
+uint32_t baatt_khr_layout_classify(const uint32_t *cell, uint32_t sg, uint32_t e, uint32_t n, uint32_t *rep);
 baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
                                  const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n);
 void baatt_score_choose(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,

@@ -426,8 +426,20 @@ static baatt_status pick_queue(baatt_context *ctx)
     return BAATT_OK;
 }
 
+/* Whether the device lists an M x N fp16 accumulator for fp16 A and B at subgroup scope. */
+static int lists_f16_accumulator(const baatt_coopmat_khr_properties *p, uint32_t n, uint32_t m, uint32_t cols)
+{
+    enum { F16 = 0, SUBGROUP = 3 };
+    for (uint32_t i = 0; i < n; i++)
+        if ((int)p[i].AType == F16 && (int)p[i].BType == F16 && (int)p[i].CType == F16 && (int)p[i].ResultType == F16 &&
+            (int)p[i].scope == SUBGROUP && p[i].MSize == m && p[i].NSize == cols)
+            return 1;
+    return 0;
+}
+
 /* The KHR cooperative-matrix shapes the KHR kernel can use: subgroup scope, A and B fp16 or bf16,
- * fp32 accumulator and result, not saturating. Returns how many (at most max). */
+ * fp32 accumulator and result, not saturating; for fp16, whether an fp16 accumulator of the
+ * shape is listed too. Returns how many (at most max). */
 static uint32_t khr_shapes(const baatt_vk_instance *vki, VkPhysicalDevice pd, baatt_mma_shape *out, uint32_t max)
 {
     enum { F16 = 0, F32 = 1, BF16 = 1000141000, SUBGROUP = 3 };
@@ -442,10 +454,12 @@ static uint32_t khr_shapes(const baatt_vk_instance *vki, VkPhysicalDevice pd, ba
             if (!ab || (int)p[i].CType != F32 || (int)p[i].ResultType != F32 || (int)p[i].scope != SUBGROUP ||
                 p[i].saturatingAccumulation || p[i].MSize > 255 || p[i].NSize > 255 || p[i].KSize > 255)
                 continue;
-            out[kept++] = (baatt_mma_shape){.m = (uint8_t)p[i].MSize,
-                                            .n = (uint8_t)p[i].NSize,
-                                            .k = (uint8_t)p[i].KSize,
-                                            .bf16 = (int)p[i].AType == BF16};
+            out[kept++] =
+                (baatt_mma_shape){.m = (uint8_t)p[i].MSize,
+                                  .n = (uint8_t)p[i].NSize,
+                                  .k = (uint8_t)p[i].KSize,
+                                  .bf16 = (int)p[i].AType == BF16,
+                                  .c16 = (int)p[i].AType == F16 && lists_f16_accumulator(p, n, p[i].MSize, p[i].NSize)};
         }
     free(p);
     return kept;

@@ -14,7 +14,7 @@
 
 /* Descriptor bindings (BIND_*, one layout for every pipeline) are in shaders/interface.h. */
 #define BAATT_PUSH_BYTES 128
-#define BAATT_MAX_SPEC 12 /* specialization constants per pipeline */
+#define BAATT_MAX_SPEC 16 /* specialization constants per pipeline */
 
 typedef struct baatt_pipeline_entry {
     char name[48];
@@ -67,6 +67,12 @@ struct baatt_context {
     VkPipelineLayout pipeline_layout;
     baatt_pipeline_entry *pipelines;
     uint32_t npipelines, cap_pipelines;
+    /* KHR accumulator layouts probed so far (attend.c): key m | n << 8 | subgroup << 16, the
+     * register softmax's row-group lanes and element partition (lock) */
+    struct {
+        uint32_t key, rg, rep;
+    } khr_layouts[4];
+    uint32_t nkhr_layouts;
     char error[1024];      /* the last failure from any thread (error_lock) */
     char lost_reason[512]; /* why `lost` was set (error_lock) */
 };

@@ -41,7 +41,9 @@ static baatt_caps with_shapes(baatt_caps c, const baatt_mma_shape *s, uint32_t n
     c.nshapes = n;
     return c;
 }
-static const baatt_mma_shape NV_SHAPES[] = {{16, 16, 16, 0}, {16, 8, 16, 0}, {16, 8, 8, 0}, {16, 16, 16, 1}};
+/* {m, n, k, bf16, c16}: NVIDIA, RADV and lavapipe 26 list fp16 accumulators of their fp16 shapes */
+static const baatt_mma_shape NV_SHAPES[] = {
+    {16, 16, 16, 0, 1}, {16, 8, 16, 0, 1}, {16, 8, 8, 0, 1}, {16, 16, 16, 1, 0}};
 
 /* NVIDIA H100, driver 580: NV cooperative matrix (16x16x16) and 2, KHR shapes, bf16. */
 static baatt_caps h100(void)
@@ -67,26 +69,26 @@ static baatt_caps nvidia_old_driver(void)
 static baatt_caps rdna3(void)
 {
     return with_shapes(device("RX 7900 XTX (RADV)", F16 | KHR, 64, 32, 64, 65536, 1024, 0xffffffffu),
-                       (baatt_mma_shape[]){{16, 16, 16, 0}}, 1);
+                       (baatt_mma_shape[]){{16, 16, 16, 0, 1}}, 1);
 }
 /* AMD RDNA4 (RADV): RDNA3's with bf16 16x16x16 (VK_KHR_shader_bfloat16). */
 static baatt_caps rdna4(void)
 {
     return with_shapes(
         device("RX 9070 XT (RADV)", F16 | KHR | BAATT_FEATURE_BF16_COOPMAT, 64, 32, 64, 65536, 1024, 0xffffffffu),
-        (baatt_mma_shape[]){{16, 16, 16, 0}, {16, 16, 16, 1}}, 2);
+        (baatt_mma_shape[]){{16, 16, 16, 0, 1}, {16, 16, 16, 1, 0}}, 2);
 }
 /* Intel Xe2 (ANV, B580): KHR 8x16x16 at subgroup 16; sizes 16-32. */
 static baatt_caps xe2(void)
 {
     return with_shapes(device("Arc B580 (ANV)", F16 | KHR, 32, 16, 32, 65536, 1024, 0xffffffffu),
-                       (baatt_mma_shape[]){{8, 16, 16, 0}}, 1);
+                       (baatt_mma_shape[]){{8, 16, 16, 0, 0}}, 1);
 }
 /* Intel Arc A-series (ANV): KHR 8x8x16 at subgroup 8; sizes 8-32. */
 static baatt_caps arc_a(void)
 {
     return with_shapes(device("Arc A770 (ANV)", F16 | KHR, 32, 8, 32, 65536, 1024, 0xffffffffu),
-                       (baatt_mma_shape[]){{8, 8, 16, 0}}, 1);
+                       (baatt_mma_shape[]){{8, 8, 16, 0, 0}}, 1);
 }
 /* Mesa lavapipe 25 (CPU): subgroup 8, 32 KiB, no cooperative matrix, 65535 workgroups. */
 static baatt_caps lavapipe(void) { return device("llvmpipe", F16, 8, 8, 8, 32768, 1024, 65535); }
@@ -94,7 +96,7 @@ static baatt_caps lavapipe(void) { return device("llvmpipe", F16, 8, 8, 8, 32768
 static baatt_caps lavapipe26(void)
 {
     return with_shapes(device("llvmpipe (Mesa 26)", F16 | KHR, 8, 8, 8, 32768, 1024, 65535),
-                       (baatt_mma_shape[]){{8, 8, 8, 0}}, 1);
+                       (baatt_mma_shape[]){{8, 8, 8, 0, 1}}, 1);
 }
 /* A device without subgroup arithmetic or ballots, 512 invocations. */
 static baatt_caps no_subgroups(void)
@@ -143,7 +145,6 @@ static void expect_khr_of(const baatt_choice *ch, int bf16, uint32_t m, uint32_t
     assert_int_equal(ch->attend.shape.k, k);
     assert_int_equal(ch->attend.shape.bf16, bf16);
     assert_int_equal(ch->attend.subgroup, sg);
-    assert_false(ch->attend.sorted);
 }
 static void expect_khr(const baatt_choice *ch, uint32_t m, uint32_t n, uint32_t k, uint32_t sg, uint32_t br,
                        uint32_t bc)
@@ -319,6 +320,9 @@ static void choice_lavapipe26(void **s)
                32);
     expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F16, 1), NULL)}, 8, 8, 8, 8, 32,
                64);
+    /* sparse plans read norm-sorted copies (contiguous key tiles), dense ones the tensors */
+    assert_true(choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL).attend.sorted);
+    assert_false(choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 1), NULL).attend.sorted);
     expect_attend((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F32, 0), NULL)},
                   BAATT_ATTEND_PORTABLE, 32, 32, 64);
     baatt_caps old = lavapipe26(); /* a library built by an old glslang */
@@ -518,7 +522,8 @@ static void tuning_parse(void **s)
     baatt_tuning t = baatt_tuning_default();
     char msg[256];
     assert_int_equal(baatt_tuning_parse("attend=portable,sort=radix,score=scalar,select=shared,tile=64x128,"
-                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1,khr_tile=16x64,khr_mf=2",
+                                        "radix_min=1024,logits_mib=0.25,robust=on,profile=1,khr_tile=16x64,khr_mf=2,"
+                                        "khr_softmax=shared",
                                         &t, msg, sizeof msg),
                      BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_PORTABLE);
@@ -527,7 +532,7 @@ static void tuning_parse(void **s)
     assert_int_equal(t.select, BAATT_SELECTOR_SHARED);
     assert_true(t.tile_rows == 64 && t.tile_keys == 128 && t.radix_min == 1024 && t.logits_mib == 0.25);
     assert_true(t.robust && t.profile);
-    assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2);
+    assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2 && t.khr_shared_softmax);
     assert_int_equal(baatt_tuning_parse("portable=long+sg+pv16", &t, msg, sizeof msg), BAATT_OK);
     assert_int_equal(t.portable, BAATT_PORTABLE_LONG | BAATT_PORTABLE_SG | BAATT_PORTABLE_PV16);
     assert_int_equal(baatt_tuning_parse("portable=base", &t, msg, sizeof msg), BAATT_OK);
@@ -552,6 +557,7 @@ static void tuning_parse(void **s)
                {"portable=base+sg", "\"base+sg\""},
                {"portable=h2", "\"h2\""},
                {"portable=", "\"\""},
+               {"khr_softmax=scalar", "khr_softmax"},
                {"radix_min=-1", "radix_min"},
                {"radix_min=12abc", "radix_min"},
                {"logits_mib=0", "logits_mib"},
@@ -579,14 +585,56 @@ static void tuning_parse(void **s)
     assert_null(baatt_path_name(BAATT_STAGE_ATTEND, BAATT_ATTEND_COUNT));
 }
 
+/* A layout as khr_layout.comp records it, from where(lane, i) = row * n + column. */
+typedef uint32_t (*where_fn)(uint32_t lane, uint32_t i);
+static void layout_of(where_fn where, uint32_t sg, uint32_t e, uint32_t *cell)
+{
+    for (uint32_t l = 0; l < sg; l++)
+        for (uint32_t i = 0; i < e; i++) cell[l * KL_MAX_E + i] = where(l, i);
+}
+/* NVIDIA's m16n8 accumulator pairs, twice for N = 16: rows l/4 and l/4 + 8, columns 2 (l%4) (+1, +8) */
+static uint32_t where_nvidia(uint32_t l, uint32_t i)
+{
+    return (l / 4 + 8 * ((i / 2) % 2)) * 16 + 8 * (i / 4) + 2 * (l % 4) + i % 2;
+}
+/* AMD RDNA3 wave32 16x16: a column per lane, rows 2i + l/16 */
+static uint32_t where_amd(uint32_t l, uint32_t i) { return (2 * i + l / 16) * 16 + l % 16; }
+/* A row per lane (8x8 at subgroup 8), and a column per lane (lavapipe 26's) */
+static uint32_t where_row(uint32_t l, uint32_t i) { return l * 8 + i; }
+static uint32_t where_col(uint32_t l, uint32_t i) { return i * 8 + l; }
+/* Rows spread so that no power-of-two lane group holds one: l and l + 1 swap row halves */
+static uint32_t where_odd(uint32_t l, uint32_t i) { return ((l * 3 + i) % 8) * 8 + (l + 5 * i) % 8; }
+
+static void khr_layout_classify(void **s)
+{
+    (void)s;
+    uint32_t cell[32 * KL_MAX_E], rep = 0;
+    layout_of(where_nvidia, 32, 8, cell);
+    assert_int_equal(baatt_khr_layout_classify(cell, 32, 8, 16, &rep), 4);
+    assert_int_equal(rep, 0x22002200u);
+    layout_of(where_amd, 32, 8, cell);
+    assert_int_equal(baatt_khr_layout_classify(cell, 32, 8, 16, &rep), 16);
+    assert_int_equal(rep, 0x76543210u);
+    layout_of(where_row, 8, 8, cell);
+    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 1);
+    assert_int_equal(rep, 0u);
+    layout_of(where_col, 8, 8, cell);
+    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 8);
+    assert_int_equal(rep, 0x76543210u);
+    layout_of(where_odd, 8, 8, cell);
+    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 0);
+    assert_int_equal(baatt_khr_layout_classify(cell, 8, 9, 8, &rep), 0); /* more elements than REP holds */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(choice_h100),       cmocka_unit_test(choice_nvidia_without_cm2),
-        cmocka_unit_test(choice_amd_intel),  cmocka_unit_test(choice_lavapipe_and_no_subgroups),
-        cmocka_unit_test(choice_lavapipe26), cmocka_unit_test(choice_khr_bf16),
-        cmocka_unit_test(choice_tuned),      cmocka_unit_test(choice_errors),
-        cmocka_unit_test(tuning_parse),      cmocka_unit_test(choice_portable_variants),
+        cmocka_unit_test(choice_h100),         cmocka_unit_test(choice_nvidia_without_cm2),
+        cmocka_unit_test(choice_amd_intel),    cmocka_unit_test(choice_lavapipe_and_no_subgroups),
+        cmocka_unit_test(choice_lavapipe26),   cmocka_unit_test(choice_khr_bf16),
+        cmocka_unit_test(choice_tuned),        cmocka_unit_test(choice_errors),
+        cmocka_unit_test(tuning_parse),        cmocka_unit_test(choice_portable_variants),
+        cmocka_unit_test(khr_layout_classify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* The KHR cooperative-matrix attention kernel (attention_khr.comp) against the CPU reference:
  * dense and sparse, both block orders (sorted by norm, original order) and auto sort, GQA,
  * head_dim 64 and 128, 32/64/128-token blocks, partial tiles, fresh random inputs, outputs
- * poisoned; O and the log-sum-exp (cfg.lse, 2e-5 absolute: fp32 row statistics, see test_lse.c). Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
+ * poisoned, with the softmax in registers (where the accumulator layout allows it: required with
+ * "require") and through shared memory; O and the log-sum-exp (cfg.lse, 2e-5 absolute: fp32 row statistics, see test_lse.c). Plans are tuned to attend=khr-coopmat, which caps the path at the KHR kernel.
  * Usage: test_khr [bf16] [require]. fp16 by default; "bf16" runs the bf16 variant (a second ctest
  * entry, test_khr_bf16). Skips (exit 77) where the device or the build has no KHR kernel for the
  * dtype, unless "require" is given or BAATT_TEST_REQUIRE_KHR=1 (CI's Mesa 26 run, fp16 only:
@@ -13,8 +14,10 @@
 #include "helpers.h"
 #include "choice.h"
 #include "internal.h"
+#include "plan.h"
 
 static baatt_dtype dtype = BAATT_DTYPE_F16; /* main's argument */
+static int shared_softmax;                  /* check's tuning: khr_softmax=shared */
 
 static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
                          int dense)
@@ -27,7 +30,7 @@ static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint
 
 /* Runs c on the KHR kernel and compares with the reference (sparse: on the plan's own
  * permutations and mask). */
-static void check(baatt_config c)
+static void check_one(baatt_config c)
 {
     uint64_t rng = th_seed() ^ ((uint64_t)c.q_len << 32) ^ ((uint64_t)c.block_size << 20) ^ c.kv_len ^ c.norm_sort;
     size_t qn = (size_t)c.batch * c.heads * c.q_len * c.head_dim,
@@ -40,6 +43,7 @@ static void check(baatt_config c)
     th_poison(lse, BAATT_DTYPE_F32, rows);
     baatt_tuning t = th_tuning();
     t.attend = BAATT_ATTEND_KHR;
+    t.khr_shared_softmax = shared_softmax;
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
@@ -67,13 +71,20 @@ static void check(baatt_config c)
     double atol, rtol;
     th_tolerance(c.dtype, &atol, &rtol);
     char label[128];
-    snprintf(label, sizeof label, "khr %s %s b%u h%u/%u q%u k%u d%u block %u sort %d", baatt_dtype_name(c.dtype),
-             c.dense ? "dense" : "sparse", c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size,
-             (int)c.norm_sort);
+    snprintf(label, sizeof label, "khr %s%s %s b%u h%u/%u q%u k%u d%u block %u sort %d", baatt_dtype_name(c.dtype),
+             shared_softmax ? " shared-softmax" : "", c.dense ? "dense" : "sparse", c.batch, c.heads, c.kv_heads,
+             c.q_len, c.kv_len, c.head_dim, c.block_size, (int)c.norm_sort);
     assert_true(th_compare(got, ref, qn, atol, rtol, label) <= 1.0);
     assert_true(th_compare(lse, ref_lse, rows, 2e-5, 1e-6, label) <= 1.0);
     baatt_plan_destroy(plan);
     free(q), free(k), free(v), free(o), free(ref), free(got), free(lse), free(ref_lse);
+}
+
+/* Both softmaxes: in registers (where the accumulator layout allows: required below) and
+ * through shared memory. */
+static void check(baatt_config c)
+{
+    for (shared_softmax = 0; shared_softmax < 2; shared_softmax++) check_one(c);
 }
 
 static void khr_dense(void **s)
@@ -107,16 +118,26 @@ static void khr_sparse_block128(void **s)
 }
 
 /* Whether a plan of the dtype may run the KHR kernel here: the choice for a small dense plan
- * capped at it (device features, a listed shape of the dtype, the variant built). */
-static int has_khr(baatt_context *ctx)
+ * capped at it (device features, a listed shape of the dtype, the variant built); *regs: whether
+ * its accumulator layout lets the softmax run in registers. */
+static int has_khr(baatt_context *ctx, int *regs)
 {
     baatt_config c = make(1, 1, 1, 64, 64, 64, 64, 1);
     baatt_tuning t = *baatt_context_tuning(ctx);
     t.attend = BAATT_ATTEND_KHR;
     baatt_choice ch;
     char msg[256];
-    return baatt_choose(baatt_context_caps(ctx), &c, &t, &ch, msg, sizeof msg) == BAATT_OK &&
-           ch.attend.path == BAATT_ATTEND_KHR;
+    if (baatt_choose(baatt_context_caps(ctx), &c, &t, &ch, msg, sizeof msg) || ch.attend.path != BAATT_ATTEND_KHR)
+        return 0;
+    uint32_t rg = 0, rep = 0;
+    if (baatt_khr_layout(ctx, ch.attend.shape, ch.attend.subgroup, &rg, &rep)) return 0;
+    fprintf(stderr,
+            "test_khr: %ux%ux%u at subgroup %u, accumulator row groups of %u lanes (element partition 0x%x), "
+            "fp16 accumulator listed: %s\n",
+            ch.attend.shape.m, ch.attend.shape.n, ch.attend.shape.k, ch.attend.subgroup, rg, rep,
+            ch.attend.shape.c16 ? "yes" : "no");
+    *regs = rg != 0;
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -133,12 +154,17 @@ int main(int argc, char **argv)
     const char *req = getenv("BAATT_TEST_REQUIRE_KHR");
     require = require || (dtype == BAATT_DTYPE_F16 && req && !strcmp(req, "1"));
     baatt_context *ctx = th_context();
-    int has = has_khr(ctx);
+    int regs = 0, has = has_khr(ctx, &regs);
     th_context_done(ctx);
     const char *dt = baatt_dtype_name(dtype);
     if (!has && require) {
         fprintf(stderr, "test_khr: the %s KHR kernel is required (%s) but the device or this build has none\n", dt,
                 dtype == BAATT_DTYPE_F16 ? "\"require\" or BAATT_TEST_REQUIRE_KHR=1" : "\"require\"");
+        return 1;
+    }
+    if (has && require && !regs) {
+        fprintf(stderr, "test_khr: the register softmax is required with the kernel, but this device's accumulator "
+                        "layout has no lane groups holding whole rows\n");
         return 1;
     }
     if (!has) {

@@ -71,7 +71,7 @@ static int khr_shape(const baatt_caps *caps, uint32_t d, int bf16, baatt_mma_sha
 static uint64_t khr_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, baatt_mma_shape s)
 {
     return 2ull * bc * (d + 8) * 2 + (uint64_t)br * (bc + 4) * 4 + (uint64_t)br * (bc + 8) * 2 + 4ull * br +
-           4ull * s.m * s.n;
+           8ull * s.m * s.n;
 }
 
 /* The KHR kernel runs this dtype here: fp16, or bf16 with VK_KHR_shader_bfloat16's cooperative
@@ -109,8 +109,14 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
             if (t->khr_rows && (br != t->khr_rows || bc != t->khr_keys)) continue;
-            *out = (baatt_attend_choice){
-                .path = BAATT_ATTEND_KHR, .br = br, .bc = bc, .wg = nsgs[i] * sg, .shape = s, .subgroup = sg, .mf = mf};
+            *out = (baatt_attend_choice){.path = BAATT_ATTEND_KHR,
+                                         .br = br,
+                                         .bc = bc,
+                                         .wg = nsgs[i] * sg,
+                                         .shape = s,
+                                         .subgroup = sg,
+                                         .mf = mf,
+                                         .sorted = !cfg->dense};
             return 1;
         }
     return 0;
@@ -188,11 +194,84 @@ static baatt_status create_sorted_copies(baatt_plan *p)
     BAATT_TRY(baatt_plan_scratch(p, BIND_QS, qbytes, "sorted Q"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_KS, kbytes, "sorted K"));
     BAATT_TRY(baatt_plan_scratch(p, BIND_VS, kbytes, "sorted V"));
-    BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
+    if (p->ch.attend.path == BAATT_ATTEND_CM2) BAATT_TRY(baatt_plan_scratch(p, BIND_OS, qbytes, "sorted O"));
     /* where the statistics write the copies, a run that reuses a selection (no statistics) still
      * needs the gather */
     uint32_t sc[SC_PERM_COUNT] = {[SC_PERM_RV] = baatt_row_vectors(c)};
     return baatt_plan_pipeline(p, K_PERMUTE, "permute", sc, SC_PERM_COUNT);
+}
+
+/* Runs khr_layout.comp once: one subgroup writes where its accumulator elements lie. */
+static baatt_status probe_layout(baatt_context *ctx, baatt_mma_shape s, uint32_t sg, uint32_t *cell)
+{
+    uint32_t sc[SC_KL_COUNT] = {[SC_KL_SG] = sg, [SC_KL_M] = s.m, [SC_KL_N] = s.n}, words = sg * KL_MAX_E + 1;
+    uint32_t pin = ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? sg : 0;
+    VkPipeline pl;
+    BAATT_TRY(baatt_pipeline_get(ctx, "khr_layout", sc, SC_KL_COUNT, pin, &pl));
+    baatt_buffer b = {0};
+    VkDescriptorPool pool = VK_NULL_HANDLE;
+    VkDescriptorSet set;
+    VkCommandBuffer cmd;
+    baatt_status st = baatt_buffer_create(ctx, 4ull * words, 1, &b);
+    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
+    VkDescriptorPoolCreateInfo pi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &size};
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                      .descriptorSetCount = 1,
+                                      .pSetLayouts = &ctx->set_layout};
+    if (!st)
+        st = baatt_vk(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, &pool), "vkCreateDescriptorPool");
+    ai.descriptorPool = pool;
+    if (!st) st = baatt_vk(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &set), "vkAllocateDescriptorSets");
+    if (!st) {
+        VkDescriptorBufferInfo bi = {b.buffer, 0, VK_WHOLE_SIZE};
+        VkWriteDescriptorSet w[BIND_COUNT]; /* every binding on the one buffer: the set layout wants them all */
+        for (uint32_t i = 0; i < BIND_COUNT; i++)
+            w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                          .dstSet = set,
+                                          .dstBinding = i,
+                                          .descriptorCount = 1,
+                                          .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                          .pBufferInfo = &bi};
+        ctx->vk.vkUpdateDescriptorSets(ctx->device, BIND_COUNT, w, 0, NULL);
+        st = baatt_cmd_begin(ctx, &cmd);
+    }
+    if (!st) {
+        ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl);
+        ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1, &set, 0, NULL);
+        ctx->vk.vkCmdDispatch(cmd, 1, 1, 1);
+        VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+        ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb,
+                                     0, NULL, 0, NULL);
+        st = baatt_cmd_submit_wait(ctx, cmd);
+    }
+    if (!st) memcpy(cell, b.mapped, 4ull * words);
+    if (pool) ctx->vk.vkDestroyDescriptorPool(ctx->device, pool, NULL);
+    baatt_buffer_destroy(ctx, &b);
+    return st;
+}
+
+baatt_status baatt_khr_layout(baatt_context *ctx, baatt_mma_shape s, uint32_t sg, uint32_t *rg, uint32_t *rep)
+{
+    uint32_t key = s.m | (uint32_t)s.n << 8 | sg << 16, cell[64 * KL_MAX_E + 1] = {0};
+    int found = 0;
+    pthread_mutex_lock(&ctx->lock);
+    for (uint32_t i = 0; i < ctx->nkhr_layouts && !found; i++)
+        if (ctx->khr_layouts[i].key == key) *rg = ctx->khr_layouts[i].rg, *rep = ctx->khr_layouts[i].rep, found = 1;
+    pthread_mutex_unlock(&ctx->lock);
+    if (found) return BAATT_OK;
+    *rg = *rep = 0;
+    if (sg > 64 || !baatt_shader_available("khr_layout")) return BAATT_OK;
+    BAATT_TRY(probe_layout(ctx, s, sg, cell));
+    uint32_t e = cell[sg * KL_MAX_E];
+    if (e * sg == (uint32_t)s.m * s.n) *rg = baatt_khr_layout_classify(cell, sg, e, s.n, rep);
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->nkhr_layouts < sizeof ctx->khr_layouts / sizeof ctx->khr_layouts[0])
+        ctx->khr_layouts[ctx->nkhr_layouts++] = (__typeof__(ctx->khr_layouts[0])){key, *rg, *rep};
+    pthread_mutex_unlock(&ctx->lock);
+    return BAATT_OK;
 }
 
 baatt_status baatt_attend_create(baatt_plan *p)
@@ -216,13 +295,25 @@ baatt_status baatt_attend_create(baatt_plan *p)
         return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_CM2_COUNT);
     }
     if (a->path == BAATT_ATTEND_KHR) {
-        uint32_t sc[SC_KHR_COUNT] = {
-            [SC_KHR_WG] = a->wg,     [SC_KHR_D] = d,           [SC_KHR_NSG] = a->wg / a->subgroup,
-            [SC_KHR_BC] = a->bc,     [SC_KHR_SPARSE] = sparse, [SC_KHR_SG] = a->subgroup,
-            [SC_KHR_M] = a->shape.m, [SC_KHR_N] = a->shape.n,  [SC_KHR_K] = a->shape.k,
-            [SC_KHR_MF] = a->mf,     [SC_KHR_LSE] = lse};
+        uint32_t rg = 0, rep = 0;
+        if (a->mf == 1 && !p->tuning.khr_shared_softmax)
+            BAATT_TRY(baatt_khr_layout(p->ctx, a->shape, a->subgroup, &rg, &rep));
+        uint32_t sc[SC_KHR_COUNT] = {[SC_KHR_WG] = a->wg,
+                                     [SC_KHR_D] = d,
+                                     [SC_KHR_NSG] = a->wg / a->subgroup,
+                                     [SC_KHR_BC] = a->bc,
+                                     [SC_KHR_SPARSE] = sparse,
+                                     [SC_KHR_SG] = a->subgroup,
+                                     [SC_KHR_M] = a->shape.m,
+                                     [SC_KHR_N] = a->shape.n,
+                                     [SC_KHR_K] = a->shape.k,
+                                     [SC_KHR_MF] = a->mf,
+                                     [SC_KHR_LSE] = lse,
+                                     [SC_KHR_RG] = rg,
+                                     [SC_KHR_REP] = rep,
+                                     [SC_KHR_P16] = p->cfg.dtype == BAATT_DTYPE_F16 && a->shape.c16};
         uint32_t pin = p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL ? a->subgroup : 0;
-        snprintf(name, sizeof name, "attention_khr_%s", dt);
+        snprintf(name, sizeof name, "attention_khr%s_%s", a->sorted ? "_sorted" : "", dt);
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
