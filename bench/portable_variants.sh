@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Times the portable attention kernel's variants (tuning key portable=, NOTES.md #62-#64) on one
+# Times the portable attention kernel's variants (tuning key portable=, NOTES.md #62-#65) on one
 # GPU, after checking each: test_baatt under the variant's tuning (a failure or a skipped test
 # marks the variant's row CHECK-FAILED) and, once, test_portable (each variant is the one the
 # plan runs, and its accuracy on outlier and overflowing inputs).
 # From the repository root with build/ built (Release, tests on):
 #   bench/portable_variants.sh [variant ...]
-# default variants: base qk16 pv16 qk16+pv16 sg qk16+pv16+sg qk16+pv16+sg+long. One line a variant: dense 16K
+# default variants: base qk16 pv16 qk16+pv16 qk16+pv16+long. One line a variant: dense 16K
 # (32 heads x 128, fp16) ms and TFLOP/s, then BA-Att keep 0.5 and 0.1 total and attention ms.
 set -u
 cd "$(dirname "$0")/.."
 variants=("$@")
-[ ${#variants[@]} -gt 0 ] || variants=(base qk16 pv16 qk16+pv16 sg qk16+pv16+sg qk16+pv16+sg+long)
+[ ${#variants[@]} -gt 0 ] || variants=(base qk16 pv16 qk16+pv16 qk16+pv16+long)
 tune() { echo "attend=portable,score=scalar,portable=$1"; }
 log=$(mktemp -d)
 

@@ -17,9 +17,6 @@
 //  HALF_QK: S = Q K^T as f16vec2 FMAs over runs of 8 head dims, each run's sum added in fp32.
 //  HALF_PV: P rounded to fp16 (as the tensor-core kernels do) and O += P V as f16vec4 FMAs over
 //    runs of 8 keys, each run added to the fp32 O.
-//  SG_MAX: the LANES lanes of a row group are one subgroup's cluster: row max and sum through
-//    clustered subgroup operations, and P (written and read only by its row group) needs a
-//    subgroup barrier instead of a workgroup one: two workgroup barriers a tile instead of four.
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_KHR_memory_scope_semantics : require
 #if defined(HALF_QK) || defined(HALF_PV)
@@ -28,9 +25,6 @@
 #endif
 #define HALF_MATH
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
-#endif
-#if defined(SG_MAX)
-#extension GL_KHR_shader_subgroup_clustered : require
 #endif
 #include "common.glsl"
 layout(local_size_x_id = SC_ATT_WG) in;
@@ -89,9 +83,7 @@ shared SW v_sh[BC * D4];
 #define PTYPE float
 #endif
 shared PTYPE p_sh[BR * PS];
-#if !defined(SG_MAX)
 shared float red_sh[BR * LANES];
-#endif
 
 #if defined(HALF_MATH)
 // fp16 words as packed halves (a bit cast, no conversion).
@@ -229,26 +221,20 @@ void scores(uint g, uint l, uint valid, out float s[MAX_ROWS * MAX_TC]) {
             s[i * MAX_TC + j] = j < TC && l + LANES * j < valid ? s[i * MAX_TC + j] * t : -1.0 / 0.0;
 }
 
-// Each row's max over the tile, combined across the row group's lanes (through red_sh, or a
-// clustered subgroup max), and the running max.
+// Each row's max over the tile, combined across the row group's lanes through red_sh, and
+// the running max.
 void tile_max(uint g, uint l, float s[MAX_ROWS * MAX_TC], out float mxs[MAX_ROWS]) {
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
         float mx = s[i * MAX_TC];
         [[unroll]] for (uint j = 1; j < MAX_TC; j++)
             if (j < TC) mx = max(mx, s[i * MAX_TC + j]);
-#if defined(SG_MAX)
-        mxs[i] = max(row_m[i], subgroupClusteredMax(mx, LANES));
-#else
         red_sh[(g * ROWS + i) * LANES + l] = mx;
-#endif
     }
-#if !defined(SG_MAX)
     barrier_shared();
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
         mxs[i] = row_m[i];
         [[unroll]] for (uint x = 0; x < LANES; x++) mxs[i] = max(mxs[i], red_sh[(g * ROWS + i) * LANES + x]);
     }
-#endif
 }
 
 // Online softmax over one tile: the row max, P to p_sh, O rescaled. Caller barriers: red_sh free
@@ -339,19 +325,13 @@ void load_q(uint hd, uint p0) {
 
 // O / l (the row sum combined across the lanes) and each row's log-sum-exp, at the original rows.
 void store(uint hd, uint p0, uint g, uint l) {
-#if !defined(SG_MAX)
     barrier_shared();   // red_sh is free
     [[unroll]] for (uint i = 0; i < ROWS; i++) red_sh[(g * ROWS + i) * LANES + l] = row_l[i];
     barrier_shared();
-#endif
     [[unroll]] for (uint i = 0; i < ROWS; i++) {
         uint r = g * ROWS + i, s = p0 + r;
-#if defined(SG_MAX)
-        float sum = subgroupClusteredAdd(row_l[i], LANES);
-#else
         float sum = 0.0;
         [[unroll]] for (uint x = 0; x < LANES; x++) sum += red_sh[r * LANES + x];
-#endif
         if (s >= pc.q_len) continue;
         uint row = hd * pc.q_len + src_row(hd, s, pc.q_len, 0);
         [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
@@ -366,13 +346,7 @@ void store(uint hd, uint p0, uint g, uint l) {
 
 void main() {
     uint hd = gl_WorkGroupID.y, kvhd = kv_of(hd), p0 = gl_WorkGroupID.x * BR;
-#if defined(SG_MAX)
-    // row groups follow the subgroups (full ones: the host checks), so a group is one cluster
-    uint lin = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
-    uint g = lin / LANES, l = lin % LANES;
-#else
     uint g = gl_LocalInvocationID.x / LANES, l = gl_LocalInvocationID.x % LANES;
-#endif
 #if defined(HALF_MATH)
     if (gl_LocalInvocationID.x == 0) {   // tile numbers start at 1
 #if defined(HALF_QK)
@@ -397,13 +371,7 @@ void main() {
         float s[MAX_ROWS * MAX_TC];
         scores(g, l, min(BC, pc.kv_len - s0), s);
         softmax(g, l, s);
-#if defined(SG_MAX)
-        // P rows are written and read by their own row group, inside this subgroup
-        subgroupMemoryBarrierShared();
-        subgroupBarrier();
-#else
         barrier_shared();
-#endif
         accumulate_pv(g, l);
         s0 = s1;
     }

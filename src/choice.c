@@ -73,7 +73,7 @@ static int parse_khr_rows(const char *v, uint32_t *out)
     return parse_u32(v, 16, 128, out) && (*out & (*out - 1)) == 0;
 }
 
-const char *const baatt_portable_tags[4] = {"qk16", "pv16", "sg", "long"}; /* BAATT_PORTABLE_* bit i */
+const char *const baatt_portable_tags[3] = {"qk16", "pv16", "long"}; /* BAATT_PORTABLE_* bit i */
 
 /* "base", or a '+' list of baatt_portable_tags, each at most once. */
 static int parse_portable(const char *v, uint32_t *out)
@@ -82,8 +82,8 @@ static int parse_portable(const char *v, uint32_t *out)
     if (!strcmp(v, "base")) return *out = 0, 1;
     for (const char *p = v;; p++) {
         size_t len = strcspn(p, "+"), i = 0;
-        while (i < 4 && (strlen(baatt_portable_tags[i]) != len || strncmp(p, baatt_portable_tags[i], len))) i++;
-        if (i == 4 || (bits & (1u << i))) return 0;
+        while (i < 3 && (strlen(baatt_portable_tags[i]) != len || strncmp(p, baatt_portable_tags[i], len))) i++;
+        if (i == 3 || (bits & (1u << i))) return 0;
         bits |= 1u << i;
         p += len;
         if (!*p) return *out = bits, 1;

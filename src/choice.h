@@ -35,7 +35,6 @@ typedef struct baatt_caps {
     uint32_t subgroup_min, subgroup_max; /* the range a pipeline may get (subgroup size control) */
     int subgroup_arith;                  /* basic + arithmetic subgroup operations in compute shaders */
     int subgroup_ballot;                 /* ... and ballots */
-    int subgroup_clustered;              /* ... and clustered operations */
     uint32_t max_shared;                 /* maxComputeSharedMemorySize, bytes */
     uint32_t max_invocations;            /* maxComputeWorkGroupInvocations */
     uint32_t max_groups[3];              /* maxComputeWorkGroupCount */
@@ -97,7 +96,7 @@ typedef struct baatt_tuning {
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
  * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), portable
- * ("base" or a '+' list of qk16, pv16, sg, long: BAATT_PORTABLE_* bits), radix_min, logits_mib, robust, profile
+ * ("base" or a '+' list of qk16, pv16, long: BAATT_PORTABLE_* bits), radix_min, logits_mib, robust, profile
  * (on/off). An unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 
@@ -117,8 +116,7 @@ typedef struct baatt_sort_choice {
 enum {
     BAATT_PORTABLE_QK16 = 1u << 0, /* "qk16": Q K^T on packed fp16 (shaderFloat16; bf16-class accuracy) */
     BAATT_PORTABLE_PV16 = 1u << 1, /* "pv16": P V on packed fp16 (shaderFloat16) */
-    BAATT_PORTABLE_SG = 1u << 2,   /* "sg": row reductions through clustered subgroup operations */
-    BAATT_PORTABLE_LONG = 1u << 3, /* "long": qk16 / pv16 runs twice as long (16 dims, 16 keys) */
+    BAATT_PORTABLE_LONG = 1u << 2, /* "long": qk16 / pv16 runs twice as long (16 dims, 16 keys) */
 };
 typedef struct baatt_attend_choice {
     baatt_attend_path path;
@@ -168,7 +166,7 @@ baatt_status baatt_choose(const baatt_caps *caps, const baatt_config *cfg, const
  * what reports print. stage: BAATT_STAGE_SORT, SCORE, SELECT or ATTEND. NULL if out of range. */
 const char *baatt_path_name(int stage, int path);
 /* The tuning names of the BAATT_PORTABLE_* bits (bit i: baatt_portable_tags[i]). */
-extern const char *const baatt_portable_tags[4];
+extern const char *const baatt_portable_tags[3];
 
 /* 16-byte vectors in a row of Q/K/V, and rows per 256-invocation workgroup of the stages that
  * read one vector per invocation (sort_keys, permute). */

@@ -665,7 +665,6 @@ static void fill_caps(baatt_context *ctx, const VkPhysicalDeviceSubgroupProperti
     subgroup_range(ctx, sub->subgroupSize, &c->subgroup_min, &c->subgroup_max);
     c->subgroup_arith = (sub->supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) && (sub->supportedOperations & ops) == ops;
     c->subgroup_ballot = c->subgroup_arith && (sub->supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
-    c->subgroup_clustered = c->subgroup_arith && (sub->supportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
     c->max_shared = ctx->limits.maxComputeSharedMemorySize;
     c->max_invocations = ctx->limits.maxComputeWorkGroupInvocations;
     memcpy(c->max_groups, ctx->limits.maxComputeWorkGroupCount, sizeof c->max_groups);

@@ -131,17 +131,12 @@ static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint
 }
 
 /* The portable variants the tuning asks for that this device and dtype run (built for fp16
- * only; elsewhere the base kernel runs): packed halves need shaderFloat16; the clustered
- * reductions need each row group of ATT_LANES inside a whole subgroup of a known size; P V's fp16
+ * only; elsewhere the base kernel runs): packed halves need shaderFloat16; P V's fp16
  * runs (8 keys, 16 with long) must tile the key tile (head_dim 64 or 128 holds whole runs of dims). */
-static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t wg,
-                                 uint32_t bc)
+static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t bc)
 {
     uint32_t v = cfg->dtype == BAATT_DTYPE_F16 ? t->portable : 0;
-    int sized = caps->subgroup_min == caps->subgroup_max || (caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
     if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
-    if (!caps->subgroup_clustered || !sized || caps->subgroup_min < ATT_LANES || wg % caps->subgroup_max)
-        v &= ~(uint32_t)BAATT_PORTABLE_SG;
     if (bc % 8) v &= ~(uint32_t)BAATT_PORTABLE_PV16;
     if (bc % 16 || !(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG;
     return v;
@@ -165,11 +160,8 @@ static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *
             d / 4 / ATT_LANES > 4)
             continue;
         if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
-        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE,
-                                     .br = br,
-                                     .bc = bc,
-                                     .wg = wg,
-                                     .variant = portable_variant(caps, cfg, t, wg, bc)};
+        *out = (baatt_attend_choice){
+            .path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg, .variant = portable_variant(caps, cfg, t, bc)};
         return BAATT_OK;
     }
     return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
@@ -317,7 +309,7 @@ baatt_status baatt_attend_create(baatt_plan *p)
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
-    for (int i = 0; i < 3; i++) /* CMakeLists.txt names the variants so; "long" is a constant */
+    for (int i = 0; i < 2; i++) /* CMakeLists.txt names the variants so; "long" is a constant */
         if (a->variant & (1u << i))
             snprintf(name + strlen(name), sizeof name - strlen(name), "_%s", baatt_portable_tags[i]);
     uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg,
@@ -327,10 +319,7 @@ baatt_status baatt_attend_create(baatt_plan *p)
                                  [SC_ATT_SPARSE] = sparse,
                                  [SC_ATT_LSE] = lse,
                                  [SC_ATT_RUN] = a->variant & BAATT_PORTABLE_LONG ? 2 : 1};
-    /* the clustered variants take whole subgroups of one size (the largest, where it varies) */
-    int pin = (a->variant & BAATT_PORTABLE_SG) && (p->ctx->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL);
-    return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_ATT_COUNT,
-                                      pin ? baatt_context_caps(p->ctx)->subgroup_max : 0);
+    return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
 }
 
 /* Row gather (which 0: Q, 1: K and V) into the sorted copies. */
