@@ -112,7 +112,7 @@ typedef struct baatt_sort_choice {
     uint32_t wg, chunk;      /* bitonic: sort_local's workgroup and keys per workgroup */
     uint32_t radix_wg;       /* radix: workgroup; 0 where no side uses it */
 } baatt_sort_choice;
-/* Variants of the portable kernel (attention.comp; fp16 tensors only; NOTES.md #62-#64). */
+/* Variants of the portable kernel (attention.comp; fp16 tensors only; NOTES.md #62-#65). */
 enum {
     BAATT_PORTABLE_QK16 = 1u << 0, /* "qk16": Q K^T on packed fp16 (shaderFloat16; bf16-class accuracy) */
     BAATT_PORTABLE_PV16 = 1u << 1, /* "pv16": P V on packed fp16 (shaderFloat16) */

@@ -1,5 +1,5 @@
 /* The portable attention kernel's variants (tuning key portable=, src/stages/attend.c, NOTES.md
- * #62-#64) against the CPU reference on fresh random inputs: the plan runs the variant asked
+ * #62-#65) against the CPU reference on fresh random inputs: the plan runs the variant asked
  * where the device has what it needs (else a visible skip), and each stays within its tolerance
  * (th_tolerance_variant) on inputs that stress fp16 range: outlier channels with |q|, |k| up to
  * 30 (as diffusion models have), and values that overflow the packed fp16 sums (the kernel's fp32
