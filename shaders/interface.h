@@ -62,7 +62,8 @@
 #define SC_ATT_BC 3
 #define SC_ATT_SPARSE 4
 #define SC_ATT_LSE 5      /* 1: also write each row's log-sum-exp to BIND_LSE (every attention kernel) */
-#define SC_ATT_COUNT 6
+#define SC_ATT_RUN 6      /* packed-half variants: fp16 runs of 1 (8 dims, 8 keys) or 2 times that */
+#define SC_ATT_COUNT 7
 #define ATT_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation (portable, KHR) */
 #define ATT_ROWS 4         /* portable: query rows per invocation */
 #define ATT_LANES 8        /* portable: invocations sharing those rows (score columns, output dims) */

@@ -73,6 +73,23 @@ static int parse_khr_rows(const char *v, uint32_t *out)
     return parse_u32(v, 16, 128, out) && (*out & (*out - 1)) == 0;
 }
 
+const char *const baatt_portable_tags[3] = {"qk16", "pv16", "long"}; /* BAATT_PORTABLE_* bit i */
+
+/* "base", or a '+' list of baatt_portable_tags, each at most once. */
+static int parse_portable(const char *v, uint32_t *out)
+{
+    uint32_t bits = 0;
+    if (!strcmp(v, "base")) return *out = 0, 1;
+    for (const char *p = v;; p++) {
+        size_t len = strcspn(p, "+"), i = 0;
+        while (i < 3 && (strlen(baatt_portable_tags[i]) != len || strncmp(p, baatt_portable_tags[i], len))) i++;
+        if (i == 3 || (bits & (1u << i))) return 0;
+        bits |= 1u << i;
+        p += len;
+        if (!*p) return *out = bits, 1;
+    }
+}
+
 static int parse_khr_keys(const char *v, uint32_t *out)
 {
     return parse_u32(v, 16, 64, out) && (*out & (*out - 1)) == 0; /* attend.c's key tiles */
@@ -110,6 +127,7 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (!strcmp(key, "tile")) ok = parse_rxc(v, parse_edge, parse_edge, &t->tile_rows, &t->tile_keys);
     if (!strcmp(key, "khr_tile")) ok = parse_rxc(v, parse_khr_rows, parse_khr_keys, &t->khr_rows, &t->khr_keys);
     if (!strcmp(key, "khr_mf")) ok = parse_u32(v, 1, 2, &t->khr_mf);
+    if (!strcmp(key, "portable")) ok = parse_portable(v, &t->portable);
     if (!strcmp(key, "khr_softmax")) {
         ok = !strcmp(v, "shared") || !strcmp(v, "registers");
         if (ok) t->khr_shared_softmax = !strcmp(v, "shared");
@@ -126,8 +144,7 @@ static int parse_item(const char *key, const char *v, baatt_tuning *t, char *msg
     if (ok < 0)
         baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT,
                    "unknown tuning key \"%s\" (keys: attend, sort, score, select, tile, khr_tile, khr_mf, khr_softmax, "
-                   "radix_min, "
-                   "logits_mib, robust, profile)",
+                   "portable, radix_min, logits_mib, robust, profile)",
                    key);
     else if (!ok) baatt_msgf(msg, n, BAATT_ERROR_INVALID_ARGUMENT, "bad value \"%s\" for tuning key \"%s\"", v, key);
     return ok > 0;

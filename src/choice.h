@@ -83,6 +83,7 @@ typedef struct baatt_tuning {
     uint32_t khr_rows, khr_keys;   /* KHR attention tile BR x BC; 0: chosen (16 to 128; none if it
                                        does not fit: the next path runs) */
     uint32_t khr_mf;               /* KHR fragments of M rows per subgroup, 1 or 2; 0: chosen */
+    uint32_t portable;             /* BAATT_PORTABLE_* bits asked of the portable kernel; 0 (base) */
     int khr_shared_softmax;        /* KHR softmax through shared memory even where the accumulator
                                       layout allows it in registers (khr_softmax=shared); 0 */
     uint32_t radix_min;            /* AUTO sort: radix for sides padded to at least this; 65536 */
@@ -94,8 +95,9 @@ typedef struct baatt_tuning {
 
 baatt_tuning baatt_tuning_default(void);
 /* Parses "key=value,key=value" (BAATT_TUNE) onto *t. Keys: attend, sort, score, select (a path
- * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), radix_min, logits_mib, robust, profile (on/off). An
- * unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
+ * name, see baatt_path_name), tile (RxC), khr_tile (RxC), khr_mf, khr_softmax (shared, registers), portable
+ * ("base" or a '+' list of qk16, pv16, long: BAATT_PORTABLE_* bits), radix_min, logits_mib, robust, profile
+ * (on/off). An unknown key or value is BAATT_ERROR_INVALID_ARGUMENT with a message; *t is then unchanged. */
 baatt_status baatt_tuning_parse(const char *s, baatt_tuning *t, char *msg, size_t msg_size);
 
 /* Sizes every stage derives from the config. */
@@ -110,6 +112,12 @@ typedef struct baatt_sort_choice {
     uint32_t wg, chunk;      /* bitonic: sort_local's workgroup and keys per workgroup */
     uint32_t radix_wg;       /* radix: workgroup; 0 where no side uses it */
 } baatt_sort_choice;
+/* Variants of the portable kernel (attention.comp; fp16 tensors only; NOTES.md #62-#65). */
+enum {
+    BAATT_PORTABLE_QK16 = 1u << 0, /* "qk16": Q K^T on packed fp16 (shaderFloat16; bf16-class accuracy) */
+    BAATT_PORTABLE_PV16 = 1u << 1, /* "pv16": P V on packed fp16 (shaderFloat16) */
+    BAATT_PORTABLE_LONG = 1u << 2, /* "long": qk16 / pv16 runs twice as long (16 dims, 16 keys) */
+};
 typedef struct baatt_attend_choice {
     baatt_attend_path path;
     uint32_t br, bc, wg;   /* query rows x keys per tile; invocations */
@@ -118,6 +126,7 @@ typedef struct baatt_attend_choice {
     uint32_t mf;           /* KHR: row fragments per subgroup */
     uint32_t full;         /* CM2_FULL_* bits (interface.h) */
     int sorted;            /* sparse: reads norm-sorted copies of Q, K, V (cm2: and scatters O from its own) */
+    uint32_t variant;      /* portable: the BAATT_PORTABLE_* bits this device and dtype allow */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
     baatt_score_path path;
@@ -156,6 +165,8 @@ baatt_status baatt_choose(const baatt_caps *caps, const baatt_config *cfg, const
 /* Names of the paths ("portable", "nv-coopmat2", "radix", ...): the tuning string's values and
  * what reports print. stage: BAATT_STAGE_SORT, SCORE, SELECT or ATTEND. NULL if out of range. */
 const char *baatt_path_name(int stage, int path);
+/* The tuning names of the BAATT_PORTABLE_* bits (bit i: baatt_portable_tags[i]). */
+extern const char *const baatt_portable_tags[3];
 
 /* 16-byte vectors in a row of Q/K/V, and rows per 256-invocation workgroup of the stages that
  * read one vector per invocation (sort_keys, permute). */

@@ -33,6 +33,13 @@ double th_compare(const float *a, const float *b, size_t n, double atol, double 
  * fp16: inputs exact in both; output rounding 2^-11 (4.9e-4) relative plus fp32 accumulation.
  * bf16: inputs exact in both; output rounding 2^-8 (3.9e-3) relative. */
 void th_tolerance(baatt_dtype dt, double *atol, double *rtol);
+/* The same for the portable kernel's variants (BAATT_PORTABLE_* bits; th_tolerance takes those of
+ * th_ctx's tuning, BAATT_TUNE's portable=). pv16: P in fp16 as the tensor-core kernels have it,
+ * plus fp16 sums of 8 products p v, ~sqrt(8) * 2^-12 of the spread of V each: atol + 1e-3. qk16:
+ * fp16 products and sums of 8 of them make each score (log2 units) off by ~2^-11 of the sum of
+ * its |terms|, ~3e-3 at scores of 10: O moves by about that times the spread of V, the order of
+ * bf16 inputs' rounding, so bf16's tolerance. */
+void th_tolerance_variant(baatt_dtype dt, uint32_t portable, double *atol, double *rtol);
 /* LSE tolerance, absolute on values of a few units (ln kv_len + O(1) for N(0, 1) inputs), for
  * the attention kernel named attend_path (baatt_plan_path): every kernel takes the row max and
  * sum in fp32 over exact products of the stored inputs, so the error is fp32 rounding of the dot

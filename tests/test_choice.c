@@ -478,6 +478,41 @@ static void choice_errors(void **s)
     expect_error(lavapipe(), wide, BAATT_ERROR_TOO_LARGE, "workgroup-count");
 }
 
+/* The portable kernel's variants (portable=): what each device, dtype and tile lets run. */
+static uint32_t portable_bits(baatt_caps caps, baatt_dtype dt, const char *tuning, uint32_t *bc)
+{
+    baatt_tuning t = baatt_tuning_default();
+    char msg[256];
+    assert_int_equal(baatt_tuning_parse(tuning, &t, msg, sizeof msg), BAATT_OK);
+    baatt_choice ch = choose(caps, shape(16384, 128, 64, dt, 1), &t);
+    assert_int_equal(ch.attend.path, BAATT_ATTEND_PORTABLE);
+    *bc = ch.attend.bc;
+    return ch.attend.variant;
+}
+
+static void choice_portable_variants(void **s)
+{
+    (void)s;
+    const char *all = "attend=portable,portable=qk16+pv16+long";
+    const uint32_t qk_pv = BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16;
+    baatt_caps c = h100();
+    uint32_t bc;
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, all, &bc), qk_pv | BAATT_PORTABLE_LONG);
+    assert_int_equal(bc, 32);
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, "attend=portable", &bc), 0); /* base by default */
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, "attend=portable,portable=pv16", &bc), BAATT_PORTABLE_PV16);
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F32, all, &bc), 0); /* fp16 builds only */
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_BF16, all, &bc), 0);
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, "attend=portable,portable=long", &bc),
+                     0);                               /* long alone: no runs */
+    c.features &= ~(uint32_t)BAATT_FEATURE_FP16_ARITH; /* no packed halves, so no long runs */
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, all, &bc), 0);
+    c = h100();
+    c.max_shared = 10000; /* a 16 x 8 tile: no 16-key runs */
+    assert_int_equal(portable_bits(c, BAATT_DTYPE_F16, all, &bc), qk_pv);
+    assert_int_equal(bc, 8);
+}
+
 static void tuning_parse(void **s)
 {
     (void)s;
@@ -495,6 +530,10 @@ static void tuning_parse(void **s)
     assert_true(t.tile_rows == 64 && t.tile_keys == 128 && t.radix_min == 1024 && t.logits_mib == 0.25);
     assert_true(t.robust && t.profile);
     assert_true(t.khr_rows == 16 && t.khr_keys == 64 && t.khr_mf == 2 && t.khr_shared_softmax);
+    assert_int_equal(baatt_tuning_parse("portable=long+qk16+pv16", &t, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(t.portable, BAATT_PORTABLE_LONG | BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
+    assert_int_equal(baatt_tuning_parse("portable=base", &t, msg, sizeof msg), BAATT_OK);
+    assert_int_equal(t.portable, 0);
     assert_int_equal(baatt_tuning_parse("attend=nv-coopmat2,select=row,sort=bitonic", &t, msg, sizeof msg), BAATT_OK);
     assert_int_equal(t.attend, BAATT_ATTEND_CM2);
     assert_int_equal(baatt_tuning_parse("", &t, msg, sizeof msg), BAATT_OK);
@@ -510,6 +549,13 @@ static void tuning_parse(void **s)
                {"khr_tile=8x64", "\"8x64\""},
                {"khr_tile=64x128", "\"64x128\""},
                {"khr_mf=3", "khr_mf"},
+               {"portable=qk16+qk16", "\"qk16+qk16\""},
+               {"portable=qk16+", "\"qk16+\""},
+               {"portable=base+qk16", "\"base+qk16\""},
+               {"portable=sg", "\"sg\""}, /* removed: it lost on the H100 (NOTES.md #64) */
+               {"portable=qk16+sg+long", "\"qk16+sg+long\""},
+               {"portable=h2", "\"h2\""},
+               {"portable=", "\"\""},
                {"khr_softmax=scalar", "khr_softmax"},
                {"radix_min=-1", "radix_min"},
                {"radix_min=12abc", "radix_min"},
@@ -582,11 +628,12 @@ static void khr_layout_classify(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(choice_h100),       cmocka_unit_test(choice_nvidia_without_cm2),
-        cmocka_unit_test(choice_amd_intel),  cmocka_unit_test(choice_lavapipe_and_no_subgroups),
-        cmocka_unit_test(choice_lavapipe26), cmocka_unit_test(choice_khr_bf16),
-        cmocka_unit_test(choice_tuned),      cmocka_unit_test(choice_errors),
-        cmocka_unit_test(tuning_parse),      cmocka_unit_test(khr_layout_classify),
+        cmocka_unit_test(choice_h100),         cmocka_unit_test(choice_nvidia_without_cm2),
+        cmocka_unit_test(choice_amd_intel),    cmocka_unit_test(choice_lavapipe_and_no_subgroups),
+        cmocka_unit_test(choice_lavapipe26),   cmocka_unit_test(choice_khr_bf16),
+        cmocka_unit_test(choice_tuned),        cmocka_unit_test(choice_errors),
+        cmocka_unit_test(tuning_parse),        cmocka_unit_test(choice_portable_variants),
+        cmocka_unit_test(khr_layout_classify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -130,11 +130,24 @@ static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint
            4ull * br * ATT_LANES;
 }
 
+/* The portable variants the tuning asks for that this device and dtype run (built for fp16
+ * only; elsewhere the base kernel runs): packed halves need shaderFloat16; P V's fp16
+ * runs (8 keys, 16 with long) must tile the key tile (head_dim 64 or 128 holds whole runs of dims). */
+static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t bc)
+{
+    uint32_t v = cfg->dtype == BAATT_DTYPE_F16 ? t->portable : 0;
+    if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
+    if (bc % 8) v &= ~(uint32_t)BAATT_PORTABLE_PV16;
+    if (bc % 16 || !(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG;
+    return v;
+}
+
 /* The largest tile (BR query rows x BC keys) that fits the device's shared memory and the
  * kernel's register arrays (BC / ATT_LANES <= 8 score columns, a K/V prefetch of at most
- * ATT_MAX_VECTORS vectors per invocation). */
-static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_geometry *g,
-                                    baatt_attend_choice *out, char *msg, size_t n)
+ * ATT_MAX_VECTORS vectors per invocation). The variants need no more shared memory than the
+ * base kernel. */
+static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t,
+                                    const baatt_geometry *g, baatt_attend_choice *out, char *msg, size_t n)
 {
     static const uint32_t tiles[][2] = {{64, 64}, {64, 32}, {32, 32}, {32, 16}, {16, 16}, {16, 8}};
     uint32_t d = cfg->head_dim, es = (uint32_t)baatt_dtype_size(cfg->dtype), dv = d * es / 16;
@@ -147,7 +160,8 @@ static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *
             d / 4 / ATT_LANES > 4)
             continue;
         if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
-        *out = (baatt_attend_choice){.path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg};
+        *out = (baatt_attend_choice){
+            .path = BAATT_ATTEND_PORTABLE, .br = br, .bc = bc, .wg = wg, .variant = portable_variant(caps, cfg, t, bc)};
         return BAATT_OK;
     }
     return baatt_msgf(msg, n, BAATT_ERROR_MISSING_FEATURE,
@@ -160,7 +174,7 @@ baatt_status baatt_attend_choose(const baatt_caps *caps, const baatt_config *cfg
 {
     *out = (baatt_attend_choice){0};
     if (choose_cm2(caps, cfg, t, g, out) || choose_khr(caps, cfg, t, g, out)) return BAATT_OK;
-    return choose_portable(caps, cfg, g, out, msg, n);
+    return choose_portable(caps, cfg, t, g, out, msg, n);
 }
 
 static baatt_status create_sorted_copies(baatt_plan *p)
@@ -295,8 +309,16 @@ baatt_status baatt_attend_create(baatt_plan *p)
         return baatt_plan_pipeline_pinned(p, K_ATTEND, name, sc, SC_KHR_COUNT, pin);
     }
     snprintf(name, sizeof name, "attention_%s", dt);
-    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg, [SC_ATT_D] = d,           [SC_ATT_BR] = a->br,
-                                 [SC_ATT_BC] = a->bc, [SC_ATT_SPARSE] = sparse, [SC_ATT_LSE] = lse};
+    for (int i = 0; i < 2; i++) /* CMakeLists.txt names the variants so; "long" is a constant */
+        if (a->variant & (1u << i))
+            snprintf(name + strlen(name), sizeof name - strlen(name), "_%s", baatt_portable_tags[i]);
+    uint32_t sc[SC_ATT_COUNT] = {[SC_ATT_WG] = a->wg,
+                                 [SC_ATT_D] = d,
+                                 [SC_ATT_BR] = a->br,
+                                 [SC_ATT_BC] = a->bc,
+                                 [SC_ATT_SPARSE] = sparse,
+                                 [SC_ATT_LSE] = lse,
+                                 [SC_ATT_RUN] = a->variant & BAATT_PORTABLE_LONG ? 2 : 1};
     return baatt_plan_pipeline(p, K_ATTEND, name, sc, SC_ATT_COUNT);
 }
 
