@@ -81,6 +81,7 @@ layout(set = 0, binding = BIND_LSE) writeonly buffer LB { float lse[]; };
 #define CF coopmat<float, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>
 #define HF coopmat<ELT, gl_ScopeSubgroup, M, N, gl_MatrixUseAccumulator>   // P16 (fp16 only)
 
+const bool REGS = RG != 0 && MF == 1;   // the register softmax (one row fragment a subgroup)
 const uint RS = MF * M;                 // query rows per subgroup
 const uint BR = NSG * RS;               // query rows per workgroup (the host keeps BR <= 2 BC)
 const uint DV = D / 8;                  // 16-byte vectors per row
@@ -362,7 +363,7 @@ void load_q(uint hd, uint p0) {
         rowid_sh[M * N + e] = float(e % N);
     }
     barrier_shared();
-    if (RG != 0) {
+    if (REGS) {
         [[unroll]] for (uint i = 0; i < MAX_E; i++) {
             em[i] = -1.0 / 0.0;
             el[i] = 0.0;
@@ -378,7 +379,7 @@ void load_q(uint hd, uint p0) {
         [[unroll]] for (uint d = 0; d < MAX_DN; d++)
             if (d < D / N) of[m * MAX_DN + d] = CF(0.0);
     }
-    if (RG == 0) coopMatLoad(rowid, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
+    if (!REGS) coopMatLoad(rowid, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
     [[unroll]] for (uint j = 0; j < MAX_RPL; j++) {
         row_m[j] = -1.0 / 0.0;
         row_l[j] = 0.0;
@@ -389,12 +390,13 @@ void load_q(uint hd, uint p0) {
 // from the lane that holds the row's statistics, at its original row.
 void store_lse(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    if (RG != 0) {
+    if (REGS) {
         CF row;   // loaded here: a register softmax keeps no row table live through the loop
         coopMatLoad(row, rowid_sh, 0, N, gl_CooperativeMatrixLayoutRowMajor);
         [[unroll]] for (uint i = 0; i < MAX_E; i++) {
+            if (i >= uint(rowid.length())) break;
             uint s = p0 + sg * RS + uint(row[i]);
-            if (i < uint(rowid.length()) && rep_of(i) == i && lane % RG == 0 && s < pc.q_len)
+            if (rep_of(i) == i && lane % RG == 0 && s < pc.q_len)
                 lse[hd * pc.q_len + src_row(hd, s, pc.q_len, 0)] = (em[i] + log2(el[i])) * 0.6931471805599453;
         }
         return;
@@ -411,7 +413,7 @@ void store_lse(uint hd, uint p0) {
 // accumulator to convert to is not a listed type everywhere (the H100 lists bf16 only as A and B).
 void store_o(uint hd, uint p0) {
     uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    if (RG != 0) {
+    if (REGS) {
         row_reduce(el, 1);
         [[unroll]] for (uint d = 0; d < MAX_DN; d++) {
             if (d >= D / N) break;
@@ -460,7 +462,7 @@ void main() {
         uint s1 = next_tile(s0);
         if (s1 != END) fetch_kv(kvhd, s1);
         barrier_shared();
-        if (RG != 0) process_tile_regs(s0);
+        if (REGS) process_tile_regs(s0);
         else process_tile(s0);
         s0 = s1;
     }

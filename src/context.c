@@ -641,10 +641,15 @@ static uint32_t built_variants(void)
     static const struct {
         const char *name;
         uint32_t bit;
-    } v[] = {{"attention_cm2_f16", BAATT_BUILT_CM2_F16},   {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
-             {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16}, {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
-             {"score_cm2", BAATT_BUILT_SCORE_CM2},         {"attention_khr_f16", BAATT_BUILT_KHR_F16},
-             {"attention_khr_bf16", BAATT_BUILT_KHR_BF16}};
+    } v[] = {{"attention_cm2_f16", BAATT_BUILT_CM2_F16},
+             {"attention_cm2_sorted_f16", BAATT_BUILT_CM2_F16},
+             {"attention_cm2_bf16", BAATT_BUILT_CM2_BF16},
+             {"attention_cm2_sorted_bf16", BAATT_BUILT_CM2_BF16},
+             {"score_cm2", BAATT_BUILT_SCORE_CM2},
+             {"attention_khr_f16", BAATT_BUILT_KHR_F16},
+             {"attention_khr_sorted_f16", BAATT_BUILT_KHR_F16},
+             {"attention_khr_bf16", BAATT_BUILT_KHR_BF16},
+             {"attention_khr_sorted_bf16", BAATT_BUILT_KHR_BF16}};
     uint32_t built = 0, missing = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         if (baatt_shader_available(v[i].name)) built |= v[i].bit;

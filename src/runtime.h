@@ -36,6 +36,10 @@ typedef struct baatt_submit_slot {
     atomic_int pending; /* submitted, not seen finished (a timed-out wait) */
 } baatt_submit_slot;
 
+typedef struct baatt_khr_layout_entry {
+    uint32_t key, rg, rep;
+} baatt_khr_layout_entry;
+
 struct baatt_context {
     uint64_t id;                /* unique per process: keys the per-thread error message */
     pthread_mutex_t lock;       /* queue submission, the slot list, the pipeline cache */
@@ -69,9 +73,7 @@ struct baatt_context {
     uint32_t npipelines, cap_pipelines;
     /* KHR accumulator layouts probed so far (attend.c): key m | n << 8 | subgroup << 16, the
      * register softmax's row-group lanes and element partition (lock) */
-    struct {
-        uint32_t key, rg, rep;
-    } khr_layouts[4];
+    baatt_khr_layout_entry khr_layouts[4];
     uint32_t nkhr_layouts;
     char error[1024];      /* the last failure from any thread (error_lock) */
     char lost_reason[512]; /* why `lost` was set (error_lock) */

@@ -18,6 +18,7 @@
 
 static baatt_dtype dtype = BAATT_DTYPE_F16; /* main's argument */
 static int shared_softmax;                  /* check's tuning: khr_softmax=shared */
+static int layout_regs;                     /* the device's accumulator layout allows the register softmax */
 
 static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
                          int dense)
@@ -47,6 +48,8 @@ static void check_one(baatt_config c)
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
+    /* the softmax asked for ran (registers need one row fragment a subgroup: khr_mf 1) */
+    assert_int_equal(plan->ch.attend.rg != 0, layout_regs && !shared_softmax && plan->ch.attend.mf == 1);
     assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
     assert_int_equal(baatt_plan_read_lse(plan, lse), BAATT_OK);
     float *ref = malloc(4 * qn), *got = th_to_float(o, c.dtype, qn);
@@ -155,6 +158,7 @@ int main(int argc, char **argv)
     require = require || (dtype == BAATT_DTYPE_F16 && req && !strcmp(req, "1"));
     baatt_context *ctx = th_context();
     int regs = 0, has = has_khr(ctx, &regs);
+    layout_regs = regs;
     th_context_done(ctx);
     const char *dt = baatt_dtype_name(dtype);
     if (!has && require) {
