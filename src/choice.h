@@ -127,8 +127,6 @@ typedef struct baatt_attend_choice {
     uint32_t full;         /* CM2_FULL_* bits (interface.h) */
     int sorted;            /* sparse: reads norm-sorted copies of Q, K, V (cm2: and scatters O from its own) */
     uint32_t variant;      /* portable: the BAATT_PORTABLE_* bits this device and dtype allow */
-    uint32_t rg;           /* KHR: the register softmax's row-group lanes (0: shared memory); set at
-                              plan creation from the context's layout probe, not by the choice */
 } baatt_attend_choice;
 typedef struct baatt_score_choice {
     baatt_score_path path;

@@ -66,6 +66,8 @@ struct baatt_plan {
     int held;              /* the selection on the device: 0 none, or a baatt_held */
     uint8_t *given_sorted; /* [bhkv] of a given selection: 1 where its perm_k is not the identity */
     int lse_here;          /* cfg.lse: the last recording wrote the LSE to buf[BIND_LSE] (not the caller's) */
+    uint32_t khr_rg;       /* KHR attention: the register softmax's row-group lanes from the context's
+                              layout probe (0: softmax in shared memory) */
 };
 
 /* Where the selection a plan holds came from. */

@@ -49,7 +49,7 @@ static void check_one(baatt_config c)
     assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
     /* the softmax asked for ran (registers need one row fragment a subgroup: khr_mf 1) */
-    assert_int_equal(plan->ch.attend.rg != 0, layout_regs && !shared_softmax && plan->ch.attend.mf == 1);
+    assert_int_equal(plan->khr_rg != 0, layout_regs && !shared_softmax && plan->ch.attend.mf == 1);
     assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
     assert_int_equal(baatt_plan_read_lse(plan, lse), BAATT_OK);
     float *ref = malloc(4 * qn), *got = th_to_float(o, c.dtype, qn);

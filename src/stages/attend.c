@@ -292,7 +292,7 @@ baatt_status baatt_attend_create(baatt_plan *p)
         uint32_t rg = 0, rep = 0;
         if (a->mf == 1 && !p->tuning.khr_shared_softmax)
             BAATT_TRY(baatt_khr_layout(p->ctx, a->shape, a->subgroup, &rg, &rep));
-        p->ch.attend.rg = rg; /* what test_khr checks */
+        p->khr_rg = rg;
         uint32_t sc[SC_KHR_COUNT] = {[SC_KHR_WG] = a->wg,
                                      [SC_KHR_D] = d,
                                      [SC_KHR_NSG] = a->wg / a->subgroup,
