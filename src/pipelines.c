@@ -37,6 +37,22 @@ baatt_status baatt_pipelines_init(baatt_context *ctx)
                     "vkCreatePipelineLayout");
 }
 
+/* One descriptor set of the context's layout in a pool of its own (the caller destroys *pool,
+ * also after a failure: it is VK_NULL_HANDLE where none was made). */
+baatt_status baatt_descriptor_set_create(baatt_context *ctx, VkDescriptorPool *pool, VkDescriptorSet *set)
+{
+    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
+    VkDescriptorPoolCreateInfo pi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &size};
+    BAATT_VK(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, pool));
+    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                      .descriptorPool = *pool,
+                                      .descriptorSetCount = 1,
+                                      .pSetLayouts = &ctx->set_layout};
+    BAATT_VK(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, set));
+    return BAATT_OK;
+}
+
 void baatt_pipelines_destroy(baatt_context *ctx)
 {
     for (uint32_t i = 0; i < ctx->npipelines; i++)

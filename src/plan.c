@@ -60,21 +60,6 @@ static uint64_t stage_marks(const baatt_plan *p)
     return 4 + 2 * chunks + (p->ch.auto_sort ? (p->ch.cands.n - 1) * (1 + 2 * chunks) + 1 : 0);
 }
 
-static baatt_status create_descriptors(baatt_plan *p)
-{
-    baatt_context *ctx = p->ctx;
-    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
-    VkDescriptorPoolCreateInfo pi = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &size};
-    BAATT_VK(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, &p->dpool));
-    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                      .descriptorPool = p->dpool,
-                                      .descriptorSetCount = 1,
-                                      .pSetLayouts = &ctx->set_layout};
-    BAATT_VK(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &p->set));
-    return BAATT_OK;
-}
-
 /* Every stage the config runs creates its scratch and pipelines; the bindings no stage uses get
  * a placeholder, so one descriptor set serves every pipeline. */
 static baatt_status create_stages(baatt_plan *p)
@@ -88,7 +73,7 @@ static baatt_status create_stages(baatt_plan *p)
     BAATT_TRY(baatt_attend_create(p));
     for (int b = BIND_FIRST_SCRATCH; b < BIND_COUNT; b++)
         if (!p->buf[b].buffer) BAATT_TRY(baatt_plan_scratch(p, b, 16, "placeholder"));
-    BAATT_TRY(create_descriptors(p));
+    BAATT_TRY(baatt_descriptor_set_create(p->ctx, &p->dpool, &p->set));
     return baatt_timing_create(p, stage_marks(p));
 }
 

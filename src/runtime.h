@@ -137,6 +137,8 @@ void baatt_pipelines_destroy(baatt_context *ctx);
 /* A compute pipeline for embedded shader `name` with specialization constants 0..nspec-1, created
  * on first use and cached on the context. subgroup: a required subgroup size with full subgroups
  * (BAATT_FEATURE_SUBGROUP_SIZE_CONTROL), or 0 for the driver's. */
+/* One descriptor set of the context's layout in its own pool (pipelines.c). */
+baatt_status baatt_descriptor_set_create(baatt_context *ctx, VkDescriptorPool *pool, VkDescriptorSet *set);
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 uint32_t subgroup, VkPipeline *out);
 

@@ -607,21 +607,21 @@ static uint32_t where_odd(uint32_t l, uint32_t i) { return ((l * 3 + i) % 8) * 8
 static void khr_layout_classify(void **s)
 {
     (void)s;
+    static const struct {
+        where_fn where;
+        uint32_t sg, e, n, rg, rep;
+    } cases[] = {{where_nvidia, 32, 8, 16, 4, 0x22002200u},
+                 {where_amd, 32, 8, 16, 16, 0x76543210u},
+                 {where_row, 8, 8, 8, 1, 0u},
+                 {where_col, 8, 8, 8, 8, 0x76543210u},
+                 {where_odd, 8, 8, 8, 0, 0u}};
     uint32_t cell[32 * KL_MAX_E], rep = 0;
-    layout_of(where_nvidia, 32, 8, cell);
-    assert_int_equal(baatt_khr_layout_classify(cell, 32, 8, 16, &rep), 4);
-    assert_int_equal(rep, 0x22002200u);
-    layout_of(where_amd, 32, 8, cell);
-    assert_int_equal(baatt_khr_layout_classify(cell, 32, 8, 16, &rep), 16);
-    assert_int_equal(rep, 0x76543210u);
-    layout_of(where_row, 8, 8, cell);
-    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 1);
-    assert_int_equal(rep, 0u);
-    layout_of(where_col, 8, 8, cell);
-    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 8);
-    assert_int_equal(rep, 0x76543210u);
-    layout_of(where_odd, 8, 8, cell);
-    assert_int_equal(baatt_khr_layout_classify(cell, 8, 8, 8, &rep), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layout_of(cases[i].where, cases[i].sg, cases[i].e, cell);
+        rep = 0;
+        assert_int_equal(baatt_khr_layout_classify(cell, cases[i].sg, cases[i].e, cases[i].n, &rep), cases[i].rg);
+        assert_int_equal(rep, cases[i].rep);
+    }
     assert_int_equal(baatt_khr_layout_classify(cell, 8, 9, 8, &rep), 0); /* more elements than REP holds */
 }
 

@@ -205,16 +205,7 @@ static baatt_status probe_layout(baatt_context *ctx, baatt_mma_shape s, uint32_t
     VkDescriptorSet set;
     VkCommandBuffer cmd;
     baatt_status st = baatt_buffer_create(ctx, 4ull * words, 1, &b);
-    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = BIND_COUNT};
-    VkDescriptorPoolCreateInfo pi = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &size};
-    VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                      .descriptorSetCount = 1,
-                                      .pSetLayouts = &ctx->set_layout};
-    if (!st)
-        st = baatt_vk(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pi, NULL, &pool), "vkCreateDescriptorPool");
-    ai.descriptorPool = pool;
-    if (!st) st = baatt_vk(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &ai, &set), "vkAllocateDescriptorSets");
+    if (!st) st = baatt_descriptor_set_create(ctx, &pool, &set);
     if (!st) {
         VkDescriptorBufferInfo bi = {b.buffer, 0, VK_WHOLE_SIZE};
         VkWriteDescriptorSet w[BIND_COUNT]; /* every binding on the one buffer: the set layout wants them all */
