@@ -134,7 +134,9 @@ shared uint v_big;          // the last tile number whose P V runs in fp32
 
 #include "attention_tiles.glsl"
 
-vec4 acc[MAX_ROWS * MAX_OV];      // O rows, unnormalised
+// O rows, unnormalised: element (i, j) at i * OV + j, the used ones first (with a stride of
+// MAX_OV, head_dim 64 left holes and NVIDIA's compiler put the array in local memory: NOTES #74)
+vec4 acc[MAX_ROWS * MAX_OV];
 float row_m[MAX_ROWS], row_l[MAX_ROWS];   // running max (log2 units) and this lane's part of the sum
 
 void put_kv() {
@@ -163,18 +165,32 @@ void put_kv() {
 #endif
 }
 
-// S = Q K^T in fp32 for this invocation's rows and columns (Q as staged).
-void scores_f32(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
-    [[unroll]] for (uint x = 0; x < MAX_ROWS * MAX_TC; x++) s[x] = 0.0;
-    for (uint a = 0; a < D4; a++) {
-        vec4 qv[MAX_ROWS];
-        [[unroll]] for (uint i = 0; i < ROWS; i++) qv[i] = sw_load(q_sh[(g * ROWS + i) * QS + a]);
-        [[unroll]] for (uint j = 0; j < MAX_TC; j++) {
-            if (j >= TC) break;
-            vec4 kv = sw_load(k_sh[(l + LANES * j) * QS + a]);
-            [[unroll]] for (uint i = 0; i < ROWS; i++) s[i * MAX_TC + j] += dot(qv[i], kv);
+// The inner loops of Q K^T and P V run UNROLL steps an iteration (D / 4 and BC are multiples of
+// 8: attend.c): drivers may leave them rolled, and independent steps let the shared-memory loads
+// of one overlap the multiply-adds of another (8 was the fastest on the H100, NOTES #74).
+const uint UNROLL = 8;
+
+// One step of S = Q K^T in fp32: head dims 4a..4a+3 of this invocation's rows and columns (Q as
+// staged), an fma chain per score (4 instructions, where a dot product and an add take 5).
+void qk_step(uint g, uint l, uint a, inout float s[MAX_ROWS * MAX_TC]) {
+    vec4 qv[MAX_ROWS];
+    [[unroll]] for (uint i = 0; i < ROWS; i++) qv[i] = sw_load(q_sh[(g * ROWS + i) * QS + a]);
+    [[unroll]] for (uint j = 0; j < MAX_TC; j++) {
+        if (j >= TC) break;
+        vec4 kv = sw_load(k_sh[(l + LANES * j) * QS + a]);
+        [[unroll]] for (uint i = 0; i < ROWS; i++) {
+            float x = fma(qv[i].x, kv.x, s[i * MAX_TC + j]);
+            x = fma(qv[i].y, kv.y, x);
+            x = fma(qv[i].z, kv.z, x);
+            s[i * MAX_TC + j] = fma(qv[i].w, kv.w, x);
         }
     }
+}
+
+void scores_f32(uint g, uint l, out float s[MAX_ROWS * MAX_TC]) {
+    [[unroll]] for (uint x = 0; x < MAX_ROWS * MAX_TC; x++) s[x] = 0.0;
+    for (uint a = 0; a < D4; a += UNROLL)
+        [[unroll]] for (uint u = 0; u < UNROLL; u++) qk_step(g, l, a + u, s);
 }
 
 #if defined(HALF_QK)
@@ -255,20 +271,24 @@ void softmax(uint g, uint l, inout float s[MAX_ROWS * MAX_TC]) {
         row_l[i] = row_l[i] * alpha + sum;
         row_m[i] = mx;
         [[unroll]] for (uint j = 0; j < MAX_OV; j++)
-            if (j < OV) acc[i * MAX_OV + j] *= alpha;
+            if (j < OV) acc[i * OV + j] *= alpha;
+    }
+}
+
+// One step of O += P V in fp32: key c for this invocation's rows and output words.
+void pv_step(uint g, uint l, uint c) {
+    float p[MAX_ROWS];
+    [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = float(p_sh[(g * ROWS + i) * PS + c]);
+    [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
+        if (j >= OV) break;
+        vec4 vv = sw_load(v_sh[c * D4 + l + LANES * j]);
+        [[unroll]] for (uint i = 0; i < ROWS; i++) acc[i * OV + j] = fma(vec4(p[i]), vv, acc[i * OV + j]);
     }
 }
 
 void accumulate_pv_f32(uint g, uint l) {
-    for (uint c = 0; c < BC; c++) {
-        float p[MAX_ROWS];
-        [[unroll]] for (uint i = 0; i < ROWS; i++) p[i] = float(p_sh[(g * ROWS + i) * PS + c]);
-        [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
-            if (j >= OV) break;
-            vec4 vv = sw_load(v_sh[c * D4 + l + LANES * j]);
-            [[unroll]] for (uint i = 0; i < ROWS; i++) acc[i * MAX_OV + j] += p[i] * vv;
-        }
-    }
+    for (uint c = 0; c < BC; c += UNROLL)
+        [[unroll]] for (uint u = 0; u < UNROLL; u++) pv_step(g, l, c + u);
 }
 
 #if defined(HALF_PV)
@@ -285,12 +305,12 @@ void accumulate_pv_half(uint g, uint l) {
                 if (j >= OV) break;
                 f16vec4 vv = h_load(v_sh[c * D4 + l + LANES * j]);
                 [[unroll]] for (uint i = 0; i < ROWS; i++)
-                    part[i * MAX_OV + j] = u == 0 ? p[i] * vv : fma(f16vec4(p[i]), vv, part[i * MAX_OV + j]);
+                    part[i * OV + j] = u == 0 ? p[i] * vv : fma(f16vec4(p[i]), vv, part[i * OV + j]);
             }
         }
         [[unroll]] for (uint j = 0; j < MAX_OV; j++)
             if (j < OV)
-                [[unroll]] for (uint i = 0; i < ROWS; i++) acc[i * MAX_OV + j] += vec4(part[i * MAX_OV + j]);
+                [[unroll]] for (uint i = 0; i < ROWS; i++) acc[i * OV + j] += vec4(part[i * OV + j]);
     }
 }
 #endif
@@ -319,7 +339,8 @@ void load_q(uint hd, uint p0) {
     [[unroll]] for (uint i = 0; i < MAX_ROWS; i++) {
         row_m[i] = -1.0 / 0.0;
         row_l[i] = 0.0;
-        [[unroll]] for (uint j = 0; j < MAX_OV; j++) acc[i * MAX_OV + j] = vec4(0.0);
+        [[unroll]] for (uint j = 0; j < MAX_OV; j++)
+            if (j < OV) acc[i * OV + j] = vec4(0.0);
     }
 }
 
@@ -336,7 +357,7 @@ void store(uint hd, uint p0, uint g, uint l) {
         uint row = hd * pc.q_len + src_row(hd, s, pc.q_len, 0);
         [[unroll]] for (uint j = 0; j < MAX_OV; j++) {
             if (j >= OV) break;
-            vec4 y = sum != 0.0 ? acc[i * MAX_OV + j] / sum : vec4(0.0);   // no key: 0 (NaN still propagates)
+            vec4 y = sum != 0.0 ? acc[i * OV + j] / sum : vec4(0.0);   // no key: 0 (NaN still propagates)
             uint d = (l + LANES * j) * 4;
             [[unroll]] for (uint c = 0; c < 4; c++) o[row * D + d + c] = STORE(y[c]);
         }

@@ -243,19 +243,23 @@ static void choice_h100(void **s)
 }
 
 /* NVIDIA without cooperative matrix 2: the KHR kernel on 16x16x16 (the most work of the listed
- * shapes), 4 subgroups of 16 rows, 32-key tiles (64 overflow 48 KiB); an older driver without KHR
- * cooperative matrices: the portable kernel, its largest tile in 48 KiB. */
+ * shapes), 2 subgroups of 16 rows, 16-key tiles (the order measured on the H100); an older driver
+ * without KHR cooperative matrices: the portable kernel, its largest tile in 48 KiB. */
 static void choice_nvidia_without_cm2(void **s)
 {
     (void)s;
     baatt_choice ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
-    expect_khr(&ch, 16, 16, 16, 32, 64, 32);
+    expect_khr(&ch, 16, 16, 16, 32, 32, 16);
     assert_int_equal(ch.attend.mf, 1);
     ch = choose(nvidia_no_cm2(), shape(16384, 128, 32, BAATT_DTYPE_F16, 0), NULL);
-    expect_khr(&ch, 16, 16, 16, 32, 32, 32); /* never wider than a 32-token block */
+    expect_khr(&ch, 16, 16, 16, 32, 32, 16); /* never wider than a 32-token block */
     assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
     ch = choose(nvidia_no_cm2(), shape(16384, 64, 64, BAATT_DTYPE_F16, 0), NULL);
-    expect_khr(&ch, 16, 16, 16, 32, 64, 64); /* head_dim 64: 64-key tiles fit */
+    expect_khr(&ch, 16, 16, 16, 32, 32, 16);    /* head_dim 64: the same */
+    baatt_tuning wide = baatt_tuning_default(); /* where 64-key tiles fit, an operator may ask */
+    wide.khr_rows = 64, wide.khr_keys = 64;
+    expect_khr((baatt_choice[]){choose(nvidia_no_cm2(), shape(16384, 64, 64, BAATT_DTYPE_F16, 0), &wide)}, 16, 16, 16,
+               32, 64, 64);
     ch = choose(nvidia_no_cm2(), shape(16384, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     ch = choose(nvidia_old_driver(), shape(16384, 128, 64, BAATT_DTYPE_F16, 1), NULL);
@@ -277,13 +281,13 @@ static void choice_nvidia_without_cm2(void **s)
 }
 
 /* AMD and Intel: the KHR kernel on each device's shape, at its smallest subgroup size (pinned),
- * tiles in 64 KiB; bf16 on the portable kernel with 32 x 32 tiles; radix workgroups sized for
+ * 32 x 16 tiles (2 or 4 subgroups); bf16 on the portable kernel with 32 x 32 tiles; radix workgroups sized for
  * the smallest subgroup, holding the largest. */
 static void choice_amd_intel(void **s)
 {
     (void)s;
     baatt_choice ch = choose(rdna3(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
-    expect_khr(&ch, 16, 16, 16, 32, 64, 64);
+    expect_khr(&ch, 16, 16, 16, 32, 32, 16);
     assert_int_equal(ch.score.path, BAATT_SCORE_SCALAR);
     assert_int_equal(ch.select.path, BAATT_SELECTOR_ROW);
     assert_int_equal(ch.select.rows, 4); /* 64-wide subgroups */
@@ -296,11 +300,12 @@ static void choice_amd_intel(void **s)
     expect_attend((baatt_choice[]){choose(fixed, shape(4096, 128, 64, BAATT_DTYPE_F16, 1), NULL)},
                   BAATT_ATTEND_PORTABLE, 64, 32, 128);
     ch = choose(xe2(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL);
-    expect_khr(&ch, 8, 16, 16, 16, 32, 64);
+    expect_khr(&ch, 8, 16, 16, 16, 32, 16);
+    assert_int_equal(ch.attend.wg, 64); /* 4 subgroups of 8 rows */
     assert_int_equal(ch.sort.radix_wg, 128);
     assert_int_equal(ch.select.rows, 8);
     ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_F16, 1), NULL);
-    expect_khr(&ch, 8, 8, 16, 8, 32, 32); /* 64-key tiles: 32 vectors an invocation to prefetch */
+    expect_khr(&ch, 8, 8, 16, 8, 32, 16);
     ch = choose(arc_a(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL);
     expect_attend(&ch, BAATT_ATTEND_PORTABLE, 64, 32, 128);
     assert_int_equal(ch.sort.radix_wg, 64);
@@ -309,17 +314,17 @@ static void choice_amd_intel(void **s)
     assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
     ch = choose(arc_a(), shape(262144, 128, 32, BAATT_DTYPE_F16, 0), NULL);
     assert_int_equal(ch.select.path, BAATT_SELECTOR_SUBGROUP);
-    expect_khr(&ch, 8, 8, 16, 8, 32, 32);
+    expect_khr(&ch, 8, 8, 16, 8, 32, 16);
 }
 
-/* Mesa 26's lavapipe: 8x8x8 on 8 lanes in 32 KiB (64-key tiles at head_dim 64 only). */
+/* Mesa 26's lavapipe: 8x8x8 on 8 lanes in 32 KiB, 32 x 16 tiles (4 subgroups). */
 static void choice_lavapipe26(void **s)
 {
     (void)s;
     expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 8, 8, 8, 8, 32,
-               32);
+               16);
     expect_khr((baatt_choice[]){choose(lavapipe26(), shape(4096, 64, 64, BAATT_DTYPE_F16, 1), NULL)}, 8, 8, 8, 8, 32,
-               64);
+               16);
     /* sparse plans read norm-sorted copies (contiguous key tiles), dense ones the tensors */
     assert_true(choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 0), NULL).attend.sorted);
     assert_false(choose(lavapipe26(), shape(4096, 128, 64, BAATT_DTYPE_F16, 1), NULL).attend.sorted);
@@ -340,21 +345,21 @@ static void choice_khr_bf16(void **s)
     baatt_tuning t = baatt_tuning_default();
     t.attend = BAATT_ATTEND_KHR; /* the H100 with cm2 capped off: its one bf16 shape, 16x16x16 */
     baatt_config sparse = shape(16384, 128, 64, BAATT_DTYPE_BF16, 0);
-    expect_khr_of((baatt_choice[]){choose(h100(), sparse, &t)}, 1, 16, 16, 16, 32, 64, 32);
+    expect_khr_of((baatt_choice[]){choose(h100(), sparse, &t)}, 1, 16, 16, 16, 32, 32, 16);
     expect_khr_of((baatt_choice[]){choose(h100(), shape(16384, 64, 64, BAATT_DTYPE_BF16, 1), &t)}, 1, 16, 16, 16, 32,
-                  64, 64);
+                  32, 16);
     baatt_caps no_cm2 = h100(); /* its driver without cooperative matrix 2: the same, untuned */
     no_cm2.features &= ~BAATT_FEATURE_COOPMAT2_NV;
-    expect_khr_of((baatt_choice[]){choose(no_cm2, sparse, NULL)}, 1, 16, 16, 16, 32, 64, 32);
-    expect_khr((baatt_choice[]){choose(no_cm2, shape(16384, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 64,
-               32);
-    /* RDNA4: bf16 16x16x16 at wave32 (pinned), 64 x 64 in 64 KiB, dense and sparse */
+    expect_khr_of((baatt_choice[]){choose(no_cm2, sparse, NULL)}, 1, 16, 16, 16, 32, 32, 16);
+    expect_khr((baatt_choice[]){choose(no_cm2, shape(16384, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 32,
+               16);
+    /* RDNA4: bf16 16x16x16 at wave32 (pinned), 32 x 16, dense and sparse */
     expect_khr_of((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_BF16, 0), NULL)}, 1, 16, 16, 16,
-                  32, 64, 64);
+                  32, 32, 16);
     expect_khr_of((baatt_choice[]){choose(rdna4(), shape(4096, 64, 64, BAATT_DTYPE_BF16, 1), NULL)}, 1, 16, 16, 16, 32,
-                  64, 64);
-    expect_khr((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 64,
-               64);
+                  32, 16);
+    expect_khr((baatt_choice[]){choose(rdna4(), shape(131072, 128, 64, BAATT_DTYPE_F16, 0), NULL)}, 16, 16, 16, 32, 32,
+               16);
     /* RDNA3 lists no bf16 shape (even with the feature bit); RDNA4 without the feature, without
      * the variant (an older glslang), or tuned to the portable kernel: portable */
     baatt_caps r3 = rdna3(), r4 = rdna4(), r4_old = rdna4();
@@ -410,7 +415,7 @@ static void choice_tuned(void **s)
     t.attend = BAATT_ATTEND_CM2; /* at most cm2: the best there is */
     assert_int_equal(choose(nvidia_no_cm2(), sparse, &t).attend.path, BAATT_ATTEND_KHR);
     t.attend = BAATT_ATTEND_KHR; /* the KHR kernel on the H100 */
-    expect_khr((baatt_choice[]){choose(h100(), sparse, &t)}, 16, 16, 16, 32, 64, 32);
+    expect_khr((baatt_choice[]){choose(h100(), sparse, &t)}, 16, 16, 16, 32, 32, 16);
     t = baatt_tuning_default();
     t.sort = BAATT_SORTER_BITONIC;
     expect_sort((baatt_choice[]){choose(h100(), sparse, &t)}, BAATT_SORTER_BITONIC, BAATT_SORTER_BITONIC);

@@ -85,13 +85,15 @@ static int khr_dtype_ok(const baatt_caps *caps, baatt_dtype dt)
 
 /* KHR cooperative matrices, fp16 or bf16: the best listed shape of the dtype; the subgroup size
  * the device's smallest (where the cooperative-matrix units run: Intel's SIMD8/16, AMD's wave32),
- * pinned with full subgroups where the size varies; then the widest workgroup (up to 4 subgroups
- * of M rows, at most 2 BC rows: Q is staged in the K/V tiles) and the longest key tile that fit
- * the shared memory and the registers that prefetch it, inside one block in sparse plans. */
+ * pinned with full subgroups where the size varies; then the first tile in the order of brs x bcs
+ * (query rows: 1, 2 or 4 subgroups of MF * M rows, at most 2 BC rows, since Q is staged in the K/V
+ * tiles; keys) that fits the shared memory and the registers that prefetch it, inside one block
+ * in sparse plans. The order is the H100's: 32 x 16 beat 64 x 32 and 64 x 64 at head_dim 128 and
+ * 64, dense and sparse (NOTES #75); other vendors are unmeasured. */
 static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                       baatt_attend_choice *out)
 {
-    static const uint32_t nsgs[] = {4, 2, 1}, bcs[] = {64, 32, 16};
+    static const uint32_t brs[] = {32, 64, 16, 128, 8}, bcs[] = {16, 32, 64};
     baatt_mma_shape s;
     uint32_t sg = caps->subgroup_min, d = cfg->head_dim;
     if (!allows(t, BAATT_ATTEND_KHR) || !(caps->features & BAATT_FEATURE_COOPMAT_KHR) ||
@@ -100,19 +102,20 @@ static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baa
     if (caps->subgroup_min != caps->subgroup_max && !(caps->features & BAATT_FEATURE_SUBGROUP_SIZE_CONTROL)) return 0;
     uint32_t mf = t->khr_mf ? t->khr_mf : sg / s.m > 8 ? 2 : 1, rs = mf * s.m, lpr = sg >= rs ? sg / rs : 1;
     if (sg / rs > 8 || rs / sg > 2) return 0; /* the softmax's lanes per row / rows per lane */
-    for (size_t i = 0; i < sizeof nsgs / sizeof nsgs[0]; i++)
+    for (size_t i = 0; i < sizeof brs / sizeof brs[0]; i++)
         for (size_t j = 0; j < sizeof bcs / sizeof bcs[0]; j++) {
-            uint32_t br = nsgs[i] * rs, bc = bcs[j];
-            uint32_t wg = nsgs[i] * sg, vectors = bc * d / 8; /* a K or V tile's 16-byte vectors */
-            if (bc % s.n || bc % s.k || bc % lpr || br > 2 * bc || wg > caps->max_invocations || vectors % wg ||
-                vectors / wg > ATT_MAX_VECTORS || khr_shared_bytes(d, br, bc, s) > caps->max_shared)
+            uint32_t br = brs[i], bc = bcs[j], nsg = br / rs;
+            uint32_t wg = nsg * sg, vectors = bc * d / 8; /* a K or V tile's 16-byte vectors */
+            if (br % rs || (nsg != 1 && nsg != 2 && nsg != 4) || bc % s.n || bc % s.k || bc % lpr || br > 2 * bc ||
+                wg > caps->max_invocations || vectors % wg || vectors / wg > ATT_MAX_VECTORS ||
+                khr_shared_bytes(d, br, bc, s) > caps->max_shared)
                 continue;
             if (!cfg->dense && (bc > g->block || g->block % bc || br > g->block || g->block % br)) continue;
             if (t->khr_rows && (br != t->khr_rows || bc != t->khr_keys)) continue;
             *out = (baatt_attend_choice){.path = BAATT_ATTEND_KHR,
                                          .br = br,
                                          .bc = bc,
-                                         .wg = nsgs[i] * sg,
+                                         .wg = wg,
                                          .shape = s,
                                          .subgroup = sg,
                                          .mf = mf,
