@@ -134,8 +134,7 @@ shared uint v_big;          // the last tile number whose P V runs in fp32
 
 #include "attention_tiles.glsl"
 
-// O rows, unnormalised: element (i, j) at i * OV + j, the used ones first (with a stride of
-// MAX_OV, head_dim 64 left holes and NVIDIA's compiler put the array in local memory: NOTES #74)
+// O rows, unnormalised: element (i, j) at i * OV + j
 vec4 acc[MAX_ROWS * MAX_OV];
 float row_m[MAX_ROWS], row_l[MAX_ROWS];   // running max (log2 units) and this lane's part of the sum
 
@@ -167,7 +166,7 @@ void put_kv() {
 
 // The inner loops of Q K^T and P V run UNROLL steps an iteration (D / 4 and BC are multiples of
 // 8: attend.c): drivers may leave them rolled, and independent steps let the shared-memory loads
-// of one overlap the multiply-adds of another (8 was the fastest on the H100, NOTES #74).
+// of one overlap the multiply-adds of another (8 was the fastest on the H100, NOTES #75).
 const uint UNROLL = 8;
 
 // One step of S = Q K^T in fp32: head dims 4a..4a+3 of this invocation's rows and columns (Q as

@@ -89,7 +89,7 @@ static int khr_dtype_ok(const baatt_caps *caps, baatt_dtype dt)
  * (query rows: 1, 2 or 4 subgroups of MF * M rows, at most 2 BC rows, since Q is staged in the K/V
  * tiles; keys) that fits the shared memory and the registers that prefetch it, inside one block
  * in sparse plans. The order is the H100's: 32 x 16 beat 64 x 32 and 64 x 64 at head_dim 128 and
- * 64, dense and sparse (NOTES #75); other vendors are unmeasured. */
+ * 64, dense and sparse (NOTES #76); other vendors are unmeasured. */
 static int choose_khr(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, const baatt_geometry *g,
                       baatt_attend_choice *out)
 {
