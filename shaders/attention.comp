@@ -164,10 +164,10 @@ void put_kv() {
 #endif
 }
 
-// The inner loops of Q K^T and P V run UNROLL steps an iteration (D / 4 and BC are multiples of
-// 8: attend.c): drivers may leave them rolled, and independent steps let the shared-memory loads
-// of one overlap the multiply-adds of another (8 was the fastest on the H100, NOTES #75).
-const uint UNROLL = 8;
+// The inner loops of Q K^T and P V run UNROLL steps an iteration (the host keeps D / 4 and BC
+// multiples of it): drivers may leave them rolled, and independent steps let the shared-memory
+// loads of one overlap the multiply-adds of another (8 was the fastest on the H100, NOTES #75).
+const uint UNROLL = ATT_UNROLL;
 
 // One step of S = Q K^T in fp32: head dims 4a..4a+3 of this invocation's rows and columns (Q as
 // staged), an fma chain per score (4 instructions, where a dot product and an add take 5).

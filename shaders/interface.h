@@ -67,6 +67,7 @@
 #define ATT_MAX_VECTORS 16 /* 16-byte vectors of a K (and of a V) tile per invocation (portable, KHR) */
 #define ATT_ROWS 4         /* portable: query rows per invocation */
 #define ATT_LANES 8        /* portable: invocations sharing those rows (score columns, output dims) */
+#define ATT_UNROLL 8       /* portable: inner-loop steps an iteration (head_dim / 4 and BC its multiples) */
 /* khr_layout.comp: the KHR accumulator layout probe */
 #define SC_KL_SG 0
 #define SC_KL_M 1

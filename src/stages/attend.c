@@ -157,10 +157,10 @@ static baatt_status choose_portable(const baatt_caps *caps, const baatt_config *
     for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
         uint32_t br = tiles[i][0], bc = tiles[i][1], wg = br / ATT_ROWS * ATT_LANES;
         /* the kernel's register arrays: BC / ATT_LANES <= 8 score columns, D / 4 / ATT_LANES <= 4
-         * output words, whole (head_dim 64 and 128 give 2 and 4) */
+         * output words, whole (head_dim 64 and 128 give 2 and 4); whole unrolled loop steps */
         if (portable_shared_bytes(d, br, bc, 4ull * es) > caps->max_shared || wg > caps->max_invocations ||
             (bc * dv) % wg || bc * dv / wg > ATT_MAX_VECTORS || bc / ATT_LANES > 8 || (d / 4) % ATT_LANES ||
-            d / 4 / ATT_LANES > 4)
+            d / 4 / ATT_LANES > 4 || (d / 4) % ATT_UNROLL || bc % ATT_UNROLL)
             continue;
         if (!cfg->dense && (br > g->block || g->block % br || bc > g->block || g->block % bc)) continue;
         *out = (baatt_attend_choice){
