@@ -85,11 +85,11 @@ void baatt_plan_tensor_bytes(const baatt_plan *p, uint64_t *q, uint64_t *kv);
 uint64_t baatt_plan_lse_bytes(const baatt_plan *p);
 
 /* ---- creation helpers (plan.c) ---- */
-/* Device scratch for binding (bytes, checked against the device's buffer range). */
 /* The register softmax's row groups for the KHR kernel's M x N fp32 accumulator at subgroup sg
  * (baatt_khr_layout_classify), probed once per context (attend.c); rg 0: the softmax goes through
  * shared memory. */
 baatt_status baatt_khr_layout(baatt_context *ctx, baatt_mma_shape s, uint32_t sg, uint32_t *rg, uint32_t *rep);
+/* Device scratch for binding (bytes, checked against the device's buffer range). */
 baatt_status baatt_plan_scratch(baatt_plan *p, int binding, uint64_t bytes, const char *what);
 /* Pipeline kernel from shader variant with specialization constants 0..n-1. */
 baatt_status baatt_plan_pipeline(baatt_plan *p, baatt_kernel kernel, const char *variant, const uint32_t *spec,

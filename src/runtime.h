@@ -126,7 +126,7 @@ baatt_status baatt_cmd_submit_wait(baatt_context *ctx, VkCommandBuffer cmd);
 void baatt_cmd_discard(baatt_context *ctx, VkCommandBuffer cmd);
 /* Blocks until no submission of ctx is pending (after a timeout: before freeing what it uses). */
 void baatt_cmd_drain(baatt_context *ctx);
-/* Transfer-write -> host-read barrier: record after the last copy into a staging buffer. */
+/* Transfer- or shader-write -> host-read barrier: record after the last write to a mapped buffer. */
 void baatt_cmd_host_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 /* Compute-write -> compute/transfer-read memory barrier. */
 void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd);
@@ -134,11 +134,11 @@ void baatt_cmd_barrier(baatt_context *ctx, VkCommandBuffer cmd);
 /* ---- pipelines.c ---- */
 baatt_status baatt_pipelines_init(baatt_context *ctx);
 void baatt_pipelines_destroy(baatt_context *ctx);
+/* One descriptor set of the context's layout in its own pool (pipelines.c). */
+baatt_status baatt_descriptor_set_create(baatt_context *ctx, VkDescriptorPool *pool, VkDescriptorSet *set);
 /* A compute pipeline for embedded shader `name` with specialization constants 0..nspec-1, created
  * on first use and cached on the context. subgroup: a required subgroup size with full subgroups
  * (BAATT_FEATURE_SUBGROUP_SIZE_CONTROL), or 0 for the driver's. */
-/* One descriptor set of the context's layout in its own pool (pipelines.c). */
-baatt_status baatt_descriptor_set_create(baatt_context *ctx, VkDescriptorPool *pool, VkDescriptorSet *set);
 baatt_status baatt_pipeline_get(baatt_context *ctx, const char *name, const uint32_t *spec, uint32_t nspec,
                                 uint32_t subgroup, VkPipeline *out);
 

@@ -134,13 +134,12 @@ static uint64_t portable_shared_bytes(uint32_t d, uint32_t br, uint32_t bc, uint
 }
 
 /* The portable variants the tuning asks for that this device and dtype run (built for fp16
- * only; elsewhere the base kernel runs): packed halves need shaderFloat16; P V's fp16
- * runs (8 keys, 16 with long) must tile the key tile (head_dim 64 or 128 holds whole runs of dims). */
+ * only; elsewhere the base kernel runs): packed halves need shaderFloat16; long P V runs (16 keys)
+ * must tile the key tile (8 does: ATT_UNROLL; head_dim 64 or 128 holds whole runs of dims). */
 static uint32_t portable_variant(const baatt_caps *caps, const baatt_config *cfg, const baatt_tuning *t, uint32_t bc)
 {
     uint32_t v = cfg->dtype == BAATT_DTYPE_F16 ? t->portable : 0;
     if (!(caps->features & BAATT_FEATURE_FP16_ARITH)) v &= ~(uint32_t)(BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16);
-    if (bc % 8) v &= ~(uint32_t)BAATT_PORTABLE_PV16;
     if (bc % 16 || !(v & (BAATT_PORTABLE_QK16 | BAATT_PORTABLE_PV16))) v &= ~(uint32_t)BAATT_PORTABLE_LONG;
     return v;
 }
@@ -226,11 +225,7 @@ static baatt_status probe_layout(baatt_context *ctx, baatt_mma_shape s, uint32_t
         ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl);
         ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1, &set, 0, NULL);
         ctx->vk.vkCmdDispatch(cmd, 1, 1, 1);
-        VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
-                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
-        ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb,
-                                     0, NULL, 0, NULL);
+        baatt_cmd_host_barrier(ctx, cmd);
         st = baatt_cmd_submit_wait(ctx, cmd);
     }
     if (!st) memcpy(cell, b.mapped, 4ull * words);
