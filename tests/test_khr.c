@@ -19,6 +19,7 @@
 static baatt_dtype dtype = BAATT_DTYPE_F16; /* main's argument */
 static int shared_softmax;                  /* check's tuning: khr_softmax=shared */
 static int layout_regs;                     /* the device's accumulator layout allows the register softmax */
+static uint32_t tile_rows, tile_keys;       /* check's tuning: khr_tile (0: the chosen tile) */
 
 static baatt_config make(uint32_t b, uint32_t h, uint32_t hkv, uint32_t nq, uint32_t nk, uint32_t d, uint32_t block,
                          int dense)
@@ -45,9 +46,11 @@ static void check_one(baatt_config c)
     baatt_tuning t = th_tuning();
     t.attend = BAATT_ATTEND_KHR;
     t.khr_shared_softmax = shared_softmax;
+    t.khr_rows = tile_rows, t.khr_keys = tile_keys;
     baatt_plan *plan = NULL;
     assert_int_equal(th_plan_create(&c, &t, &plan), BAATT_OK);
     assert_string_equal(baatt_plan_path(plan, BAATT_STAGE_ATTEND), "khr-coopmat");
+    if (tile_rows) assert_true(plan->ch.attend.br == tile_rows && plan->ch.attend.bc == tile_keys);
     /* the softmax asked for ran (registers need one row fragment a subgroup: khr_mf 1) */
     assert_int_equal(plan->khr_rg != 0, layout_regs && !shared_softmax && plan->ch.attend.mf == 1);
     assert_int_equal(baatt_plan_run_host(plan, q, k, v, o), BAATT_OK);
@@ -74,9 +77,10 @@ static void check_one(baatt_config c)
     double atol, rtol;
     th_tolerance(c.dtype, &atol, &rtol);
     char label[128];
-    snprintf(label, sizeof label, "khr %s%s %s b%u h%u/%u q%u k%u d%u block %u sort %d", baatt_dtype_name(c.dtype),
-             shared_softmax ? " shared-softmax" : "", c.dense ? "dense" : "sparse", c.batch, c.heads, c.kv_heads,
-             c.q_len, c.kv_len, c.head_dim, c.block_size, (int)c.norm_sort);
+    snprintf(label, sizeof label, "khr %s%s %ux%u %s b%u h%u/%u q%u k%u d%u block %u sort %d",
+             baatt_dtype_name(c.dtype), shared_softmax ? " shared-softmax" : "", plan->ch.attend.br, plan->ch.attend.bc,
+             c.dense ? "dense" : "sparse", c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len, c.head_dim, c.block_size,
+             (int)c.norm_sort);
     assert_true(th_compare(got, ref, qn, atol, rtol, label) <= 1.0);
     assert_true(th_compare(lse, ref_lse, rows, 2e-5, 1e-6, label) <= 1.0);
     baatt_plan_destroy(plan);
@@ -118,6 +122,27 @@ static void khr_sparse_block128(void **s)
     (void)s;
     check(make(1, 2, 2, 300, 520, 128, 128, 0)); /* several key tiles per block */
     check(make(1, 2, 2, 256, 512, 64, 128, 0));
+}
+
+/* A wider tile than the chosen one (an operator's khr_tile; the choice before NOTES #76): several
+ * S fragments a subgroup and 4 subgroups, where the device takes it (else a visible skip). */
+static void khr_wide_tile(void **s)
+{
+    (void)s;
+    baatt_config dense = make(1, 2, 2, 200, 333, 128, 64, 1), sparse = make(1, 4, 2, 300, 520, 128, 64, 0);
+    baatt_tuning t = th_tuning();
+    t.attend = BAATT_ATTEND_KHR, t.khr_rows = 32, t.khr_keys = 32;
+    baatt_choice ch;
+    char msg[256];
+    if (baatt_choose(baatt_context_caps(th_ctx), &sparse, &t, &ch, msg, sizeof msg) ||
+        ch.attend.path != BAATT_ATTEND_KHR) {
+        fprintf(stderr, "[ SKIP     ] khr_tile=32x32 does not fit this device's KHR kernel\n");
+        skip();
+    }
+    tile_rows = tile_keys = 32;
+    check(dense);
+    check(sparse);
+    tile_rows = tile_keys = 0;
 }
 
 /* Whether a plan of the dtype may run the KHR kernel here: the choice for a small dense plan
@@ -179,6 +204,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(khr_dense),
         cmocka_unit_test(khr_sparse_orders),
         cmocka_unit_test(khr_sparse_block128),
+        cmocka_unit_test(khr_wide_tile),
     };
     return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }
